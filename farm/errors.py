@@ -1,0 +1,59 @@
+"""One error tree for farm.
+
+    FarmError                    root: anything farm raises on purpose
+    ├── InvalidInput             the request is well-formed but not acceptable (unknown pool...)
+    ├── NotFound                 no such job (or not visible to the caller)
+    ├── Unauthorized             no token, or a token nobody issued
+    ├── Forbidden                a valid token that may not do this
+    ├── Conflict                 the job's state does not allow the operation
+    │   └── IllegalTransition    a state change the transition table refuses
+    ├── StaleAttempt             an executor wrote for an attempt that is no longer current
+    ├── StoreUnavailable         Redis cannot be reached
+    └── RuntimeFailure           a runtime (local, docker) could not run a step at all
+
+Adapters translate third-party errors (redis, docker) into this tree at their boundary; the
+API maps the tree to HTTP in one handler (`farm.api.app`), so services never raise
+HTTPException.
+"""
+
+from __future__ import annotations
+
+
+class FarmError(Exception):
+    """Root of every error farm raises on purpose."""
+
+
+class InvalidInput(FarmError):
+    pass
+
+
+class NotFound(FarmError):
+    pass
+
+
+class Unauthorized(FarmError):
+    pass
+
+
+class Forbidden(FarmError):
+    pass
+
+
+class Conflict(FarmError):
+    pass
+
+
+class IllegalTransition(Conflict):
+    pass
+
+
+class StaleAttempt(FarmError):
+    pass
+
+
+class StoreUnavailable(FarmError):
+    pass
+
+
+class RuntimeFailure(FarmError):
+    pass

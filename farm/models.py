@@ -1,0 +1,181 @@
+"""Job models: what a CI system submits, what farm stores, and the state machine between.
+
+Invariants:
+- `JobSpec` refuses unknown fields; pools are checked against settings by the service layer.
+- Every change of `JobState` is one edge of `TRANSITIONS`; `check_transition` refuses the rest.
+  The Lua scripts in `farm.store.scripts` implement exactly these edges (a unit test walks
+  the table against the scripts' declared edges).
+- Times are stored as integer milliseconds of the Redis server clock and shown as RFC 3339
+  UTC strings.
+- Pure module: no I/O, no redis/docker/ray/fastapi imports.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from farm.errors import IllegalTransition
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.TIMED_OUT})
+
+TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    JobState.QUEUED: frozenset(
+        {
+            JobState.RUNNING,  # an executor claimed it under a lease
+            JobState.CANCELLED,  # cancelled before any executor took it
+        }
+    ),
+    JobState.RUNNING: frozenset(
+        {
+            JobState.SUCCEEDED,  # every step exited 0
+            JobState.FAILED,  # a step failed, the runtime failed, or retries for executor loss ran out
+            JobState.CANCELLED,  # cancelled while running; the executor kills the step
+            JobState.TIMED_OUT,  # the executor or the server-side reaper hit timeout_s
+            JobState.QUEUED,  # lease expired within the retry budget: attempt + 1
+        }
+    ),
+    JobState.SUCCEEDED: frozenset(),
+    JobState.FAILED: frozenset(),
+    JobState.CANCELLED: frozenset(),
+    JobState.TIMED_OUT: frozenset(),
+}
+
+
+def check_transition(src: JobState, dst: JobState) -> None:
+    """Raise IllegalTransition unless src -> dst is an edge of TRANSITIONS."""
+    if dst not in TRANSITIONS[src]:
+        raise IllegalTransition(f"a job cannot go from {src} to {dst}")
+
+
+class ErrorCode(StrEnum):
+    """Why a job did not succeed (or why an attempt was retried)."""
+
+    EXECUTOR_LOST = "executor_lost"
+    STEP_FAILED = "step_failed"
+    TIMEOUT = "timeout"
+    CANCELLED = "cancelled"
+    SOURCE_FAILED = "source_failed"
+    RUNTIME_ERROR = "runtime_error"
+
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Step(_Strict):
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    run: Annotated[str, Field(min_length=1, max_length=100_000)]
+    image: Annotated[str | None, Field(default=None, max_length=500)] = None
+
+
+class GitSource(_Strict):
+    url: Annotated[str, Field(min_length=1, max_length=2000)]
+    ref: Annotated[str, Field(default="HEAD", min_length=1, max_length=500)] = "HEAD"
+
+    @field_validator("ref")
+    @classmethod
+    def _ref_is_not_an_option(cls, v: str) -> str:
+        # A ref starting with '-' would be read by git as an option.
+        if v.startswith("-") or any(c.isspace() for c in v):
+            raise ValueError("ref must not start with '-' or contain white space")
+        return v
+
+    @field_validator("url")
+    @classmethod
+    def _url_is_not_an_option(cls, v: str) -> str:
+        if v.startswith("-"):
+            raise ValueError("url must not start with '-'")
+        return v
+
+
+class Source(_Strict):
+    git: GitSource | None = None
+
+
+class JobSpec(_Strict):
+    """What a CI system submits. Unknown fields are refused."""
+
+    kind: Literal["build"] = "build"
+    pool: Annotated[str, Field(default="default", pattern=_NAME.pattern)] = "default"
+    steps: Annotated[list[Step], Field(min_length=1, max_length=200)]
+    env: dict[str, Annotated[str, Field(max_length=100_000)]] = Field(default_factory=dict)
+    source: Source | None = None
+    timeout_s: Annotated[int, Field(default=3600, ge=1, le=7 * 24 * 3600)] = 3600
+    retries: Annotated[int, Field(default=2, ge=0, le=10)] = 2
+    priority: Annotated[int, Field(default=50, ge=0, le=100)] = 50
+    network: Literal["none", "host"] = "none"
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, v: dict[str, str]) -> dict[str, str]:
+        bad = [k for k in v if not _ENV_NAME.match(k)]
+        if bad:
+            raise ValueError(f"invalid environment variable names: {', '.join(sorted(bad))}")
+        if any(k.startswith("FARM_") for k in v):
+            raise ValueError("environment variables starting with FARM_ are reserved")
+        return v
+
+
+class StepResult(_Strict):
+    name: str
+    exit_code: int | None
+    duration_s: float
+
+
+class Job(BaseModel):
+    """A job as stored and shown: the spec plus everything farm learned running it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    tenant: str
+    state: JobState
+    attempt: Annotated[int, Field(ge=1)]
+    spec: JobSpec
+    queued_at: str
+    started_at: str | None = None
+    finished_at: str | None = None
+    executor: str | None = None
+    exit_code: int | None = None
+    error: ErrorCode | None = None
+    steps: list[StepResult] = Field(default_factory=list)
+    log_truncated: bool = False
+
+    @property
+    def pool(self) -> str:
+        return self.spec.pool
+
+
+def rfc3339(ms: int | None) -> str | None:
+    """Milliseconds since the epoch -> '2026-11-26T06:03:11.123Z'."""
+    if ms is None:
+        return None
+    t = dt.datetime.fromtimestamp(ms / 1000, tz=dt.timezone.utc)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+
+
+def parse_rfc3339(s: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(s.replace("Z", "+00:00"))

@@ -1,0 +1,149 @@
+"""Configuration: environment variables `FARM_*` over an optional `farm.yaml`, over defaults.
+
+Nested groups use `__` in environment variables (`FARM_LEASE__LEASE_S=5`). Two settings
+are top-level because users set them most: `FARM_REDIS_URL` (unset: `farm up` runs an
+embedded server) and `FARM_ADMIN_TOKEN`.
+
+No import-time singleton: callers build `Settings.load(path)` and pass it down
+(`create_app(settings)`), so tests build their own.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+_config_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar("farm_config", default=None)
+
+MiB = 1024 * 1024
+
+
+class TenantConfig(BaseModel):
+    """A tenant and the sha256 (hex) of its bearer token; the token itself is never stored."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")]
+    token_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class RedisSettings(BaseModel):
+    # Embedded server only: appendfsync policy. `everysec` may lose up to one second of
+    # acknowledged writes if the *machine* crashes; a crash of the server process alone
+    # loses nothing (the kernel still holds the written pages).
+    aof_fsync: Literal["always", "everysec", "no"] = "everysec"
+    port: Annotated[int, Field(ge=0, le=65535)] = 0  # 0: pick a free port
+
+
+class ApiSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    run_reaper: bool = True  # every API replica may run it: its steps are atomic and idempotent
+
+
+class ExecutorSettings(BaseModel):
+    count: Annotated[int, Field(ge=0, le=1000)] = 2
+    runtime: Literal["local", "docker"] = "local"
+    pool: str = "default"
+    idle_wait_s: Annotated[float, Field(gt=0, le=60)] = 1.0  # longest block on the wake list
+    kill_grace_s: Annotated[float, Field(ge=0, le=60)] = 0.5  # SIGTERM -> SIGKILL
+
+
+class LeaseSettings(BaseModel):
+    lease_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
+    heartbeat_s: Annotated[float, Field(gt=0, le=600)] = 0.5
+    timeout_grace_s: Annotated[float, Field(ge=0, le=600)] = 5.0
+    reaper_interval_s: Annotated[float, Field(gt=0, le=600)] = 1.0
+
+    @model_validator(mode="after")
+    def _heartbeat_within_lease(self) -> "LeaseSettings":
+        if self.heartbeat_s * 2 > self.lease_s:
+            raise ValueError("heartbeat_s must be at most half of lease_s")
+        return self
+
+
+class RetentionSettings(BaseModel):
+    jobs_s: Annotated[int, Field(ge=60)] = 7 * 24 * 3600
+    log_max_bytes: Annotated[int, Field(ge=1024)] = 10 * MiB
+    keep_workspaces: bool = False  # keep a finished job's workspace until the job is purged
+
+
+class DockerSettings(BaseModel):
+    default_image: str = "farm/busybox:latest"
+    cpus: Annotated[float | None, Field(gt=0)] = 2.0
+    memory: str | None = "2g"
+    # "auto": run step containers as farm's own uid:gid so workspace files stay ours.
+    user: str = "auto"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="FARM_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    data_dir: Path = Path("~/.farm")
+    redis_url: str | None = None
+    admin_token: SecretStr | None = None
+    pools: Annotated[list[str], Field(min_length=1)] = ["default"]
+    tenants: list[TenantConfig] = Field(default_factory=list)
+
+    redis: RedisSettings = RedisSettings()
+    api: ApiSettings = ApiSettings()
+    executors: ExecutorSettings = ExecutorSettings()
+    lease: LeaseSettings = LeaseSettings()
+    retention: RetentionSettings = RetentionSettings()
+    docker: DockerSettings = DockerSettings()
+
+    @field_validator("data_dir")
+    @classmethod
+    def _expand(cls, v: Path) -> Path:
+        return v.expanduser()
+
+    @model_validator(mode="after")
+    def _executor_pool_exists(self) -> "Settings":
+        if self.executors.pool not in self.pools:
+            raise ValueError(f"executors.pool {self.executors.pool!r} is not in pools {self.pools}")
+        names = [t.name for t in self.tenants]
+        if len(set(names)) != len(names):
+            raise ValueError("tenant names must be unique")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = _config_file.get()
+        if path is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
+        return tuple(sources)
+
+    @classmethod
+    def load(cls, config: Path | None = None, **overrides: Any) -> "Settings":
+        """Settings from overrides, then FARM_* env, then `config` (YAML), then defaults."""
+        if config is not None and not config.is_file():
+            raise FileNotFoundError(f"config file not found: {config}")
+        token = _config_file.set(config)
+        try:
+            return cls(**overrides)
+        finally:
+            _config_file.reset(token)
+
+
+def hash_token(token: str) -> str:
+    """sha256 hex of a bearer token. Tokens are long random strings, so a fast hash is
+    enough (as GitHub does for its tokens); a slow KDF would only slow every request."""
+    return hashlib.sha256(token.encode()).hexdigest()

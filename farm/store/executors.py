@@ -1,0 +1,100 @@
+"""Executor registry: which executors a pool has and what each is doing.
+
+Executors report themselves (state changes and a presence beat while idle); an executor
+not seen for `stale_s` no longer counts. The registry is advisory (for /v1/queue, metrics
+and the autoscaler): job safety never depends on it, only on leases.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+import redis
+
+from farm.store.jobs import translated
+from farm.store.keys import Keys
+
+
+class ExecutorState(StrEnum):
+    STARTING = "starting"
+    IDLE = "idle"
+    BUSY = "busy"
+    DRAINING = "draining"
+    STOPPED = "stopped"
+
+
+TRANSITIONS: dict[ExecutorState, frozenset[ExecutorState]] = {
+    ExecutorState.STARTING: frozenset({ExecutorState.IDLE, ExecutorState.STOPPED}),  # ready, or failed to start
+    ExecutorState.IDLE: frozenset(
+        {ExecutorState.BUSY, ExecutorState.DRAINING}  # claimed a job; asked to drain while idle
+    ),
+    ExecutorState.BUSY: frozenset(
+        {ExecutorState.IDLE, ExecutorState.DRAINING}  # job done; asked to drain mid-job
+    ),
+    ExecutorState.DRAINING: frozenset({ExecutorState.STOPPED}),  # current job (if any) done
+    ExecutorState.STOPPED: frozenset(),
+}
+
+COUNTED = (ExecutorState.STARTING, ExecutorState.IDLE, ExecutorState.BUSY, ExecutorState.DRAINING)
+
+
+@dataclass(frozen=True)
+class ExecutorInfo:
+    id: str
+    pool: str
+    state: ExecutorState
+    job: str | None
+    seen_ms: int
+
+
+class ExecutorRegistry:
+    def __init__(self, client: redis.Redis, keys: Keys | None = None, *, stale_s: float = 15.0) -> None:
+        self.client = client
+        self.keys = keys or Keys()
+        self.stale_ms = int(stale_s * 1000)
+
+    def report(self, executor_id: str, pool: str, state: ExecutorState, job: str | None = None) -> None:
+        with translated():
+            s, us = self.client.time()
+            now = s * 1000 + us // 1000
+            pipe = self.client.pipeline(transaction=True)
+            if state is ExecutorState.STOPPED:
+                pipe.delete(self.keys.executor(executor_id))
+                pipe.zrem(self.keys.executors(pool), executor_id)
+            else:
+                pipe.hset(
+                    self.keys.executor(executor_id),
+                    mapping={"pool": pool, "state": state.value, "job": job or "", "seen": now},
+                )
+                pipe.pexpire(self.keys.executor(executor_id), self.stale_ms * 4)
+                pipe.zadd(self.keys.executors(pool), {executor_id: now})
+            pipe.execute()
+
+    def list(self, pool: str) -> list[ExecutorInfo]:
+        with translated():
+            s, us = self.client.time()
+            now = s * 1000 + us // 1000
+            ids = self.client.zrangebyscore(self.keys.executors(pool), now - self.stale_ms, "+inf")
+            pipe = self.client.pipeline(transaction=False)
+            for i in ids:
+                pipe.hgetall(self.keys.executor(i))
+            rows = pipe.execute()
+        return [
+            ExecutorInfo(i, h["pool"], ExecutorState(h["state"]), h.get("job") or None, int(h["seen"]))
+            for i, h in zip(ids, rows)
+            if h
+        ]
+
+    def counts(self, pool: str) -> dict[str, int]:
+        out = {s.value: 0 for s in COUNTED}
+        for e in self.list(pool):
+            if e.state in COUNTED:
+                out[e.state.value] += 1
+        return out
+
+    def prune(self, pool: str) -> int:
+        """Forget executors not seen for 4 x stale_s (they died without saying so)."""
+        with translated():
+            s, _ = self.client.time()
+            return self.client.zremrangebyscore(self.keys.executors(pool), "-inf", s * 1000 - 4 * self.stale_ms)

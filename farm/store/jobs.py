@@ -1,0 +1,262 @@
+"""JobStore: the job state machine in Redis. Every transition is one Lua script call.
+
+Invariants (enforced by the scripts, tested against a real server):
+- A job id is in exactly one of: its pool's queue (queued), the lease book (running), or
+  the finished book (terminal).
+- Executor writes (heartbeat, log, finish) carry the attempt number; a write for an attempt
+  that is not current is refused ('stale'), so a job never finishes twice.
+- Times come from the Redis server clock, never from the caller's.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from farm.errors import Conflict, NotFound, StaleAttempt, StoreUnavailable
+from farm.models import ErrorCode, Job, JobSpec, JobState, StepResult, rfc3339
+from farm.store.keys import Keys
+from farm.store.lua import Scripts
+
+@contextmanager
+def translated() -> Iterator[None]:
+    """Map redis-py's connection errors onto the farm error tree."""
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError) as e:
+        raise StoreUnavailable(f"redis unreachable: {e}") from e
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A job an executor now holds: the id, the attempt it must fence its writes with, and
+    the spec to run."""
+
+    job_id: str
+    attempt: int
+    spec: JobSpec
+    tenant: str
+
+
+@dataclass(frozen=True)
+class LogChunk:
+    entry_id: str
+    data: str | None  # None for the end marker
+    end_state: JobState | None = None
+
+
+@dataclass(frozen=True)
+class ReapReport:
+    requeued: int
+    lost: int
+    timed_out: int
+
+
+def _ms(v: str | None) -> int | None:
+    return int(v) if v not in (None, "") else None
+
+
+def job_from_hash(h: dict[str, str]) -> Job:
+    return Job(
+        id=h["id"],
+        tenant=h["tenant"],
+        state=JobState(h["state"]),
+        attempt=int(h["attempt"]),
+        spec=JobSpec.model_validate_json(h["spec"]),
+        queued_at=rfc3339(int(h["queued_at"])),
+        started_at=rfc3339(_ms(h.get("started_at"))),
+        finished_at=rfc3339(_ms(h.get("finished_at"))),
+        executor=h.get("executor") or None,
+        exit_code=_ms(h.get("exit_code")),
+        error=ErrorCode(h["error"]) if h.get("error") else None,
+        steps=[StepResult(**s) for s in json.loads(h.get("steps") or "[]")],
+        log_truncated=h.get("log_truncated") == "1",
+    )
+
+
+class JobStore:
+    def __init__(self, client: redis.Redis, keys: Keys | None = None) -> None:
+        self.client = client
+        self.keys = keys or Keys()
+        self._scripts = Scripts(client, self.keys)
+
+    def _call(self, name: str, *args: Any) -> Any:
+        with translated():
+            return self._scripts.call(name, *args)
+
+    # -- submit and read ------------------------------------------------------------------
+
+    def enqueue(self, spec: JobSpec, tenant: str) -> Job:
+        job_id = uuid.uuid4().hex
+        self._call(
+            "enqueue",
+            job_id,
+            tenant,
+            spec.pool,
+            spec.priority,
+            spec.retries,
+            spec.timeout_s * 1000,
+            spec.model_dump_json(),
+        )
+        return self.get(job_id)
+
+    def get(self, job_id: str) -> Job:
+        with translated():
+            h = self.client.hgetall(self.keys.job(job_id))
+        if not h:
+            raise NotFound(f"no job {job_id}")
+        return job_from_hash(h)
+
+    def get_many(self, job_ids: list[str]) -> list[Job]:
+        with translated():
+            pipe = self.client.pipeline(transaction=False)
+            for job_id in job_ids:
+                pipe.hgetall(self.keys.job(job_id))
+            return [job_from_hash(h) for h in pipe.execute() if h]
+
+    def list(
+        self,
+        *,
+        tenant: str | None,
+        state: JobState | None = None,
+        pool: str | None = None,
+        limit: int = 50,
+        cursor: int | None = None,
+        scan_max: int = 10_000,
+    ) -> tuple[list[Job], int | None]:
+        """Newest first. `cursor` is the submission sequence to continue below; the next
+        cursor is None when nothing older is left. Filters scan at most `scan_max` jobs per
+        call, so a rare state costs a bounded amount of work per page."""
+        index = self.keys.jobs if tenant is None else self.keys.tenant_jobs(tenant)
+        top = "+inf" if cursor is None else f"({cursor}"
+        batch = max(limit, 200) if (state or pool) else limit
+        out: list[Job] = []
+        scanned = 0
+        while scanned < scan_max:
+            with translated():
+                rows = self.client.zrevrangebyscore(index, top, "-inf", start=0, num=batch, withscores=True)
+            if not rows:
+                return out, None
+            jobs = {j.id: j for j in self.get_many([r[0] for r in rows])}
+            for job_id, seq in rows:
+                scanned += 1
+                job = jobs.get(job_id)
+                if job and (state is None or job.state == state) and (pool is None or job.pool == pool):
+                    out.append(job)
+                    if len(out) == limit:
+                        return out, int(seq)
+            top = f"({int(rows[-1][1])}"
+        return out, int(top[1:])
+
+    # -- executor side ---------------------------------------------------------------------
+
+    def claim(self, pool: str, executor: str, *, lease_s: float, grace_s: float) -> Claim | None:
+        got = self._call("claim", pool, executor, int(lease_s * 1000), int(grace_s * 1000))
+        if not got:
+            return None
+        job_id, attempt = got[0], int(got[1])
+        with translated():
+            spec_json, tenant = self.client.hmget(self.keys.job(job_id), "spec", "tenant")
+        return Claim(job_id, attempt, JobSpec.model_validate_json(spec_json), tenant)
+
+    def wait_for_work(self, pool: str, timeout_s: float) -> bool:
+        """Block until a job may be waiting in `pool` (or the timeout passes)."""
+        with translated():
+            return self.client.blpop([self.keys.wake(pool)], timeout=timeout_s) is not None
+
+    def heartbeat(self, job_id: str, attempt: int, *, lease_s: float) -> str:
+        """'ok' while the attempt holds the job; anything else means stop and kill the step."""
+        return self._call("heartbeat", job_id, attempt, int(lease_s * 1000))
+
+    def append_log(self, job_id: str, attempt: int, data: str, *, cap: int) -> bool:
+        """False when the output was dropped because the log hit its cap."""
+        got = self._call("append_log", job_id, attempt, data, cap)
+        if got == -1:
+            raise StaleAttempt(f"job {job_id}: attempt {attempt} is not current")
+        return got == 1
+
+    def finish(
+        self,
+        job_id: str,
+        attempt: int,
+        state: JobState,
+        *,
+        exit_code: int | None,
+        error: ErrorCode | None,
+        steps: list[StepResult],
+    ) -> str:
+        """'ok' when recorded; 'stale' or the job's terminal state when refused."""
+        return self._call(
+            "finish",
+            job_id,
+            attempt,
+            state.value,
+            "" if exit_code is None else exit_code,
+            "" if error is None else error.value,
+            json.dumps([s.model_dump() for s in steps]),
+        )
+
+    # -- control ---------------------------------------------------------------------------
+
+    def cancel(self, job_id: str) -> Job:
+        prev = self._call("cancel", job_id)
+        if prev == "gone":
+            raise NotFound(f"no job {job_id}")
+        if prev not in (JobState.QUEUED, JobState.RUNNING):
+            raise Conflict(f"job {job_id} already ended: {prev}")
+        return self.get(job_id)
+
+    def reap(self, limit: int = 1000) -> ReapReport:
+        return ReapReport(*(int(n) for n in self._call("reap", limit)))
+
+    def purge(self, retention_s: int, limit: int = 1000) -> list[str]:
+        return list(self._call("purge", retention_s * 1000, limit))
+
+    # -- logs ------------------------------------------------------------------------------
+
+    def read_log(self, job_id: str, after: str = "-", *, block_ms: int | None = None, count: int = 500) -> list[LogChunk]:
+        """Log entries after entry id `after` ('-' for the start). With block_ms, waits up
+        to that long for new entries when there are none."""
+        key = self.keys.log(job_id)
+        with translated():
+            if block_ms is None:
+                lo = after if after == "-" else f"({after}"
+                rows = self.client.xrange(key, lo, "+", count=count)
+            else:
+                got = self.client.xread({key: "0-0" if after == "-" else after}, count=count, block=block_ms)
+                rows = got[0][1] if got else []
+        return [
+            LogChunk(eid, f.get("d"), JobState(f["e"]) if "e" in f else None) for eid, f in rows
+        ]
+
+    def exists(self, job_id: str) -> bool:
+        with translated():
+            return bool(self.client.exists(self.keys.job(job_id)))
+
+    def server_time_ms(self) -> int:
+        with translated():
+            s, us = self.client.time()
+        return s * 1000 + us // 1000
+
+
+def connect(url: str) -> redis.Redis:
+    """A client that returns str and survives brief server restarts (the embedded server
+    restarts in place; executors must keep going)."""
+    from redis.backoff import ExponentialBackoff
+    from redis.retry import Retry
+
+    return redis.Redis.from_url(
+        url,
+        decode_responses=True,
+        health_check_interval=30,
+        socket_keepalive=True,
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=5),
+        retry_on_error=[redis.ConnectionError],
+    )
+

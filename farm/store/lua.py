@@ -1,0 +1,49 @@
+"""Loads the Lua scripts in `scripts/` and binds them to a Redis client.
+
+Each script is `lib.lua` + the script's own file, so shared helpers (the one `terminate`,
+the one `make_ready`) exist once. The first argument of every call is the JSON config with
+the key templates and histogram bounds; `Scripts.__getattr__` adds it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import redis
+
+from farm.store.keys import Keys
+from farm.store.stats import DURATION_BUCKETS_S, WAIT_BUCKETS_S
+
+NAMES = ("enqueue", "claim", "heartbeat", "append_log", "finish", "cancel", "reap", "purge")
+
+_EDGES = re.compile(r"^-- edges: (.*)$", re.MULTILINE)
+
+
+@cache
+def source(name: str) -> str:
+    return resources.files("farm.store").joinpath("scripts", f"{name}.lua").read_text()
+
+
+def declared_edges(name: str) -> set[tuple[str, str]]:
+    """The `-- edges:` line of a script, as (src, dst) pairs; lets a test hold the scripts
+    to the transition table in farm.models."""
+    m = _EDGES.search(source(name))
+    if m is None or m.group(1).strip() == "none":
+        return set()
+    return {tuple(e.strip().split("->")) for e in m.group(1).split(",")}  # type: ignore[misc]
+
+
+class Scripts:
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+        self._config = json.dumps(
+            {"k": keys.templates(), "wb": list(WAIT_BUCKETS_S), "db": list(DURATION_BUCKETS_S)}
+        )
+        lib = source("lib")
+        self._scripts = {n: client.register_script(lib + "\n" + source(n)) for n in NAMES}
+
+    def call(self, name: str, *args: Any, client: redis.Redis | None = None) -> Any:
+        return self._scripts[name](keys=[], args=[self._config, *args], client=client)

@@ -1,0 +1,13 @@
+-- edges: none
+-- Retention: delete jobs that ended more than retention_ms ago, with their logs.
+-- ARGV retention_ms, limit. Returns the purged ids.
+local cutoff = now_ms() - tonumber(ARGV[2])
+local ids = redis.call('ZRANGEBYSCORE', K.finished, '-inf', cutoff, 'LIMIT', 0, tonumber(ARGV[3]))
+for _, id in ipairs(ids) do
+  local tenant = redis.call('HGET', K.job .. id, 'tenant')
+  redis.call('DEL', K.job .. id, K.log .. id)
+  redis.call('ZREM', K.jobs, id)
+  if tenant then redis.call('ZREM', K.tenant_jobs .. tenant, id) end
+  redis.call('ZREM', K.finished, id)
+end
+return ids

@@ -1,0 +1,57 @@
+"""Per-pool counters and histograms kept in Redis by the Lua scripts, read by /metrics.
+
+Counters live in Redis rather than in a process because the processes that see a job end
+(executors, reapers in every API replica) are not the ones Prometheus scrapes. Histogram
+buckets are stored per bucket (not cumulative); `PoolStats` accumulates them.
+
+Buckets fit CI: queue waits from milliseconds (idle executors) to hours (a starved pool),
+durations from a second to a working day.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+WAIT_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400)
+DURATION_BUCKETS_S = (1, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800)
+
+
+@dataclass(frozen=True)
+class Histogram:
+    buckets: list[tuple[float, int]]  # cumulative (upper bound, count), +Inf last
+    sum: float
+    count: int
+
+
+@dataclass(frozen=True)
+class PoolStats:
+    submitted: int = 0
+    finished: dict[str, int] = field(default_factory=dict)
+    lease_expired: int = 0
+    retries: dict[str, int] = field(default_factory=dict)
+    wait: Histogram = Histogram([], 0.0, 0)
+    duration: Histogram = Histogram([], 0.0, 0)
+
+
+def _histogram(raw: dict[str, str], name: str, bounds: tuple[float, ...]) -> Histogram:
+    cumulative, running = [], 0
+    for i, bound in enumerate([*bounds, float("inf")], start=1):
+        running += int(raw.get(f"{name}_bucket:{i}", 0))
+        cumulative.append((float(bound), running))
+    return Histogram(cumulative, float(raw.get(f"{name}_sum", 0.0)), int(raw.get(f"{name}_count", 0)))
+
+
+def parse(raw: dict[str, str]) -> PoolStats:
+    """The stats hash of one pool -> PoolStats."""
+
+    def prefixed(prefix: str) -> dict[str, int]:
+        return {k[len(prefix) :]: int(v) for k, v in raw.items() if k.startswith(prefix)}
+
+    return PoolStats(
+        submitted=int(raw.get("submitted_total", 0)),
+        finished=prefixed("finished_total:"),
+        lease_expired=int(raw.get("lease_expired_total", 0)),
+        retries=prefixed("retries_total:"),
+        wait=_histogram(raw, "wait", WAIT_BUCKETS_S),
+        duration=_histogram(raw, "duration", DURATION_BUCKETS_S),
+    )
