@@ -1,0 +1,121 @@
+"""One attempt of a claimed job, from workspace to finish.
+
+    claim ─▶ workspace ─▶ checkout? ─▶ step 1 … step n ─▶ flush log ─▶ finish ─▶ remove workspace
+               heartbeat every heartbeat_s ─┘            (a non-'ok' answer stops everything)
+
+Invariants:
+- While the attempt runs, a heartbeat renews its lease; when the server says the attempt no
+  longer holds the job (cancelled, timed out by the reaper, requeued after a lost lease), the
+  running step is killed at once and nothing more is written for this attempt.
+- The local deadline (timeout_s from the claim) kills the step and finishes `timed_out`;
+  the server-side reaper does the same at timeout + grace if this executor is gone.
+- The log is flushed before finish, so a follower has every line when it sees the end.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from enum import StrEnum
+from pathlib import Path
+
+from farm.errors import FarmError, RuntimeFailure
+from farm.models import ErrorCode, JobState, StepResult
+from farm.settings import Settings
+from farm.store import Claim, JobStore
+
+from agents.logsink import LogSink
+from agents.runtimes.base import Runtime, StepContext
+from agents.workspace import Workspace, step_env
+
+
+class StopReason(StrEnum):
+    TIMEOUT = "timeout"
+    ABORTED = "aborted"  # the server says this attempt no longer holds the job
+
+
+class Attempt:
+    def __init__(self, claim: Claim, *, store: JobStore, runtime: Runtime, settings: Settings, workspaces: Path) -> None:
+        self.claim = claim
+        self.store = store
+        self.runtime = runtime
+        self.settings = settings
+        self.workspace = Workspace(workspaces, claim.job_id, claim.attempt)
+        self.stop = threading.Event()
+        self.reason: StopReason | None = None
+        self.server_says: str | None = None
+        self.steps: list[StepResult] = []
+
+    def _halt(self, reason: StopReason) -> None:
+        if self.reason is None:
+            self.reason = reason
+        self.stop.set()
+
+    def _heartbeat(self, done: threading.Event) -> None:
+        lease = self.settings.lease
+        while not done.wait(lease.heartbeat_s):
+            try:
+                answer = self.store.heartbeat(self.claim.job_id, self.claim.attempt, lease_s=lease.lease_s)
+            except FarmError:
+                continue  # Redis away: keep trying; if it stays away the lease decides
+            if answer != "ok":
+                self.server_says = answer
+                self._halt(StopReason.ABORTED)
+                return
+
+    def run(self) -> str:
+        """Run the attempt; returns what finish answered ('ok', 'stale', a state), or
+        'aborted:<why>' when the server took the job away first."""
+        c, spec = self.claim, self.claim.spec
+        log = LogSink(
+            self.store, c.job_id, c.attempt, cap=self.settings.retention.log_max_bytes,
+            on_stale=lambda: self._halt(StopReason.ABORTED),
+        )  # fmt: skip
+        done = threading.Event()
+        beat = threading.Thread(target=self._heartbeat, args=(done,), name=f"hb-{c.job_id}", daemon=True)
+        beat.start()
+        timer = threading.Timer(spec.timeout_s, self._halt, args=(StopReason.TIMEOUT,))
+        timer.daemon = True
+        timer.start()
+        state, error, exit_code = JobState.SUCCEEDED, None, 0
+        try:
+            path = self.workspace.create()
+            if spec.source and spec.source.git:
+                log.note(f"checking out {spec.source.git.url} at {spec.source.git.ref}")
+                code = self.workspace.checkout(spec.source.git, log.write, self.stop)
+                if code != 0 and not self.stop.is_set():
+                    state, error, exit_code = JobState.FAILED, ErrorCode.SOURCE_FAILED, code
+            env = step_env(spec, c.job_id, c.attempt)
+            for step in spec.steps:
+                if state is not JobState.SUCCEEDED or self.stop.is_set():
+                    break
+                log.note(f"step {step.name!r}")
+                ctx = StepContext(c.job_id, path, env, log.write, self.stop, spec.network)
+                t0 = time.monotonic()
+                code = self.runtime.run_step(step, ctx)
+                took = round(time.monotonic() - t0, 3)
+                self.steps.append(StepResult(name=step.name, exit_code=code, duration_s=took))
+                exit_code = code
+                if self.stop.is_set():
+                    break
+                log.note(f"step {step.name!r} exited {code} after {took:.2f}s")
+                if code != 0:
+                    state, error = JobState.FAILED, ErrorCode.STEP_FAILED
+        except RuntimeFailure as e:
+            log.note(f"runtime error: {e}")
+            state, error, exit_code = JobState.FAILED, ErrorCode.RUNTIME_ERROR, None
+        finally:
+            timer.cancel()
+            done.set()
+            beat.join()
+        if self.reason is StopReason.TIMEOUT:
+            log.note(f"timed out after {spec.timeout_s}s; step killed")
+            state, error = JobState.TIMED_OUT, ErrorCode.TIMEOUT
+        log.close()
+        try:
+            if self.reason is StopReason.ABORTED:
+                return f"aborted:{self.server_says or 'stale'}"
+            return self.store.finish(c.job_id, c.attempt, state, exit_code=exit_code, error=error, steps=self.steps)
+        finally:
+            if not self.settings.retention.keep_workspaces:
+                self.workspace.remove()

@@ -1,0 +1,160 @@
+"""The executor: one slot of one pool. Claims a job, runs it, repeats; drains on request.
+
+Loop (`run_once` is one turn, so tests and operators can step it):
+    observe: try to claim ─▶ got one: run the attempt (busy) ─▶ idle
+                         └▶ none: block on the pool's wake list for up to idle_wait_s
+
+Dispatch costs no polling: `enqueue` pushes a wake token that unblocks an idle executor at
+once, so submit → start is a few Redis round trips. The executor holds no job state of its
+own: if it dies, its lease expires and the reaper gives the job to another one.
+
+`ExecutorActor` (bottom) is the Ray actor around it: `num_cpus=0` so slots are not tied to
+cores, and `max_concurrency` > 1 so `drain()` can be called while the loop runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+
+from farm.errors import FarmError, RuntimeFailure
+from farm.settings import Settings
+from farm.store import ExecutorRegistry, ExecutorState, JobStore, connect
+
+from agents.attempt import Attempt
+from agents.runtimes import Runtime, make_runtime
+
+log = logging.getLogger("farm.executor")
+
+
+class Executor:
+    def __init__(self, executor_id: str, settings: Settings, *, store: JobStore, registry: ExecutorRegistry, runtime: Runtime) -> None:
+        self.id = executor_id
+        self.settings = settings
+        self.pool = settings.executors.pool
+        self.store, self.registry, self.runtime = store, registry, runtime
+        self.workspaces = Path(settings.data_dir) / "workspaces" / executor_id
+        self.state = ExecutorState.STARTING
+        self.current: str | None = None
+        self.jobs_run = 0
+        self._drain = threading.Event()
+
+    def _report(self, state: ExecutorState) -> None:
+        self.state = state
+        try:
+            self.registry.report(self.id, self.pool, state, self.current)
+        except FarmError:
+            pass  # advisory: a missed report is corrected by the next one
+
+    def start(self) -> None:
+        self._report(ExecutorState.STARTING)
+        self.runtime.prepare()
+        self.workspaces.mkdir(parents=True, exist_ok=True)
+        self._report(ExecutorState.IDLE)
+
+    def run_once(self) -> bool:
+        """One turn: run one job if there is one (True), else wait for a wake-up (False)."""
+        lease = self.settings.lease
+        try:
+            claim = self.store.claim(self.pool, self.id, lease_s=lease.lease_s, grace_s=lease.timeout_grace_s)
+        except FarmError as e:
+            log.warning("claim failed: %s", e)
+            self._drain.wait(1.0)
+            return False
+        if claim is None:
+            try:
+                self.store.wait_for_work(self.pool, self.settings.executors.idle_wait_s)
+            except FarmError:
+                self._drain.wait(1.0)
+            self._report(ExecutorState.DRAINING if self._drain.is_set() else ExecutorState.IDLE)
+            return False
+        self.current = claim.job_id
+        self._report(ExecutorState.DRAINING if self._drain.is_set() else ExecutorState.BUSY)
+        try:
+            outcome = Attempt(claim, store=self.store, runtime=self.runtime, settings=self.settings, workspaces=self.workspaces).run()
+            log.info("job %s attempt %d: %s", claim.job_id, claim.attempt, outcome)
+        except FarmError as e:
+            # Redis went away mid-job: the lease will expire and the job is retried.
+            log.warning("job %s attempt %d: %s", claim.job_id, claim.attempt, e)
+        finally:
+            self.current = None
+            self.jobs_run += 1
+        self._report(ExecutorState.DRAINING if self._drain.is_set() else ExecutorState.IDLE)
+        return True
+
+    def run(self) -> None:
+        try:
+            self.start()
+            while not self._drain.is_set():
+                self.run_once()
+        except RuntimeFailure as e:
+            log.error("executor %s cannot start: %s", self.id, e)
+        finally:
+            self.runtime.close()
+            self._report(ExecutorState.STOPPED)
+
+    def drain(self) -> None:
+        """Stop claiming; the loop ends after the current job (if any)."""
+        self._drain.set()
+        if self.state is not ExecutorState.STOPPED:
+            self._report(ExecutorState.DRAINING)
+
+
+def build_executor(executor_id: str, settings: Settings) -> Executor:
+    client = connect(settings.redis_url or "")
+    return Executor(
+        executor_id,
+        settings,
+        store=JobStore(client),
+        registry=ExecutorRegistry(client, stale_s=max(15.0, settings.executors.idle_wait_s * 5)),
+        runtime=make_runtime(settings),
+    )
+
+
+def _actor_class():  # type: ignore[no-untyped-def]
+    import ray
+
+    @ray.remote(num_cpus=0, max_concurrency=4)
+    class ExecutorActor:
+        def __init__(self, executor_id: str, settings: dict) -> None:  # type: ignore[type-arg]
+            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+            self.executor = build_executor(executor_id, Settings.load(**settings))
+            self.thread = threading.Thread(target=self.executor.run, name=f"executor-{executor_id}", daemon=True)
+
+        def start(self) -> str:
+            self.thread.start()
+            return self.executor.id
+
+        def drain(self, timeout_s: float | None = None) -> bool:
+            """Stop claiming and return once the current job is done (True), or after
+            timeout_s with the job still running (False)."""
+            self.executor.drain()
+            self.thread.join(timeout_s)
+            return not self.thread.is_alive()
+
+        def status(self) -> dict:  # type: ignore[type-arg]
+            e = self.executor
+            return {"id": e.id, "pool": e.pool, "state": e.state.value, "job": e.current, "jobs_run": e.jobs_run}
+
+        def pid(self) -> int:
+            return os.getpid()
+
+    return ExecutorActor
+
+
+_ACTOR = None
+
+
+def executor_actor():  # type: ignore[no-untyped-def]
+    """The Ray actor class (built on first use, so importing this module needs no Ray)."""
+    global _ACTOR
+    if _ACTOR is None:
+        _ACTOR = _actor_class()
+    return _ACTOR
+
+
+def actor_settings(settings: Settings) -> dict:  # type: ignore[type-arg]
+    """Settings as plain data for an actor: the admin token stays behind."""
+    return settings.model_dump(mode="json", exclude={"admin_token", "tenants"})

@@ -1,0 +1,20 @@
+"""Runtimes: where a step runs. `make_runtime` picks one by name from settings."""
+
+from __future__ import annotations
+
+from farm.settings import Settings
+
+from agents.runtimes.base import Runtime, StepContext
+
+
+def make_runtime(settings: Settings) -> Runtime:
+    if settings.executors.runtime == "docker":
+        from agents.runtimes.docker import DockerRuntime
+
+        return DockerRuntime(settings.docker)
+    from agents.runtimes.local import LocalRuntime
+
+    return LocalRuntime(kill_grace_s=settings.executors.kill_grace_s)
+
+
+__all__ = ["Runtime", "StepContext", "make_runtime"]

@@ -1,0 +1,40 @@
+"""The runtime seam: how one step of a job runs. Small on purpose.
+
+A runtime runs a step to completion and returns its exit code, or kills it as soon as
+`ctx.stop` is set (cancel, timeout, lost lease) and returns then. It raises RuntimeFailure
+when it cannot run the step at all (no such image, daemon unreachable): that is farm's
+fault or the setup's, not the build's, and the job fails with `runtime_error`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from farm.models import Step
+
+
+@dataclass(frozen=True)
+class StepContext:
+    job_id: str
+    workspace: Path
+    env: dict[str, str]
+    output: Callable[[bytes], None]
+    stop: threading.Event
+    network: str = "none"
+
+
+class Runtime(Protocol):
+    name: str
+
+    def prepare(self) -> None:
+        """Check the runtime can work (daemon reachable...); raise RuntimeFailure if not."""
+
+    def run_step(self, step: Step, ctx: StepContext) -> int:
+        """Run one step; its exit code (negative: killed by that signal)."""
+
+    def close(self) -> None:
+        """Release what prepare() took."""

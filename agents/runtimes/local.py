@@ -1,0 +1,104 @@
+"""The `local` runtime: each step a `/bin/sh -c` subprocess in the job's workspace.
+
+Each step gets its own process group (session) and is killed as a group on stop, and
+whatever it left running in that group is killed when it exits, so a step cannot leave
+processes behind. It runs as farm's own user, beside farm's data: for trusted work and
+single-machine use only.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from farm.errors import RuntimeFailure
+from farm.models import Step
+
+from agents.runtimes.base import StepContext
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def run_process(
+    argv: Sequence[str],
+    *,
+    cwd: Path,
+    env: dict[str, str],
+    output: Callable[[bytes], None],
+    stop: threading.Event,
+    kill_grace_s: float = 0.5,
+) -> int:
+    """Run argv in its own process group, streaming stdout+stderr to `output`; kill the group
+    when `stop` is set (SIGTERM, then SIGKILL after kill_grace_s). Returns the exit code."""
+    try:
+        proc = subprocess.Popen(
+            list(argv),
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    except OSError as e:
+        raise RuntimeFailure(f"cannot start {argv[0]}: {e}") from e
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+
+    def pump() -> None:
+        while chunk := os.read(fd, 65536):
+            output(chunk)
+
+    reader = threading.Thread(target=pump, name="step-output", daemon=True)
+    reader.start()
+    killed = False
+    while proc.poll() is None:
+        if stop.wait(0.02) and not killed:
+            killed = True
+            _killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(kill_grace_s)
+            except subprocess.TimeoutExpired:
+                pass
+            _killpg(proc.pid, signal.SIGKILL)
+    # Whatever the step started in its group and left behind goes with it.
+    _killpg(proc.pid, signal.SIGKILL)
+    reader.join(2.0)
+    proc.stdout.close()
+    return proc.returncode
+
+
+class LocalRuntime:
+    name = "local"
+
+    def __init__(self, *, kill_grace_s: float = 0.5) -> None:
+        self.kill_grace_s = kill_grace_s
+
+    def prepare(self) -> None:
+        if not os.access("/bin/sh", os.X_OK):
+            raise RuntimeFailure("/bin/sh is missing")
+
+    def run_step(self, step: Step, ctx: StepContext) -> int:
+        env = {"PATH": DEFAULT_PATH, "HOME": str(ctx.workspace), "LANG": "C.UTF-8", **ctx.env}
+        return run_process(
+            ["/bin/sh", "-c", step.run],
+            cwd=ctx.workspace,
+            env=env,
+            output=ctx.output,
+            stop=ctx.stop,
+            kill_grace_s=self.kill_grace_s,
+        )
+
+    def close(self) -> None:
+        pass

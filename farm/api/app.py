@@ -1,0 +1,81 @@
+"""The app factory. `create_app(settings)` builds a self-contained app (tests build their
+own); domain errors become HTTP responses in one handler here, nowhere else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from farm import __version__
+from farm.api import health, jobs, queue
+from farm.api.auth import TokenBook
+from farm.errors import (
+    Conflict,
+    FarmError,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    StaleAttempt,
+    StoreUnavailable,
+    Unauthorized,
+)
+from farm.metrics import make_registry
+from farm.reaper import Reaper
+from farm.settings import Settings
+from farm.store import ExecutorRegistry, JobStore, connect
+
+_STATUS: list[tuple[type[FarmError], int]] = [
+    (InvalidInput, 422),
+    (NotFound, 404),
+    (Unauthorized, 401),
+    (Forbidden, 403),
+    (Conflict, 409),
+    (StaleAttempt, 409),
+    (StoreUnavailable, 503),
+]
+
+
+def _error_response(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, FarmError)
+    code = next((c for cls, c in _STATUS if isinstance(exc, cls)), 500)
+    message = str(exc.args[0]) if exc.args else exc.__class__.__name__
+    if isinstance(exc, InvalidInput):
+        # Same shape as FastAPI's own 422s, so clients parse one format.
+        loc = list(exc.args[1]) if len(exc.args) > 1 else []
+        return JSONResponse({"detail": [{"loc": loc, "msg": message, "type": "value_error"}]}, status_code=422)
+    headers = {"WWW-Authenticate": "Bearer"} if code == 401 else None
+    return JSONResponse({"detail": message}, status_code=code, headers=headers)
+
+
+def create_app(settings: Settings, *, store: JobStore | None = None) -> FastAPI:
+    if store is None:
+        if not settings.redis_url:
+            raise ValueError("settings.redis_url is required to serve the API")
+        store = JobStore(connect(settings.redis_url))
+    registry = ExecutorRegistry(store.client, store.keys)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        reaper = None
+        if settings.api.run_reaper:
+            reaper = Reaper(store, registry, settings).start()
+        yield
+        if reaper is not None:
+            thread, stop = reaper
+            stop.set()
+            thread.join(5)
+
+    app = FastAPI(title="farm", version=__version__, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.store = store
+    app.state.registry = registry
+    app.state.tokens = TokenBook(settings)
+    app.state.metrics = make_registry(store, registry, settings.pools)
+    app.add_exception_handler(FarmError, _error_response)
+    for module in (jobs, queue, health):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,58 @@
+"""Bearer-token authentication: a token maps to a tenant and a role.
+
+Tokens are kept as sha256 hashes only (settings carry hashes; the admin token is hashed on
+load). A tenant sees and acts on its own jobs only; the admin sees all.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from farm.errors import NotFound, Unauthorized
+from farm.models import Job
+from farm.settings import Settings, hash_token
+
+ADMIN_TENANT = "admin"
+
+
+@dataclass(frozen=True)
+class Principal:
+    tenant: str
+    admin: bool
+
+    def check_can_see(self, job: Job) -> None:
+        # A job of another tenant is reported as missing, not forbidden: ids don't leak.
+        if not self.admin and job.tenant != self.tenant:
+            raise NotFound(f"no job {job.id}")
+
+    @property
+    def scope(self) -> str | None:
+        """The tenant to filter listings by; None for the admin."""
+        return None if self.admin else self.tenant
+
+
+class TokenBook:
+    def __init__(self, settings: Settings) -> None:
+        self._by_hash: dict[str, Principal] = {t.token_sha256: Principal(t.name, False) for t in settings.tenants}
+        if settings.admin_token is not None:
+            self._by_hash[hash_token(settings.admin_token.get_secret_value())] = Principal(ADMIN_TENANT, True)
+
+    def resolve(self, authorization: str | None) -> Principal:
+        if not authorization:
+            raise Unauthorized("missing bearer token")
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized("expected 'Authorization: Bearer <token>'")
+        digest = hash_token(token.strip())
+        for known, principal in self._by_hash.items():
+            if hmac.compare_digest(known, digest):
+                return principal
+        raise Unauthorized("unknown token")
+
+
+def principal(request: Request) -> Principal:
+    """FastAPI dependency: who is calling."""
+    return request.app.state.tokens.resolve(request.headers.get("authorization"))

@@ -1,0 +1,91 @@
+"""/v1/jobs: submit, read, list, cancel, and the log."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi.responses import PlainTextResponse, StreamingResponse
+from pydantic import BaseModel
+
+from farm.api.auth import Principal, principal
+from farm.errors import InvalidInput
+from farm.models import Job, JobSpec, JobState
+from farm.store import JobStore
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+class JobsPage(BaseModel):
+    jobs: list[Job]
+    next_cursor: str | None
+
+
+def store(request: Request) -> JobStore:
+    return request.app.state.store
+
+
+Who = Annotated[Principal, Depends(principal)]
+Store = Annotated[JobStore, Depends(store)]
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=Job)
+def submit(spec: JobSpec, request: Request, who: Who, jobs: Store) -> Job:
+    pools = request.app.state.settings.pools
+    if spec.pool not in pools:
+        raise InvalidInput(f"unknown pool {spec.pool!r}; pools are: {', '.join(pools)}", ("body", "pool"))
+    return jobs.enqueue(spec, who.tenant)
+
+
+@router.get("", response_model=JobsPage)
+def list_jobs(
+    who: Who,
+    jobs: Store,
+    state: JobState | None = None,
+    pool: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(pattern=r"^[0-9]+$")] = None,
+) -> JobsPage:
+    page, nxt = jobs.list(tenant=who.scope, state=state, pool=pool, limit=limit, cursor=int(cursor) if cursor else None)
+    return JobsPage(jobs=page, next_cursor=None if nxt is None else str(nxt))
+
+
+@router.get("/{job_id}", response_model=Job)
+def get_job(job_id: str, who: Who, jobs: Store) -> Job:
+    job = jobs.get(job_id)
+    who.check_can_see(job)
+    return job
+
+
+@router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=Job)
+def cancel_job(job_id: str, who: Who, jobs: Store) -> Job:
+    who.check_can_see(jobs.get(job_id))
+    return jobs.cancel(job_id)
+
+
+def _follow(jobs: JobStore, job_id: str) -> Iterator[str]:
+    after = "-"
+    while True:
+        chunks = jobs.read_log(job_id, after, block_ms=1000)
+        for c in chunks:
+            if c.end_state is not None:
+                return
+            if c.data:
+                yield c.data
+        if chunks:
+            after = chunks[-1].entry_id
+        elif not jobs.exists(job_id):
+            return  # purged while we followed
+
+
+@router.get("/{job_id}/log", response_class=PlainTextResponse)
+def get_log(job_id: str, who: Who, jobs: Store, follow: bool = False) -> Response:
+    who.check_can_see(jobs.get(job_id))
+    if follow:
+        return StreamingResponse(_follow(jobs, job_id), media_type="text/plain; charset=utf-8")
+    parts, after = [], "-"
+    while chunks := jobs.read_log(job_id, after, count=1000):
+        parts.extend(c.data for c in chunks if c.data)
+        after = chunks[-1].entry_id
+    return PlainTextResponse("".join(parts))

@@ -1,0 +1,19 @@
+"""/v1/queue: each pool's queue and executors."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+
+from farm.api.auth import principal
+from farm.queue import summarize
+
+router = APIRouter(prefix="/v1", tags=["queue"], dependencies=[Depends(principal)])
+
+
+@router.get("/queue")
+def queue(request: Request) -> dict[str, Any]:
+    st = request.app.state
+    return {"pools": [asdict(p) for p in summarize(st.store, st.registry, st.settings.pools)]}

@@ -1,0 +1,256 @@
+"""The `farm` command: run the farm (`up`, `api`) and talk to it (`submit`, `logs`, `queue`,
+`cancel`, `get`)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+import yaml
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from farm.client import FarmClient
+from farm.errors import FarmError
+
+app = typer.Typer(help="farm: an elastic build farm.", no_args_is_help=True, add_completion=False)
+out = Console()
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="farm.yaml (FARM_* env wins over it).")]
+
+
+def _settings(config: Path | None, **overrides: Any):  # type: ignore[no-untyped-def]
+    from farm.settings import Settings
+
+    try:
+        return Settings.load(config, **{k: v for k, v in overrides.items() if v is not None})
+    except (ValidationError, FileNotFoundError) as e:
+        err.print(f"[red]invalid configuration:[/red] {e}")
+        raise typer.Exit(2) from e
+
+
+def _serve(settings, on_ready) -> None:  # type: ignore[no-untyped-def]
+    import uvicorn
+
+    from farm.api import create_app
+
+    config = uvicorn.Config(
+        create_app(settings), host=settings.api.host, port=settings.api.port,
+        log_level="warning", loop="uvloop", http="httptools", access_log=False,
+    )  # fmt: skip
+    server = uvicorn.Server(config)
+
+    def announce() -> None:
+        while not server.started and not server.should_exit:
+            time.sleep(0.02)
+        if server.started:
+            on_ready()
+
+    threading.Thread(target=announce, daemon=True).start()
+    server.run()
+    if not server.started:
+        raise FarmError(f"could not serve on {settings.api.host}:{settings.api.port}")
+
+
+@app.command()
+def up(
+    config: ConfigOpt = None,
+    host: Annotated[Optional[str], typer.Option(help="Address to serve on.")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port to serve on.")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option(help="Where farm keeps its data (default ~/.farm).")] = None,
+    executors: Annotated[Optional[int], typer.Option(help="Executor slots to start.")] = None,
+    runtime: Annotated[Optional[str], typer.Option(help="local | docker")] = None,
+    drain_timeout: Annotated[float, typer.Option(help="Seconds to let running jobs finish on stop.")] = 10.0,
+) -> None:
+    """Run the whole farm on this machine: embedded Redis, Ray, executors and the API."""
+    from farm.embedded import EmbeddedFarm
+
+    base = _settings(config, data_dir=data_dir)
+    api = base.api.model_copy(update={k: v for k, v in {"host": host, "port": port}.items() if v is not None})
+    ex = base.executors.model_copy(update={k: v for k, v in {"count": executors, "runtime": runtime}.items() if v is not None})
+    if ex.runtime not in ("local", "docker"):
+        err.print(f"[red]unknown runtime {ex.runtime!r}[/red]: use local or docker")
+        raise typer.Exit(2)
+    settings = base.model_copy(update={"api": api, "executors": ex})
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    farm = EmbeddedFarm(settings)
+    try:
+        with out.status("starting farm…"):
+            resolved = farm.start()
+        if farm.token_created:
+            out.print(f"admin token (shown once, kept in {settings.data_dir / 'admin-token'}): [bold]{farm.admin_token}[/bold]", soft_wrap=True)
+        url = f"http://{api.host}:{api.port}"
+
+        def ready() -> None:
+            out.print(
+                f"farm ready at {url} — {ex.count} {ex.runtime} executor(s) in pool {ex.pool!r}, data in {settings.data_dir}",
+                highlight=False,
+                soft_wrap=True,
+            )
+
+        _serve(resolved, ready)
+    except FarmError as e:
+        err.print(f"[red]farm up failed:[/red] {e}")
+        raise typer.Exit(1) from e
+    finally:
+        with out.status("stopping farm…"):
+            farm.stop(drain_timeout)
+        out.print("farm stopped")
+
+
+@app.command()
+def api(config: ConfigOpt = None) -> None:
+    """Serve only the API (and reaper) against FARM_REDIS_URL: one replica of many."""
+    settings = _settings(config)
+    if not settings.redis_url:
+        err.print("[red]FARM_REDIS_URL is required for `farm api`[/red]")
+        raise typer.Exit(2)
+    _serve(settings, lambda: out.print(f"farm api ready at http://{settings.api.host}:{settings.api.port}", highlight=False))
+
+
+def _client() -> FarmClient:
+    return FarmClient()
+
+
+def _fail(e: FarmError) -> typer.Exit:
+    err.print(f"[red]error:[/red] {e}")
+    return typer.Exit(2)
+
+
+def _load_spec(path: Path) -> dict[str, Any]:
+    text = sys.stdin.read() if str(path) == "-" else path.read_text()
+    data = yaml.safe_load(text)
+    if not isinstance(data, dict):
+        raise typer.BadParameter("a job file holds one mapping (YAML or JSON)")
+    return data
+
+
+def job_exit_code(job: dict[str, Any]) -> int:
+    """The exit code `farm submit --wait` ends with: 0 on success, the failing step's code,
+    else 1."""
+    if job["state"] == "succeeded":
+        return 0
+    code = job.get("exit_code")
+    return code if isinstance(code, int) and 0 < code < 256 else 1
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def submit(
+    ctx: typer.Context,
+    file: Annotated[Optional[str], typer.Argument(help="Job spec (YAML/JSON), '-' for stdin; or `-- CMD...`.")] = None,
+    wait: Annotated[bool, typer.Option("--wait", "-w", help="Wait for the end; exit with the job's code.")] = False,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Stream the log while waiting.")] = False,
+    pool: Annotated[Optional[str], typer.Option(help="Pool (for `-- CMD`).")] = None,
+    image: Annotated[Optional[str], typer.Option(help="Step image (for `-- CMD`, docker runtime).")] = None,
+    timeout: Annotated[Optional[int], typer.Option(help="timeout_s (for `-- CMD`).")] = None,
+) -> None:
+    """Submit a job from a file, or a one-step job from a command: `farm submit -- make test`."""
+    command = list(ctx.args)
+    if file is not None and (command or "--" in sys.argv):
+        command = [file, *command]
+        file = None
+    if file is None and not command:
+        raise typer.BadParameter("give a job file or `-- COMMAND...`")
+    if file is not None:
+        spec = _load_spec(Path(file))
+    else:
+        step: dict[str, Any] = {"name": "run", "run": shlex.join(command) if len(command) > 1 else command[0]}
+        if image:
+            step["image"] = image
+        spec = {"steps": [step]}
+        if pool:
+            spec["pool"] = pool
+        if timeout:
+            spec["timeout_s"] = timeout
+    client = _client()
+    try:
+        job = client.submit(spec)
+        if not (wait or follow):
+            out.print(job["id"])
+            return
+        err.print(f"submitted {job['id']}", highlight=False)
+        if follow:
+            for text in client.follow(job["id"]):
+                out.out(text, end="", highlight=False)
+            job = client.get(job["id"])
+        else:
+            job = _wait(client, job)
+    except FarmError as e:
+        raise _fail(e) from e
+    err.print(f"job {job['id']} {job['state']}" + (f" ({job['error']})" if job.get("error") else ""), highlight=False)
+    raise typer.Exit(job_exit_code(job))
+
+
+def _wait(client: FarmClient, job: dict[str, Any]) -> dict[str, Any]:
+    t0 = time.monotonic()
+    with err.status("") as status:
+        while job["state"] in ("queued", "running"):
+            where = f" on {job['executor']}" if job.get("executor") else ""
+            status.update(f"{job['id'][:12]} {job['state']}{where} · {time.monotonic() - t0:.0f}s")
+            time.sleep(0.25)
+            job = client.get(job["id"])
+    return job
+
+
+@app.command()
+def logs(job_id: str, follow: Annotated[bool, typer.Option("--follow", "-f")] = False) -> None:
+    """Print a job's log (`-f` follows it until the job ends)."""
+    client = _client()
+    try:
+        if follow:
+            for text in client.follow(job_id):
+                out.out(text, end="", highlight=False)
+        else:
+            out.out(client.log(job_id), end="", highlight=False)
+    except FarmError as e:
+        raise _fail(e) from e
+
+
+@app.command()
+def get(job_id: str) -> None:
+    """Print a job as JSON."""
+    try:
+        out.print_json(json.dumps(_client().get(job_id)))
+    except FarmError as e:
+        raise _fail(e) from e
+
+
+@app.command()
+def cancel(job_id: str) -> None:
+    """Cancel a queued or running job."""
+    try:
+        job = _client().cancel(job_id)
+    except FarmError as e:
+        raise _fail(e) from e
+    out.print(f"{job['id']} {job['state']}")
+
+
+@app.command()
+def queue(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Show each pool's queue and executors."""
+    try:
+        data = _client().queue()
+    except FarmError as e:
+        raise _fail(e) from e
+    if as_json:
+        out.print_json(json.dumps(data))
+        return
+    table = Table("pool", "queued", "running", "oldest wait", "starting", "idle", "busy", "draining")
+    for p in data["pools"]:
+        e = p["executors"]
+        table.add_row(p["name"], str(p["queued"]), str(p["running"]), f"{p['oldest_wait_s']:.1f}s",
+                      str(e["starting"]), str(e["idle"]), str(e["busy"]), str(e["draining"]))  # fmt: skip
+    out.print(table)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,116 @@
+"""`farm up`: the whole farm on one machine with embedded defaults.
+
+Starts, in order: the embedded Redis-compatible server (unless FARM_REDIS_URL is set), a
+local Ray on loopback, the executor actors, then the API (the caller serves it). Stops in
+reverse: executors drain (a job still running after the drain timeout is left to its lease
+and runs again on the next start), Ray shuts down, the server flushes its AOF and exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+
+from farm.settings import Settings
+from farm.store.server import EmbeddedRedis, _write_private
+
+log = logging.getLogger("farm.up")
+
+ADMIN_TOKEN_FILE = "admin-token"
+
+
+def ensure_admin_token(settings: Settings) -> tuple[str, bool]:
+    """The admin token: FARM_ADMIN_TOKEN if set, else the one kept (0600) in the data dir,
+    else a new one written there. Returns (token, newly_created)."""
+    if settings.admin_token is not None:
+        return settings.admin_token.get_secret_value(), False
+    path = settings.data_dir / ADMIN_TOKEN_FILE
+    if path.exists():
+        return path.read_text().strip(), False
+    token = secrets.token_urlsafe(32)
+    _write_private(path, token + "\n")
+    return token, True
+
+
+def init_ray(num_cpus: int | None = None) -> None:
+    """A local Ray on loopback, no dashboard, no usage reporting (its defaults would bind
+    the machine's network address and report usage outward)."""
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    import ray
+
+    if ray.is_initialized():
+        return
+    ray.init(
+        _node_ip_address="127.0.0.1",
+        include_dashboard=False,
+        num_cpus=num_cpus or os.cpu_count() or 1,
+        log_to_driver=False,
+        logging_level=logging.WARNING,
+    )
+
+
+@dataclass
+class EmbeddedFarm:
+    settings: Settings
+    redis: EmbeddedRedis | None = None
+    actors: list[Any] = field(default_factory=list)
+    admin_token: str = ""
+    token_created: bool = False
+
+    def start(self) -> Settings:
+        """Start Redis, Ray and the executors; returns the settings the API should use
+        (with the resolved Redis URL and admin token)."""
+        s = self.settings
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(s.data_dir, 0o700)
+        self.admin_token, self.token_created = ensure_admin_token(s)
+        url = s.redis_url
+        if not url:
+            self.redis = EmbeddedRedis(s.data_dir / "redis", port=s.redis.port, fsync=s.redis.aof_fsync)
+            url = self.redis.start()
+        resolved = s.model_copy(update={"redis_url": url, "admin_token": SecretStr(self.admin_token)})
+        if s.executors.count:
+            self.start_executors(resolved)
+        return resolved
+
+    def start_executors(self, settings: Settings) -> None:
+        from agents.executor import actor_settings, executor_actor
+
+        init_ray()
+        actor = executor_actor()
+        pool = settings.executors.pool
+        plain = actor_settings(settings)
+        for i in range(settings.executors.count):
+            executor_id = f"{pool}-{i}-{uuid.uuid4().hex[:6]}"
+            handle = actor.options(name=f"executor-{executor_id}").remote(executor_id, plain)
+            self.actors.append(handle)
+        import ray
+
+        ray.get([a.start.remote() for a in self.actors])
+
+    def stop(self, drain_timeout_s: float = 10.0) -> None:
+        if self.actors:
+            import ray
+
+            try:
+                ray.get([a.drain.remote(drain_timeout_s) for a in self.actors], timeout=drain_timeout_s + 5)
+            except Exception as e:  # noqa: BLE001 - shutting down whatever happens
+                log.warning("executors did not drain cleanly: %s", e)
+            for a in self.actors:
+                ray.kill(a)
+            self.actors.clear()
+            ray.shutdown()
+        if self.redis is not None:
+            self.redis.stop()
+            self.redis = None
+
+
+def default_data_dir() -> Path:
+    return Settings.model_fields["data_dir"].default.expanduser()

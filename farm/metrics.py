@@ -1,0 +1,72 @@
+"""Prometheus metrics, all in this module, on an injected CollectorRegistry.
+
+Values are read from Redis at scrape time (the stats hashes kept by the Lua scripts, the
+queue and the executor registry), so every API replica reports the same farm-wide numbers
+and nothing is lost when a process restarts. Seconds, `_total` counters, labels bounded by
+the configured pools and fixed outcome/state sets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from farm.models import TERMINAL
+from farm.queue import summarize
+from farm.store import ExecutorRegistry, JobStore
+from farm.store.stats import Histogram, parse
+
+
+def _histogram(name: str, doc: str) -> HistogramMetricFamily:
+    return HistogramMetricFamily(name, doc, labels=["pool"])
+
+
+def _add(family: HistogramMetricFamily, pool: str, h: Histogram) -> None:
+    buckets = [("+Inf" if b == float("inf") else repr(b), c) for b, c in h.buckets]
+    family.add_metric([pool], buckets, h.sum)
+
+
+class FarmCollector(Collector):
+    def __init__(self, store: JobStore, registry: ExecutorRegistry, pools: list[str]) -> None:
+        self.store, self.registry, self.pools = store, registry, pools
+
+    def collect(self) -> Iterator[Metric]:
+        submitted = CounterMetricFamily("farm_jobs_submitted", "Jobs submitted.", labels=["pool"])
+        finished = CounterMetricFamily("farm_jobs_finished", "Jobs that reached a terminal state, by outcome.", labels=["pool", "outcome"])
+        lease = CounterMetricFamily("farm_lease_expiries", "Leases that expired (executor lost).", labels=["pool"])
+        retries = CounterMetricFamily("farm_job_retries", "Attempts requeued, by reason.", labels=["pool", "reason"])
+        depth = GaugeMetricFamily("farm_queue_depth", "Jobs queued.", labels=["pool"])
+        running = GaugeMetricFamily("farm_jobs_running", "Jobs running.", labels=["pool"])
+        oldest = GaugeMetricFamily("farm_queue_oldest_wait_seconds", "Wait so far of the oldest queued job.", labels=["pool"])
+        executors = GaugeMetricFamily("farm_executors", "Executors by state.", labels=["pool", "state"])
+        wait = _histogram("farm_queue_wait_seconds", "Time from (re)queue to start of an attempt.")
+        duration = _histogram("farm_job_duration_seconds", "Time from start to end of the final attempt.")
+
+        pipe = self.store.client.pipeline(transaction=False)
+        for pool in self.pools:
+            pipe.hgetall(self.store.keys.stats(pool))
+        raw = pipe.execute()
+        for pool, summary, h in zip(self.pools, summarize(self.store, self.registry, self.pools), raw):
+            stats = parse(h)
+            submitted.add_metric([pool], stats.submitted)
+            for outcome in sorted(TERMINAL):
+                finished.add_metric([pool, outcome.value], stats.finished.get(outcome.value, 0))
+            lease.add_metric([pool], stats.lease_expired)
+            retries.add_metric([pool, "executor_lost"], stats.retries.get("executor_lost", 0))
+            depth.add_metric([pool], summary.queued)
+            running.add_metric([pool], summary.running)
+            oldest.add_metric([pool], summary.oldest_wait_s)
+            for state, n in summary.executors.items():
+                executors.add_metric([pool, state], n)
+            _add(wait, pool, stats.wait)
+            _add(duration, pool, stats.duration)
+        yield from (submitted, finished, lease, retries, depth, running, oldest, executors, wait, duration)
+
+
+def make_registry(store: JobStore, registry: ExecutorRegistry, pools: list[str]) -> CollectorRegistry:
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(FarmCollector(store, registry, pools))
+    return reg

@@ -1,0 +1,52 @@
+"""The reaper: requeues jobs whose lease expired, times out jobs past their deadline, purges
+jobs past retention, and forgets executors that vanished.
+
+Every step is an atomic, idempotent Lua script, so any number of reapers (one per API
+replica) may run at once. `run_once()` is one pass, for tests and operators.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+from farm.errors import FarmError
+from farm.settings import Settings
+from farm.store import ExecutorRegistry, JobStore
+from farm.store.jobs import ReapReport
+
+log = logging.getLogger("farm.reaper")
+
+
+@dataclass(frozen=True)
+class ReaperPass:
+    reaped: ReapReport
+    purged: int
+
+
+class Reaper:
+    def __init__(self, store: JobStore, registry: ExecutorRegistry, settings: Settings) -> None:
+        self.store, self.registry, self.settings = store, registry, settings
+
+    def run_once(self) -> ReaperPass:
+        reaped = self.store.reap()
+        purged = self.store.purge(self.settings.retention.jobs_s)
+        for pool in self.settings.pools:
+            self.registry.prune(pool)
+        if reaped.requeued or reaped.lost or reaped.timed_out or purged:
+            log.info("reaper: %s, purged %d", reaped, len(purged))
+        return ReaperPass(reaped, len(purged))
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.wait(self.settings.lease.reaper_interval_s):
+            try:
+                self.run_once()
+            except FarmError as e:
+                log.warning("reaper pass failed: %s", e)
+
+    def start(self) -> tuple[threading.Thread, threading.Event]:
+        stop = threading.Event()
+        thread = threading.Thread(target=self.run, args=(stop,), name="reaper", daemon=True)
+        thread.start()
+        return thread, stop
