@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import shlex
+import signal
 import sys
 import threading
 import time
@@ -61,6 +62,10 @@ def _serve(settings, on_ready) -> None:  # type: ignore[no-untyped-def]
         raise FarmError(f"could not serve on {settings.api.host}:{settings.api.port}")
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 @app.command()
 def up(
     config: ConfigOpt = None,
@@ -83,6 +88,7 @@ def up(
     settings = base.model_copy(update={"api": api, "executors": ex})
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     farm = EmbeddedFarm(settings)
+    signal.signal(signal.SIGTERM, _interrupt)  # stop as cleanly on SIGTERM as on Ctrl-C
     try:
         with out.status("starting farm…"):
             resolved = farm.start()
@@ -98,6 +104,8 @@ def up(
             )
 
         _serve(resolved, ready)
+    except KeyboardInterrupt:
+        pass  # uvicorn hands the signal back once it has shut down; we stop the rest below
     except FarmError as e:
         err.print(f"[red]farm up failed:[/red] {e}")
         raise typer.Exit(1) from e

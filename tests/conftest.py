@@ -1,0 +1,129 @@
+"""Shared fixtures: one real embedded Redis per session (flushed per test), one local Ray
+per session, and the Docker daemon with a locally made base image.
+
+Docker and Ray tests never skip in CI (CI=true): a missing daemon there is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from farm.settings import Settings
+from farm.store import ExecutorRegistry, JobStore, connect
+from farm.store.server import EmbeddedRedis
+
+REPO = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("CI") == "true"
+BASE_IMAGE = "farm/busybox:latest"
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: EmbeddedRedis) -> str:
+    client = connect(redis_server.url)
+    client.flushall()
+    client.close()
+    return redis_server.url
+
+
+@pytest.fixture
+def store(redis_url: str) -> JobStore:
+    return JobStore(connect(redis_url))
+
+
+@pytest.fixture
+def registry(store: JobStore) -> ExecutorRegistry:
+    return ExecutorRegistry(store.client, store.keys)
+
+
+@pytest.fixture
+def make_settings(redis_url: str, tmp_path: Path) -> Callable[..., Settings]:
+    def make(**overrides: object) -> Settings:
+        base: dict[str, object] = {"redis_url": redis_url, "data_dir": tmp_path / "data"}
+        base.update(overrides)
+        return Settings.load(**base)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def docker_image() -> str:
+    """The local base image for docker-runtime steps; made from busybox-static if absent."""
+    try:
+        import docker
+
+        client = docker.from_env(timeout=10)
+        client.ping()
+    except Exception as e:  # noqa: BLE001
+        if IN_CI:
+            pytest.fail(f"Docker is required in CI: {e}")
+        pytest.skip(f"no Docker daemon: {e}")
+    if not client.images.list(name=BASE_IMAGE):
+        subprocess.run([str(REPO / "images" / "make-busybox-base.sh"), BASE_IMAGE], check=True)
+    return BASE_IMAGE
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    from farm.embedded import init_ray
+
+    init_ray(num_cpus=2)
+    yield
+    import ray
+
+    ray.shutdown()
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 0.02, what: str = "condition") -> object:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+class RunningExecutor:
+    """An Executor loop on a thread (no Ray): for tests of the executor's behaviour."""
+
+    def __init__(self, executor_id: str, settings: Settings) -> None:
+        from agents.executor import build_executor
+
+        self.executor = build_executor(executor_id, settings)
+        self.thread = threading.Thread(target=self.executor.run, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.executor.drain()
+        self.thread.join(30)
+        assert not self.thread.is_alive(), "executor did not drain"
+
+
+@pytest.fixture
+def run_executor() -> Iterator[Callable[..., RunningExecutor]]:
+    started: list[RunningExecutor] = []
+
+    def start(settings: Settings, executor_id: str = "ex-test") -> RunningExecutor:
+        ex = RunningExecutor(executor_id, settings)
+        started.append(ex)
+        return ex
+
+    yield start
+    for ex in started:
+        ex.stop()

@@ -1,0 +1,46 @@
+"""`farm up` as a process: jobs over HTTP on the local and docker runtimes, a clean stop."""
+
+import pytest
+
+from tests.e2e.conftest import wait_all
+
+
+def run_jobs(client, n, **extra):
+    ids = []
+    for i in range(n):
+        r = client.post("/v1/jobs", json={"steps": [{"name": "echo", "run": f"echo output-of-job-{i}"}], **extra})
+        assert r.status_code == 201, r.text
+        ids.append(r.json()["id"])
+    return ids
+
+
+def test_fifty_jobs_on_the_local_runtime(start_farm):
+    farm, client = start_farm("up", "--executors", "4")
+    assert "4 local executor(s)" in farm.ready_line
+    ids = run_jobs(client, 50)
+    jobs = wait_all(client, ids, timeout=120)
+    assert [j["state"] for j in jobs] == ["succeeded"] * 50
+    for i, job_id in enumerate(ids):
+        assert f"output-of-job-{i}\n" in client.get(f"/v1/jobs/{job_id}/log").text
+    queue = client.get("/v1/queue").json()["pools"][0]
+    assert queue["queued"] == 0 and queue["executors"]["idle"] + queue["executors"]["busy"] == 4
+    assert farm.stop() == 0
+    assert "farm stopped" in "".join(farm.lines)
+
+
+@pytest.mark.docker
+def test_twenty_jobs_on_the_docker_runtime(start_farm, docker_image):
+    farm, client = start_farm("up", "--executors", "3", "--runtime", "docker", env={"FARM_DOCKER__DEFAULT_IMAGE": docker_image})
+    ids = run_jobs(client, 20)
+    jobs = wait_all(client, ids, timeout=180)
+    assert [j["state"] for j in jobs] == ["succeeded"] * 20
+    assert "output-of-job-7\n" in client.get(f"/v1/jobs/{ids[7]}/log").text
+
+
+def test_jobs_survive_a_restart_of_farm_up(start_farm, farm_env):
+    farm, client = start_farm("up", "--executors", "0")
+    ids = run_jobs(client, 5)
+    assert farm.stop() == 0
+    farm, client = start_farm("up", "--executors", "2")
+    jobs = wait_all(client, ids, timeout=60)
+    assert [j["state"] for j in jobs] == ["succeeded"] * 5

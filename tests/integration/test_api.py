@@ -1,0 +1,128 @@
+"""The HTTP API on a real Redis, with a real executor loop behind it."""
+
+import pytest
+from fastapi.testclient import TestClient
+
+from farm.api import create_app
+from farm.settings import hash_token
+from tests.conftest import wait_for
+
+ADMIN, ALICE, BOB = "admin-secret", "alice-secret", "bob-secret"
+
+
+@pytest.fixture
+def settings(make_settings):
+    return make_settings(
+        admin_token=ADMIN,
+        pools=["default", "big"],
+        tenants=[{"name": "alice", "token_sha256": hash_token(ALICE)}, {"name": "bob", "token_sha256": hash_token(BOB)}],
+    )
+
+
+@pytest.fixture
+def api(settings):
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+def auth(token):
+    return {"Authorization": f"Bearer {token}"}
+
+
+def submit(api, token=ALICE, **spec):
+    body = {"steps": [{"name": "s", "run": "echo hello-from-farm"}], **spec}
+    r = api.post("/v1/jobs", json=body, headers=auth(token))
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def test_health_and_metrics_need_no_token(api):
+    assert api.get("/healthz").json() == {"status": "ok"}
+    assert api.get("/metrics").status_code == 200
+
+
+def test_auth_is_required_and_checked(api):
+    assert api.get("/v1/queue").status_code == 401
+    r = api.get("/v1/queue", headers=auth("wrong"))
+    assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+    assert api.get("/v1/queue", headers={"Authorization": "Basic abc"}).status_code == 401
+
+
+def test_submit_returns_the_queued_job(api):
+    job = submit(api, priority=70)
+    assert job["state"] == "queued" and job["attempt"] == 1 and job["tenant"] == "alice"
+    assert job["queued_at"].endswith("Z") and job["spec"]["priority"] == 70
+
+
+@pytest.mark.parametrize(
+    "body,loc",
+    [
+        ({"steps": [{"name": "s", "run": "true"}], "bogus": 1}, ["body", "bogus"]),
+        ({"steps": [{"name": "s"}]}, ["body", "steps", 0, "run"]),
+        ({"steps": [{"name": "s", "run": "true"}], "pool": "nope"}, ["body", "pool"]),
+    ],
+)
+def test_bad_input_is_422_with_the_field_path(api, body, loc):
+    r = api.post("/v1/jobs", json=body, headers=auth(ALICE))
+    assert r.status_code == 422
+    assert loc in [d["loc"] for d in r.json()["detail"]]
+
+
+def test_tenants_see_only_their_own_jobs_and_admin_sees_all(api):
+    a, b = submit(api, ALICE), submit(api, BOB)
+    assert api.get(f"/v1/jobs/{a['id']}", headers=auth(BOB)).status_code == 404
+    assert api.post(f"/v1/jobs/{a['id']}/cancel", headers=auth(BOB)).status_code == 404
+    assert api.get(f"/v1/jobs/{a['id']}/log", headers=auth(BOB)).status_code == 404
+    assert [j["id"] for j in api.get("/v1/jobs", headers=auth(BOB)).json()["jobs"]] == [b["id"]]
+    assert {j["id"] for j in api.get("/v1/jobs", headers=auth(ADMIN)).json()["jobs"]} == {a["id"], b["id"]}
+
+
+def test_list_paginates_with_a_cursor_and_filters(api):
+    ids = [submit(api)["id"] for _ in range(7)]
+    api.post(f"/v1/jobs/{ids[0]}/cancel", headers=auth(ALICE))
+    seen, cursor = [], None
+    while True:
+        params = {"limit": 3} | ({"cursor": cursor} if cursor else {})
+        page = api.get("/v1/jobs", params=params, headers=auth(ALICE)).json()
+        seen += [j["id"] for j in page["jobs"]]
+        if not (cursor := page["next_cursor"]):
+            break
+    assert seen == ids[::-1]
+    cancelled = api.get("/v1/jobs", params={"state": "cancelled"}, headers=auth(ALICE)).json()["jobs"]
+    assert [j["id"] for j in cancelled] == [ids[0]]
+    assert api.get("/v1/jobs", params={"state": "bogus"}, headers=auth(ALICE)).status_code == 422
+
+
+def test_cancel_is_202_then_409(api):
+    job = submit(api)
+    r = api.post(f"/v1/jobs/{job['id']}/cancel", headers=auth(ALICE))
+    assert r.status_code == 202 and r.json()["state"] == "cancelled" and r.json()["error"] == "cancelled"
+    assert api.post(f"/v1/jobs/{job['id']}/cancel", headers=auth(ALICE)).status_code == 409
+    assert api.get("/v1/jobs/nope", headers=auth(ALICE)).status_code == 404
+
+
+def test_queue_shows_pools_and_executors(api, settings, run_executor):
+    run_executor(settings, "ex-q")
+    wait_for(lambda: api.get("/v1/queue", headers=auth(ALICE)).json()["pools"][0]["executors"]["idle"] == 1, 5, what="idle")
+    submit(api, pool="big")
+    pools = {p["name"]: p for p in api.get("/v1/queue", headers=auth(ALICE)).json()["pools"]}
+    assert set(pools) == {"default", "big"}
+    assert pools["big"]["queued"] == 1 and pools["big"]["oldest_wait_s"] >= 0
+    assert set(pools["default"]["executors"]) == {"starting", "idle", "busy", "draining"}
+
+
+def test_a_job_runs_and_its_log_is_served_and_followed(api, settings, run_executor):
+    run_executor(settings, "ex-log")
+    job = submit(api, steps=[{"name": "s", "run": "echo line-1; sleep 0.5; echo line-2"}])
+    with api.stream("GET", f"/v1/jobs/{job['id']}/log", params={"follow": "true"}, headers=auth(ALICE)) as r:
+        assert r.headers["content-type"].startswith("text/plain")
+        followed = "".join(r.iter_text())
+    assert followed.index("line-1") < followed.index("line-2")
+    done = api.get(f"/v1/jobs/{job['id']}", headers=auth(ALICE)).json()
+    assert done["state"] == "succeeded" and done["steps"][0]["exit_code"] == 0
+    r = api.get(f"/v1/jobs/{job['id']}/log", headers=auth(ALICE))
+    assert r.headers["content-type"].startswith("text/plain") and "line-2" in r.text
+    metrics = api.get("/metrics").text
+    assert 'farm_jobs_finished_total{outcome="succeeded",pool="default"} 1.0' in metrics
+    assert 'farm_queue_wait_seconds_count{pool="default"} 1.0' in metrics
+    assert 'farm_executors{pool="default",state="idle"} 1.0' in metrics

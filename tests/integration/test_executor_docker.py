@@ -1,0 +1,76 @@
+"""The docker runtime (DooD) on the real host daemon, with a base image made locally."""
+
+import time
+
+import docker
+import pytest
+
+from farm.models import ErrorCode, JobSpec, JobState
+from tests.conftest import wait_for
+from tests.integration.test_executor_local import full_log, wait_done
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture
+def docker_settings(make_settings, docker_image):
+    return make_settings(executors={"runtime": "docker"}, docker={"default_image": docker_image})
+
+
+def test_steps_run_in_containers_with_the_workspace_mounted(store, docker_settings, run_executor):
+    run_executor(docker_settings)
+    job = store.enqueue(JobSpec(env={"WHO": "farm"}, steps=[
+        {"name": "write", "run": "echo built-by-$WHO > out.txt; pwd"},
+        {"name": "read", "run": "cat out.txt; id -u"},
+    ]), "t")
+    done = wait_done(store, job.id, timeout=60)
+    assert done.state is JobState.SUCCEEDED, full_log(store, job.id)
+    log = full_log(store, job.id)
+    import os
+
+    assert "/workspace" in log and "built-by-farm" in log and f"\n{os.getuid()}\n" in log
+
+
+def test_containers_are_confined(store, docker_settings, run_executor):
+    run_executor(docker_settings)
+    job = store.enqueue(JobSpec(steps=[
+        {"name": "caps", "run": "grep CapEff /proc/self/status; grep NoNewPrivs /proc/self/status; cat /proc/net/dev; ls /var/run/docker.sock || echo no-socket"},
+    ]), "t")
+    wait_done(store, job.id, timeout=60)
+    log = full_log(store, job.id)
+    assert "CapEff:\t0000000000000000" in log
+    assert "NoNewPrivs:\t1" in log
+    assert "eth0" not in log and "lo:" in log  # --network none: loopback only
+    assert "no-socket" in log
+
+
+def test_host_network_when_the_job_asks(store, docker_settings, run_executor):
+    run_executor(docker_settings)
+    job = store.enqueue(JobSpec(network="host", steps=[{"name": "net", "run": "cat /proc/net/dev | wc -l"}]), "t")
+    wait_done(store, job.id, timeout=60)
+    lines = int([ln for ln in full_log(store, job.id).splitlines() if ln.strip().isdigit()][0])
+    assert lines > 3  # the host's interfaces, not just lo
+
+
+def test_failed_step_and_missing_image(store, docker_settings, run_executor):
+    run_executor(docker_settings)
+    failing = store.enqueue(JobSpec(steps=[{"name": "f", "run": "exit 5"}]), "t")
+    missing = store.enqueue(JobSpec(steps=[{"name": "m", "run": "true", "image": "farm/no-such-image:1"}]), "t")
+    assert (wait_done(store, failing.id, 60).exit_code) == 5
+    done = wait_done(store, missing.id, 60)
+    assert (done.state, done.error) == (JobState.FAILED, ErrorCode.RUNTIME_ERROR)
+    assert "is not on the docker daemon" in full_log(store, missing.id)
+
+
+def test_cancel_kills_the_container_and_removes_it(store, docker_settings, run_executor):
+    run_executor(docker_settings)
+    client = docker.from_env()
+    job = store.enqueue(JobSpec(steps=[{"name": "hang", "run": "echo started; sleep 60"}]), "t")
+    wait_for(lambda: "started" in full_log(store, job.id), 60, what="the container to start")
+    t0 = time.monotonic()
+    store.cancel(job.id)
+    wait_for(lambda: not client.containers.list(filters={"label": f"farm.job={job.id}", "status": "running"}), 2.0,
+             what="the container to be killed")
+    assert time.monotonic() - t0 < 2.0
+    wait_for(lambda: not client.containers.list(all=True, filters={"label": f"farm.job={job.id}"}), 10,
+             what="the container to be removed")

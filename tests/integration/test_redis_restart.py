@@ -1,0 +1,33 @@
+"""Durability: the embedded server is killed (SIGKILL) and restarted on its AOF."""
+
+import time
+
+from farm.models import JobSpec, JobState
+from farm.store import JobStore, connect
+from farm.store.server import EmbeddedRedis
+
+
+def test_queued_and_finished_jobs_survive_a_server_crash(tmp_path):
+    server = EmbeddedRedis(tmp_path / "redis", fsync="everysec")
+    url = server.start()
+    store = JobStore(connect(url))
+    queued = [store.enqueue(JobSpec(steps=[{"name": "s", "run": "true"}]), "t").id for _ in range(20)]
+    done = store.enqueue(JobSpec(steps=[{"name": "s", "run": "true"}], priority=100), "t")
+    claim = store.claim("default", "ex1", lease_s=30, grace_s=5)
+    assert claim.job_id == done.id
+    store.append_log(done.id, 1, "the output\n", cap=10_000)
+    assert store.finish(done.id, 1, JobState.SUCCEEDED, exit_code=0, error=None, steps=[]) == "ok"
+    time.sleep(1.5)  # past the everysec fsync window (a process crash alone would not need it)
+    server.kill()
+
+    again = EmbeddedRedis(tmp_path / "redis", fsync="everysec")
+    assert again.start() == url  # same port and password after the restart
+    try:
+        store = JobStore(connect(url))
+        assert store.get(done.id).state is JobState.SUCCEEDED
+        assert "the output\n" in [c.data for c in store.read_log(done.id)]
+        assert all(store.get(i).state is JobState.QUEUED for i in queued)
+        claimed = [store.claim("default", "ex2", lease_s=30, grace_s=5).job_id for _ in queued]
+        assert claimed == queued  # the queue came back whole and in order
+    finally:
+        again.stop()

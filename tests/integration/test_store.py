@@ -1,0 +1,164 @@
+"""The job state machine against a real Redis-compatible server."""
+
+import time
+
+import pytest
+
+from farm.errors import Conflict, NotFound, StaleAttempt
+from farm.models import ErrorCode, JobSpec, JobState, StepResult
+from farm.store import JobStore
+
+LEASE = dict(lease_s=0.3, grace_s=0.2)
+
+
+def spec(**kw) -> JobSpec:
+    return JobSpec(steps=[{"name": "s", "run": "true"}], **kw)
+
+
+def test_claim_takes_a_lease_and_finish_is_fenced(store: JobStore):
+    job = store.enqueue(spec(), "t")
+    assert job.state is JobState.QUEUED and job.attempt == 1 and job.queued_at.endswith("Z")
+    claim = store.claim("default", "ex1", **LEASE)
+    assert claim.job_id == job.id and claim.attempt == 1
+    assert store.claim("default", "ex2", **LEASE) is None
+    assert store.get(job.id).state is JobState.RUNNING
+    assert store.heartbeat(job.id, 1, lease_s=10) == "ok"
+    assert store.heartbeat(job.id, 2, lease_s=10) == "stale"
+    assert store.finish(job.id, 2, JobState.SUCCEEDED, exit_code=0, error=None, steps=[]) == "stale"
+    steps = [StepResult(name="s", exit_code=0, duration_s=0.5)]
+    assert store.finish(job.id, 1, JobState.SUCCEEDED, exit_code=0, error=None, steps=steps) == "ok"
+    # A second finish of the same attempt is refused: a job never finishes twice.
+    assert store.finish(job.id, 1, JobState.FAILED, exit_code=1, error=ErrorCode.STEP_FAILED, steps=[]) == "succeeded"
+    done = store.get(job.id)
+    assert (done.state, done.exit_code, done.steps, done.executor) == (JobState.SUCCEEDED, 0, steps, "ex1")
+    assert done.finished_at >= done.started_at >= done.queued_at
+    assert store.client.hget(store.keys.stats("default"), "finished_total:succeeded") == "1"
+
+
+def test_expired_lease_requeues_with_next_attempt_then_fails_when_budget_spent(store: JobStore):
+    job = store.enqueue(spec(retries=1), "t")
+    first = store.claim("default", "ex1", **LEASE)
+    time.sleep(0.4)
+    assert store.reap().requeued == 1
+    again = store.get(job.id)
+    assert (again.state, again.attempt, again.error) == (JobState.QUEUED, 2, ErrorCode.EXECUTOR_LOST)
+    # The lost executor's late writes are refused.
+    assert store.heartbeat(job.id, first.attempt, lease_s=10) == "stale"
+    with pytest.raises(StaleAttempt):
+        store.append_log(job.id, first.attempt, "late\n", cap=1000)
+    second = store.claim("default", "ex2", **LEASE)
+    assert second.attempt == 2
+    time.sleep(0.4)
+    report = store.reap()
+    assert (report.requeued, report.lost) == (0, 1)
+    lost = store.get(job.id)
+    assert (lost.state, lost.error, lost.attempt) == (JobState.FAILED, ErrorCode.EXECUTOR_LOST, 2)
+    assert store.claim("default", "ex3", **LEASE) is None
+
+
+def test_heartbeat_keeps_the_lease(store: JobStore):
+    job = store.enqueue(spec(), "t")
+    store.claim("default", "ex1", **LEASE)
+    for _ in range(5):
+        time.sleep(0.1)
+        assert store.heartbeat(job.id, 1, lease_s=0.3) == "ok"
+        assert store.reap().requeued == 0
+    assert store.get(job.id).state is JobState.RUNNING
+
+
+def test_reaper_times_out_a_running_job_whose_executor_is_gone(store: JobStore):
+    job = store.enqueue(spec(timeout_s=1), "t")
+    store.claim("default", "ex1", lease_s=60, grace_s=0.2)
+    time.sleep(0.5)
+    assert store.reap().timed_out == 0
+    time.sleep(0.8)
+    assert store.reap().timed_out == 1
+    got = store.get(job.id)
+    assert (got.state, got.error) == (JobState.TIMED_OUT, ErrorCode.TIMEOUT)
+    assert store.heartbeat(job.id, 1, lease_s=10) == "timed_out"
+
+
+def test_cancel_queued_and_running_and_refuse_terminal(store: JobStore):
+    queued = store.enqueue(spec(), "t")
+    assert store.cancel(queued.id).state is JobState.CANCELLED
+    assert store.claim("default", "ex1", **LEASE) is None  # gone from the queue
+    running = store.enqueue(spec(), "t")
+    store.claim("default", "ex1", **LEASE)
+    assert store.cancel(running.id).error is ErrorCode.CANCELLED
+    assert store.heartbeat(running.id, 1, lease_s=10) == "cancelled"
+    assert store.finish(running.id, 1, JobState.SUCCEEDED, exit_code=0, error=None, steps=[]) == "cancelled"
+    with pytest.raises(Conflict):
+        store.cancel(running.id)
+    with pytest.raises(NotFound):
+        store.cancel("nope")
+
+
+def test_priority_then_fifo(store: JobStore):
+    low = store.enqueue(spec(priority=10), "t")
+    mid1 = store.enqueue(spec(priority=50), "t")
+    high = store.enqueue(spec(priority=90), "t")
+    mid2 = store.enqueue(spec(priority=50), "t")
+    order = [store.claim("default", "ex", **LEASE).job_id for _ in range(4)]
+    assert order == [high.id, mid1.id, mid2.id, low.id]
+
+
+def test_a_requeued_job_keeps_its_place(store: JobStore):
+    first = store.enqueue(spec(), "t")
+    store.claim("default", "ex1", **LEASE)
+    later = store.enqueue(spec(), "t")
+    time.sleep(0.4)
+    store.reap()
+    assert store.claim("default", "ex2", **LEASE).job_id == first.id
+    assert store.claim("default", "ex2", **LEASE).job_id == later.id
+
+
+def test_log_is_capped_and_the_cap_is_noted(store: JobStore):
+    job = store.enqueue(spec(), "t")
+    store.claim("default", "ex1", **LEASE)
+    assert store.append_log(job.id, 1, "Q" * 600, cap=1000)
+    assert not store.append_log(job.id, 1, "W" * 600, cap=1000)
+    assert not store.append_log(job.id, 1, "Z" * 10, cap=1000)
+    text = "".join(c.data for c in store.read_log(job.id) if c.data)
+    assert text.count("Q") == 600 and text.count("W") == 400 and "Z" not in text
+    assert "log truncated at 1000 bytes" in text
+    assert store.get(job.id).log_truncated
+
+
+def test_end_marker_follows_the_last_line(store: JobStore):
+    job = store.enqueue(spec(), "t")
+    store.claim("default", "ex1", **LEASE)
+    store.append_log(job.id, 1, "out\n", cap=1000)
+    store.finish(job.id, 1, JobState.FAILED, exit_code=2, error=ErrorCode.STEP_FAILED, steps=[])
+    chunks = store.read_log(job.id)
+    assert chunks[-1].end_state is JobState.FAILED
+    assert "out\n" in [c.data for c in chunks]
+    assert store.read_log(job.id, chunks[-1].entry_id) == []
+
+
+def test_list_pages_newest_first_filters_and_scopes(store: JobStore):
+    ids = [store.enqueue(spec(), "a" if i % 2 else "b").id for i in range(25)]
+    store.cancel(ids[-1])
+    seen, cursor = [], None
+    while True:
+        page, cursor = store.list(tenant=None, limit=10, cursor=cursor)
+        seen += [j.id for j in page]
+        if cursor is None:
+            break
+    assert seen == ids[::-1]
+    mine, _ = store.list(tenant="a", limit=100)
+    assert {j.tenant for j in mine} == {"a"} and len(mine) == 12
+    cancelled, _ = store.list(tenant=None, state=JobState.CANCELLED, limit=10)
+    assert [j.id for j in cancelled] == [ids[-1]]
+    assert store.list(tenant=None, pool="other", limit=10) == ([], None)
+
+
+def test_purge_removes_jobs_past_retention_only(store: JobStore):
+    old = store.enqueue(spec(), "t")
+    store.cancel(old.id)
+    kept = store.enqueue(spec(), "t")
+    time.sleep(0.05)
+    assert store.purge(retention_s=3600) == []
+    store.client.zadd(store.keys.finished, {old.id: 0})  # as if it ended long ago
+    assert store.purge(retention_s=3600) == [old.id]
+    assert not store.exists(old.id) and store.read_log(old.id) == []
+    assert [j.id for j in store.list(tenant="t", limit=10)[0]] == [kept.id]
