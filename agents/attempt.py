@@ -19,14 +19,13 @@ import time
 from enum import StrEnum
 from pathlib import Path
 
-from farm.errors import FarmError, RuntimeFailure
-from farm.models import ErrorCode, JobState, StepResult
-from farm.settings import Settings
-from farm.store import Claim, JobStore
-
 from agents.logsink import LogSink
 from agents.runtimes.base import Runtime, StepContext
 from agents.workspace import Workspace, step_env
+from farm.errors import FarmError, RuntimeFailure
+from farm.models import ErrorCode, JobState, StepResult
+from farm.settings import Settings
+from farm.store.jobs import Claim, JobStore
 
 
 class StopReason(StrEnum):

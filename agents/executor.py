@@ -17,16 +17,20 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from pathlib import Path
-
-from farm.errors import FarmError, RuntimeFailure
-from farm.settings import Settings
-from farm.store import ExecutorRegistry, ExecutorState, JobStore, connect
 
 from agents.attempt import Attempt
 from agents.runtimes import Runtime, make_runtime
+from agents.workspace import sweep
+from farm.errors import FarmError, RuntimeFailure
+from farm.settings import Settings
+from farm.store.executors import ExecutorRegistry, ExecutorState
+from farm.store.jobs import JobStore, connect
 
 log = logging.getLogger("farm.executor")
+
+SWEEP_EVERY_S = 600.0
 
 
 class Executor:
@@ -35,7 +39,9 @@ class Executor:
         self.settings = settings
         self.pool = settings.executors.pool
         self.store, self.registry, self.runtime = store, registry, runtime
-        self.workspaces = Path(settings.data_dir) / "workspaces" / executor_id
+        self.workspace_root = Path(settings.data_dir) / "workspaces"
+        self.workspaces = self.workspace_root / executor_id
+        self._swept_at = 0.0
         self.state = ExecutorState.STARTING
         self.current: str | None = None
         self.jobs_run = 0
@@ -52,7 +58,18 @@ class Executor:
         self._report(ExecutorState.STARTING)
         self.runtime.prepare()
         self.workspaces.mkdir(parents=True, exist_ok=True)
+        self.sweep_workspaces()
         self._report(ExecutorState.IDLE)
+
+    def sweep_workspaces(self) -> None:
+        """Clear workspaces no running attempt owns (kept ones once past retention)."""
+        retention = self.settings.retention
+        keep = retention.jobs_s if retention.keep_workspaces else 0
+        try:
+            sweep(self.workspace_root, self.store.is_running, keep_for_s=keep, now=time.time())
+        except FarmError as e:
+            log.warning("workspace sweep skipped: %s", e)
+        self._swept_at = time.monotonic()
 
     def run_once(self) -> bool:
         """One turn: run one job if there is one (True), else wait for a wake-up (False)."""
@@ -69,6 +86,8 @@ class Executor:
             except FarmError:
                 self._drain.wait(1.0)
             self._report(ExecutorState.DRAINING if self._drain.is_set() else ExecutorState.IDLE)
+            if time.monotonic() - self._swept_at > SWEEP_EVERY_S:
+                self.sweep_workspaces()
             return False
         self.current = claim.job_id
         self._report(ExecutorState.DRAINING if self._drain.is_set() else ExecutorState.BUSY)

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable
 
 from farm.errors import FarmError, StaleAttempt
-from farm.store import JobStore
+from farm.store.jobs import JobStore
 
 
 class LogSink:

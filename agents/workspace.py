@@ -14,9 +14,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from farm.models import GitSource, JobSpec
-
 from agents.runtimes.local import DEFAULT_PATH, run_process
+from farm.models import GitSource, JobSpec
 
 
 def step_env(spec: JobSpec, job_id: str, attempt: int) -> dict[str, str]:
@@ -56,3 +55,23 @@ class Workspace:
             if code != 0:
                 return code
         return 0
+
+
+def sweep(root: Path, is_current: Callable[[str, int], bool], *, keep_for_s: float, now: float) -> list[Path]:
+    """Remove workspaces under `root` (`<root>/<executor>/<job>-<attempt>`) that no running
+    attempt owns: at once, or once older than keep_for_s when workspaces are kept. This
+    also clears what a crashed executor left behind. Returns what it removed."""
+    removed = []
+    for path in root.glob("*/*-*"):
+        job_id, _, attempt = path.name.rpartition("-")
+        if not attempt.isdigit() or not path.is_dir():
+            continue
+        try:
+            age = now - path.stat().st_mtime
+        except FileNotFoundError:
+            continue
+        if is_current(job_id, int(attempt)) or age < keep_for_s:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed

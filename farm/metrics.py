@@ -16,7 +16,8 @@ from prometheus_client.registry import Collector
 
 from farm.models import TERMINAL
 from farm.queue import summarize
-from farm.store import ExecutorRegistry, JobStore
+from farm.store.executors import ExecutorRegistry
+from farm.store.jobs import JobStore
 from farm.store.stats import Histogram, parse
 
 
@@ -49,7 +50,7 @@ class FarmCollector(Collector):
         for pool in self.pools:
             pipe.hgetall(self.store.keys.stats(pool))
         raw = pipe.execute()
-        for pool, summary, h in zip(self.pools, summarize(self.store, self.registry, self.pools), raw):
+        for pool, summary, h in zip(self.pools, summarize(self.store, self.registry, self.pools), raw, strict=True):
             stats = parse(h)
             submitted.add_metric([pool], stats.submitted)
             for outcome in sorted(TERMINAL):

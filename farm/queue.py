@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from farm.store import ExecutorRegistry, JobStore
-from farm.store.jobs import translated
+from farm.store.executors import ExecutorRegistry
+from farm.store.jobs import JobStore, translated
 
 
 @dataclass(frozen=True)

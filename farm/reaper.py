@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 from farm.errors import FarmError
 from farm.settings import Settings
-from farm.store import ExecutorRegistry, JobStore
-from farm.store.jobs import ReapReport
+from farm.store.executors import ExecutorRegistry
+from farm.store.jobs import JobStore, ReapReport
 
 log = logging.getLogger("farm.reaper")
 

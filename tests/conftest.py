@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from farm.settings import Settings
-from farm.store import ExecutorRegistry, JobStore, connect
+from farm.store.executors import ExecutorRegistry
+from farm.store.jobs import JobStore, connect
 from farm.store.server import EmbeddedRedis
 
 REPO = Path(__file__).resolve().parent.parent

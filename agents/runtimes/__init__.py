@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from farm.settings import Settings
-
 from agents.runtimes.base import Runtime, StepContext
+from farm.settings import Settings
 
 
 def make_runtime(settings: Settings) -> Runtime:

@@ -17,11 +17,10 @@ import docker
 import docker.errors
 import requests.exceptions
 
+from agents.runtimes.base import StepContext
 from farm.errors import RuntimeFailure
 from farm.models import Step
 from farm.settings import DockerSettings
-
-from agents.runtimes.base import StepContext
 
 WORKDIR = "/workspace"
 

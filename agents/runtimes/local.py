@@ -15,10 +15,9 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from agents.runtimes.base import StepContext
 from farm.errors import RuntimeFailure
 from farm.models import Step
-
-from agents.runtimes.base import StepContext
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 

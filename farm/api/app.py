@@ -26,7 +26,8 @@ from farm.errors import (
 from farm.metrics import make_registry
 from farm.reaper import Reaper
 from farm.settings import Settings
-from farm.store import ExecutorRegistry, JobStore, connect
+from farm.store.executors import ExecutorRegistry
+from farm.store.jobs import JobStore, connect
 
 _STATUS: list[tuple[type[FarmError], int]] = [
     (InvalidInput, 422),

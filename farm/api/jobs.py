@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from farm.api.auth import Principal, principal
 from farm.errors import InvalidInput
 from farm.models import Job, JobSpec, JobState
-from farm.store import JobStore
+from farm.store.jobs import JobStore
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 

@@ -1,7 +1,4 @@
-"""Redis adapter: key schema, Lua scripts, and the stores built on them."""
-
-from farm.store.executors import ExecutorRegistry, ExecutorState
-from farm.store.jobs import Claim, JobStore, connect
-from farm.store.keys import Keys
-
-__all__ = ["Claim", "ExecutorRegistry", "ExecutorState", "JobStore", "Keys", "connect"]
+"""Redis adapter: key schema (`keys`), Lua scripts (`lua`, `scripts/`), the job store
+(`jobs`), the executor registry (`executors`), stats (`stats`) and the embedded server
+(`server`). Import from the submodules: this package imports nothing, so the pure ones
+(`keys`, `stats`) stay free of redis."""

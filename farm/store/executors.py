@@ -82,7 +82,7 @@ class ExecutorRegistry:
             rows = pipe.execute()
         return [
             ExecutorInfo(i, h["pool"], ExecutorState(h["state"]), h.get("job") or None, int(h["seen"]))
-            for i, h in zip(ids, rows)
+            for i, h in zip(ids, rows, strict=True)
             if h
         ]
 

@@ -24,6 +24,7 @@ from farm.models import ErrorCode, Job, JobSpec, JobState, StepResult, rfc3339
 from farm.store.keys import Keys
 from farm.store.lua import Scripts
 
+
 @contextmanager
 def translated() -> Iterator[None]:
     """Map redis-py's connection errors onto the farm error tree."""
@@ -234,6 +235,12 @@ class JobStore:
         return [
             LogChunk(eid, f.get("d"), JobState(f["e"]) if "e" in f else None) for eid, f in rows
         ]
+
+    def is_running(self, job_id: str, attempt: int) -> bool:
+        """Whether `attempt` is the running attempt of the job."""
+        with translated():
+            state, current = self.client.hmget(self.keys.job(job_id), "state", "attempt")
+        return state == JobState.RUNNING and current == str(attempt)
 
     def exists(self, job_id: str) -> bool:
         with translated():

@@ -2,7 +2,7 @@
 
 import signal
 
-from farm.store import JobStore, connect
+from farm.store.jobs import JobStore, connect
 from farm.store.server import EmbeddedRedis
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from farm.models import ErrorCode, JobSpec, JobState
 from farm.reaper import Reaper
-from farm.store import ExecutorState
+from farm.store.executors import ExecutorState
 from tests.conftest import wait_for
 
 

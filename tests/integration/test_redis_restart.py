@@ -3,7 +3,7 @@
 import time
 
 from farm.models import JobSpec, JobState
-from farm.store import JobStore, connect
+from farm.store.jobs import JobStore, connect
 from farm.store.server import EmbeddedRedis
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from farm.errors import Conflict, NotFound, StaleAttempt
 from farm.models import ErrorCode, JobSpec, JobState, StepResult
-from farm.store import JobStore
+from farm.store.jobs import JobStore
 
 LEASE = dict(lease_s=0.3, grace_s=0.2)
 
