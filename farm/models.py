@@ -29,19 +29,21 @@ class JobState(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     TIMED_OUT = "timed_out"
+    EXPIRED = "expired"
 
     @property
     def terminal(self) -> bool:
         return self in TERMINAL
 
 
-TERMINAL = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.TIMED_OUT})
+TERMINAL = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.TIMED_OUT, JobState.EXPIRED})
 
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     JobState.QUEUED: frozenset(
         {
             JobState.RUNNING,  # an executor claimed it under a lease
-            JobState.CANCELLED,  # cancelled before any executor took it
+            JobState.CANCELLED,  # cancelled (or superseded) before any executor took it
+            JobState.EXPIRED,  # still queued when its queue_timeout_s ran out
         }
     ),
     JobState.RUNNING: frozenset(
@@ -57,6 +59,7 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     JobState.FAILED: frozenset(),
     JobState.CANCELLED: frozenset(),
     JobState.TIMED_OUT: frozenset(),
+    JobState.EXPIRED: frozenset(),
 }
 
 
@@ -73,6 +76,8 @@ class ErrorCode(StrEnum):
     STEP_FAILED = "step_failed"
     TIMEOUT = "timeout"
     CANCELLED = "cancelled"
+    SUPERSEDED = "superseded"  # a newer job of its concurrency group replaced it
+    QUEUE_TIMEOUT = "queue_timeout"
     SOURCE_FAILED = "source_failed"
     RUNTIME_ERROR = "runtime_error"
 
@@ -115,6 +120,15 @@ class Source(_Strict):
     git: GitSource | None = None
 
 
+class Concurrency(_Strict):
+    """At most `limit` running jobs of `group` (per tenant). When the group is full, a new
+    job waits (`queue`) or replaces the group's older queued jobs (`supersede`)."""
+
+    group: Annotated[str, Field(pattern=_NAME.pattern)]
+    limit: Annotated[int, Field(default=1, ge=1, le=10_000)] = 1
+    on_full: Literal["queue", "supersede"] = "queue"
+
+
 class JobSpec(_Strict):
     """What a CI system submits. Unknown fields are refused."""
 
@@ -127,6 +141,8 @@ class JobSpec(_Strict):
     retries: Annotated[int, Field(default=2, ge=0, le=10)] = 2
     priority: Annotated[int, Field(default=50, ge=0, le=100)] = 50
     network: Literal["none", "host"] = "none"
+    concurrency: Concurrency | None = None
+    queue_timeout_s: Annotated[int | None, Field(default=None, ge=1, le=30 * 24 * 3600)] = None
 
     @field_validator("env")
     @classmethod

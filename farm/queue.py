@@ -26,7 +26,7 @@ def summarize(store: JobStore, registry: ExecutorRegistry, pools: list[str]) -> 
         pipe = store.client.pipeline(transaction=False)
         pipe.time()
         for pool in pools:
-            pipe.zcard(k.queue(pool))
+            pipe.zcard(k.waiting(pool))
             pipe.scard(k.running(pool))
             pipe.zrange(k.waiting(pool), 0, 0, withscores=True)
         rows = pipe.execute()

@@ -29,10 +29,12 @@ MiB = 1024 * 1024
 
 
 class TenantConfig(BaseModel):
-    """A tenant and the sha256 (hex) of its bearer token; the token itself is never stored."""
+    """A tenant and the sha256 (hex) of its bearer token; the token itself is never stored.
+    `weight` is its share of a busy pool against other tenants (fair share)."""
 
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")]
     token_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    weight: Annotated[float, Field(gt=0, le=1000)] = 1.0
 
 
 class RedisSettings(BaseModel):

@@ -22,6 +22,7 @@ ADMIN_TENANT = "admin"
 class Principal:
     tenant: str
     admin: bool
+    weight: float = 1.0
 
     def check_can_see(self, job: Job) -> None:
         # A job of another tenant is reported as missing, not forbidden: ids don't leak.
@@ -36,7 +37,7 @@ class Principal:
 
 class TokenBook:
     def __init__(self, settings: Settings) -> None:
-        self._by_hash: dict[str, Principal] = {t.token_sha256: Principal(t.name, False) for t in settings.tenants}
+        self._by_hash: dict[str, Principal] = {t.token_sha256: Principal(t.name, False, t.weight) for t in settings.tenants}
         if settings.admin_token is not None:
             self._by_hash[hash_token(settings.admin_token.get_secret_value())] = Principal(ADMIN_TENANT, True)
 

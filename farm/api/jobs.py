@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import BaseModel
 
@@ -30,12 +30,27 @@ Who = Annotated[Principal, Depends(principal)]
 Store = Annotated[JobStore, Depends(store)]
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=Job)
-def submit(spec: JobSpec, request: Request, who: Who, jobs: Store) -> Job:
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=Job,
+    responses={200: {"model": Job, "description": "An earlier submit with this Idempotency-Key made the job"}},
+)
+def submit(
+    spec: JobSpec,
+    request: Request,
+    response: Response,
+    who: Who,
+    jobs: Store,
+    idempotency_key: Annotated[str | None, Header(max_length=200, pattern=r"^[\x21-\x7e]+$")] = None,
+) -> Job:
     pools = request.app.state.settings.pools
     if spec.pool not in pools:
         raise InvalidInput(f"unknown pool {spec.pool!r}; pools are: {', '.join(pools)}", ("body", "pool"))
-    return jobs.enqueue(spec, who.tenant)
+    got = jobs.submit(spec, who.tenant, weight=who.weight, idempotency_key=idempotency_key)
+    if not got.created:
+        response.status_code = status.HTTP_200_OK
+    return got.job
 
 
 @router.get("", response_model=JobsPage)

@@ -10,6 +10,7 @@ Invariants (enforced by the scripts, tested against a real server):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from collections.abc import Iterator
@@ -57,6 +58,13 @@ class ReapReport:
     requeued: int
     lost: int
     timed_out: int
+    expired: int
+
+
+@dataclass(frozen=True)
+class Submitted:
+    job: Job
+    created: bool  # False: an earlier submit with the same Idempotency-Key made it
 
 
 def _ms(v: str | None) -> int | None:
@@ -94,18 +102,33 @@ class JobStore:
     # -- submit and read ------------------------------------------------------------------
 
     def enqueue(self, spec: JobSpec, tenant: str) -> Job:
-        job_id = uuid.uuid4().hex
-        self._call(
+        return self.submit(spec, tenant).job
+
+    def submit(self, spec: JobSpec, tenant: str, *, weight: float = 1.0, idempotency_key: str | None = None) -> Submitted:
+        """Queue a job. With an idempotency key, a repeat of the same body within 24 h gets
+        the first job back (created=False); the same key with another body is a Conflict."""
+        body = spec.model_dump_json()
+        group = spec.concurrency
+        outcome, job_id = self._call(
             "enqueue",
-            job_id,
+            uuid.uuid4().hex,
             tenant,
             spec.pool,
             spec.priority,
             spec.retries,
             spec.timeout_s * 1000,
-            spec.model_dump_json(),
+            body,
+            repr(float(weight)),
+            group.group if group else "",
+            group.limit if group else 0,
+            group.on_full if group else "",
+            "" if spec.queue_timeout_s is None else spec.queue_timeout_s * 1000,
+            idempotency_key or "",
+            hashlib.sha256(body.encode()).hexdigest() if idempotency_key else "",
         )
-        return self.get(job_id)
+        if outcome == "conflict":
+            raise Conflict(f"Idempotency-Key already used for job {job_id} with a different body")
+        return Submitted(self.get(job_id), created=outcome == "created")
 
     def get(self, job_id: str) -> Job:
         with translated():
@@ -158,7 +181,8 @@ class JobStore:
     # -- executor side ---------------------------------------------------------------------
 
     def claim(self, pool: str, executor: str, *, lease_s: float, grace_s: float) -> Claim | None:
-        got = self._call("claim", pool, executor, int(lease_s * 1000), int(grace_s * 1000))
+        while (got := self._call("claim", pool, executor, int(lease_s * 1000), int(grace_s * 1000))) == "more":
+            pass  # the script parked a run of jobs of full groups; search on
         if not got:
             return None
         job_id, attempt = got[0], int(got[1])

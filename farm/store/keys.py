@@ -7,8 +7,15 @@ only place a key is named.
 
     {p}job:{id}             hash    one job: state, attempt, spec (JSON), times in ms, result
     {p}log:{id}             stream  log chunks (field d), system notes, and an end marker (field e)
-    {p}queue:{pool}         zset    queued job ids by dispatch order (priority, then FIFO)
-    {p}waiting:{pool}       zset    queued job ids by the ms they (re)entered the queue
+    {p}queue:{pool}:{tenant} zset   a tenant's claimable job ids by dispatch order (priority, then FIFO)
+    {p}tenants:{pool}       zset    backlogged tenants by stride-scheduling pass (lowest claims next)
+    {p}pass:{pool}          hash    each tenant's last pass; field "" holds the pool's virtual time
+    {p}waiting:{pool}       zset    every queued job id (claimable or parked) by ready time (ms)
+    {p}group:{tenant}:{g}   hash    a concurrency group: running, limit
+    {p}parked:{tenant}:{g}  zset    queued jobs of a full group, set aside by dispatch order
+    {p}gq:{tenant}:{g}      set     queued job ids of a group (for supersede)
+    {p}qdeadlines           zset    queued job ids by queue-timeout deadline (ms)
+    {p}idem:{tenant}:{key}  string  "<job id> <body sha256>" for an Idempotency-Key, 24 h
     {p}wake:{pool}          list    wake-up tokens that idle executors block on (BLPOP)
     {p}running:{pool}       set     running job ids
     {p}leases               zset    running job ids by lease expiry (ms)
@@ -28,8 +35,11 @@ from dataclasses import dataclass
 
 DEFAULT_PREFIX = "farm:"
 
-_PER_ID = ("job", "log", "queue", "waiting", "wake", "running", "tenant_jobs", "stats", "executors", "executor")
-_SINGLE = ("leases", "deadlines", "finished", "jobs", "seq")
+_PER_ID = (
+    "job", "log", "queue", "tenants", "pass", "waiting", "wake", "running", "tenant_jobs", "stats",
+    "executors", "executor", "group", "parked", "gq", "idem",
+)  # fmt: skip
+_SINGLE = ("leases", "deadlines", "qdeadlines", "finished", "jobs", "seq")
 
 
 @dataclass(frozen=True)
@@ -45,8 +55,26 @@ class Keys:
     def log(self, job_id: str) -> str:
         return self._k("log", job_id)
 
-    def queue(self, pool: str) -> str:
-        return self._k("queue", pool)
+    def queue(self, pool: str, tenant: str) -> str:
+        return self._k("queue", f"{pool}:{tenant}")
+
+    def tenants(self, pool: str) -> str:
+        return self._k("tenants", pool)
+
+    def passes(self, pool: str) -> str:
+        return self._k("pass", pool)
+
+    def group(self, tenant: str, group: str) -> str:
+        return self._k("group", f"{tenant}:{group}")
+
+    def parked(self, tenant: str, group: str) -> str:
+        return self._k("parked", f"{tenant}:{group}")
+
+    def group_queued(self, tenant: str, group: str) -> str:
+        return self._k("gq", f"{tenant}:{group}")
+
+    def idempotency(self, tenant: str, key: str) -> str:
+        return self._k("idem", f"{tenant}:{key}")
 
     def waiting(self, pool: str) -> str:
         return self._k("waiting", pool)
@@ -76,6 +104,10 @@ class Keys:
     @property
     def deadlines(self) -> str:
         return self._k("deadlines")
+
+    @property
+    def qdeadlines(self) -> str:
+        return self._k("qdeadlines")
 
     @property
     def finished(self) -> str:

@@ -18,6 +18,6 @@ def test_restart_of_the_api_process_loses_nothing(start_farm, tmp_path):
         listed = client.get("/v1/jobs", params={"limit": 100}).json()["jobs"]
         assert sorted(j["id"] for j in listed) == sorted(ids)
         assert all(j["state"] == "queued" for j in listed)
-        assert JobStore(connect(url)).client.zcard("farm:queue:default") == 30
+        assert JobStore(connect(url)).client.zcard("farm:waiting:default") == 30
     finally:
         server.stop()

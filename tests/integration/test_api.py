@@ -126,3 +126,34 @@ def test_a_job_runs_and_its_log_is_served_and_followed(api, settings, run_execut
     assert 'farm_jobs_finished_total{outcome="succeeded",pool="default"} 1.0' in metrics
     assert 'farm_queue_wait_seconds_count{pool="default"} 1.0' in metrics
     assert 'farm_executors{pool="default",state="idle"} 1.0' in metrics
+
+
+def test_idempotency_key_over_http(api):
+    from concurrent.futures import ThreadPoolExecutor
+
+    body = {"steps": [{"name": "s", "run": "true"}]}
+    headers = auth(ALICE) | {"Idempotency-Key": "push-abc"}
+
+    def post(_):
+        r = api.post("/v1/jobs", json=body, headers=headers)
+        return r.status_code, r.json()["id"]
+
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(post, range(200)))
+    assert len({job_id for _, job_id in results}) == 1
+    assert sorted(code for code, _ in results) == [200] * 199 + [201]
+    r = api.post("/v1/jobs", json=body | {"priority": 1}, headers=headers)
+    assert r.status_code == 409 and "different body" in r.json()["detail"]
+    assert api.post("/v1/jobs", json=body, headers=auth(BOB) | {"Idempotency-Key": "push-abc"}).status_code == 201
+
+
+def test_concurrency_and_queue_timeout_fields_are_validated(api):
+    base = {"steps": [{"name": "s", "run": "true"}]}
+    r = api.post("/v1/jobs", json=base | {"concurrency": {"group": "g", "limit": 0}}, headers=auth(ALICE))
+    assert r.status_code == 422 and ["body", "concurrency", "limit"] in [d["loc"] for d in r.json()["detail"]]
+    r = api.post("/v1/jobs", json=base | {"concurrency": {"group": "g", "on_full": "drop"}}, headers=auth(ALICE))
+    assert r.status_code == 422
+    r = api.post("/v1/jobs", json=base | {"queue_timeout_s": 0}, headers=auth(ALICE))
+    assert r.status_code == 422
+    ok = api.post("/v1/jobs", json=base | {"concurrency": {"group": "deploy-prod"}, "queue_timeout_s": 600}, headers=auth(ALICE))
+    assert ok.status_code == 201 and ok.json()["spec"]["concurrency"] == {"group": "deploy-prod", "limit": 1, "on_full": "queue"}

@@ -1,26 +1,51 @@
 -- edges: queued->running
--- An executor takes the next job of a pool under a lease (queued -> running).
--- ARGV pool, executor, lease_ms, grace_ms. Returns {id, attempt} or false.
+-- An executor takes the next job of a pool under a lease (queued -> running): the tenant
+-- with the lowest stride pass, its best job; a job whose concurrency group is full is
+-- parked on the group (it never blocks the jobs behind it) and the search goes on.
+-- ARGV pool, executor, lease_ms, grace_ms.
+-- Returns {id, attempt}, false (nothing claimable), or 'more' (search budget spent: call again).
 local pool, executor = ARGV[2], ARGV[3]
 local lease_ms, grace_ms = tonumber(ARGV[4]), tonumber(ARGV[5])
-for _ = 1, 64 do
-  local popped = redis.call('ZPOPMIN', K.queue .. pool)
-  if #popped == 0 then return false end
-  local id = popped[1]
-  local jk = K.job .. id
-  local f = redis.call('HMGET', jk, 'state', 'attempt', 'timeout_ms', 'ready_at')
-  if f[1] == 'queued' then
-    local now = now_ms()
-    redis.call('ZREM', K.waiting .. pool, id)
-    redis.call('HSET', jk, 'state', 'running', 'executor', executor, 'started_at', now)
-    redis.call('ZADD', K.leases, now + lease_ms, id)
-    redis.call('ZADD', K.deadlines, now + tonumber(f[3]) + grace_ms, id)
-    redis.call('SADD', K.running .. pool, id)
-    observe(pool, 'wait', (now - tonumber(f[4])) / 1000, C.wb)
-    note(id, f[2], 'attempt ' .. f[2] .. ' started on ' .. executor)
-    return {id, f[2]}
+local tk, pk = K.tenants .. pool, K.pass .. pool
+for _ = 1, 100 do
+  local top = redis.call('ZRANGE', tk, 0, 0, 'WITHSCORES')
+  if #top == 0 then return false end
+  local tenant, pass = top[1], tonumber(top[2])
+  local q = K.queue .. pool .. ':' .. tenant
+  local popped = redis.call('ZPOPMIN', q)
+  if redis.call('ZCARD', q) == 0 then
+    redis.call('ZREM', tk, tenant)
   end
-  -- not queued (already ended by a racing cancel): drop the stale entry and go on
-  redis.call('ZREM', K.waiting .. pool, id)
+  if #popped > 0 then
+    local id = popped[1]
+    local jk = K.job .. id
+    local f = redis.call('HMGET', jk, 'state', 'attempt', 'timeout_ms', 'ready_at', 'group', 'weight')
+    local group = f[5]
+    local gk = (group and group ~= '') and group_key('group', tenant, group) or nil
+    if f[1] ~= 'queued' then
+      -- stale entry (already ended by a racing cancel): drop it and go on
+    elseif gk and tonumber(redis.call('HGET', gk, 'running') or '0') >= tonumber(redis.call('HGET', gk, 'limit') or '1') then
+      redis.call('ZADD', group_key('parked', tenant, group), popped[2], id)
+    else
+      local now = now_ms()
+      if gk then
+        redis.call('HINCRBY', gk, 'running', 1)
+        redis.call('HSET', jk, 'slot', 1)
+        redis.call('SREM', group_key('gq', tenant, group), id)
+      end
+      local nextpass = pass + 1 / tonumber(f[6] or '1')
+      redis.call('HSET', pk, tenant, nextpass, '', pass)
+      redis.call('ZADD', tk, 'XX', nextpass, tenant)
+      redis.call('ZREM', K.waiting .. pool, id)
+      redis.call('ZREM', K.qdeadlines, id)
+      redis.call('HSET', jk, 'state', 'running', 'executor', executor, 'started_at', now)
+      redis.call('ZADD', K.leases, now + lease_ms, id)
+      redis.call('ZADD', K.deadlines, now + tonumber(f[3]) + grace_ms, id)
+      redis.call('SADD', K.running .. pool, id)
+      observe(pool, 'wait', (now - tonumber(f[4])) / 1000, C.wb)
+      note(id, f[2], 'attempt ' .. f[2] .. ' started on ' .. executor)
+      return {id, f[2]}
+    end
+  end
 end
-return false
+return 'more'

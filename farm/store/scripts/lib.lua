@@ -29,29 +29,75 @@ local function note(id, attempt, text)
   redis.call('XADD', K.log .. id, '*', 'a', attempt, 'd', '[farm] ' .. text .. '\n')
 end
 
--- Put a job (back) in its pool's queue and wake one idle executor.
-local function make_ready(id, pool, qscore, now)
-  redis.call('ZADD', K.queue .. pool, qscore, id)
-  redis.call('ZADD', K.waiting .. pool, now, id)
+-- Stride scheduling between a pool's tenants: each claim charges the tenant 1/weight; the
+-- backlogged tenant with the lowest pass claims next. A tenant that (re)joins starts at the
+-- pool's virtual time (the pass of the last claim), so idling earns it no credit to hoard.
+local function activate(pool, tenant)
+  local tk = K.tenants .. pool
+  if redis.call('ZSCORE', tk, tenant) then return end
+  local pk = K.pass .. pool
+  local own = tonumber(redis.call('HGET', pk, tenant) or '0')
+  local vt = tonumber(redis.call('HGET', pk, '') or '0')
+  redis.call('ZADD', tk, math.max(own, vt), tenant)
+end
+
+local function wake(pool)
   redis.call('LPUSH', K.wake .. pool, '1')
   redis.call('LTRIM', K.wake .. pool, 0, 255)
 end
 
--- Take a running job off the lease and timeout books (retry or end).
-local function unlease(id, pool)
-  redis.call('ZREM', K.leases, id)
-  redis.call('ZREM', K.deadlines, id)
-  redis.call('SREM', K.running .. pool, id)
+-- Make a queued job claimable in its tenant's queue (f: HMGET of pool, tenant, qscore).
+local function enlist(id, pool, tenant, qscore)
+  redis.call('ZADD', K.queue .. pool .. ':' .. tenant, qscore, id)
+  activate(pool, tenant)
+  wake(pool)
 end
 
--- The one way a job reaches a terminal state (queued|running -> succeeded|failed|cancelled|timed_out).
+local function group_key(kind, tenant, group)
+  return K[kind] .. tenant .. ':' .. group
+end
+
+-- Put a job (back) in the queue: claimable, counted as waiting, and in its group's set.
+local function make_ready(id, pool, tenant, qscore, group, now)
+  redis.call('ZADD', K.waiting .. pool, now, id)
+  if group and group ~= '' then redis.call('SADD', group_key('gq', tenant, group), id) end
+  enlist(id, pool, tenant, qscore)
+end
+
+-- Take a running job off the lease and timeout books (retry or end), and give back its
+-- concurrency slot: the oldest job parked on the group becomes claimable again.
+local function unlease(id)
+  local jk = K.job .. id
+  local f = redis.call('HMGET', jk, 'pool', 'tenant', 'group', 'slot')
+  redis.call('ZREM', K.leases, id)
+  redis.call('ZREM', K.deadlines, id)
+  redis.call('SREM', K.running .. f[1], id)
+  if f[4] == '1' then
+    redis.call('HSET', jk, 'slot', 0)
+    redis.call('HINCRBY', group_key('group', f[2], f[3]), 'running', -1)
+    local parked = redis.call('ZPOPMIN', group_key('parked', f[2], f[3]))
+    if #parked > 0 then enlist(parked[1], f[1], f[2], parked[2]) end
+  end
+end
+
+-- Take a queued job off every queue book.
+local function unqueue(id, pool, tenant, group)
+  redis.call('ZREM', K.queue .. pool .. ':' .. tenant, id)
+  redis.call('ZREM', K.waiting .. pool, id)
+  redis.call('ZREM', K.qdeadlines, id)
+  if group and group ~= '' then
+    redis.call('ZREM', group_key('parked', tenant, group), id)
+    redis.call('SREM', group_key('gq', tenant, group), id)
+  end
+end
+
+-- The one way a job reaches a terminal state
+-- (queued|running -> succeeded|failed|cancelled|timed_out|expired).
 local function terminate(id, state, err, now)
   local jk = K.job .. id
-  local f = redis.call('HMGET', jk, 'pool', 'started_at', 'state', 'attempt')
+  local f = redis.call('HMGET', jk, 'pool', 'started_at', 'state', 'attempt', 'tenant', 'group')
   local pool, started, prev, attempt = f[1], f[2], f[3], f[4]
-  unlease(id, pool)
-  redis.call('ZREM', K.queue .. pool, id)
-  redis.call('ZREM', K.waiting .. pool, id)
+  if prev == 'running' then unlease(id) else unqueue(id, pool, f[5], f[6]) end
   redis.call('HSET', jk, 'state', state, 'error', err, 'finished_at', now)
   redis.call('ZADD', K.finished, now, id)
   redis.call('HINCRBY', K.stats .. pool, 'finished_total:' .. state, 1)
