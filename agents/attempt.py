@@ -22,8 +22,9 @@ from pathlib import Path
 from agents.logsink import LogSink
 from agents.runtimes.base import Runtime, StepContext
 from agents.workspace import Workspace, step_env
+from farm.artifacts import ArtifactStore, DirectoryStore
 from farm.errors import FarmError, RuntimeFailure
-from farm.models import ErrorCode, JobState, StepResult
+from farm.models import ArtifactInfo, ErrorCode, JobState, StepResult
 from farm.settings import Settings
 from farm.store.jobs import Claim, JobStore
 
@@ -34,8 +35,19 @@ class StopReason(StrEnum):
 
 
 class Attempt:
-    def __init__(self, claim: Claim, *, store: JobStore, runtime: Runtime, settings: Settings, workspaces: Path) -> None:
+    def __init__(
+        self,
+        claim: Claim,
+        *,
+        store: JobStore,
+        runtime: Runtime,
+        settings: Settings,
+        workspaces: Path,
+        artifacts: ArtifactStore | None = None,
+    ) -> None:
         self.claim = claim
+        self.artifact_store = artifacts or DirectoryStore(settings.artifact_dir)
+        self.artifacts: list[ArtifactInfo] = []
         self.store = store
         self.runtime = runtime
         self.settings = settings
@@ -61,6 +73,30 @@ class Attempt:
                 self.server_says = answer
                 self._halt(StopReason.ABORTED)
                 return
+
+    def _collect(self, log: LogSink) -> None:
+        """Keep the files the spec's artifact patterns match, within the size caps."""
+        caps = self.settings.artifacts
+        files, notes = self.workspace.collect(self.claim.spec.artifacts, max_files=caps.max_files)
+        for note in notes:
+            log.note(note)
+        total = 0
+        for name, path in files:
+            size = path.stat().st_size
+            if size > caps.max_file_bytes:
+                log.note(f"artifact {name} is {size} bytes, over the {caps.max_file_bytes}-byte cap; skipped")
+                continue
+            if total + size > caps.max_job_bytes:
+                log.note(f"artifacts over the {caps.max_job_bytes}-byte cap per job; {name} and later ones skipped")
+                break
+            try:
+                self.artifacts.append(self.artifact_store.put(self.claim.job_id, self.claim.attempt, name, path))
+            except OSError as e:
+                log.note(f"artifact {name} could not be stored: {e}")
+                continue
+            total += size
+        if self.artifacts:
+            log.note(f"kept {len(self.artifacts)} artifact(s), {total} bytes")
 
     def run(self) -> str:
         """Run the attempt; returns what finish answered ('ok', 'stale', a state), or
@@ -100,6 +136,8 @@ class Attempt:
                 log.note(f"step {step.name!r} exited {code} after {took:.2f}s")
                 if code != 0:
                     state, error = JobState.FAILED, ErrorCode.STEP_FAILED
+            if spec.artifacts and not self.stop.is_set():
+                self._collect(log)
         except RuntimeFailure as e:
             log.note(f"runtime error: {e}")
             state, error, exit_code = JobState.FAILED, ErrorCode.RUNTIME_ERROR, None
@@ -114,7 +152,9 @@ class Attempt:
         try:
             if self.reason is StopReason.ABORTED:
                 return f"aborted:{self.server_says or 'stale'}"
-            return self.store.finish(c.job_id, c.attempt, state, exit_code=exit_code, error=error, steps=self.steps)
+            return self.store.finish(
+                c.job_id, c.attempt, state, exit_code=exit_code, error=error, steps=self.steps, artifacts=self.artifacts
+            )
         finally:
             if not self.settings.retention.keep_workspaces:
                 self.workspace.remove()

@@ -41,6 +41,28 @@ class Workspace:
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
 
+    def collect(self, patterns: list[str], *, max_files: int) -> tuple[list[tuple[str, Path]], list[str]]:
+        """Files matching the glob patterns, as (name relative to the workspace, path), and
+        notes on what was refused. Only regular files inside the workspace count: a symlink
+        is followed only when it resolves inside the workspace; devices, fifos and
+        directories are skipped."""
+        root = self.path.resolve()
+        found: dict[str, Path] = {}
+        notes: list[str] = []
+        for pattern in patterns:
+            matches = sorted(root.glob(pattern))
+            if not matches:
+                notes.append(f"artifact pattern {pattern!r} matched nothing")
+            for path in matches:
+                real = path.resolve()
+                if not real.is_relative_to(root):
+                    notes.append(f"artifact {path.relative_to(root)} points outside the workspace; skipped")
+                elif real.is_file():
+                    found.setdefault(path.relative_to(root).as_posix(), real)
+        if len(found) > max_files:
+            notes.append(f"{len(found)} artifacts matched; only the first {max_files} are kept")
+        return sorted(found.items())[:max_files], notes
+
     def checkout(self, git: GitSource, output: Callable[[bytes], None], stop: threading.Event) -> int:
         """Clone `git.url` into the workspace and check out `git.ref`; the exit code of the
         first git command that failed, else 0."""

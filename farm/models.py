@@ -129,6 +129,12 @@ class Concurrency(_Strict):
     on_full: Literal["queue", "supersede"] = "queue"
 
 
+def _artifact_pattern(v: str) -> str:
+    if not v or v.startswith("/") or "\\" in v or ".." in v.split("/"):
+        raise ValueError(f"artifact pattern {v!r} must be a relative path inside the workspace, without '..'")
+    return v
+
+
 class JobSpec(_Strict):
     """What a CI system submits. Unknown fields are refused."""
 
@@ -143,6 +149,12 @@ class JobSpec(_Strict):
     network: Literal["none", "host"] = "none"
     concurrency: Concurrency | None = None
     queue_timeout_s: Annotated[int | None, Field(default=None, ge=1, le=30 * 24 * 3600)] = None
+    artifacts: Annotated[list[Annotated[str, Field(max_length=500)]], Field(max_length=100)] = Field(default_factory=list)
+
+    @field_validator("artifacts")
+    @classmethod
+    def _artifact_patterns(cls, v: list[str]) -> list[str]:
+        return [_artifact_pattern(p) for p in v]
 
     @field_validator("env")
     @classmethod
@@ -159,6 +171,12 @@ class StepResult(_Strict):
     name: str
     exit_code: int | None
     duration_s: float
+
+
+class ArtifactInfo(_Strict):
+    name: str
+    size: int
+    sha256: str
 
 
 class Job(BaseModel):
@@ -178,6 +196,7 @@ class Job(BaseModel):
     exit_code: int | None = None
     error: ErrorCode | None = None
     steps: list[StepResult] = Field(default_factory=list)
+    artifacts: list[ArtifactInfo] = Field(default_factory=list)
     log_truncated: bool = False
 
     @property

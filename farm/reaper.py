@@ -1,5 +1,6 @@
-"""The reaper: requeues jobs whose lease expired, times out jobs past their deadline, purges
-jobs past retention, and forgets executors that vanished.
+"""The reaper: requeues jobs whose lease expired, times out jobs past their deadline, expires
+jobs queued past their queue timeout, purges jobs past retention (with their artifacts), and
+forgets executors that vanished.
 
 Every step is an atomic, idempotent Lua script, so any number of reapers (one per API
 replica) may run at once. `run_once()` is one pass, for tests and operators.
@@ -11,6 +12,7 @@ import logging
 import threading
 from dataclasses import dataclass
 
+from farm.artifacts import ArtifactStore, DirectoryStore
 from farm.errors import FarmError
 from farm.settings import Settings
 from farm.store.executors import ExecutorRegistry
@@ -26,12 +28,15 @@ class ReaperPass:
 
 
 class Reaper:
-    def __init__(self, store: JobStore, registry: ExecutorRegistry, settings: Settings) -> None:
+    def __init__(self, store: JobStore, registry: ExecutorRegistry, settings: Settings, artifacts: ArtifactStore | None = None) -> None:
         self.store, self.registry, self.settings = store, registry, settings
+        self.artifacts = artifacts or DirectoryStore(settings.artifact_dir)
 
     def run_once(self) -> ReaperPass:
         reaped = self.store.reap()
         purged = self.store.purge(self.settings.retention.jobs_s)
+        for job_id in purged:
+            self.artifacts.delete(job_id)
         for pool in self.settings.pools:
             self.registry.prune(pool)
         if reaped.requeued or reaped.lost or reaped.timed_out or purged:

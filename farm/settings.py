@@ -78,6 +78,12 @@ class RetentionSettings(BaseModel):
     keep_workspaces: bool = False  # keep a finished job's workspace until the job is purged
 
 
+class ArtifactSettings(BaseModel):
+    max_file_bytes: Annotated[int, Field(ge=1)] = 512 * MiB
+    max_job_bytes: Annotated[int, Field(ge=1)] = 2048 * MiB
+    max_files: Annotated[int, Field(ge=1)] = 1000
+
+
 class DockerSettings(BaseModel):
     default_image: str = "farm/busybox:latest"
     cpus: Annotated[float | None, Field(gt=0)] = 2.0
@@ -103,6 +109,11 @@ class Settings(BaseSettings):
     lease: LeaseSettings = LeaseSettings()
     retention: RetentionSettings = RetentionSettings()
     docker: DockerSettings = DockerSettings()
+    artifacts: ArtifactSettings = ArtifactSettings()
+
+    @property
+    def artifact_dir(self) -> Path:
+        return self.data_dir / "artifacts"
 
     @field_validator("data_dir")
     @classmethod

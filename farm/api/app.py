@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from farm import __version__
 from farm.api import health, jobs, queue
 from farm.api.auth import TokenBook
+from farm.artifacts import DirectoryStore
 from farm.errors import (
     Conflict,
     FarmError,
@@ -58,12 +59,13 @@ def create_app(settings: Settings, *, store: JobStore | None = None) -> FastAPI:
             raise ValueError("settings.redis_url is required to serve the API")
         store = JobStore(connect(settings.redis_url))
     registry = ExecutorRegistry(store.client, store.keys)
+    artifacts = DirectoryStore(settings.artifact_dir)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         reaper = None
         if settings.api.run_reaper:
-            reaper = Reaper(store, registry, settings).start()
+            reaper = Reaper(store, registry, settings, artifacts).start()
         yield
         if reaper is not None:
             thread, stop = reaper
@@ -76,6 +78,7 @@ def create_app(settings: Settings, *, store: JobStore | None = None) -> FastAPI:
     app.state.registry = registry
     app.state.tokens = TokenBook(settings)
     app.state.metrics = make_registry(store, registry, settings.pools)
+    app.state.artifacts = artifacts
     app.add_exception_handler(FarmError, _error_response)
     for module in (jobs, queue, health):
         app.include_router(module.router)

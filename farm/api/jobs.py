@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from typing import Annotated
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import BaseModel
 
 from farm.api.auth import Principal, principal
-from farm.errors import InvalidInput
-from farm.models import Job, JobSpec, JobState
+from farm.artifacts import safe_name
+from farm.errors import InvalidInput, NotFound
+from farm.models import ArtifactInfo, Job, JobSpec, JobState
 from farm.store.jobs import JobStore
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -77,6 +80,36 @@ def get_job(job_id: str, who: Who, jobs: Store) -> Job:
 def cancel_job(job_id: str, who: Who, jobs: Store) -> Job:
     who.check_can_see(jobs.get(job_id))
     return jobs.cancel(job_id)
+
+
+@router.get("/{job_id}/artifacts", response_model=list[ArtifactInfo])
+def list_artifacts(job_id: str, who: Who, jobs: Store) -> list[ArtifactInfo]:
+    job = jobs.get(job_id)
+    who.check_can_see(job)
+    return job.artifacts
+
+
+@router.get("/{job_id}/artifacts/{name:path}", response_class=StreamingResponse)
+def get_artifact(job_id: str, name: str, request: Request, who: Who, jobs: Store) -> StreamingResponse:
+    job = jobs.get(job_id)
+    who.check_can_see(job)
+    info = next((a for a in job.artifacts if a.name == safe_name(name)), None)
+    if info is None:
+        raise NotFound(f"no artifact {name!r} for job {job_id}")
+    f = request.app.state.artifacts.open(job.id, job.attempt, info.name)
+
+    def chunks() -> Iterator[bytes]:
+        with f:
+            while chunk := f.read(1 << 20):
+                yield chunk
+
+    filename = info.name.rsplit("/", 1)[-1]
+    headers = {
+        "Content-Length": str(info.size),
+        "Content-Disposition": f"attachment; filename*=UTF-8''{quote(filename)}",
+        "Digest": f"sha-256={base64.b64encode(bytes.fromhex(info.sha256)).decode()}",
+    }
+    return StreamingResponse(chunks(), media_type="application/octet-stream", headers=headers)
 
 
 def _follow(jobs: JobStore, job_id: str) -> Iterator[str]:

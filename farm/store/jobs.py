@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +21,7 @@ from typing import Any
 import redis
 
 from farm.errors import Conflict, NotFound, StaleAttempt, StoreUnavailable
-from farm.models import ErrorCode, Job, JobSpec, JobState, StepResult, rfc3339
+from farm.models import ArtifactInfo, ErrorCode, Job, JobSpec, JobState, StepResult, rfc3339
 from farm.store.keys import Keys
 from farm.store.lua import Scripts
 
@@ -85,6 +85,7 @@ def job_from_hash(h: dict[str, str]) -> Job:
         exit_code=_ms(h.get("exit_code")),
         error=ErrorCode(h["error"]) if h.get("error") else None,
         steps=[StepResult(**s) for s in json.loads(h.get("steps") or "[]")],
+        artifacts=[ArtifactInfo(**a) for a in json.loads(h.get("artifacts") or "[]")],
         log_truncated=h.get("log_truncated") == "1",
     )
 
@@ -215,6 +216,7 @@ class JobStore:
         exit_code: int | None,
         error: ErrorCode | None,
         steps: list[StepResult],
+        artifacts: Sequence[ArtifactInfo] = (),
     ) -> str:
         """'ok' when recorded; 'stale' or the job's terminal state when refused."""
         return self._call(
@@ -225,6 +227,7 @@ class JobStore:
             "" if exit_code is None else exit_code,
             "" if error is None else error.value,
             json.dumps([s.model_dump() for s in steps]),
+            json.dumps([a.model_dump() for a in artifacts]),
         )
 
     # -- control ---------------------------------------------------------------------------
