@@ -150,6 +150,7 @@ class JobSpec(_Strict):
     concurrency: Concurrency | None = None
     queue_timeout_s: Annotated[int | None, Field(default=None, ge=1, le=30 * 24 * 3600)] = None
     artifacts: Annotated[list[Annotated[str, Field(max_length=500)]], Field(max_length=100)] = Field(default_factory=list)
+    callback_url: Annotated[str | None, Field(default=None, max_length=2000, pattern=r"^https?://[^\s/?#]+(/[^\s]*)?$")] = None
 
     @field_validator("artifacts")
     @classmethod
@@ -198,6 +199,7 @@ class Job(BaseModel):
     steps: list[StepResult] = Field(default_factory=list)
     artifacts: list[ArtifactInfo] = Field(default_factory=list)
     log_truncated: bool = False
+    webhook: Literal["pending", "delivered", "failed"] | None = None
 
     @property
     def pool(self) -> str:

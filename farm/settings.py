@@ -35,6 +35,9 @@ class TenantConfig(BaseModel):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")]
     token_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
     weight: Annotated[float, Field(gt=0, le=1000)] = 1.0
+    # Result webhooks: signed with this secret, sent only to these hosts ("host" or "host:port").
+    webhook_secret: SecretStr | None = None
+    webhook_hosts: list[str] = Field(default_factory=list)
 
 
 class RedisSettings(BaseModel):
@@ -78,6 +81,15 @@ class RetentionSettings(BaseModel):
     keep_workspaces: bool = False  # keep a finished job's workspace until the job is purged
 
 
+class WebhookSettings(BaseModel):
+    enabled: bool = True  # each API replica delivers; deliveries are leased, so none is sent twice at once
+    timeout_s: Annotated[float, Field(gt=0, le=120)] = 10.0
+    max_attempts: Annotated[int, Field(ge=1, le=50)] = 8
+    backoff_s: Annotated[float, Field(gt=0)] = 2.0  # doubles per attempt
+    max_backoff_s: Annotated[float, Field(gt=0)] = 600.0
+    interval_s: Annotated[float, Field(gt=0)] = 0.5
+
+
 class ArtifactSettings(BaseModel):
     max_file_bytes: Annotated[int, Field(ge=1)] = 512 * MiB
     max_job_bytes: Annotated[int, Field(ge=1)] = 2048 * MiB
@@ -110,6 +122,7 @@ class Settings(BaseSettings):
     retention: RetentionSettings = RetentionSettings()
     docker: DockerSettings = DockerSettings()
     artifacts: ArtifactSettings = ArtifactSettings()
+    webhooks: WebhookSettings = WebhookSettings()
 
     @property
     def artifact_dir(self) -> Path:

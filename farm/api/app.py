@@ -29,6 +29,7 @@ from farm.reaper import Reaper
 from farm.settings import Settings
 from farm.store.executors import ExecutorRegistry
 from farm.store.jobs import JobStore, connect
+from farm.webhooks import Deliverer
 
 _STATUS: list[tuple[type[FarmError], int]] = [
     (InvalidInput, 422),
@@ -63,14 +64,19 @@ def create_app(settings: Settings, *, store: JobStore | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        reaper = None
+        loops = []
         if settings.api.run_reaper:
-            reaper = Reaper(store, registry, settings, artifacts).start()
+            loops.append(Reaper(store, registry, settings, artifacts).start())
+        deliverer = Deliverer(store, settings) if settings.webhooks.enabled else None
+        if deliverer is not None:
+            loops.append(deliverer.start())
         yield
-        if reaper is not None:
-            thread, stop = reaper
+        for _, stop in loops:
             stop.set()
+        for thread, _ in loops:
             thread.join(5)
+        if deliverer is not None:
+            deliverer.close()
 
     app = FastAPI(title="farm", version=__version__, lifespan=lifespan)
     app.state.settings = settings
@@ -79,6 +85,7 @@ def create_app(settings: Settings, *, store: JobStore | None = None) -> FastAPI:
     app.state.tokens = TokenBook(settings)
     app.state.metrics = make_registry(store, registry, settings.pools)
     app.state.artifacts = artifacts
+    app.state.tenants = {t.name: t for t in settings.tenants}
     app.add_exception_handler(FarmError, _error_response)
     for module in (jobs, queue, health):
         app.include_router(module.router)

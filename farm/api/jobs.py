@@ -16,6 +16,7 @@ from farm.artifacts import safe_name
 from farm.errors import InvalidInput, NotFound
 from farm.models import ArtifactInfo, Job, JobSpec, JobState
 from farm.store.jobs import JobStore
+from farm.webhooks import check_callback
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -50,6 +51,7 @@ def submit(
     pools = request.app.state.settings.pools
     if spec.pool not in pools:
         raise InvalidInput(f"unknown pool {spec.pool!r}; pools are: {', '.join(pools)}", ("body", "pool"))
+    check_callback(spec.callback_url, request.app.state.tenants.get(who.tenant))
     got = jobs.submit(spec, who.tenant, weight=who.weight, idempotency_key=idempotency_key)
     if not got.created:
         response.status_code = status.HTTP_200_OK

@@ -87,6 +87,7 @@ def job_from_hash(h: dict[str, str]) -> Job:
         steps=[StepResult(**s) for s in json.loads(h.get("steps") or "[]")],
         artifacts=[ArtifactInfo(**a) for a in json.loads(h.get("artifacts") or "[]")],
         log_truncated=h.get("log_truncated") == "1",
+        webhook=h.get("webhook") or None,
     )
 
 
@@ -126,6 +127,7 @@ class JobStore:
             "" if spec.queue_timeout_s is None else spec.queue_timeout_s * 1000,
             idempotency_key or "",
             hashlib.sha256(body.encode()).hexdigest() if idempotency_key else "",
+            spec.callback_url or "",
         )
         if outcome == "conflict":
             raise Conflict(f"Idempotency-Key already used for job {job_id} with a different body")
@@ -242,6 +244,10 @@ class JobStore:
 
     def reap(self, limit: int = 1000) -> ReapReport:
         return ReapReport(*(int(n) for n in self._call("reap", limit)))
+
+    def claim_webhooks(self, *, lease_s: float, limit: int) -> list[str]:
+        """Ids of jobs whose result webhook is due, leased to the caller for lease_s."""
+        return list(self._call("webhook_claim", int(lease_s * 1000), limit))
 
     def purge(self, retention_s: int, limit: int = 1000) -> list[str]:
         return list(self._call("purge", retention_s * 1000, limit))

@@ -21,6 +21,7 @@ only place a key is named.
     {p}leases               zset    running job ids by lease expiry (ms)
     {p}deadlines            zset    running job ids by server-side timeout (ms)
     {p}finished             zset    terminal job ids by finish time (ms), for retention
+    {p}webhooks             zset    job ids whose result webhook is due, by due time (ms)
     {p}jobs                 zset    every job id by submission sequence (listing)
     {p}tenant_jobs:{tenant} zset    a tenant's job ids by submission sequence
     {p}seq                  string  submission sequence counter
@@ -39,7 +40,7 @@ _PER_ID = (
     "job", "log", "queue", "tenants", "pass", "waiting", "wake", "running", "tenant_jobs", "stats",
     "executors", "executor", "group", "parked", "gq", "idem",
 )  # fmt: skip
-_SINGLE = ("leases", "deadlines", "qdeadlines", "finished", "jobs", "seq")
+_SINGLE = ("leases", "deadlines", "qdeadlines", "finished", "webhooks", "jobs", "seq")
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,10 @@ class Keys:
     @property
     def finished(self) -> str:
         return self._k("finished")
+
+    @property
+    def webhooks(self) -> str:
+        return self._k("webhooks")
 
     @property
     def jobs(self) -> str:

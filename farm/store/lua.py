@@ -18,7 +18,7 @@ import redis
 from farm.store.keys import Keys
 from farm.store.stats import DURATION_BUCKETS_S, WAIT_BUCKETS_S
 
-NAMES = ("enqueue", "claim", "heartbeat", "append_log", "finish", "cancel", "reap", "purge")
+NAMES = ("enqueue", "claim", "heartbeat", "append_log", "finish", "cancel", "reap", "purge", "webhook_claim")
 
 _EDGES = re.compile(r"^-- edges: (.*)$", re.MULTILINE)
 

@@ -95,7 +95,7 @@ end
 -- (queued|running -> succeeded|failed|cancelled|timed_out|expired).
 local function terminate(id, state, err, now)
   local jk = K.job .. id
-  local f = redis.call('HMGET', jk, 'pool', 'started_at', 'state', 'attempt', 'tenant', 'group')
+  local f = redis.call('HMGET', jk, 'pool', 'started_at', 'state', 'attempt', 'tenant', 'group', 'callback')
   local pool, started, prev, attempt = f[1], f[2], f[3], f[4]
   if prev == 'running' then unlease(id) else unqueue(id, pool, f[5], f[6]) end
   redis.call('HSET', jk, 'state', state, 'error', err, 'finished_at', now)
@@ -105,4 +105,8 @@ local function terminate(id, state, err, now)
     observe(pool, 'duration', (now - tonumber(started)) / 1000, C.db)
   end
   redis.call('XADD', K.log .. id, '*', 'a', attempt, 'e', state)
+  if f[7] and f[7] ~= '' then
+    redis.call('HSET', jk, 'webhook', 'pending')
+    redis.call('ZADD', K.webhooks, now, id)
+  end
 end

@@ -1,0 +1,151 @@
+"""Result webhooks: when a job with a `callback_url` ends, farm POSTs the job's JSON to it.
+
+    X-Farm-Timestamp: <unix seconds>
+    X-Farm-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>.<body>" with the tenant's secret>
+
+A receiver recomputes the HMAC (`signature`), compares in constant time, and refuses old
+timestamps to stop replays. Delivery never blocks dispatch: the terminal transition only
+marks the job due (in its Lua script); deliverers in the API replicas lease due jobs, POST,
+and retry failures with exponential backoff up to `max_attempts`. farm only calls hosts on
+the tenant's allowlist, never follows redirects, and checks the allowlist again at send
+time, so a job cannot make farm call an arbitrary internal address.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
+
+import httpx
+
+from farm.errors import FarmError, InvalidInput
+from farm.settings import Settings, TenantConfig
+from farm.store.jobs import JobStore, translated
+
+log = logging.getLogger("farm.webhooks")
+
+
+def signature(secret: str, timestamp: str, body: bytes) -> str:
+    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return "sha256=" + mac.hexdigest()
+
+
+def verify(secret: str, timestamp: str, body: bytes, header: str, *, max_age_s: float = 300, now: float | None = None) -> bool:
+    """What a receiver does: constant-time compare, and refuse stale timestamps."""
+    if abs((now or time.time()) - float(timestamp)) > max_age_s:
+        return False
+    return hmac.compare_digest(signature(secret, timestamp, body), header)
+
+
+def allowed(url: str, hosts: list[str]) -> bool:
+    """Whether the URL's host (and port) is on the allowlist: "host" allows any port,
+    "host:port" that port only. Hosts compare case-insensitively."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password:
+        return False
+    host, port = parts.hostname.lower(), parts.port or (443 if parts.scheme == "https" else 80)
+    for entry in (e.lower() for e in hosts):
+        h, sep, p = entry.rpartition(":")
+        if (sep and p.isdigit() and (h, int(p)) == (host, port)) or entry == host:
+            return True
+    return False
+
+
+def check_callback(url: str | None, tenant: TenantConfig | None) -> None:
+    """Refuse a callback URL the tenant may not use (InvalidInput -> 422)."""
+    if url is None:
+        return
+    if tenant is None or tenant.webhook_secret is None or not allowed(url, tenant.webhook_hosts):
+        raise InvalidInput("callback_url host is not on this tenant's webhook allowlist", ("body", "callback_url"))
+
+
+class Deliverer:
+    """Sends due webhooks. `run_once()` is one pass, for tests and operators."""
+
+    def __init__(self, store: JobStore, settings: Settings, *, workers: int = 4) -> None:
+        self.store, self.settings = store, settings
+        self.conf = settings.webhooks
+        self.tenants = {t.name: t for t in settings.tenants}
+        self.http = httpx.Client(timeout=self.conf.timeout_s, follow_redirects=False)
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="webhook")
+
+    def run_once(self) -> int:
+        ids = self.store.claim_webhooks(lease_s=self.conf.timeout_s + 5, limit=100)
+        list(self.pool.map(self.deliver, ids))
+        return len(ids)
+
+    def deliver(self, job_id: str) -> bool:
+        k = self.store.keys
+        try:
+            job = self.store.get(job_id)
+        except FarmError:
+            with translated():
+                self.store.client.zrem(k.webhooks, job_id)
+            return False
+        tenant = self.tenants.get(job.tenant)
+        url = job.spec.callback_url or ""
+        body = job.model_dump_json().encode()
+        error = None
+        if tenant is None or tenant.webhook_secret is None or not allowed(url, tenant.webhook_hosts):
+            error = "host not on the tenant's allowlist"
+            attempts = self.conf.max_attempts  # give up at once: retrying cannot help
+        else:
+            ts = str(int(time.time()))
+            headers = {
+                "Content-Type": "application/json",
+                "User-Agent": "farm-webhooks",
+                "X-Farm-Event": "job.finished",
+                "X-Farm-Delivery": job.id,
+                "X-Farm-Timestamp": ts,
+                "X-Farm-Signature": signature(tenant.webhook_secret.get_secret_value(), ts, body),
+            }
+            try:
+                r = self.http.post(url, content=body, headers=headers)
+                if 200 <= r.status_code < 300:
+                    with translated():
+                        pipe = self.store.client.pipeline(transaction=True)
+                        pipe.zrem(k.webhooks, job_id)
+                        pipe.hset(k.job(job_id), "webhook", "delivered")
+                        pipe.execute()
+                    return True
+                error = f"HTTP {r.status_code}"
+            except httpx.HTTPError as e:
+                error = f"{type(e).__name__}: {e}"
+            with translated():
+                attempts = self.store.client.hincrby(k.job(job_id), "webhook_attempts", 1)
+        with translated():
+            pipe = self.store.client.pipeline(transaction=True)
+            if attempts >= self.conf.max_attempts:
+                log.warning("webhook for job %s failed for good: %s", job_id, error)
+                pipe.zrem(k.webhooks, job_id)
+                pipe.hset(k.job(job_id), "webhook", "failed")
+            else:
+                delay = min(self.conf.backoff_s * 2 ** (attempts - 1), self.conf.max_backoff_s)
+                log.info("webhook for job %s: %s; retry %d in %.1fs", job_id, error, attempts, delay)
+                s, us = self.store.client.time()
+                pipe.zadd(k.webhooks, {job_id: s * 1000 + us // 1000 + int(delay * 1000)})
+            pipe.execute()
+        return False
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.wait(self.conf.interval_s):
+            try:
+                while self.run_once():
+                    pass
+            except FarmError as e:
+                log.warning("webhook pass failed: %s", e)
+
+    def start(self) -> tuple[threading.Thread, threading.Event]:
+        stop = threading.Event()
+        thread = threading.Thread(target=self.run, args=(stop,), name="webhooks", daemon=True)
+        thread.start()
+        return thread, stop
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False)
+        self.http.close()
