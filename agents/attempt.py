@@ -104,7 +104,7 @@ class Attempt:
         c, spec = self.claim, self.claim.spec
         log = LogSink(
             self.store, c.job_id, c.attempt, cap=self.settings.retention.log_max_bytes,
-            on_stale=lambda: self._halt(StopReason.ABORTED),
+            on_stale=lambda: self._halt(StopReason.ABORTED), secrets=list(c.secrets.values()),
         )  # fmt: skip
         done = threading.Event()
         beat = threading.Thread(target=self._heartbeat, args=(done,), name=f"hb-{c.job_id}", daemon=True)
@@ -120,7 +120,7 @@ class Attempt:
                 code = self.workspace.checkout(spec.source.git, log.write, self.stop)
                 if code != 0 and not self.stop.is_set():
                     state, error, exit_code = JobState.FAILED, ErrorCode.SOURCE_FAILED, code
-            env = step_env(spec, c.job_id, c.attempt)
+            env = {**step_env(spec, c.job_id, c.attempt), **c.secrets}
             for step in spec.steps:
                 if state is not JobState.SUCCEEDED or self.stop.is_set():
                     break

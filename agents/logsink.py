@@ -1,7 +1,8 @@
 """Ships a running attempt's output to its Redis log stream in batches.
 
 Output is buffered and flushed every `interval_s` or once `max_bytes` are waiting, so a
-chatty step costs a few Redis calls a second, not one per line. Bytes are decoded as UTF-8
+chatty step costs a few Redis calls a second, not one per line. Secret values are masked
+before anything leaves the process. Bytes are decoded as UTF-8
 incrementally (a character split across reads stays whole); invalid bytes become U+FFFD.
 """
 
@@ -12,6 +13,7 @@ import threading
 from collections.abc import Callable
 
 from farm.errors import FarmError, StaleAttempt
+from farm.secrets import Masker
 from farm.store.jobs import JobStore
 
 
@@ -26,7 +28,9 @@ class LogSink:
         on_stale: Callable[[], None],
         interval_s: float = 0.1,
         max_bytes: int = 64 * 1024,
+        secrets: list[str] | None = None,
     ) -> None:
+        self.mask = Masker(secrets or [])
         self.store, self.job_id, self.attempt, self.cap = store, job_id, attempt, cap
         self.on_stale = on_stale
         self.interval_s, self.max_bytes = interval_s, max_bytes
@@ -54,9 +58,13 @@ class LogSink:
             if self._size >= self.max_bytes:
                 self._wake.set()
 
-    def flush(self) -> None:
+    def flush(self, final: bool = False) -> None:
         with self._lock:
-            text, self._buf, self._size = "".join(self._buf), [], 0
+            text = self.mask("".join(self._buf))
+            # Keep back a tail that may be the start of a secret split across chunks.
+            keep = 0 if final or not self.mask.values else min(self.mask.hold, len(text))
+            text, tail = text[: len(text) - keep], text[len(text) - keep :]
+            self._buf, self._size = ([tail] if tail else []), len(tail)
         if not text:
             return
         try:
@@ -79,4 +87,4 @@ class LogSink:
         self._closed.set()
         self._wake.set()
         self._thread.join()
-        self.flush()
+        self.flush(final=True)

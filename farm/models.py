@@ -129,6 +129,23 @@ class Concurrency(_Strict):
     on_full: Literal["queue", "supersede"] = "queue"
 
 
+class SecretRef(_Strict):
+    """A secret the tenant holds in farm's settings, by name."""
+
+    ref: Annotated[str, Field(pattern=_NAME.pattern)]
+
+
+REDACTED = "***"
+
+
+def _check_env_names(names: list[str]) -> None:
+    bad = [k for k in names if not _ENV_NAME.match(k)]
+    if bad:
+        raise ValueError(f"invalid environment variable names: {', '.join(sorted(bad))}")
+    if any(k.startswith("FARM_") for k in names):
+        raise ValueError("environment variables starting with FARM_ are reserved")
+
+
 def _artifact_pattern(v: str) -> str:
     if not v or v.startswith("/") or "\\" in v or ".." in v.split("/"):
         raise ValueError(f"artifact pattern {v!r} must be a relative path inside the workspace, without '..'")
@@ -150,6 +167,8 @@ class JobSpec(_Strict):
     concurrency: Concurrency | None = None
     queue_timeout_s: Annotated[int | None, Field(default=None, ge=1, le=30 * 24 * 3600)] = None
     artifacts: Annotated[list[Annotated[str, Field(max_length=500)]], Field(max_length=100)] = Field(default_factory=list)
+    # Reach the steps as environment variables; masked in logs, never shown by the API.
+    secrets: dict[str, Annotated[str, Field(min_length=1, max_length=100_000)] | SecretRef] = Field(default_factory=dict)
     callback_url: Annotated[str | None, Field(default=None, max_length=2000, pattern=r"^https?://[^\s/?#]+(/[^\s]*)?$")] = None
 
     @field_validator("artifacts")
@@ -157,15 +176,18 @@ class JobSpec(_Strict):
     def _artifact_patterns(cls, v: list[str]) -> list[str]:
         return [_artifact_pattern(p) for p in v]
 
-    @field_validator("env")
+    @field_validator("env", "secrets")
     @classmethod
-    def _env_names(cls, v: dict[str, str]) -> dict[str, str]:
-        bad = [k for k in v if not _ENV_NAME.match(k)]
-        if bad:
-            raise ValueError(f"invalid environment variable names: {', '.join(sorted(bad))}")
-        if any(k.startswith("FARM_") for k in v):
-            raise ValueError("environment variables starting with FARM_ are reserved")
+    def _env_names(cls, v: dict[str, object]) -> dict[str, object]:
+        _check_env_names(list(v))
         return v
+
+    def redacted(self) -> "JobSpec":
+        """The spec as shown to anyone: literal secret values replaced, references kept."""
+        if not self.secrets:
+            return self
+        shown = {k: v if isinstance(v, SecretRef) else REDACTED for k, v in self.secrets.items()}
+        return self.model_copy(update={"secrets": shown})
 
 
 class StepResult(_Strict):
@@ -200,6 +222,7 @@ class Job(BaseModel):
     artifacts: list[ArtifactInfo] = Field(default_factory=list)
     log_truncated: bool = False
     webhook: Literal["pending", "delivered", "failed"] | None = None
+    rerun_of: str | None = None
 
     @property
     def pool(self) -> str:

@@ -38,6 +38,8 @@ class TenantConfig(BaseModel):
     # Result webhooks: signed with this secret, sent only to these hosts ("host" or "host:port").
     webhook_secret: SecretStr | None = None
     webhook_hosts: list[str] = Field(default_factory=list)
+    # Secrets jobs may reference by name ({"ref": name}) instead of sending the value.
+    secrets: dict[str, SecretStr] = Field(default_factory=dict)
 
 
 class RedisSettings(BaseModel):

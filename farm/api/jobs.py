@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import BaseModel
 
+from farm import secrets
 from farm.api.auth import Principal, principal
 from farm.artifacts import safe_name
 from farm.errors import InvalidInput, NotFound
 from farm.models import ArtifactInfo, Job, JobSpec, JobState
-from farm.store.jobs import JobStore
+from farm.store.jobs import JobStore, Submitted
 from farm.webhooks import check_callback
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -51,11 +52,23 @@ def submit(
     pools = request.app.state.settings.pools
     if spec.pool not in pools:
         raise InvalidInput(f"unknown pool {spec.pool!r}; pools are: {', '.join(pools)}", ("body", "pool"))
-    check_callback(spec.callback_url, request.app.state.tenants.get(who.tenant))
-    got = jobs.submit(spec, who.tenant, weight=who.weight, idempotency_key=idempotency_key)
+    got = _submit(request, who, jobs, spec, idempotency_key=idempotency_key)
     if not got.created:
         response.status_code = status.HTTP_200_OK
     return got.job
+
+
+def _submit(request: Request, who: Principal, jobs: JobStore, spec: JobSpec, **kw: Any) -> Submitted:
+    tenant = request.app.state.tenants.get(who.tenant)
+    check_callback(spec.callback_url, tenant)
+    return jobs.submit(spec, who.tenant, weight=who.weight, secrets=secrets.resolve(spec, tenant), **kw)
+
+
+@router.post("/{job_id}/rerun", status_code=status.HTTP_201_CREATED, response_model=Job)
+def rerun_job(job_id: str, request: Request, who: Who, jobs: Store) -> Job:
+    """Submit the same spec again as a new job linked to this one (rerun_of)."""
+    who.check_can_see(jobs.get(job_id))
+    return _submit(request, who, jobs, jobs.raw_spec(job_id), rerun_of=job_id).job
 
 
 @router.get("", response_model=JobsPage)

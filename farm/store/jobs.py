@@ -15,7 +15,7 @@ import json
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -44,6 +44,7 @@ class Claim:
     attempt: int
     spec: JobSpec
     tenant: str
+    secrets: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ def job_from_hash(h: dict[str, str]) -> Job:
         tenant=h["tenant"],
         state=JobState(h["state"]),
         attempt=int(h["attempt"]),
-        spec=JobSpec.model_validate_json(h["spec"]),
+        spec=JobSpec.model_validate_json(h["spec"]).redacted(),
         queued_at=rfc3339(int(h["queued_at"])),
         started_at=rfc3339(_ms(h.get("started_at"))),
         finished_at=rfc3339(_ms(h.get("finished_at"))),
@@ -88,6 +89,7 @@ def job_from_hash(h: dict[str, str]) -> Job:
         artifacts=[ArtifactInfo(**a) for a in json.loads(h.get("artifacts") or "[]")],
         log_truncated=h.get("log_truncated") == "1",
         webhook=h.get("webhook") or None,
+        rerun_of=h.get("rerun_of") or None,
     )
 
 
@@ -106,9 +108,19 @@ class JobStore:
     def enqueue(self, spec: JobSpec, tenant: str) -> Job:
         return self.submit(spec, tenant).job
 
-    def submit(self, spec: JobSpec, tenant: str, *, weight: float = 1.0, idempotency_key: str | None = None) -> Submitted:
+    def submit(
+        self,
+        spec: JobSpec,
+        tenant: str,
+        *,
+        weight: float = 1.0,
+        idempotency_key: str | None = None,
+        secrets: dict[str, str] | None = None,
+        rerun_of: str | None = None,
+    ) -> Submitted:
         """Queue a job. With an idempotency key, a repeat of the same body within 24 h gets
-        the first job back (created=False); the same key with another body is a Conflict."""
+        the first job back (created=False); the same key with another body is a Conflict.
+        `secrets` are the resolved values the steps will see."""
         body = spec.model_dump_json()
         group = spec.concurrency
         outcome, job_id = self._call(
@@ -128,6 +140,8 @@ class JobStore:
             idempotency_key or "",
             hashlib.sha256(body.encode()).hexdigest() if idempotency_key else "",
             spec.callback_url or "",
+            json.dumps(secrets) if secrets else "",
+            rerun_of or "",
         )
         if outcome == "conflict":
             raise Conflict(f"Idempotency-Key already used for job {job_id} with a different body")
@@ -190,8 +204,16 @@ class JobStore:
             return None
         job_id, attempt = got[0], int(got[1])
         with translated():
-            spec_json, tenant = self.client.hmget(self.keys.job(job_id), "spec", "tenant")
-        return Claim(job_id, attempt, JobSpec.model_validate_json(spec_json), tenant)
+            spec_json, tenant, secrets = self.client.hmget(self.keys.job(job_id), "spec", "tenant", "secrets")
+        return Claim(job_id, attempt, JobSpec.model_validate_json(spec_json), tenant, json.loads(secrets or "{}"))
+
+    def raw_spec(self, job_id: str) -> JobSpec:
+        """The spec as submitted, literal secret values included (for a rerun)."""
+        with translated():
+            raw = self.client.hget(self.keys.job(job_id), "spec")
+        if raw is None:
+            raise NotFound(f"no job {job_id}")
+        return JobSpec.model_validate_json(raw)
 
     def wait_for_work(self, pool: str, timeout_s: float) -> bool:
         """Block until a job may be waiting in `pool` (or the timeout passes)."""
