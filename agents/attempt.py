@@ -1,7 +1,7 @@
 """One attempt of a claimed job, from workspace to finish.
 
-    claim ─▶ workspace ─▶ checkout? ─▶ step 1 … step n ─▶ flush log ─▶ finish ─▶ remove workspace
-               heartbeat every heartbeat_s ─┘            (a non-'ok' answer stops everything)
+    claim ─▶ workspace ─▶ checkout? ─▶ step 1 … step n ─▶ artifacts ─▶ finish (+ last log) ─▶ remove workspace
+               └ the executor's watch thread: log flush, heartbeat, deadline (a non-'ok' heartbeat stops everything)
 
 Invariants:
 - While the attempt runs, a heartbeat renews its lease; when the server says the attempt no
@@ -9,7 +9,8 @@ Invariants:
   running step is killed at once and nothing more is written for this attempt.
 - The local deadline (timeout_s from the claim) kills the step and finishes `timed_out`;
   the server-side reaper does the same at timeout + grace if this executor is gone.
-- The log is flushed before finish, so a follower has every line when it sees the end.
+- The last log output goes in the finish script, before the end marker, so a follower has
+  every line when it sees the end.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from agents.logsink import LogSink
 from agents.runtimes.base import Runtime, StepContext
+from agents.watch import Watch
 from agents.workspace import Workspace, step_env
 from farm.artifacts import ArtifactStore, DirectoryStore
 from farm.errors import FarmError, RuntimeFailure
@@ -34,6 +36,9 @@ class StopReason(StrEnum):
     ABORTED = "aborted"  # the server says this attempt no longer holds the job
 
 
+FLUSH_S = 0.1
+
+
 class Attempt:
     def __init__(
         self,
@@ -43,36 +48,53 @@ class Attempt:
         runtime: Runtime,
         settings: Settings,
         workspaces: Path,
+        watch: Watch,
         artifacts: ArtifactStore | None = None,
     ) -> None:
         self.claim = claim
-        self.artifact_store = artifacts or DirectoryStore(settings.artifact_dir)
-        self.artifacts: list[ArtifactInfo] = []
         self.store = store
         self.runtime = runtime
         self.settings = settings
+        self.watch = watch
         self.workspace = Workspace(workspaces, claim.job_id, claim.attempt)
+        self.artifact_store = artifacts or DirectoryStore(settings.artifact_dir)
+        self.artifacts: list[ArtifactInfo] = []
         self.stop = threading.Event()
         self.reason: StopReason | None = None
         self.server_says: str | None = None
         self.steps: list[StepResult] = []
+        self.log = LogSink(
+            store, claim.job_id, claim.attempt, cap=settings.retention.log_max_bytes,
+            on_stale=lambda: self._halt(StopReason.ABORTED), on_full=watch.poke,
+            secrets=list(claim.secrets.values()),
+        )  # fmt: skip
+        now = time.monotonic()
+        self.deadline = now + claim.spec.timeout_s
+        self.next_flush = now + FLUSH_S
+        self.next_beat = now + settings.lease.heartbeat_s
 
     def _halt(self, reason: StopReason) -> None:
         if self.reason is None:
             self.reason = reason
         self.stop.set()
 
-    def _heartbeat(self, done: threading.Event) -> None:
-        lease = self.settings.lease
-        while not done.wait(lease.heartbeat_s):
+    def tick(self, now: float) -> None:
+        """Called by the executor's watch thread: deadline, log flush, heartbeat."""
+        if now >= self.deadline:
+            self._halt(StopReason.TIMEOUT)
+        if now >= self.next_flush or self.log._size >= self.log.max_bytes:
+            self.next_flush = now + FLUSH_S
+            self.log.flush()
+        if now >= self.next_beat:
+            lease = self.settings.lease
+            self.next_beat = now + lease.heartbeat_s
             try:
                 answer = self.store.heartbeat(self.claim.job_id, self.claim.attempt, lease_s=lease.lease_s)
             except FarmError:
-                continue  # Redis away: keep trying; if it stays away the lease decides
+                return  # Redis away: keep trying; if it stays away the lease decides
             if answer != "ok":
                 self.server_says = answer
                 self._halt(StopReason.ABORTED)
-                return
 
     def _collect(self, log: LogSink) -> None:
         """Keep the files the spec's artifact patterns match, within the size caps."""
@@ -101,18 +123,9 @@ class Attempt:
     def run(self) -> str:
         """Run the attempt; returns what finish answered ('ok', 'stale', a state), or
         'aborted:<why>' when the server took the job away first."""
-        c, spec = self.claim, self.claim.spec
-        log = LogSink(
-            self.store, c.job_id, c.attempt, cap=self.settings.retention.log_max_bytes,
-            on_stale=lambda: self._halt(StopReason.ABORTED), secrets=list(c.secrets.values()),
-        )  # fmt: skip
-        done = threading.Event()
-        beat = threading.Thread(target=self._heartbeat, args=(done,), name=f"hb-{c.job_id}", daemon=True)
-        beat.start()
-        timer = threading.Timer(spec.timeout_s, self._halt, args=(StopReason.TIMEOUT,))
-        timer.daemon = True
-        timer.start()
+        c, spec, log = self.claim, self.claim.spec, self.log
         state, error, exit_code = JobState.SUCCEEDED, None, 0
+        self.watch.attach(self)
         try:
             path = self.workspace.create()
             if spec.source and spec.source.git:
@@ -142,19 +155,18 @@ class Attempt:
             log.note(f"runtime error: {e}")
             state, error, exit_code = JobState.FAILED, ErrorCode.RUNTIME_ERROR, None
         finally:
-            timer.cancel()
-            done.set()
-            beat.join()
+            self.watch.detach()
         if self.reason is StopReason.TIMEOUT:
             log.note(f"timed out after {spec.timeout_s}s; step killed")
             state, error = JobState.TIMED_OUT, ErrorCode.TIMEOUT
-        log.close()
         try:
             if self.reason is StopReason.ABORTED:
+                log.flush()
                 return f"aborted:{self.server_says or 'stale'}"
             return self.store.finish(
-                c.job_id, c.attempt, state, exit_code=exit_code, error=error, steps=self.steps, artifacts=self.artifacts
-            )
+                c.job_id, c.attempt, state, exit_code=exit_code, error=error, steps=self.steps, artifacts=self.artifacts,
+                log_tail=log.take_rest(), log_cap=self.settings.retention.log_max_bytes,
+            )  # fmt: skip
         finally:
             if not self.settings.retention.keep_workspaces:
                 self.workspace.remove()

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from agents.attempt import Attempt
 from agents.runtimes import Runtime, make_runtime
+from agents.watch import Watch
 from agents.workspace import sweep
 from farm.errors import FarmError, RuntimeFailure
 from farm.settings import Settings
@@ -42,13 +43,20 @@ class Executor:
         self.workspace_root = Path(settings.data_dir) / "workspaces"
         self.workspaces = self.workspace_root / executor_id
         self._swept_at = 0.0
+        self._reported_at = 0.0
+        self.watch = Watch()
         self.state = ExecutorState.STARTING
         self.current: str | None = None
         self.jobs_run = 0
         self._drain = threading.Event()
 
-    def _report(self, state: ExecutorState) -> None:
-        self.state = state
+    def _report(self, state: ExecutorState, *, beat: bool = False) -> None:
+        """Tell the registry our state. A beat (same state, idle loop) goes out at most once
+        a second; busy/idle around a finished job is recorded by the claim/finish scripts."""
+        now = time.monotonic()
+        if beat and state is self.state and now - self._reported_at < 1.0:
+            return
+        self.state, self._reported_at = state, now
         try:
             self.registry.report(self.id, self.pool, state, self.current)
         except FarmError:
@@ -85,14 +93,21 @@ class Executor:
                 self.store.wait_for_work(self.pool, self.settings.executors.idle_wait_s)
             except FarmError:
                 self._drain.wait(1.0)
-            self._report(ExecutorState.DRAINING if self._drain.is_set() else ExecutorState.IDLE)
+            self._report(ExecutorState.DRAINING if self._drain.is_set() else ExecutorState.IDLE, beat=True)
             if time.monotonic() - self._swept_at > SWEEP_EVERY_S:
                 self.sweep_workspaces()
             return False
         self.current = claim.job_id
-        self._report(ExecutorState.DRAINING if self._drain.is_set() else ExecutorState.BUSY)
+        # The claim script recorded us busy; a drain requested meanwhile must stay visible.
+        self.state = ExecutorState.BUSY
+        if self._drain.is_set():
+            self._report(ExecutorState.DRAINING)
+        outcome = "error"
         try:
-            outcome = Attempt(claim, store=self.store, runtime=self.runtime, settings=self.settings, workspaces=self.workspaces).run()
+            outcome = Attempt(
+                claim, store=self.store, runtime=self.runtime, settings=self.settings,
+                workspaces=self.workspaces, watch=self.watch,
+            ).run()  # fmt: skip
             log.info("job %s attempt %d: %s", claim.job_id, claim.attempt, outcome)
         except FarmError as e:
             # Redis went away mid-job: the lease will expire and the job is retried.
@@ -100,7 +115,12 @@ class Executor:
         finally:
             self.current = None
             self.jobs_run += 1
-        self._report(ExecutorState.DRAINING if self._drain.is_set() else ExecutorState.IDLE)
+        if self._drain.is_set():
+            self._report(ExecutorState.DRAINING)
+        elif outcome == "ok":
+            self.state = ExecutorState.IDLE  # the finish script recorded it
+        else:
+            self._report(ExecutorState.IDLE)
         return True
 
     def run(self) -> None:
@@ -112,6 +132,7 @@ class Executor:
             log.error("executor %s cannot start: %s", self.id, e)
         finally:
             self.runtime.close()
+            self.watch.close()
             self._report(ExecutorState.STOPPED)
 
     def drain(self) -> None:

@@ -1,9 +1,12 @@
-"""Ships a running attempt's output to its Redis log stream in batches.
+"""Buffers a running attempt's output for its Redis log stream.
 
-Output is buffered and flushed every `interval_s` or once `max_bytes` are waiting, so a
-chatty step costs a few Redis calls a second, not one per line. Secret values are masked
-before anything leaves the process. Bytes are decoded as UTF-8
-incrementally (a character split across reads stays whole); invalid bytes become U+FFFD.
+The executor's watch thread calls `flush()` every ~100 ms (and at once when `max_bytes` are
+waiting), so a chatty step costs a few Redis calls a second, not one per line; whatever is
+left at the end rides along with the finish script (`take_rest()`), so a short job costs no
+separate log write. Bytes are decoded as UTF-8 incrementally (a character split across
+reads stays whole; invalid bytes become U+FFFD), and secret values are masked before
+anything leaves the process, holding back a tail long enough to catch a value split across
+two reads.
 """
 
 from __future__ import annotations
@@ -26,22 +29,18 @@ class LogSink:
         *,
         cap: int,
         on_stale: Callable[[], None],
-        interval_s: float = 0.1,
+        on_full: Callable[[], None] = lambda: None,
         max_bytes: int = 64 * 1024,
         secrets: list[str] | None = None,
     ) -> None:
-        self.mask = Masker(secrets or [])
         self.store, self.job_id, self.attempt, self.cap = store, job_id, attempt, cap
-        self.on_stale = on_stale
-        self.interval_s, self.max_bytes = interval_s, max_bytes
+        self.on_stale, self.on_full = on_stale, on_full
+        self.max_bytes = max_bytes
+        self.mask = Masker(secrets or [])
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._buf: list[str] = []
         self._size = 0
         self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._closed = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"log-{job_id}", daemon=True)
-        self._thread.start()
 
     def write(self, data: bytes) -> None:
         text = self._decoder.decode(data)
@@ -55,16 +54,25 @@ class LogSink:
         with self._lock:
             self._buf.append(text)
             self._size += len(text)
-            if self._size >= self.max_bytes:
-                self._wake.set()
+            full = self._size >= self.max_bytes
+        if full:
+            self.on_full()
 
-    def flush(self, final: bool = False) -> None:
+    def _take(self, final: bool) -> str:
         with self._lock:
+            if final:
+                tail = self._decoder.decode(b"", final=True)
+                if tail:
+                    self._buf.append(tail)
             text = self.mask("".join(self._buf))
-            # Keep back a tail that may be the start of a secret split across chunks.
             keep = 0 if final or not self.mask.values else min(self.mask.hold, len(text))
-            text, tail = text[: len(text) - keep], text[len(text) - keep :]
-            self._buf, self._size = ([tail] if tail else []), len(tail)
+            text, rest = text[: len(text) - keep], text[len(text) - keep :]
+            self._buf, self._size = ([rest] if rest else []), len(rest)
+        return text
+
+    def flush(self) -> None:
+        """Send what is buffered (less a possible secret prefix) to the log stream."""
+        text = self._take(final=False)
         if not text:
             return
         try:
@@ -74,17 +82,6 @@ class LogSink:
         except FarmError:
             pass  # Redis away for a moment: this chunk is lost, the job goes on
 
-    def _loop(self) -> None:
-        while not self._closed.is_set():
-            self._wake.wait(self.interval_s)
-            self._wake.clear()
-            self.flush()
-
-    def close(self) -> None:
-        tail = self._decoder.decode(b"", final=True)
-        if tail:
-            self._put(tail)
-        self._closed.set()
-        self._wake.set()
-        self._thread.join()
-        self.flush(final=True)
+    def take_rest(self) -> str:
+        """Everything still buffered, masked, for the finish script to append."""
+        return self._take(final=True)

@@ -58,7 +58,7 @@ class ApiSettings(BaseModel):
 
 class ExecutorSettings(BaseModel):
     count: Annotated[int, Field(ge=0, le=1000)] = 2
-    runtime: Literal["local", "docker"] = "local"
+    runtime: Literal["local", "docker", "noop"] = "local"
     pool: str = "default"
     idle_wait_s: Annotated[float, Field(gt=0, le=60)] = 1.0  # longest block on the wake list
     kill_grace_s: Annotated[float, Field(ge=0, le=60)] = 0.5  # SIGTERM -> SIGKILL

@@ -11,6 +11,10 @@ def make_runtime(settings: Settings) -> Runtime:
         from agents.runtimes.docker import DockerRuntime
 
         return DockerRuntime(settings.docker)
+    if settings.executors.runtime == "noop":
+        from agents.runtimes.noop import NoopRuntime
+
+        return NoopRuntime()
     from agents.runtimes.local import LocalRuntime
 
     return LocalRuntime(kill_grace_s=settings.executors.kill_grace_s)

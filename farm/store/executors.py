@@ -1,6 +1,7 @@
 """Executor registry: which executors a pool has and what each is doing.
 
-Executors report themselves (state changes and a presence beat while idle); an executor
+Executors report themselves (state changes and a presence beat while idle); the claim and
+finish scripts flip busy/idle in the same step, so a job costs no extra report. An executor
 not seen for `stale_s` no longer counts. The registry is advisory (for /v1/queue, metrics
 and the autoscaler): job safety never depends on it, only on leases.
 """
@@ -13,7 +14,7 @@ from enum import StrEnum
 import redis
 
 from farm.store.jobs import translated
-from farm.store.keys import Keys
+from farm.store.keys import EXECUTOR_TTL_MS, Keys
 
 
 class ExecutorState(StrEnum):
@@ -67,7 +68,7 @@ class ExecutorRegistry:
                     self.keys.executor(executor_id),
                     mapping={"pool": pool, "state": state.value, "job": job or "", "seen": now},
                 )
-                pipe.pexpire(self.keys.executor(executor_id), self.stale_ms * 4)
+                pipe.pexpire(self.keys.executor(executor_id), EXECUTOR_TTL_MS)
                 pipe.zadd(self.keys.executors(pool), {executor_id: now})
             pipe.execute()
 
@@ -94,7 +95,7 @@ class ExecutorRegistry:
         return out
 
     def prune(self, pool: str) -> int:
-        """Forget executors not seen for 4 x stale_s (they died without saying so)."""
+        """Forget executors not seen for EXECUTOR_TTL_MS (they died without saying so)."""
         with translated():
             s, _ = self.client.time()
-            return self.client.zremrangebyscore(self.keys.executors(pool), "-inf", s * 1000 - 4 * self.stale_ms)
+            return self.client.zremrangebyscore(self.keys.executors(pool), "-inf", s * 1000 - EXECUTOR_TTL_MS)

@@ -202,10 +202,8 @@ class JobStore:
             pass  # the script parked a run of jobs of full groups; search on
         if not got:
             return None
-        job_id, attempt = got[0], int(got[1])
-        with translated():
-            spec_json, tenant, secrets = self.client.hmget(self.keys.job(job_id), "spec", "tenant", "secrets")
-        return Claim(job_id, attempt, JobSpec.model_validate_json(spec_json), tenant, json.loads(secrets or "{}"))
+        job_id, attempt, spec_json, tenant, secrets = got
+        return Claim(job_id, int(attempt), JobSpec.model_validate_json(spec_json), tenant, json.loads(secrets or "{}"))
 
     def raw_spec(self, job_id: str) -> JobSpec:
         """The spec as submitted, literal secret values included (for a rerun)."""
@@ -241,6 +239,8 @@ class JobStore:
         error: ErrorCode | None,
         steps: list[StepResult],
         artifacts: Sequence[ArtifactInfo] = (),
+        log_tail: str = "",
+        log_cap: int = 0,
     ) -> str:
         """'ok' when recorded; 'stale' or the job's terminal state when refused."""
         return self._call(
@@ -252,6 +252,8 @@ class JobStore:
             "" if error is None else error.value,
             json.dumps([s.model_dump() for s in steps]),
             json.dumps([a.model_dump() for a in artifacts]),
+            log_tail,
+            log_cap,
         )
 
     # -- control ---------------------------------------------------------------------------

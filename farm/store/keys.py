@@ -35,6 +35,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 DEFAULT_PREFIX = "farm:"
+EXECUTOR_TTL_MS = 60_000  # an executor entry outlives its last report by this much
 
 _PER_ID = (
     "job", "log", "queue", "tenants", "pass", "waiting", "wake", "running", "tenant_jobs", "stats",

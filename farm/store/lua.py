@@ -15,7 +15,7 @@ from typing import Any
 
 import redis
 
-from farm.store.keys import Keys
+from farm.store.keys import EXECUTOR_TTL_MS, Keys
 from farm.store.stats import DURATION_BUCKETS_S, WAIT_BUCKETS_S
 
 NAMES = ("enqueue", "claim", "heartbeat", "append_log", "finish", "cancel", "reap", "purge", "webhook_claim")
@@ -40,7 +40,12 @@ def declared_edges(name: str) -> set[tuple[str, str]]:
 class Scripts:
     def __init__(self, client: redis.Redis, keys: Keys) -> None:
         self._config = json.dumps(
-            {"k": keys.templates(), "wb": list(WAIT_BUCKETS_S), "db": list(DURATION_BUCKETS_S)}
+            {
+                "k": keys.templates(),
+                "wb": list(WAIT_BUCKETS_S),
+                "db": list(DURATION_BUCKETS_S),
+                "ex_ttl": EXECUTOR_TTL_MS,
+            }
         )
         lib = source("lib")
         self._scripts = {n: client.register_script(lib + "\n" + source(n)) for n in NAMES}

@@ -29,6 +29,15 @@ local function note(id, attempt, text)
   redis.call('XADD', K.log .. id, '*', 'a', attempt, 'd', '[farm] ' .. text .. '\n')
 end
 
+-- The executor registry entry (advisory, for /v1/queue and the autoscaler), kept in the
+-- same step as the claim or finish that changes it, so it costs no extra round trip.
+local function executor_state(executor, pool, state, job, now)
+  local ek = K.executor .. executor
+  redis.call('HSET', ek, 'pool', pool, 'state', state, 'job', job, 'seen', now)
+  redis.call('PEXPIRE', ek, C.ex_ttl)
+  redis.call('ZADD', K.executors .. pool, now, executor)
+end
+
 -- Stride scheduling between a pool's tenants: each claim charges the tenant 1/weight; the
 -- backlogged tenant with the lowest pass claims next. A tenant that (re)joins starts at the
 -- pool's virtual time (the pass of the last claim), so idling earns it no credit to hoard.
@@ -55,6 +64,25 @@ end
 
 local function group_key(kind, tenant, group)
   return K[kind] .. tenant .. ':' .. group
+end
+
+-- Append output of an attempt, capped at cap bytes per attempt (the cap is noted once).
+-- Returns 1 written, 0 dropped (over the cap).
+local function append(id, attempt, data, cap)
+  local jk = K.job .. id
+  if redis.call('HGET', jk, 'log_truncated') == '1' then return 0 end
+  local total = redis.call('HINCRBY', jk, 'log_bytes', #data)
+  if total <= cap then
+    redis.call('XADD', K.log .. id, '*', 'a', attempt, 'd', data)
+    return 1
+  end
+  local room = cap - (total - #data)
+  if room > 0 then
+    redis.call('XADD', K.log .. id, '*', 'a', attempt, 'd', string.sub(data, 1, room))
+  end
+  redis.call('HSET', jk, 'log_truncated', 1)
+  note(id, attempt, 'log truncated at ' .. cap .. ' bytes; further output is dropped')
+  return 0
 end
 
 -- Put a job (back) in the queue: claimable, counted as waiting, and in its group's set.
