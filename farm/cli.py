@@ -116,13 +116,30 @@ def up(
 
 
 @app.command()
-def api(config: ConfigOpt = None) -> None:
+def api(
+    config: ConfigOpt = None,
+    workers: Annotated[int, typer.Option(help="Server processes (each also runs a reaper and a webhook deliverer).")] = 1,
+) -> None:
     """Serve only the API (and reaper) against FARM_REDIS_URL: one replica of many."""
     settings = _settings(config)
     if not settings.redis_url:
         err.print("[red]FARM_REDIS_URL is required for `farm api`[/red]")
         raise typer.Exit(2)
-    _serve(settings, lambda: out.print(f"farm api ready at http://{settings.api.host}:{settings.api.port}", highlight=False))
+    ready = f"farm api ready at http://{settings.api.host}:{settings.api.port}"
+    if workers == 1:
+        _serve(settings, lambda: out.print(ready, highlight=False))
+        return
+    import os
+
+    import uvicorn
+
+    if config is not None:
+        os.environ["FARM_CONFIG"] = str(config)
+    out.print(f"farm api starting {workers} workers on http://{settings.api.host}:{settings.api.port}", highlight=False)
+    uvicorn.run(
+        "farm.api.app:from_environment", factory=True, workers=workers, host=settings.api.host, port=settings.api.port,
+        log_level="warning", loop="uvloop", http="httptools", access_log=False,
+    )  # fmt: skip
 
 
 def _client() -> FarmClient:

@@ -28,7 +28,7 @@ from farm.metrics import make_registry
 from farm.reaper import Reaper
 from farm.settings import Settings
 from farm.store.executors import ExecutorRegistry
-from farm.store.jobs import JobStore, connect
+from farm.store.jobs import JobStore, connect, connect_async
 from farm.webhooks import Deliverer
 
 _STATUS: list[tuple[type[FarmError], int]] = [
@@ -58,7 +58,7 @@ def create_app(settings: Settings, *, store: JobStore | None = None) -> FastAPI:
     if store is None:
         if not settings.redis_url:
             raise ValueError("settings.redis_url is required to serve the API")
-        store = JobStore(connect(settings.redis_url))
+        store = JobStore(connect(settings.redis_url), aclient=connect_async(settings.redis_url))
     registry = ExecutorRegistry(store.client, store.keys)
     artifacts = DirectoryStore(settings.artifact_dir)
 
@@ -77,6 +77,8 @@ def create_app(settings: Settings, *, store: JobStore | None = None) -> FastAPI:
             thread.join(5)
         if deliverer is not None:
             deliverer.close()
+        if store.aclient is not None:
+            await store.aclient.aclose()
 
     app = FastAPI(title="farm", version=__version__, lifespan=lifespan)
     app.state.settings = settings
@@ -90,3 +92,13 @@ def create_app(settings: Settings, *, store: JobStore | None = None) -> FastAPI:
     for module in (jobs, queue, health):
         app.include_router(module.router)
     return app
+
+
+def from_environment() -> FastAPI:
+    """App factory for `farm api --workers N` (uvicorn imports it in each worker process):
+    settings from FARM_* and the YAML file named by FARM_CONFIG, if any."""
+    import os
+    from pathlib import Path
+
+    config = os.environ.get("FARM_CONFIG")
+    return create_app(Settings.load(Path(config) if config else None))

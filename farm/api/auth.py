@@ -54,6 +54,6 @@ class TokenBook:
         raise Unauthorized("unknown token")
 
 
-def principal(request: Request) -> Principal:
-    """FastAPI dependency: who is calling."""
+async def principal(request: Request) -> Principal:
+    """FastAPI dependency: who is calling (async: no I/O, so no thread-pool hop)."""
     return request.app.state.tokens.resolve(request.headers.get("authorization"))

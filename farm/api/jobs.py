@@ -10,6 +10,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 
 from farm import secrets
 from farm.api.auth import Principal, principal
@@ -27,7 +28,7 @@ class JobsPage(BaseModel):
     next_cursor: str | None
 
 
-def store(request: Request) -> JobStore:
+async def store(request: Request) -> JobStore:
     return request.app.state.store
 
 
@@ -41,7 +42,7 @@ Store = Annotated[JobStore, Depends(store)]
     response_model=Job,
     responses={200: {"model": Job, "description": "An earlier submit with this Idempotency-Key made the job"}},
 )
-def submit(
+async def submit(
     spec: JobSpec,
     request: Request,
     response: Response,
@@ -52,23 +53,28 @@ def submit(
     pools = request.app.state.settings.pools
     if spec.pool not in pools:
         raise InvalidInput(f"unknown pool {spec.pool!r}; pools are: {', '.join(pools)}", ("body", "pool"))
-    got = _submit(request, who, jobs, spec, idempotency_key=idempotency_key)
+    got = await _submit(request, who, jobs, spec, idempotency_key=idempotency_key)
     if not got.created:
         response.status_code = status.HTTP_200_OK
     return got.job
 
 
-def _submit(request: Request, who: Principal, jobs: JobStore, spec: JobSpec, **kw: Any) -> Submitted:
+async def _submit(request: Request, who: Principal, jobs: JobStore, spec: JobSpec, **kw: Any) -> Submitted:
     tenant = request.app.state.tenants.get(who.tenant)
     check_callback(spec.callback_url, tenant)
-    return jobs.submit(spec, who.tenant, weight=who.weight, secrets=secrets.resolve(spec, tenant), **kw)
+    return await jobs.asubmit(spec, who.tenant, weight=who.weight, secrets=secrets.resolve(spec, tenant), **kw)
 
 
 @router.post("/{job_id}/rerun", status_code=status.HTTP_201_CREATED, response_model=Job)
-def rerun_job(job_id: str, request: Request, who: Who, jobs: Store) -> Job:
+async def rerun_job(job_id: str, request: Request, who: Who, jobs: Store) -> Job:
     """Submit the same spec again as a new job linked to this one (rerun_of)."""
+    spec = await run_in_threadpool(_spec_to_rerun, jobs, who, job_id)
+    return (await _submit(request, who, jobs, spec, rerun_of=job_id)).job
+
+
+def _spec_to_rerun(jobs: JobStore, who: Principal, job_id: str) -> JobSpec:
     who.check_can_see(jobs.get(job_id))
-    return _submit(request, who, jobs, jobs.raw_spec(job_id), rerun_of=job_id).job
+    return jobs.raw_spec(job_id)
 
 
 @router.get("", response_model=JobsPage)

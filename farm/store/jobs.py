@@ -19,6 +19,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+import redis.asyncio
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from farm.errors import Conflict, NotFound, StaleAttempt, StoreUnavailable
 from farm.models import ArtifactInfo, ErrorCode, Job, JobSpec, JobState, StepResult, rfc3339
@@ -94,10 +98,11 @@ def job_from_hash(h: dict[str, str]) -> Job:
 
 
 class JobStore:
-    def __init__(self, client: redis.Redis, keys: Keys | None = None) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys | None = None, *, aclient: redis.asyncio.Redis | None = None) -> None:
         self.client = client
+        self.aclient = aclient
         self.keys = keys or Keys()
-        self._scripts = Scripts(client, self.keys)
+        self._scripts = Scripts(client, self.keys, aclient)
 
     def _call(self, name: str, *args: Any) -> Any:
         with translated():
@@ -108,8 +113,25 @@ class JobStore:
     def enqueue(self, spec: JobSpec, tenant: str) -> Job:
         return self.submit(spec, tenant).job
 
-    def submit(
-        self,
+    def submit(self, spec: JobSpec, tenant: str, **kw: Any) -> Submitted:
+        """Queue a job (see `_enqueue_args` for the options). With an idempotency key, a
+        repeat of the same body within 24 h gets the first job back (created=False); the
+        same key with another body is a Conflict."""
+        got = self._call("enqueue", *self._enqueue_args(spec, tenant, **kw))
+        return self._submitted(got, spec, tenant, kw.get("rerun_of")) or Submitted(self.get(got[1]), created=False)
+
+    async def asubmit(self, spec: JobSpec, tenant: str, **kw: Any) -> Submitted:
+        """`submit` on the asyncio client (the API's hot path)."""
+        with translated():
+            got = await self._scripts.acall("enqueue", *self._enqueue_args(spec, tenant, **kw))
+            done = self._submitted(got, spec, tenant, kw.get("rerun_of"))
+            if done is None:
+                h = await self.aclient.hgetall(self.keys.job(got[1]))  # type: ignore[union-attr]
+                done = Submitted(job_from_hash(h), created=False)
+        return done
+
+    @staticmethod
+    def _enqueue_args(
         spec: JobSpec,
         tenant: str,
         *,
@@ -117,14 +139,11 @@ class JobStore:
         idempotency_key: str | None = None,
         secrets: dict[str, str] | None = None,
         rerun_of: str | None = None,
-    ) -> Submitted:
-        """Queue a job. With an idempotency key, a repeat of the same body within 24 h gets
-        the first job back (created=False); the same key with another body is a Conflict.
-        `secrets` are the resolved values the steps will see."""
+    ) -> list[Any]:
+        """`secrets` are the resolved values the steps will see."""
         body = spec.model_dump_json()
         group = spec.concurrency
-        outcome, job_id = self._call(
-            "enqueue",
+        return [
             uuid.uuid4().hex,
             tenant,
             spec.pool,
@@ -142,10 +161,20 @@ class JobStore:
             spec.callback_url or "",
             json.dumps(secrets) if secrets else "",
             rerun_of or "",
-        )
+        ]
+
+    @staticmethod
+    def _submitted(got: list[Any], spec: JobSpec, tenant: str, rerun_of: str | None) -> Submitted | None:
+        """The new job from what the enqueue script answered (without reading it back);
+        None for a duplicate, which the caller reads."""
+        outcome, job_id, *queued_at = got
         if outcome == "conflict":
             raise Conflict(f"Idempotency-Key already used for job {job_id} with a different body")
-        return Submitted(self.get(job_id), created=outcome == "created")
+        if outcome == "duplicate":
+            return None
+        job = Job(id=job_id, tenant=tenant, state=JobState.QUEUED, attempt=1, spec=spec.redacted(),
+                  queued_at=rfc3339(int(queued_at[0])), rerun_of=rerun_of)  # fmt: skip
+        return Submitted(job, created=True)
 
     def get(self, job_id: str) -> Job:
         with translated():
@@ -312,15 +341,24 @@ class JobStore:
 def connect(url: str) -> redis.Redis:
     """A client that returns str and survives brief server restarts (the embedded server
     restarts in place; executors must keep going)."""
-    from redis.backoff import ExponentialBackoff
-    from redis.retry import Retry
-
     return redis.Redis.from_url(
         url,
         decode_responses=True,
         health_check_interval=30,
         socket_keepalive=True,
         retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=5),
+        retry_on_error=[redis.ConnectionError],
+    )
+
+
+def connect_async(url: str) -> redis.asyncio.Redis:
+    """The asyncio twin of `connect`, for the API's event loop."""
+    return redis.asyncio.Redis.from_url(
+        url,
+        decode_responses=True,
+        health_check_interval=30,
+        socket_keepalive=True,
+        retry=AsyncRetry(ExponentialBackoff(cap=1.0, base=0.05), retries=5),
         retry_on_error=[redis.ConnectionError],
     )
 

@@ -14,6 +14,7 @@ from importlib import resources
 from typing import Any
 
 import redis
+import redis.asyncio
 
 from farm.store.keys import EXECUTOR_TTL_MS, Keys
 from farm.store.stats import DURATION_BUCKETS_S, WAIT_BUCKETS_S
@@ -38,7 +39,10 @@ def declared_edges(name: str) -> set[tuple[str, str]]:
 
 
 class Scripts:
-    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+    """The scripts bound to a client, and to an asyncio client too when given (the API's
+    submit path runs on the event loop)."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, aclient: redis.asyncio.Redis | None = None) -> None:
         self._config = json.dumps(
             {
                 "k": keys.templates(),
@@ -49,6 +53,10 @@ class Scripts:
         )
         lib = source("lib")
         self._scripts = {n: client.register_script(lib + "\n" + source(n)) for n in NAMES}
+        self._ascripts = {n: aclient.register_script(lib + "\n" + source(n)) for n in NAMES} if aclient else {}
 
     def call(self, name: str, *args: Any, client: redis.Redis | None = None) -> Any:
         return self._scripts[name](keys=[], args=[self._config, *args], client=client)
+
+    async def acall(self, name: str, *args: Any) -> Any:
+        return await self._ascripts[name](keys=[], args=[self._config, *args])

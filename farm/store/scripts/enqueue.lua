@@ -3,7 +3,7 @@
 -- group ('' for none), group_limit, on_full, queue_timeout_ms ('' for none),
 -- idempotency key ('' for none), body sha256, callback url ('' for none), secrets json
 -- (resolved values), rerun_of ('' for none).
--- Returns {'created', id} | {'duplicate', id} (same key, same body) | {'conflict', id}.
+-- Returns {'created', id, queued_at_ms} | {'duplicate', id} (same key, same body) | {'conflict', id}.
 local id, tenant, pool = ARGV[2], ARGV[3], ARGV[4]
 local priority = tonumber(ARGV[5])
 local group, limit, on_full = ARGV[10], ARGV[11], ARGV[12]
@@ -44,4 +44,4 @@ if group ~= '' then
 end
 if ARGV[13] ~= '' then redis.call('ZADD', K.qdeadlines, now + tonumber(ARGV[13]), id) end
 make_ready(id, pool, tenant, qscore, group, now)
-return {'created', id}
+return {'created', id, now}
