@@ -127,7 +127,11 @@ class Attempt:
         state, error, exit_code = JobState.SUCCEEDED, None, 0
         self.watch.attach(self)
         try:
-            path = self.workspace.create()
+            # A runtime that runs nothing (noop) needs no directory, unless the job brings
+            # source or keeps artifacts.
+            path = self.workspace.path
+            if self.runtime.uses_workspace or spec.source or spec.artifacts:
+                self.workspace.create()
             if spec.source and spec.source.git:
                 log.note(f"checking out {spec.source.git.url} at {spec.source.git.ref}")
                 code = self.workspace.checkout(spec.source.git, log.write, self.stop)

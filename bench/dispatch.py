@@ -12,6 +12,7 @@ the local runtime.
              queued_at of each (server clock, ms) -> submit_to_start_p50_ms / _p99_ms
 
 Usage: python bench/dispatch.py [--json] [--jobs N] [--concurrency C] [--executors E] [--samples S]
+       python bench/dispatch.py --peers [--json] [--jobs N] [--concurrency C]   (see bench/peers.py)
 """
 
 from __future__ import annotations
@@ -104,7 +105,14 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--executors", type=int, default=4)
     ap.add_argument("--samples", type=int, default=200)
+    ap.add_argument("--peers", action="store_true", help="farm against Celery and RQ on the same Redis (bench/peers.py)")
     args = ap.parse_args()
+    if args.peers:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import peers
+
+        report(peers.run(args.jobs, args.concurrency), args.json)
+        return
 
     token = "bench-admin-token"
     with tempfile.TemporaryDirectory(prefix="farm-bench-") as tmp:
@@ -141,7 +149,7 @@ def main() -> None:
             api.wait()
             farm.stop()
 
-    figures = {
+    report({
         "submit_to_start_p50_ms": round(percentile(lat, 50), 2),
         "submit_to_start_p99_ms": round(percentile(lat, 99), 2),
         "farm_submit_jobs_per_s": round(submit_rate, 1),
@@ -150,8 +158,11 @@ def main() -> None:
         "concurrency": args.concurrency,
         "executors": args.executors,
         "samples": args.samples,
-    }
-    if args.json:
+    }, args.json)  # fmt: skip
+
+
+def report(figures: dict, as_json: bool) -> None:
+    if as_json:
         print(json.dumps(figures))
     else:
         for k, v in figures.items():

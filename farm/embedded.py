@@ -95,17 +95,25 @@ class EmbeddedFarm:
 
         ray.get([a.start.remote() for a in self.actors])
 
-    def stop(self, drain_timeout_s: float = 10.0) -> None:
-        if self.actors:
-            import ray
+    def stop_executors(self, drain_timeout_s: float = 10.0) -> None:
+        """Drain every executor (a job still running after the timeout is left to its lease)."""
+        if not self.actors:
+            return
+        import ray
 
-            try:
-                ray.get([a.drain.remote(drain_timeout_s) for a in self.actors], timeout=drain_timeout_s + 5)
-            except Exception as e:  # noqa: BLE001 - shutting down whatever happens
-                log.warning("executors did not drain cleanly: %s", e)
-            for a in self.actors:
-                ray.kill(a)
-            self.actors.clear()
+        try:
+            ray.get([a.drain.remote(drain_timeout_s) for a in self.actors], timeout=drain_timeout_s + 5)
+        except Exception as e:  # noqa: BLE001 - shutting down whatever happens
+            log.warning("executors did not drain cleanly: %s", e)
+        for a in self.actors:
+            ray.kill(a)
+        self.actors.clear()
+
+    def stop(self, drain_timeout_s: float = 10.0) -> None:
+        self.stop_executors(drain_timeout_s)
+        import ray
+
+        if ray.is_initialized():
             ray.shutdown()
         if self.redis is not None:
             self.redis.stop()

@@ -29,6 +29,7 @@ class StepContext:
 
 class Runtime(Protocol):
     name: str
+    uses_workspace: bool  # whether steps need the job's workspace directory
 
     def prepare(self) -> None:
         """Check the runtime can work (daemon reachable...); raise RuntimeFailure if not."""

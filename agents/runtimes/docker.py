@@ -27,6 +27,7 @@ WORKDIR = "/workspace"
 
 class DockerRuntime:
     name = "docker"
+    uses_workspace = True
 
     def __init__(self, settings: DockerSettings) -> None:
         self.settings = settings

@@ -80,6 +80,7 @@ def run_process(
 
 class LocalRuntime:
     name = "local"
+    uses_workspace = True
 
     def __init__(self, *, kill_grace_s: float = 0.5) -> None:
         self.kill_grace_s = kill_grace_s

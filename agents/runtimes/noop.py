@@ -13,6 +13,7 @@ from farm.models import Step
 
 class NoopRuntime:
     name = "noop"
+    uses_workspace = False
 
     def prepare(self) -> None:
         pass
