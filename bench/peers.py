@@ -17,7 +17,6 @@ Celery and RQ come from the `bench` extra: pip install -e '.[bench]'.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import shutil
@@ -31,11 +30,10 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from harness import NOOP, farm_api, progress, submit_load
 
 from farm.models import JobSpec, parse_rfc3339
 from farm.store.jobs import JobStore, connect
-
-NOOP = {"steps": [{"name": "noop", "run": "true"}]}
 
 WORKER_MODULE = textwrap.dedent(
     """
@@ -59,10 +57,6 @@ WORKER_MODULE = textwrap.dedent(
         r.incr("bench:done")
     """
 )
-
-
-def progress(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def _wait_count(r: redis.Redis, n: int, timeout: float) -> float:
@@ -152,60 +146,10 @@ def farm_drain(farm: Any, settings: Any, store: JobStore, n: int, procs: int) ->
     return n / (last - first)
 
 
-async def _http_load(port: int, token: str, n: int, conns: int) -> float:
-    import json
-
-    body = json.dumps(NOOP).encode()
-    request = (
-        f"POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-    ).encode() + body
-    per = [n // conns + (1 if i < n % conns else 0) for i in range(conns)]
-
-    async def client(count: int) -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        for _ in range(count):
-            writer.write(request)
-            status = await reader.readline()
-            if b" 201 " not in status:
-                raise SystemExit(f"submit failed: {status!r}")
-            length = 0
-            while (line := await reader.readline()) != b"\r\n":
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":")[1])
-            await reader.readexactly(length)
-        writer.close()
-
-    t0 = time.perf_counter()
-    await asyncio.gather(*(client(c) for c in per))
-    return n / (time.perf_counter() - t0)
-
-
 def farm_submit(url: str, data_dir: Path, n: int, conns: int, workers: int) -> float:
-    from farm.store.server import free_port
-
-    token, port = "bench-admin-token", free_port()
-    env = {**os.environ, "FARM_REDIS_URL": url, "FARM_ADMIN_TOKEN": token, "FARM_API__PORT": str(port), "FARM_DATA_DIR": str(data_dir)}
-    api = subprocess.Popen([sys.executable, "-m", "farm.cli", "api", "--workers", str(workers)], env=env,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    try:
-        import httpx
-
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit("farm api did not start")
-            time.sleep(0.1)
-        asyncio.run(_http_load(port, token, min(n, 500), conns))  # warm up every worker
-        return asyncio.run(_http_load(port, token, n, conns))
-    finally:
-        api.terminate()
-        api.wait(30)
+    with farm_api(url, data_dir, workers) as port:
+        submit_load(port, min(n, 500), conns)  # warm up every worker
+        return n / submit_load(port, n, conns)[1]
 
 
 def redis_ops(port: int, password: str) -> float | None:
@@ -247,7 +191,7 @@ def run(n: int, conns: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="farm-peers-") as tmp:
         workdir = Path(tmp)
         (workdir / "benchtasks.py").write_text(WORKER_MODULE)
-        settings = Settings.load(data_dir=workdir / "farm", admin_token="bench-admin-token", executors={"count": 0})
+        settings = Settings.load(data_dir=workdir / "farm", executors={"count": 0})
         farm = EmbeddedFarm(settings)
         resolved = farm.start()
         url = resolved.redis_url or ""

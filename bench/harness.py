@@ -1,0 +1,86 @@
+"""Shared by the benchmarks: run `farm api` as its own process(es), and drive it with a
+light asyncio HTTP/1.1 keep-alive client (so the load generator costs little of the two
+cores it shares with the server)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from farm.store.server import free_port
+
+TOKEN = "bench-admin-token"
+NOOP: dict[str, Any] = {"steps": [{"name": "noop", "run": "true"}]}
+
+
+def progress(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+@contextmanager
+def farm_api(redis_url: str, data_dir: Path, workers: int) -> Iterator[int]:
+    """`farm api --workers N` on a free port; yields the port once /healthz answers."""
+    port = free_port()
+    env = {**os.environ, "FARM_REDIS_URL": redis_url, "FARM_ADMIN_TOKEN": TOKEN, "FARM_API__PORT": str(port),
+           "FARM_DATA_DIR": str(data_dir)}  # fmt: skip
+    api = subprocess.Popen([sys.executable, "-m", "farm.cli", "api", "--workers", str(workers)], env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit("farm api did not start")
+            time.sleep(0.1)
+        yield port
+    finally:
+        api.terminate()
+        api.wait(30)
+
+
+async def _load(port: int, n: int, conns: int, spec: dict[str, Any]) -> tuple[list[str], float]:
+    body = json.dumps(spec).encode()
+    request = (
+        f"POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    per = [n // conns + (1 if i < n % conns else 0) for i in range(conns)]
+
+    async def client(count: int) -> list[str]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        ids = []
+        for _ in range(count):
+            writer.write(request)
+            status = await reader.readline()
+            if b" 201 " not in status:
+                raise SystemExit(f"submit failed: {status!r}")
+            length = 0
+            while (line := await reader.readline()) != b"\r\n":
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            ids.append(json.loads(await reader.readexactly(length))["id"])
+        writer.close()
+        return ids
+
+    t0 = time.perf_counter()
+    chunks = await asyncio.gather(*(client(c) for c in per))
+    return [i for chunk in chunks for i in chunk], time.perf_counter() - t0
+
+
+def submit_load(port: int, n: int, conns: int, spec: dict[str, Any] = NOOP) -> tuple[list[str], float]:
+    """POST n jobs over `conns` keep-alive connections; (job ids, seconds taken)."""
+    return asyncio.run(_load(port, n, conns, spec))
