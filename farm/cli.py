@@ -277,5 +277,90 @@ def queue(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     out.print(table)
 
 
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+@app.command()
+def simulate(
+    trace: Annotated[Path, typer.Option("--trace", help="CSV: submitted_ts,duration_s,pool,tenant")],
+    policy: Annotated[str, typer.Option(help="reactive|scheduled|predictive|jenkins|gitlab|arc|keda|all")] = "predictive",
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="policy parameter k=v (JSON values)")] = None,
+    sweep: Annotated[Optional[str], typer.Option(help="k=a:b:step: run each value, report the cheapest meeting the target")] = None,
+    lead: Annotated[float, typer.Option(help="provisioning lead time, seconds")] = 60.0,
+    target_p95: Annotated[float, typer.Option(help="p95 wait target, seconds")] = 15.0,
+    split_pools: Annotated[bool, typer.Option(help="one replay per pool instead of all rows as one")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON array of results")] = False,
+) -> None:
+    """Replay a recorded trace through a capacity policy (or all of them, peers tuned with hindsight)."""
+    from farm.sim import tune
+    from farm.sim.trace import TraceError, parse
+
+    try:
+        with trace.open() as f:
+            traces = parse(f, split_pools=split_pools)
+    except (OSError, TraceError) as e:
+        err.print(f"[red]cannot read trace:[/red] {e}")
+        raise typer.Exit(2) from e
+    if policy != "all" and policy not in tune.POLICIES:
+        err.print(f"[red]unknown policy {policy!r}[/red]; use one of {', '.join([*tune.POLICIES, 'all'])}")
+        raise typer.Exit(2)
+    params: dict[str, Any] = {}
+    for item in set_ or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"--set takes k=v, not {item!r}")
+        params[key] = _parse_value(value)
+    if policy == "predictive":
+        params.setdefault("target_p95_s", target_p95)
+    results = []
+    with err.status("simulating…") as status:
+        def progress(msg: str) -> None:
+            status.update(msg)
+
+        for tr in traces:
+            try:
+                if policy == "all":
+                    results += tune.everything(tr, target_p95, lead, progress=progress)
+                elif sweep:
+                    key, _, rng = sweep.partition("=")
+                    a, b, step = (float(x) for x in rng.split(":"))
+                    n = int(round((b - a) / step)) + 1
+                    runs = [tune.run(tr, policy, {**params, key: _int_if_whole(a + i * step)}, lead) for i in range(n)]
+                    for r in runs:
+                        progress(f"{key}={r.params[key]}: p95 {r.wait_p95_s:.0f}s")
+                    results += runs
+                else:
+                    results.append(tune.run(tr, policy, params, lead))
+            except (ValidationError, ValueError) as e:
+                err.print(f"[red]invalid policy:[/red] {e}")
+                raise typer.Exit(2) from e
+    if as_json:
+        print(json.dumps([r.row() for r in results]))
+        return
+    table = Table("pool", "policy", "params", "executor-h", "busy-h", "efficiency", "wait p50", "p95", "p99",
+                  "killed", "reversals/h", "clairvoyant-h")  # fmt: skip
+    for r in results:
+        ok = "" if r.wait_p95_s <= target_p95 else " [red](misses target)[/red]"
+        table.add_row(r.pool, r.policy + ok, json.dumps(r.params) if r.params else "", f"{r.executor_hours:,.0f}",
+                      f"{r.busy_hours:,.0f}", f"{r.efficiency:.1%}", f"{r.wait_p50_s:.0f}s", f"{r.wait_p95_s:.0f}s",
+                      f"{r.wait_p99_s:.0f}s", str(r.killed_jobs), f"{r.reversals_per_hour:.2f}", f"{r.clairvoyant_hours:,.0f}")  # fmt: skip
+    out.print(table)
+    if sweep:
+        meeting = [r for r in results if r.wait_p95_s <= target_p95]
+        if meeting:
+            best = min(meeting, key=lambda r: r.executor_hours)
+            out.print(f"cheapest meeting p95 ≤ {target_p95:g}s: {json.dumps(best.params)} ({best.executor_hours:,.0f} executor-hours)")
+        else:
+            out.print(f"no setting in the sweep meets p95 ≤ {target_p95:g}s")
+
+
+def _int_if_whole(v: float) -> float | int:
+    return int(v) if float(v).is_integer() else round(v, 6)
+
+
 if __name__ == "__main__":
     app()

@@ -1,0 +1,1 @@
+"""Capacity: pure policies (`policy`), what the predictive one learns (`forecast`)."""

@@ -1,0 +1,185 @@
+"""What the predictive policy learns, and how it turns that into an idle buffer. Pure.
+
+The question a buffer answers: when a job arrives, is an executor already idle? A new one
+takes the lead time L to boot, longer than the wait target T (the interesting case; when
+T >= L, on-demand executors already meet it). The executors started for jobs that arrived
+earlier become ready L after them, so a job waits longer than T exactly when more jobs
+arrived in the window (t - (L - T), t] than there were idle executors: with an idle buffer
+of b, the job that is k-th in its window is late iff k > b. CI demand arrives in fan-out
+bursts (one push starts ~19 jobs at once), so k is what matters, not the arrival rate that
+an Erlang-C model would assume.
+
+So the forecaster keeps, online and only from what it has seen, a histogram of k for each
+hour of the week (UTC, Monday 00:00 = 0), split by the recent level: "active" when a job
+arrived within `active_s`, else "quiet" (CI bursts come in clusters: a push that started
+one burst is often followed by more, while a quiet hour stays quiet). The state lags by the
+lead time, so the state at t is known in time to boot its buffer by t. Every `replan_s` it chooses a buffer b_h for each
+cell to minimise executor-hours, sum(b_h), subject to the expected late jobs,
+sum(late_h(b_h)), staying within the budget (1 - quantile) * safety of all jobs (`plan`).
+Quiet hours get the small buffers because a late job there is rare; the budget is spent
+where it buys the most. Each cell is shrunk toward the pooled shape (a prior worth one week
+of an average cell): a cell seen quiet for a few weeks is not known to be quiet, and without
+the prior the plan turned off hours that then had bursts. Until a whole week has been seen,
+every hour gets the pooled buffer.
+
+Two guards: the buffer for the next L seconds is the larger of this hour's and the next's
+(capacity asked for now is ready at now + L), and when the recent jobs the plan made late
+run above twice what it expected for them (the week is not like the weeks before), it
+falls back to the pooled, all-hours buffer until that passes.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+HOURS = 168
+CELLS = 2 * HOURS  # each hour of the week, quiet or active
+K_MAX = 256  # burst sizes above this count as K_MAX
+RECENT = 400  # arrivals the fallback guard looks back over
+PRIOR_WEEKS = 1.0  # how much the pooled prior weighs in each cell, in weeks of an average cell
+
+
+def hour_of_week(t: float) -> int:
+    return (int(t // 3600) + 72) % HOURS  # 1970-01-01 was a Thursday
+
+
+def cell(t: float, active: bool) -> int:
+    return 2 * hour_of_week(t) + int(active)
+
+
+def _late(hist: np.ndarray) -> np.ndarray:
+    """late[..., b] = arrivals with k > b (suffix sums of the k histogram)."""
+    tail = np.cumsum(hist[..., ::-1], axis=-1)[..., ::-1]
+    return np.concatenate([tail[..., 1:], np.zeros(hist.shape[:-1] + (1,))], axis=-1)
+
+
+def plan(hist: np.ndarray, exposure: np.ndarray, budget: float) -> np.ndarray:
+    """Buffers b_c minimising executor-hours, sum(b_c * exposure_c), subject to
+    sum(late_c(b_c)) <= budget, where exposure_c is the time the pool spends in cell c.
+
+    Greedy on the marginal step: start where no job is late and repeatedly take one
+    executor off the cell whose next step down adds the fewest late jobs per executor-hour
+    saved (hist[c, b] / exposure_c: the arrivals that were exactly b-th in their window),
+    while the budget holds. A single Lagrangian price cannot do this: a burst makes
+    late_c(b) linear in b, so whole cells flip together at one price and the budget is
+    missed by a wide margin."""
+    import heapq
+
+    late = _late(hist)
+    buffers = np.argmax(late <= 0, axis=-1)  # the smallest zero-late buffer of each cell
+    spent = 0.0
+
+    def step(c: int) -> tuple[float, float, int]:
+        added = float(hist[c, buffers[c]])
+        return added / max(float(exposure[c]), 1e-9), added, c
+
+    heap = [step(c) for c in range(hist.shape[0]) if buffers[c] > 0]
+    heapq.heapify(heap)
+    while heap:
+        _, added, c = heapq.heappop(heap)
+        if spent + added > budget:
+            continue  # this cell's next step does not fit; a cheaper one elsewhere still may
+        spent += added
+        buffers[c] -= 1
+        if buffers[c] > 0:
+            heapq.heappush(heap, step(c))
+    return buffers
+
+
+@dataclass
+class Forecaster:
+    """Online state of the predictive policy. The autoscaler owns one per pool and passes it
+    back in through the snapshot's memory; it is updated in place."""
+
+    window_s: float
+    lead_s: float
+    budget_share: float
+    replan_s: float
+    active_s: float
+    hist: np.ndarray = field(default_factory=lambda: np.zeros((CELLS, K_MAX + 1)))
+    recent: deque = field(default_factory=deque)  # arrival times within window_s
+    history: deque = field(default_factory=deque)  # arrival times within active_s
+    # (late under the plan in force, the late share that plan expected for the cell)
+    outcomes: deque = field(default_factory=lambda: deque(maxlen=RECENT))
+    exposure: np.ndarray = field(default_factory=lambda: np.zeros(CELLS))  # seconds spent in each cell
+    seen_until: float | None = None
+    buffers: np.ndarray = field(default_factory=lambda: np.zeros(CELLS, dtype=int))
+    expected: np.ndarray = field(default_factory=lambda: np.zeros(CELLS))
+    pooled: int = 0
+    first_seen: float | None = None
+    planned_at: float = float("-inf")
+    fallback: bool = False
+
+    @classmethod
+    def new(cls, policy: Any, lead_s: float) -> "Forecaster":
+        window = max(1.0, lead_s - policy.target_p95_s)
+        return cls(window, lead_s, (1 - policy.quantile) * policy.safety, policy.replan_s, policy.active_s)
+
+    def observe(self, arrivals: tuple[float, ...], now: float) -> "Forecaster":
+        if self.seen_until is not None and now > self.seen_until:
+            self.exposure[cell(now, self._active_at(now))] += now - self.seen_until
+        self.seen_until = now
+        for t in arrivals:
+            if self.first_seen is None:
+                self.first_seen = t
+            while self.recent and self.recent[0] <= t - self.window_s:
+                self.recent.popleft()
+            while self.history and self.history[0] <= t - self.active_s:
+                self.history.popleft()
+            c = cell(t, self._active_at(t))
+            self.history.append(t)
+            self.recent.append(t)
+            k = min(len(self.recent), K_MAX)
+            self.outcomes.append((1 if k > self._planned(c) else 0, self.expected[c]))
+            self.hist[c, k] += 1
+        if now - self.planned_at >= self.replan_s:
+            self._replan(now)
+        return self
+
+    def _active_at(self, t: float) -> bool:
+        """Whether the pool counts as active at time t: a job arrived in (t - active_s, t - L].
+        Lagging by the lead time L makes the state at t known at t - L, in time to have the
+        state's buffer booted by t."""
+        return any(t - self.active_s < x <= t - self.lead_s for x in self.history)
+
+    def _planned(self, c: int) -> int:
+        return self.pooled if self.fallback else int(self.buffers[c])
+
+    def _replan(self, now: float) -> None:
+        self.planned_at = now
+        total = self.hist.sum()
+        if total == 0:
+            return
+        budget = self.budget_share * total
+        pooled_hist = self.hist.sum(axis=0)
+        # The pooled buffer: the smallest b with the pooled late share within budget.
+        late = _late(pooled_hist[None, :])[0]
+        self.pooled = int(np.argmax(late <= budget))
+        weeks = (now - (self.first_seen or now)) / (7 * 86400)
+        if weeks < 1:
+            # Not every hour of the week seen yet: one buffer for all of them.
+            self.buffers = np.full(CELLS, self.pooled, dtype=int)
+        else:
+            # Shrink each cell toward the pooled shape: a cell seen quiet for a few weeks is
+            # not known to be quiet. The prior weighs as much as one week of an average cell.
+            prior = pooled_hist / (weeks * CELLS) * PRIOR_WEEKS
+            self.buffers = plan(self.hist + prior, self.exposure, budget)
+        counts = self.hist.sum(axis=1)
+        late_cells = _late(self.hist)[np.arange(CELLS), self.buffers]
+        self.expected = np.divide(late_cells, counts, out=np.zeros(CELLS), where=counts > 0)
+        # Forecast error: recent jobs the plan made late against what it expected for them.
+        seen, wanted = sum(o for o, _ in self.outcomes), sum(e for _, e in self.outcomes)
+        self.fallback = len(self.outcomes) >= RECENT and seen > 3 * wanted + self.budget_share * RECENT
+
+    def buffer(self, now: float) -> tuple[int, str]:
+        if self.fallback:
+            return self.pooled, f"fallback buffer {self.pooled} (recent jobs beyond the plan)"
+        active, active_next = self._active_at(now), self._active_at(now + self.lead_s)
+        c, c_next = cell(now, active), cell(now + self.lead_s, active_next)
+        b = max(int(self.buffers[c]), int(self.buffers[c_next]))
+        state = "active" if active or active_next else "quiet"
+        return b, f"buffer {b} planned for hour-of-week {c // 2} ({state})"

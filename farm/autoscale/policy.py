@@ -1,0 +1,280 @@
+"""Capacity policies: pure functions from a snapshot of a pool to a decision.
+
+    decide(snapshot, policy, now=...) -> Decision
+
+No I/O and no clock of its own: the live autoscaler and the simulator call this very
+function, which is what makes `farm simulate` trustworthy for tuning. A policy that learns
+(the predictive one, Jenkins' moving averages) carries what it learned in `Snapshot.memory`
+and hands the next memory back in the `Decision`; the caller stores it and passes it in next
+time.
+
+Every policy computes a raw desired count; the shared steps then apply, in this order:
+`_enforce_bounds` (min/max), `_limit_scale_up` (at most scale_up_per_min starts a minute)
+and `_delay_scale_down` (desired may only fall after it has wanted to for
+scale_down_delay_s). Scale-down only ever drains idle executors: a decision never names a
+busy one, so no running job is killed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# -- data in and out -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What a pool looks like at one moment (times in seconds)."""
+
+    queued: int
+    running: int  # busy executors
+    starting: int  # requested, not ready yet
+    idle: int
+    idle_ages_s: tuple[float, ...] = ()  # how long each idle executor has been idle, longest first
+    arrivals: tuple[float, ...] = ()  # submission times since the previous decision
+    lead_s: float = 60.0  # measured provisioning lead time
+    memory: Any = None  # what the policy learned so far (opaque to the caller)
+
+    @property
+    def current(self) -> int:
+        return self.running + self.starting + self.idle
+
+
+@dataclass(frozen=True)
+class Decision:
+    desired: int
+    reason: str
+    memory: Any = None
+    to_start: int = 0
+    to_drain: int = 0  # idle executors to stop (the longest idle first)
+
+
+# -- policy configurations -------------------------------------------------------------------
+
+
+class _Policy(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min: Annotated[int, Field(ge=0)] = 0
+    max: Annotated[int, Field(ge=0)] = 10_000
+    scale_up_per_min: Annotated[int | None, Field(ge=1)] = None
+    scale_down_delay_s: Annotated[float, Field(ge=0)] = 60.0
+    one_shot: bool = False  # executors take one job and exit (ARC, KEDA)
+    tick_s: Annotated[float, Field(gt=0)] = 10.0  # how often the loop decides, besides on arrivals
+    on_arrival: bool = True  # decide on every arrival too
+
+
+class ReactivePolicy(_Policy):
+    """queued + running + buffer."""
+
+    kind: Literal["reactive"] = "reactive"
+    buffer: Annotated[int, Field(ge=0)] = 0
+
+
+class Window(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cron: str  # when the window opens, e.g. "0 8 * * 1-5"
+    duration_s: Annotated[float, Field(gt=0)]
+    timezone: str = "UTC"
+    idle: Annotated[int, Field(ge=0)] = 0
+    min: Annotated[int, Field(ge=0)] = 0
+
+
+class ScheduledPolicy(_Policy):
+    """queued + running + the idle target of the open window (or `idle` outside any)."""
+
+    kind: Literal["scheduled"] = "scheduled"
+    idle: Annotated[int, Field(ge=0)] = 0
+    windows: list[Window] = Field(default_factory=list)
+
+
+class PredictivePolicy(_Policy):
+    """Sizes the idle buffer from the pool's own learned arrival pattern so that the share of
+    jobs waiting longer than `target_p95_s` stays within `1 - quantile` (see forecast.py)."""
+
+    kind: Literal["predictive"] = "predictive"
+    target_p95_s: Annotated[float, Field(gt=0)] = 15.0
+    quantile: Annotated[float, Field(gt=0.5, lt=1)] = 0.95
+    safety: Annotated[float, Field(gt=0, le=1)] = 0.8  # plan for this share of the late-job budget
+    replan_s: Annotated[float, Field(gt=0)] = 3600.0
+    active_s: Annotated[float, Field(gt=0)] = 900.0  # a job arrived this recently: the pool is active
+
+
+class JenkinsPolicy(_Policy):
+    kind: Literal["jenkins"] = "jenkins"
+    margin: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    margin0: Annotated[float, Field(ge=0, lt=1)] = 0.5
+    margin_decay: Annotated[float, Field(gt=0, lt=1)] = 0.5
+    decay: Annotated[float, Field(gt=0, lt=1)] = 0.9
+    no_delay: bool = True  # kubernetes-plugin NoDelayProvisionerStrategy
+    idle_minutes: Annotated[float, Field(ge=0)] = 0.0  # retention: 0 = one build per agent
+    spare: Annotated[int, Field(ge=0)] = 0  # idle agents kept ready (the sweep knob)
+
+
+class GitLabPeriod(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    hours_of_week: list[int]  # 0 = Monday 00:00 UTC; the compiled form of cron `periods`
+    idle_count: Annotated[int, Field(ge=0)] = 0
+    idle_time_s: Annotated[float | None, Field(ge=0)] = None
+
+
+class GitLabPolicy(_Policy):
+    kind: Literal["gitlab"] = "gitlab"
+    idle_count: Annotated[int, Field(ge=0)] = 0
+    idle_time_s: Annotated[float, Field(ge=0)] = 300.0
+    scale_factor: Annotated[float, Field(ge=0)] = 0.0
+    scale_factor_limit: Annotated[int, Field(ge=0)] = 0
+    periods: list[GitLabPeriod] = Field(default_factory=list)
+
+
+class ArcPolicy(_Policy):
+    kind: Literal["arc"] = "arc"
+    min_runners: Annotated[int, Field(ge=0)] = 0
+    one_shot: bool = True
+    scale_down_delay_s: float = 0.0
+
+
+class KedaPolicy(_Policy):
+    kind: Literal["keda"] = "keda"
+    min_replicas: Annotated[int, Field(ge=0)] = 0
+    polling_interval_s: Annotated[float, Field(gt=0)] = 30.0
+    target_queue_length: Annotated[int, Field(ge=1)] = 1
+    one_shot: bool = True
+    on_arrival: bool = False
+    scale_down_delay_s: float = 0.0
+
+
+CapacityPolicy = Annotated[
+    Union[ReactivePolicy, ScheduledPolicy, PredictivePolicy, JenkinsPolicy, GitLabPolicy, ArcPolicy, KedaPolicy],
+    Field(discriminator="kind"),
+]
+
+
+# -- the shared steps ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Limits:
+    below_since: float | None = None  # when desired first fell below current
+    window_start: float = 0.0  # scale-up rate window
+    started_in_window: int = 0
+
+
+@dataclass(frozen=True)
+class Memory:
+    limits: _Limits = field(default_factory=_Limits)
+    own: Any = None  # the policy's own memory
+
+
+def _enforce_bounds(desired: int, policy: _Policy) -> int:
+    return max(policy.min, min(policy.max, desired))
+
+
+def _limit_scale_up(snap: Snapshot, desired: int, policy: _Policy, lim: _Limits, now: float) -> tuple[int, _Limits]:
+    want = desired - snap.current
+    if want <= 0 or policy.scale_up_per_min is None:
+        return desired, lim
+    if now - lim.window_start >= 60:
+        lim = replace(lim, window_start=now, started_in_window=0)
+    allowed = max(0, policy.scale_up_per_min - lim.started_in_window)
+    start = min(want, allowed)
+    return snap.current + start, replace(lim, started_in_window=lim.started_in_window + start)
+
+
+def _delay_scale_down(snap: Snapshot, desired: int, policy: _Policy, lim: _Limits, now: float) -> tuple[int, _Limits]:
+    if desired >= snap.current:
+        return desired, replace(lim, below_since=None)
+    since = lim.below_since if lim.below_since is not None else now
+    if now - since < policy.scale_down_delay_s:
+        return snap.current, replace(lim, below_since=since)
+    return desired, replace(lim, below_since=since)
+
+
+RawDecide = Callable[[Snapshot, Any, float, Any], tuple[int, str, Any]]
+_RAW: dict[str, RawDecide] = {}
+
+
+def raw(kind: str) -> Callable[[RawDecide], RawDecide]:
+    """Register the raw sizing rule of a policy kind (its own memory in, its own memory out)."""
+
+    def register(fn: RawDecide) -> RawDecide:
+        _RAW[kind] = fn
+        return fn
+
+    return register
+
+
+def decide(snap: Snapshot, policy: _Policy, *, now: float) -> Decision:
+    memory: Memory = snap.memory if isinstance(snap.memory, Memory) else Memory()
+    desired, reason, own = _RAW[policy.kind](snap, policy, now, memory.own)  # type: ignore[attr-defined]
+    desired = _enforce_bounds(desired, policy)
+    desired, lim = _limit_scale_up(snap, desired, policy, memory.limits, now)
+    desired, lim = _delay_scale_down(snap, desired, policy, lim, now)
+    start = max(0, desired - snap.current)
+    drain = min(snap.idle, max(0, snap.current - desired))
+    return Decision(desired, reason, Memory(lim, own), start, drain)
+
+
+# -- farm's own policies ---------------------------------------------------------------------
+
+
+@raw("reactive")
+def _reactive(snap: Snapshot, policy: ReactivePolicy, now: float, own: Any) -> tuple[int, str, Any]:
+    return snap.queued + snap.running + policy.buffer, f"queued {snap.queued} + running {snap.running} + buffer {policy.buffer}", own
+
+
+@dataclass(frozen=True)
+class _WindowState:
+    open_until: float  # the window is open while now < open_until
+    next_open: float  # the next opening at or after the last check
+    checked: float
+
+
+def _window_state(w: Window, now: float, prev: _WindowState | None) -> _WindowState:
+    """Open/close times of a cron window, recomputed only when `now` passes a boundary
+    (croniter is slow; a simulation decides hundreds of thousands of times)."""
+    if prev is not None and now < prev.next_open and (now < prev.open_until or prev.open_until <= prev.checked):
+        return prev
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    from croniter import croniter
+
+    tz = ZoneInfo(w.timezone)
+    at = dt.datetime.fromtimestamp(now, tz)
+    last_open = croniter(w.cron, at).get_prev(float)
+    nxt = croniter(w.cron, at).get_next(float)
+    return _WindowState(open_until=last_open + w.duration_s, next_open=nxt, checked=now)
+
+
+@raw("scheduled")
+def _scheduled(snap: Snapshot, policy: ScheduledPolicy, now: float, own: Any) -> tuple[int, str, Any]:
+    states = list(own) if own else [None] * len(policy.windows)
+    idle, floor, why = policy.idle, 0, "no window open"
+    for i, w in enumerate(policy.windows):
+        states[i] = _window_state(w, now, states[i])
+        if now < states[i].open_until:
+            idle, floor, why = max(idle, w.idle), max(floor, w.min), f"window {w.cron!r} open"
+    desired = max(floor, snap.queued + snap.running + idle)
+    return desired, f"{why}: queued {snap.queued} + running {snap.running} + idle {idle}", tuple(states)
+
+
+@raw("predictive")
+def _predictive(snap: Snapshot, policy: PredictivePolicy, now: float, own: Any) -> tuple[int, str, Any]:
+    from farm.autoscale.forecast import Forecaster
+
+    fc: Forecaster = own if own is not None else Forecaster.new(policy, snap.lead_s)
+    fc = fc.observe(snap.arrivals, now)
+    buffer, why = fc.buffer(now)
+    return snap.queued + snap.running + buffer, f"queued {snap.queued} + running {snap.running} + {why}", fc
+
+
+def ceil_div(a: float, b: float) -> int:
+    return int(math.ceil(a / b)) if b else 0

@@ -1,0 +1,1 @@
+"""`farm simulate`: traces, the discrete-event simulator, peer autoscalers, tuning. Pure."""

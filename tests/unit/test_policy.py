@@ -1,0 +1,154 @@
+"""Capacity policies: the shared steps, each policy's sizing rule, and the peers."""
+
+import pytest
+from pydantic import ValidationError
+
+import farm.sim.peers  # noqa: F401  (registers the peers)
+from farm.autoscale.policy import (
+    ArcPolicy,
+    GitLabPeriod,
+    GitLabPolicy,
+    JenkinsPolicy,
+    KedaPolicy,
+    PredictivePolicy,
+    ReactivePolicy,
+    ScheduledPolicy,
+    Snapshot,
+    Window,
+    decide,
+)
+
+MONDAY_9 = 1763974800.0  # 2025-11-24 09:00 UTC, a Monday
+
+
+def snap(**kw):
+    base = dict(queued=0, running=0, starting=0, idle=0)
+    base.update(kw)
+    return Snapshot(**base)
+
+
+def test_reactive_is_queued_plus_running_plus_buffer():
+    d = decide(snap(queued=3, running=2, idle=1), ReactivePolicy(buffer=2), now=0)
+    assert (d.desired, d.to_start, d.to_drain) == (7, 4, 0)
+    assert "buffer 2" in d.reason
+
+
+def test_bounds_apply():
+    assert decide(snap(queued=50), ReactivePolicy(max=10), now=0).desired == 10
+    assert decide(snap(), ReactivePolicy(min=3), now=0).desired == 3
+
+
+def test_scale_up_rate_limit_per_minute():
+    p = ReactivePolicy(scale_up_per_min=5)
+    d1 = decide(snap(queued=20), p, now=0)
+    assert d1.to_start == 5
+    d2 = decide(snap(queued=20, starting=5, memory=d1.memory), p, now=30)
+    assert d2.to_start == 0  # the minute's five are used
+    d3 = decide(snap(queued=20, starting=5, memory=d2.memory), p, now=61)
+    assert d3.to_start == 5
+
+
+def test_scale_down_waits_for_the_delay_and_drains_idle_only():
+    p = ReactivePolicy(scale_down_delay_s=60)
+    d1 = decide(snap(running=2, idle=5), p, now=0)
+    assert (d1.desired, d1.to_drain) == (7, 0)  # wants 2, holds 7 for now
+    d2 = decide(snap(running=2, idle=5, memory=d1.memory), p, now=59)
+    assert d2.to_drain == 0
+    d3 = decide(snap(running=2, idle=5, memory=d2.memory), p, now=60)
+    assert (d3.desired, d3.to_drain) == (2, 5)
+    # Never more than the idle ones, whatever the policy wants.
+    d4 = decide(snap(running=6, idle=1), ReactivePolicy(max=0, scale_down_delay_s=0), now=0)
+    assert d4.to_drain == 1
+
+
+def test_a_rise_resets_the_scale_down_delay():
+    p = ReactivePolicy(scale_down_delay_s=60)
+    d1 = decide(snap(idle=5), p, now=0)
+    d2 = decide(snap(queued=5, idle=5, memory=d1.memory), p, now=30)
+    d3 = decide(snap(idle=5, memory=d2.memory), p, now=70)
+    assert d3.to_drain == 0  # below again only since t=70
+
+
+def test_scheduled_windows_follow_cron_in_their_timezone():
+    p = ScheduledPolicy(idle=1, windows=[Window(cron="0 9 * * 1-5", duration_s=8 * 3600, timezone="Europe/Berlin", idle=10, min=4)])
+    inside = MONDAY_9 + 3600  # 10:00 UTC = 11:00 Berlin, Monday
+    before = MONDAY_9 - 3 * 3600  # 06:00 UTC = 07:00 Berlin
+    assert decide(snap(running=2), p, now=inside).desired == 12
+    assert decide(snap(running=2), p, now=before).desired == 3
+    saturday = MONDAY_9 + 5 * 86400 + 3600
+    assert decide(snap(), p, now=saturday).desired == 1
+    assert decide(snap(), ScheduledPolicy(windows=[Window(cron="0 9 * * *", duration_s=60, min=4)]), now=MONDAY_9 - 3600 + 30).desired == 0
+
+
+def test_arc_is_min_runners_plus_assigned():
+    d = decide(snap(queued=2, running=3, idle=4), ArcPolicy(min_runners=4, max=100), now=0)
+    assert d.desired == 9 and ArcPolicy().one_shot
+
+
+def test_keda_accurate_polls_and_subtracts_pending():
+    p = KedaPolicy(max=10)
+    d = decide(snap(queued=6, starting=2), p, now=0)
+    assert d.to_start == 4  # 6 queued - 2 pending
+    d2 = decide(snap(queued=9, starting=6, memory=d.memory), p, now=10)
+    assert d2.to_start == 0  # between polls
+    d3 = decide(snap(queued=9, running=4, starting=0, memory=d2.memory), p, now=31)
+    assert d3.to_start == 6  # min(10, 9) + 4 running > 10: 10 - 4
+
+
+def test_jenkins_no_delay_and_standard_strategy():
+    d = decide(snap(queued=5, idle=1, starting=1), JenkinsPolicy(), now=0)
+    assert d.to_start == 3  # no-delay: 5 - (1 + 1)
+    std = JenkinsPolicy(no_delay=False)
+    first = decide(snap(queued=5), std, now=0)
+    assert first.to_start >= 1  # nothing at all and work waiting: provision now
+    # With capacity online, the moving averages hold provisioning back until the queue
+    # persists: the queue EMA must pass 1 - m (m = 0.1 + 0.4 * 0.5^4 = 0.125).
+    memory = decide(snap(running=4), std, now=0).memory
+    waited = None
+    for tick in range(1, 60):
+        d = decide(snap(queued=1, running=4, memory=memory), std, now=tick * 10)
+        memory = d.memory
+        if d.to_start:
+            waited = tick * 10
+            break
+    assert waited is not None and 150 <= waited <= 250, waited
+
+
+def test_jenkins_spare_keeps_idle_agents_ready():
+    d = decide(snap(running=3), JenkinsPolicy(spare=4), now=0)
+    assert d.desired == 7
+
+
+def test_gitlab_idle_count_scale_factor_and_periods():
+    p = GitLabPolicy(idle_count=2, scale_factor=0.5, scale_factor_limit=10, idle_time_s=300)
+    assert decide(snap(running=10), p, now=MONDAY_9).desired == 15  # idle max(2, min(5, 10))
+    off = GitLabPolicy(idle_count=5, periods=[GitLabPeriod(hours_of_week=[9], idle_count=0)])
+    assert decide(snap(), off, now=MONDAY_9).desired == 0  # Monday 09:00 is hour-of-week 9
+    assert decide(snap(), off, now=MONDAY_9 + 3600).desired == 5
+    # An idle instance younger than idle_time stays even above the target.
+    young = decide(snap(idle=3, idle_ages_s=(100, 50, 10)), GitLabPolicy(idle_count=0, idle_time_s=300, scale_down_delay_s=0), now=0)
+    assert young.to_drain == 0
+    old = decide(snap(idle=3, idle_ages_s=(900, 400, 10)), GitLabPolicy(idle_count=0, idle_time_s=300, scale_down_delay_s=0), now=0)
+    assert old.to_drain == 2
+
+
+def test_predictive_starts_from_nothing_and_learns():
+    p = PredictivePolicy(target_p95_s=15)
+    d = decide(snap(queued=1, arrivals=(0.0,)), p, now=0)
+    assert d.desired >= 1 and "buffer" in d.reason
+    memory = d.memory
+    for i in range(1, 200):
+        t = i * 600.0
+        burst = tuple(t for _ in range(10))
+        d = decide(snap(arrivals=burst, memory=memory), p, now=t)
+        memory = d.memory
+    assert d.desired >= 9  # it has seen bursts of 10 all along
+
+
+def test_policies_refuse_bad_parameters():
+    with pytest.raises(ValidationError):
+        ReactivePolicy(buffer=-1)
+    with pytest.raises(ValidationError):
+        PredictivePolicy(quantile=1.5)
+    with pytest.raises(ValidationError):
+        ArcPolicy(colour="red")

@@ -1,0 +1,90 @@
+"""The simulator, the trace format and the clairvoyant bound, on small traces with known answers."""
+
+import io
+
+import numpy as np
+import pytest
+
+from farm.autoscale.forecast import plan
+from farm.autoscale.policy import ArcPolicy, PredictivePolicy, ReactivePolicy
+from farm.sim.simulator import clairvoyant_hours, simulate
+from farm.sim.trace import Trace, TraceError, parse
+from farm.sim.tune import cheapest
+
+
+def trace(jobs):
+    jobs = sorted(jobs)
+    return Trace("all", [float(t) for t, _ in jobs], [float(d) for _, d in jobs])
+
+
+def test_one_job_waits_the_lead_time_without_a_buffer():
+    r = simulate(trace([(0, 100)]), ReactivePolicy(), lead_s=60)
+    assert (r.jobs, r.wait_p50_s, r.wait_p95_s) == (1, 60, 60)
+    assert r.executor_hours == pytest.approx(160 / 3600)  # asked for at 0, stopped when done at 160
+    assert r.busy_hours == pytest.approx(100 / 3600)
+    assert r.killed_jobs == 0
+
+
+def test_a_buffer_absorbs_a_burst():
+    jobs = [(0, 10)] + [(1000, 50)] * 5
+    r = simulate(trace(jobs), ReactivePolicy(buffer=5), lead_s=60)
+    assert r.wait_p95_s == 0 or r.wait_p50_s == 0
+    late = simulate(trace(jobs), ReactivePolicy(buffer=2), lead_s=60)
+    assert late.wait_p95_s == 60  # three of the five wait a full boot
+
+
+def test_one_shot_executors_cost_a_boot_per_job():
+    jobs = [(0, 100), (500, 100)]
+    reuse = simulate(trace(jobs), ReactivePolicy(buffer=1, scale_down_delay_s=10_000), lead_s=60)
+    one_shot = simulate(trace(jobs), ArcPolicy(min_runners=1), lead_s=60)
+    assert reuse.wait_p95_s == 60 and reuse.wait_p50_s == 0  # the second finds the first's executor
+    assert one_shot.executor_hours > 0
+
+
+def test_clairvoyant_bound():
+    far = trace([(0, 100), (10_000, 100)])
+    assert clairvoyant_hours(far, 60) == pytest.approx((60 + 100) * 2 / 3600)
+    near = trace([(0, 100), (130, 100)])  # the first executor is free at 100, 30 s before: reuse
+    assert clairvoyant_hours(near, 60) == pytest.approx((60 + 100 + 30 + 100) / 3600)
+    overlapping = trace([(0, 100), (50, 100)])
+    assert clairvoyant_hours(overlapping, 60) == pytest.approx((60 + 100) * 2 / 3600)
+
+
+def test_policies_never_beat_the_clairvoyant_bound():
+    rng = np.random.default_rng(7)
+    jobs = [(float(t), float(d)) for t, d in zip(np.sort(rng.uniform(0, 86400, 300)), rng.uniform(30, 900, 300), strict=True)]
+    tr = trace(jobs)
+    for policy in (ReactivePolicy(buffer=0), ReactivePolicy(buffer=3), ArcPolicy(min_runners=2), PredictivePolicy()):
+        r = simulate(tr, policy, lead_s=60)
+        assert r.jobs == 300 and r.executor_hours >= r.clairvoyant_hours - 1e-9, policy.kind
+
+
+def test_bisection_finds_the_cheapest_buffer():
+    jobs = [(0, 10)] + [(3600 * i, 300) for i in range(1, 20) for _ in range(4)]
+    best = cheapest(trace(jobs), "reactive", "buffer", 15, 60)
+    assert best is not None and best.params == {"buffer": 4} and best.wait_p95_s <= 15
+
+
+def test_trace_format():
+    text = "submitted_ts,duration_s,pool,tenant,extra\n20,5,linux,a,x\n10,7,mac,b,y\n"
+    (one,) = parse(io.StringIO(text))
+    assert (one.pool, one.submitted, one.durations) == ("all", [10.0, 20.0], [7.0, 5.0])
+    pools = parse(io.StringIO(text), split_pools=True)
+    assert [p.pool for p in pools] == ["linux", "mac"]
+    with pytest.raises(TraceError, match="lacks columns: tenant"):
+        parse(io.StringIO("submitted_ts,duration_s,pool\n1,2,x\n"))
+    with pytest.raises(TraceError, match="line 2"):
+        parse(io.StringIO("submitted_ts,duration_s,pool,tenant\nsoon,2,x,y\n"))
+    with pytest.raises(TraceError, match="no jobs"):
+        parse(io.StringIO("submitted_ts,duration_s,pool,tenant\n"))
+
+
+def test_plan_spends_the_late_budget_on_the_quiet_cells():
+    hist = np.zeros((3, 11))
+    hist[0, 1:11] = 100  # busy: 100 bursts of 10
+    hist[1, 1:11] = 1  # quiet: one burst of 10
+    hist[2, 1:4] = 5  # five bursts of 3
+    exposure = np.ones(3)
+    buffers = plan(hist, exposure, budget=10)
+    assert buffers.tolist() == [10, 0, 3]  # the quiet cell gives up its 10 for 10 late jobs
+    assert plan(hist, exposure, budget=0).tolist() == [10, 10, 3]
