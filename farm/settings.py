@@ -23,6 +23,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from farm.autoscale.policy import CapacityPolicy
+
 _config_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar("farm_config", default=None)
 
 MiB = 1024 * 1024
@@ -125,6 +127,8 @@ class Settings(BaseSettings):
     docker: DockerSettings = DockerSettings()
     artifacts: ArtifactSettings = ArtifactSettings()
     webhooks: WebhookSettings = WebhookSettings()
+    # Capacity policies by pool (the first version of each; later ones come through the API).
+    policies: dict[str, CapacityPolicy] = Field(default_factory=dict)
 
     @property
     def artifact_dir(self) -> Path:
@@ -139,6 +143,9 @@ class Settings(BaseSettings):
     def _executor_pool_exists(self) -> "Settings":
         if self.executors.pool not in self.pools:
             raise ValueError(f"executors.pool {self.executors.pool!r} is not in pools {self.pools}")
+        unknown = sorted(set(self.policies) - set(self.pools))
+        if unknown:
+            raise ValueError(f"policies for pools that do not exist: {', '.join(unknown)}")
         names = [t.name for t in self.tenants]
         if len(set(names)) != len(names):
             raise ValueError("tenant names must be unique")

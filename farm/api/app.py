@@ -11,7 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from farm import __version__
-from farm.api import health, jobs, queue
+from farm.api import health, jobs, pools, queue
 from farm.api.auth import TokenBook
 from farm.artifacts import DirectoryStore
 from farm.errors import (
@@ -29,6 +29,7 @@ from farm.reaper import Reaper
 from farm.settings import Settings
 from farm.store.executors import ExecutorRegistry
 from farm.store.jobs import JobStore, connect, connect_async
+from farm.store.policies import PolicyStore
 from farm.webhooks import Deliverer
 
 _STATUS: list[tuple[type[FarmError], int]] = [
@@ -64,6 +65,7 @@ def create_app(settings: Settings, *, store: JobStore | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        seed_policies(app.state.policies, settings)
         loops = []
         if settings.api.run_reaper:
             loops.append(Reaper(store, registry, settings, artifacts).start())
@@ -88,10 +90,22 @@ def create_app(settings: Settings, *, store: JobStore | None = None) -> FastAPI:
     app.state.metrics = make_registry(store, registry, settings.pools)
     app.state.artifacts = artifacts
     app.state.tenants = {t.name: t for t in settings.tenants}
+    app.state.policies = PolicyStore(store.client, store.keys)
     app.add_exception_handler(FarmError, _error_response)
-    for module in (jobs, queue, health):
+    for module in (jobs, queue, pools, health):
         app.include_router(module.router)
     return app
+
+
+def seed_policies(policies: PolicyStore, settings: Settings) -> None:
+    """Policies from farm.yaml become each pool's first version; a pool whose policy was
+    already set (through the API, or an earlier start) keeps it."""
+    for pool, policy in settings.policies.items():
+        if policies.get(pool).version == 0:
+            try:
+                policies.put(pool, policy.model_dump(mode="json"), by="farm.yaml", expected_version=0)
+            except Conflict:
+                pass  # another replica seeded it first
 
 
 def from_environment() -> FastAPI:

@@ -28,6 +28,9 @@ only place a key is named.
     {p}stats:{pool}         hash    counters and histogram buckets read by /metrics
     {p}executors:{pool}     zset    executor ids by last-seen time (ms)
     {p}executor:{id}        hash    one executor: pool, state, job, pid
+    {p}policy:{pool}        hash    the pool's capacity policy: version, policy (JSON), by, at
+    {p}policy_audit:{pool}  list    every policy change, newest first: version, by, at, before, after
+    {p}decisions:{pool}     list    the autoscaler's recent decisions, newest first
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ EXECUTOR_TTL_MS = 60_000  # an executor entry outlives its last report by this m
 
 _PER_ID = (
     "job", "log", "queue", "tenants", "pass", "waiting", "wake", "running", "tenant_jobs", "stats",
-    "executors", "executor", "group", "parked", "gq", "idem",
+    "executors", "executor", "group", "parked", "gq", "idem", "policy", "policy_audit", "decisions",
 )  # fmt: skip
 _SINGLE = ("leases", "deadlines", "qdeadlines", "finished", "webhooks", "jobs", "seq")
 
@@ -74,6 +77,15 @@ class Keys:
 
     def group_queued(self, tenant: str, group: str) -> str:
         return self._k("gq", f"{tenant}:{group}")
+
+    def policy(self, pool: str) -> str:
+        return self._k("policy", pool)
+
+    def policy_audit(self, pool: str) -> str:
+        return self._k("policy_audit", pool)
+
+    def decisions(self, pool: str) -> str:
+        return self._k("decisions", pool)
 
     def idempotency(self, tenant: str, key: str) -> str:
         return self._k("idem", f"{tenant}:{key}")

@@ -19,7 +19,7 @@ import redis.asyncio
 from farm.store.keys import EXECUTOR_TTL_MS, Keys
 from farm.store.stats import DURATION_BUCKETS_S, WAIT_BUCKETS_S
 
-NAMES = ("enqueue", "claim", "heartbeat", "append_log", "finish", "cancel", "reap", "purge", "webhook_claim")
+NAMES = ("enqueue", "claim", "heartbeat", "append_log", "finish", "cancel", "reap", "purge", "webhook_claim", "policy_put")
 
 _EDGES = re.compile(r"^-- edges: (.*)$", re.MULTILINE)
 

@@ -1,0 +1,76 @@
+"""Capacity policies per pool, versioned, with an audit trail of who changed what.
+
+A change is one Lua step (policy_put): it checks the expected version (optimistic
+concurrency: two admins editing at once cannot silently overwrite each other), bumps the
+version and records before/after in the pool's audit list. The autoscaler's decisions are
+kept beside them (newest first, capped) so operators can see why a pool has its size.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from farm.errors import Conflict
+from farm.models import rfc3339
+from farm.store.jobs import translated
+from farm.store.keys import Keys
+from farm.store.lua import Scripts
+
+DECISIONS_KEPT = 1000
+
+
+@dataclass(frozen=True)
+class StoredPolicy:
+    pool: str
+    version: int
+    policy: dict[str, Any] | None
+    by: str | None
+    at: str | None
+
+
+class PolicyStore:
+    def __init__(self, client: redis.Redis, keys: Keys | None = None) -> None:
+        self.client = client
+        self.keys = keys or Keys()
+        self._scripts = Scripts(client, self.keys)
+
+    def get(self, pool: str) -> StoredPolicy:
+        with translated():
+            h = self.client.hgetall(self.keys.policy(pool))
+        if not h:
+            return StoredPolicy(pool, 0, None, None, None)
+        return StoredPolicy(pool, int(h["version"]), json.loads(h["policy"]), h.get("by"), rfc3339(int(h["at"])))
+
+    def put(self, pool: str, policy: dict[str, Any], *, by: str, expected_version: int | None = None) -> StoredPolicy:
+        with translated():
+            outcome, version = self._scripts.call(
+                "policy_put", pool, json.dumps(policy), by, "" if expected_version is None else expected_version
+            )
+        if outcome == "conflict":
+            raise Conflict(f"pool {pool} policy is at version {version}, not {expected_version}")
+        return self.get(pool)
+
+    def history(self, pool: str, limit: int = 100) -> list[dict[str, Any]]:
+        with translated():
+            rows = self.client.lrange(self.keys.policy_audit(pool), 0, limit - 1)
+        out = []
+        for row in rows:
+            entry = json.loads(row)
+            entry["at"] = rfc3339(int(entry["at"]))
+            out.append(entry)
+        return out
+
+    def record_decision(self, pool: str, decision: dict[str, Any]) -> None:
+        with translated():
+            pipe = self.client.pipeline(transaction=True)
+            pipe.lpush(self.keys.decisions(pool), json.dumps(decision))
+            pipe.ltrim(self.keys.decisions(pool), 0, DECISIONS_KEPT - 1)
+            pipe.execute()
+
+    def decisions(self, pool: str, limit: int = 100) -> list[dict[str, Any]]:
+        with translated():
+            return [json.loads(r) for r in self.client.lrange(self.keys.decisions(pool), 0, limit - 1)]

@@ -1,0 +1,60 @@
+"""Pools and their capacity policies over HTTP: admin-only, validated, versioned, audited."""
+
+import pytest
+from fastapi.testclient import TestClient
+
+from farm.api import create_app
+from farm.settings import hash_token
+
+ADMIN, TEAM = "pool-admin", "pool-team"
+
+
+@pytest.fixture
+def api(make_settings):
+    settings = make_settings(
+        admin_token=ADMIN, pools=["default", "gpu"],
+        tenants=[{"name": "team", "token_sha256": hash_token(TEAM)}],
+        policies={"gpu": {"kind": "reactive", "buffer": 1, "max": 4}},
+    )  # fmt: skip
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+def auth(token):
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_pools_list_with_policies_seeded_from_settings(api):
+    pools = {p["name"]: p for p in api.get("/v1/pools", headers=auth(TEAM)).json()["pools"]}
+    assert set(pools) == {"default", "gpu"}
+    assert pools["default"]["policy"]["version"] == 0 and pools["default"]["policy"]["policy"] is None
+    gpu = pools["gpu"]["policy"]
+    assert gpu["version"] == 1 and gpu["updated_by"] == "farm.yaml" and gpu["policy"]["buffer"] == 1
+    assert set(pools["gpu"]["executors"]) == {"starting", "idle", "busy", "draining"}
+
+
+def test_admin_changes_a_policy_and_the_change_is_audited(api):
+    body = {"kind": "predictive", "target_p95_s": 30, "min": 1, "max": 20}
+    assert api.put("/v1/pools/default/policy", json=body, headers=auth(TEAM)).status_code == 403
+    r = api.put("/v1/pools/default/policy", json=body, headers=auth(ADMIN))
+    assert r.status_code == 200, r.text
+    assert r.json()["version"] == 1 and r.json()["policy"]["kind"] == "predictive" and r.json()["updated_by"] == "admin"
+    r = api.put("/v1/pools/default/policy", json={"kind": "reactive", "buffer": 3}, headers=auth(ADMIN) | {"If-Match": "1"})
+    assert r.status_code == 200 and r.json()["version"] == 2
+    stale = api.put("/v1/pools/default/policy", json={"kind": "reactive", "buffer": 9}, headers=auth(ADMIN) | {"If-Match": "1"})
+    assert stale.status_code == 409
+    history = api.get("/v1/pools/default/policy/history", headers=auth(TEAM)).json()["changes"]
+    assert [c["version"] for c in history] == [2, 1]
+    assert history[0]["before"]["kind"] == "predictive" and history[0]["after"]["buffer"] == 3
+    assert history[1]["before"] is None and history[0]["at"].endswith("Z")
+
+
+def test_bad_policies_and_unknown_pools_are_refused(api):
+    r = api.put("/v1/pools/default/policy", json={"kind": "reactive", "buffer": -1}, headers=auth(ADMIN))
+    assert r.status_code == 422
+    r = api.put("/v1/pools/default/policy", json={"kind": "magic"}, headers=auth(ADMIN))
+    assert r.status_code == 422
+    r = api.put("/v1/pools/default/policy", json={"kind": "reactive", "colour": "red"}, headers=auth(ADMIN))
+    assert r.status_code == 422
+    assert api.get("/v1/pools/nope/policy", headers=auth(ADMIN)).status_code == 404
+    assert api.get("/v1/pools/default/decisions", headers=auth(TEAM)).json() == {"decisions": []}
