@@ -47,8 +47,7 @@ def init_ray(num_cpus: int | None = None) -> None:
 
     if ray.is_initialized():
         return
-    ray.init(
-        _node_ip_address="127.0.0.1",
+    ray.init(_node_ip_address="127.0.0.1",  # fmt: skip
         include_dashboard=False,
         num_cpus=num_cpus or os.cpu_count() or 1,
         log_to_driver=False,

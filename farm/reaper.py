@@ -12,8 +12,8 @@ import logging
 import threading
 from dataclasses import dataclass
 
+from farm import loops
 from farm.artifacts import ArtifactStore, DirectoryStore
-from farm.errors import FarmError
 from farm.settings import Settings
 from farm.store.executors import ExecutorRegistry
 from farm.store.jobs import JobStore, ReapReport
@@ -43,15 +43,5 @@ class Reaper:
             log.info("reaper: %s, purged %d", reaped, len(purged))
         return ReaperPass(reaped, len(purged))
 
-    def run(self, stop: threading.Event) -> None:
-        while not stop.wait(self.settings.lease.reaper_interval_s):
-            try:
-                self.run_once()
-            except FarmError as e:
-                log.warning("reaper pass failed: %s", e)
-
     def start(self) -> tuple[threading.Thread, threading.Event]:
-        stop = threading.Event()
-        thread = threading.Thread(target=self.run, args=(stop,), name="reaper", daemon=True)
-        thread.start()
-        return thread, stop
+        return loops.start("reaper", self.run_once, self.settings.lease.reaper_interval_s, log)

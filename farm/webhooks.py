@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from farm import loops
 from farm.errors import FarmError, InvalidInput
 from farm.settings import Settings, TenantConfig
 from farm.store.jobs import JobStore, translated
@@ -132,19 +133,13 @@ class Deliverer:
             pipe.execute()
         return False
 
-    def run(self, stop: threading.Event) -> None:
-        while not stop.wait(self.conf.interval_s):
-            try:
-                while self.run_once():
-                    pass
-            except FarmError as e:
-                log.warning("webhook pass failed: %s", e)
+    def drain(self) -> None:
+        """Deliver everything due, a batch at a time."""
+        while self.run_once():
+            pass
 
     def start(self) -> tuple[threading.Thread, threading.Event]:
-        stop = threading.Event()
-        thread = threading.Thread(target=self.run, args=(stop,), name="webhooks", daemon=True)
-        thread.start()
-        return thread, stop
+        return loops.start("webhooks", self.drain, self.conf.interval_s, log)
 
     def close(self) -> None:
         self.pool.shutdown(wait=False)

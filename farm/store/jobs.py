@@ -338,27 +338,16 @@ class JobStore:
         return s * 1000 + us // 1000
 
 
+def _options() -> dict[str, object]:
+    return {"decode_responses": True, "health_check_interval": 30, "socket_keepalive": True, "retry_on_error": [redis.ConnectionError]}
+
+
 def connect(url: str) -> redis.Redis:
     """A client that returns str and survives brief server restarts (the embedded server
     restarts in place; executors must keep going)."""
-    return redis.Redis.from_url(
-        url,
-        decode_responses=True,
-        health_check_interval=30,
-        socket_keepalive=True,
-        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=5),
-        retry_on_error=[redis.ConnectionError],
-    )
+    return redis.Redis.from_url(url, retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=5), **_options())
 
 
 def connect_async(url: str) -> redis.asyncio.Redis:
     """The asyncio twin of `connect`, for the API's event loop."""
-    return redis.asyncio.Redis.from_url(
-        url,
-        decode_responses=True,
-        health_check_interval=30,
-        socket_keepalive=True,
-        retry=AsyncRetry(ExponentialBackoff(cap=1.0, base=0.05), retries=5),
-        retry_on_error=[redis.ConnectionError],
-    )
-
+    return redis.asyncio.Redis.from_url(url, retry=AsyncRetry(ExponentialBackoff(cap=1.0, base=0.05), retries=5), **_options())

@@ -31,3 +31,31 @@ def test_queued_and_finished_jobs_survive_a_server_crash(tmp_path):
         assert claimed == queued  # the queue came back whole and in order
     finally:
         again.stop()
+
+
+def test_the_embedded_server_dies_with_the_process_that_started_it(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    code = (
+        "from pathlib import Path; from farm.store.server import EmbeddedRedis; import time; "
+        f"s = EmbeddedRedis(Path({str(tmp_path / 'r')!r})); s.start(); print(s.proc.pid, flush=True); time.sleep(60)"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    server_pid = int(parent.stdout.readline())
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+
+    def gone() -> bool:
+        try:
+            with open(f"/proc/{server_pid}/stat") as f:
+                return f.read().split()[2] == "Z"  # dead, waiting to be reaped
+        except FileNotFoundError:
+            return True
+
+    deadline = time.monotonic() + 10
+    while not gone():
+        assert time.monotonic() < deadline, "the server outlived farm"
+        time.sleep(0.1)

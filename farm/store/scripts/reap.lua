@@ -5,7 +5,7 @@
 -- queue timeout end as expired. ARGV limit. Returns {requeued, lost, timed_out, expired}.
 local limit = tonumber(ARGV[2])
 local now = now_ms()
-local requeued, lost, timed_out, expired = 0, 0, 0, 0
+local requeued, lost = 0, 0
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', K.leases, '-inf', now, 'LIMIT', 0, limit)) do
   local jk = K.job .. id
   local f = redis.call('HMGET', jk, 'state', 'attempt', 'retries', 'pool', 'qscore', 'executor', 'tenant', 'group')
@@ -29,24 +29,21 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', K.leases, '-inf', now, 'LIMIT', 
     end
   end
 end
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', K.deadlines, '-inf', now, 'LIMIT', 0, limit)) do
-  local f = redis.call('HMGET', K.job .. id, 'state', 'attempt')
-  if f[1] == 'running' then
-    note(id, f[2], 'timed out (reaped by the server)')
-    terminate(id, 'timed_out', 'timeout', now)
-    timed_out = timed_out + 1
-  else
-    redis.call('ZREM', K.deadlines, id)
+-- Jobs past a deadline in `book` end as `state` with `err`, if still in `while_state`.
+local function expire(book, while_state, state, err, text)
+  local n = 0
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', book, '-inf', now, 'LIMIT', 0, limit)) do
+    local f = redis.call('HMGET', K.job .. id, 'state', 'attempt')
+    if f[1] == while_state then
+      note(id, f[2], text)
+      terminate(id, state, err, now)
+      n = n + 1
+    else
+      redis.call('ZREM', book, id)
+    end
   end
+  return n
 end
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', K.qdeadlines, '-inf', now, 'LIMIT', 0, limit)) do
-  local f = redis.call('HMGET', K.job .. id, 'state', 'attempt')
-  if f[1] == 'queued' then
-    note(id, f[2], 'expired: still queued after its queue timeout')
-    terminate(id, 'expired', 'queue_timeout', now)
-    expired = expired + 1
-  else
-    redis.call('ZREM', K.qdeadlines, id)
-  end
-end
+local timed_out = expire(K.deadlines, 'running', 'timed_out', 'timeout', 'timed out (reaped by the server)')
+local expired = expire(K.qdeadlines, 'queued', 'expired', 'queue_timeout', 'expired: still queued after its queue timeout')
 return {requeued, lost, timed_out, expired}
