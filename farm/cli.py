@@ -294,6 +294,7 @@ def simulate(
     target_p95: Annotated[float, typer.Option(help="p95 wait target, seconds")] = 15.0,
     split_pools: Annotated[bool, typer.Option(help="one replay per pool instead of all rows as one")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print a JSON array of results")] = False,
+    plot: Annotated[Optional[Path], typer.Option(help="PNG: demand against capacity over the trace's second week")] = None,
 ) -> None:
     """Replay a recorded trace through a capacity policy (or all of them, peers tuned with hindsight)."""
     from farm.sim import tune
@@ -338,6 +339,15 @@ def simulate(
             except (ValidationError, ValueError) as e:
                 err.print(f"[red]invalid policy:[/red] {e}")
                 raise typer.Exit(2) from e
+        if plot is not None:
+            from farm.sim.plot import week_plot
+            from farm.sim.simulator import simulate as replay
+
+            progress("plotting…")
+            chosen = results if len(results) <= 8 else results[:8]
+            rerun = [replay(next(t for t in traces if t.pool == r.pool), tune.build(r.policy, r.params), lead_s=lead,
+                            name=r.policy, params=r.params, record=True) for r in chosen]  # fmt: skip
+            week_plot(rerun, plot)
     if as_json:
         print(json.dumps([r.row() for r in results]))
         return

@@ -37,9 +37,11 @@ class Result:
     killed_jobs: int
     reversals_per_hour: float
     clairvoyant_hours: float
+    # (time, demand = running + queued, provisioned executors) at each decision, when recorded
+    series: tuple[tuple[float, int, int], ...] = ()
 
     def row(self) -> dict:
-        out = dict(self.__dict__)
+        out = {k: v for k, v in self.__dict__.items() if k != "series"}
         for k, v in out.items():
             if isinstance(v, float):
                 out[k] = round(v, 3)
@@ -75,7 +77,9 @@ def clairvoyant_hours(trace: Trace, lead_s: float) -> float:
     return total / 3600
 
 
-def simulate(trace: Trace, policy, *, lead_s: float = 60.0, name: str | None = None, params: dict | None = None) -> Result:  # type: ignore[no-untyped-def]
+def simulate(  # type: ignore[no-untyped-def]
+    trace: Trace, policy, *, lead_s: float = 60.0, name: str | None = None, params: dict | None = None, record: bool = False
+) -> Result:
     if not trace.submitted:
         raise ValueError("empty trace")
     events: list[tuple[float, int, int, int]] = []
@@ -98,6 +102,7 @@ def simulate(trace: Trace, policy, *, lead_s: float = 60.0, name: str | None = N
     memory = None
     arrivals: list[float] = []
     last_direction, reversals = 0, 0
+    series: list[tuple[float, int, int]] = []
     next_id = 0
     last_arrival = trace.submitted[-1]
     one_shot = policy.one_shot
@@ -129,6 +134,8 @@ def simulate(trace: Trace, policy, *, lead_s: float = 60.0, name: str | None = N
             idle_ages_s=tuple(now - since for _, since in idle), arrivals=tuple(arrivals), lead_s=lead_s, memory=memory,
         )  # fmt: skip
         arrivals = []
+        if record:
+            series.append((now, busy + len(queue), snap.current))
         d = decide(snap, policy, now=now)
         memory = d.memory
         for _ in range(d.to_start):
@@ -196,4 +203,5 @@ def simulate(trace: Trace, policy, *, lead_s: float = 60.0, name: str | None = N
         killed_jobs=0,
         reversals_per_hour=reversals / hours,
         clairvoyant_hours=clairvoyant_hours(trace, lead_s),
+        series=tuple(series),
     )

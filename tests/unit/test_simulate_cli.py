@@ -77,3 +77,11 @@ def test_against_the_shared_trace():
     r = simulate(trace, ArcPolicy(min_runners=18), lead_s=60)
     assert r.clairvoyant_hours == pytest.approx(5314, rel=0.005)
     assert r.executor_hours == pytest.approx(23291, rel=0.02)
+
+
+def test_simulate_plots_a_week(small_trace, tmp_path):
+    png = tmp_path / "week.png"
+    r = CliRunner().invoke(app, ["simulate", "--trace", str(small_trace), "--policy", "reactive", "--set", "buffer=1",
+                                 "--plot", str(png)])
+    assert r.exit_code == 0, r.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
