@@ -2,7 +2,7 @@
 
 The question a buffer answers: when a job arrives, is an executor already idle? A new one
 takes the lead time L to boot, longer than the wait target T (the interesting case; when
-T >= L, on-demand executors already meet it). The executors started for jobs that arrived
+T >= L, executors started on demand already meet it, and the buffer is 0). The executors started for jobs that arrived
 earlier become ready L after them, so a job waits longer than T exactly when more jobs
 arrived in the window (t - (L - T), t] than there were idle executors: with an idle buffer
 of b, the job that is k-th in its window is late iff k > b. CI demand arrives in fan-out
@@ -97,6 +97,7 @@ class Forecaster:
 
     window_s: float
     lead_s: float
+    on_demand: bool  # the target is at least the lead time: executors started on demand meet it
     budget_share: float
     replan_s: float
     active_s: float
@@ -117,7 +118,8 @@ class Forecaster:
     @classmethod
     def new(cls, policy: Any, lead_s: float) -> "Forecaster":
         window = max(1.0, lead_s - policy.target_p95_s)
-        return cls(window, lead_s, (1 - policy.quantile) * policy.safety, policy.replan_s, policy.active_s)
+        on_demand = policy.target_p95_s >= lead_s
+        return cls(window, lead_s, on_demand, (1 - policy.quantile) * policy.safety, policy.replan_s, policy.active_s)
 
     def observe(self, arrivals: tuple[float, ...], now: float) -> "Forecaster":
         if self.seen_until is not None and now > self.seen_until:
@@ -176,6 +178,8 @@ class Forecaster:
         self.fallback = len(self.outcomes) >= RECENT and seen > 3 * wanted + self.budget_share * RECENT
 
     def buffer(self, now: float) -> tuple[int, str]:
+        if self.on_demand:
+            return 0, "no buffer: a new executor boots within the wait target"
         if self.fallback:
             return self.pooled, f"fallback buffer {self.pooled} (recent jobs beyond the plan)"
         active, active_next = self._active_at(now), self._active_at(now + self.lead_s)

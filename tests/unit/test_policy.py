@@ -152,3 +152,8 @@ def test_policies_refuse_bad_parameters():
         PredictivePolicy(quantile=1.5)
     with pytest.raises(ValidationError):
         ArcPolicy(colour="red")
+
+
+def test_predictive_keeps_no_buffer_when_the_target_allows_a_boot():
+    d = decide(snap(running=3, arrivals=(0.0, 0.0, 0.0), lead_s=60), PredictivePolicy(target_p95_s=60), now=0)
+    assert d.desired == 3 and "no buffer" in d.reason
