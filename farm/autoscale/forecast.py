@@ -30,6 +30,7 @@ falls back to the pooled, all-hours buffer until that passes.
 
 from __future__ import annotations
 
+import bisect
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,33 +62,25 @@ def plan(hist: np.ndarray, exposure: np.ndarray, budget: float) -> np.ndarray:
     """Buffers b_c minimising executor-hours, sum(b_c * exposure_c), subject to
     sum(late_c(b_c)) <= budget, where exposure_c is the time the pool spends in cell c.
 
-    Greedy on the marginal step: start where no job is late and repeatedly take one
-    executor off the cell whose next step down adds the fewest late jobs per executor-hour
-    saved (hist[c, b] / exposure_c: the arrivals that were exactly b-th in their window),
-    while the budget holds. A single Lagrangian price cannot do this: a burst makes
-    late_c(b) linear in b, so whole cells flip together at one price and the budget is
-    missed by a wide margin."""
-    import heapq
-
+    Greedy on marginal steps: start where no job is late and take executors off, one step
+    at a time, where a step adds the fewest late jobs per executor-hour saved (taking the
+    b-th executor off cell c makes hist[c, b] more jobs late: those that were exactly b-th
+    in their window). Within a cell the steps must go top down, so each step's price is
+    raised to the dearest step above it; then all cells' steps sort into one order and the
+    longest prefix within the budget is taken. (A single Lagrangian price cannot do this: a
+    burst makes late_c(b) linear in b, so whole cells flip together at one price.)"""
     late = _late(hist)
-    buffers = np.argmax(late <= 0, axis=-1)  # the smallest zero-late buffer of each cell
-    spent = 0.0
-
-    def step(c: int) -> tuple[float, float, int]:
-        added = float(hist[c, buffers[c]])
-        return added / max(float(exposure[c]), 1e-9), added, c
-
-    heap = [step(c) for c in range(hist.shape[0]) if buffers[c] > 0]
-    heapq.heapify(heap)
-    while heap:
-        _, added, c = heapq.heappop(heap)
-        if spent + added > budget:
-            continue  # this cell's next step does not fit; a cheaper one elsewhere still may
-        spent += added
-        buffers[c] -= 1
-        if buffers[c] > 0:
-            heapq.heappush(heap, step(c))
-    return buffers
+    top = np.argmax(late <= 0, axis=-1)  # the smallest zero-late buffer of each cell
+    b = np.arange(hist.shape[1])
+    valid = (b[None, :] >= 1) & (b[None, :] <= top[:, None])
+    price = hist / np.maximum(exposure, 1e-9)[:, None]
+    above = np.maximum.accumulate(np.where(valid, price, -np.inf)[:, ::-1], axis=1)[:, ::-1]
+    cells, steps = np.nonzero(valid)
+    order = np.lexsort((-steps, above[cells, steps]))
+    taken = np.cumsum(hist[cells, steps][order]) <= budget
+    n = int(np.argmin(taken)) if not taken.all() else len(taken)
+    removed = np.bincount(cells[order][:n], minlength=hist.shape[0])
+    return top - removed
 
 
 @dataclass
@@ -146,7 +139,8 @@ class Forecaster:
         """Whether the pool counts as active at time t: a job arrived in (t - active_s, t - L].
         Lagging by the lead time L makes the state at t known at t - L, in time to have the
         state's buffer booted by t."""
-        return any(t - self.active_s < x <= t - self.lead_s for x in self.history)
+        i = bisect.bisect_right(self.history, t - self.lead_s)  # history is in time order
+        return i > 0 and self.history[i - 1] > t - self.active_s
 
     def _planned(self, c: int) -> int:
         return self.pooled if self.fallback else int(self.buffers[c])
