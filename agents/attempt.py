@@ -155,7 +155,7 @@ class Attempt:
                     state, error = JobState.FAILED, ErrorCode.STEP_FAILED
             if spec.artifacts and not self.stop.is_set():
                 self._collect(log)
-        except RuntimeFailure as e:
+        except (RuntimeFailure, OSError) as e:  # OSError: the workspace could not be made or read
             log.note(f"runtime error: {e}")
             state, error, exit_code = JobState.FAILED, ErrorCode.RUNTIME_ERROR, None
         finally:

@@ -112,6 +112,8 @@ class Executor:
         except FarmError as e:
             # Redis went away mid-job: the lease will expire and the job is retried.
             log.warning("job %s attempt %d: %s", claim.job_id, claim.attempt, e)
+        except Exception:  # noqa: BLE001 - a bug in one attempt must not take the executor down
+            log.exception("job %s attempt %d failed unexpectedly; its lease will requeue it", claim.job_id, claim.attempt)
         finally:
             self.current = None
             self.jobs_run += 1
