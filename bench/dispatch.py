@@ -19,7 +19,6 @@ Usage: python bench/dispatch.py [--json] [--jobs N] [--concurrency C] [--executo
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -31,7 +30,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import NOOP, TOKEN, farm_api, progress, submit_load  # noqa: E402
+from harness import NOOP, TOKEN, farm_api, progress, report, submit_load  # noqa: E402
 
 from farm.embedded import EmbeddedFarm  # noqa: E402
 from farm.models import parse_rfc3339  # noqa: E402
@@ -125,14 +124,6 @@ def main() -> None:
         "runtime": args.runtime,
         "samples": args.samples,
     }, args.json)  # fmt: skip
-
-
-def report(figures: dict, as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(figures))
-    else:
-        for k, v in figures.items():
-            print(f"{k:28} {v}")
 
 
 if __name__ == "__main__":

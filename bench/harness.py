@@ -23,6 +23,15 @@ TOKEN = "bench-admin-token"
 NOOP: dict[str, Any] = {"steps": [{"name": "noop", "run": "true"}]}
 
 
+def report(figures: dict[str, Any], as_json: bool) -> None:
+    """Every benchmark's output: one JSON object with --json, else one figure a line."""
+    if as_json:
+        print(json.dumps(figures))
+    else:
+        for k, v in figures.items():
+            print(f"{k:28} {v}")
+
+
 def progress(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 

@@ -8,12 +8,16 @@ The default trace is ../shared/traces/bitcoin-core-ci-2025.csv beside the reposi
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 import time
 from pathlib import Path
 
-from farm.sim.trace import parse
-from farm.sim.tune import POLICIES, run
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import report  # noqa: E402
+
+from farm.sim.trace import parse  # noqa: E402
+from farm.sim.tune import POLICIES, run  # noqa: E402
 
 DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "traces" / "bitcoin-core-ci-2025.csv"
 PARAMS = {"reactive": {"buffer": 17}, "arc": {"min_runners": 18}, "jenkins": {"spare": 17}, "keda": {"min_replicas": 18},
@@ -34,11 +38,7 @@ def main() -> None:
         t0 = time.perf_counter()
         run(trace, name, PARAMS[name], args.lead)
         figures[f"{name}_replay_s"] = round(time.perf_counter() - t0, 2)
-    if args.json:
-        print(json.dumps(figures))
-    else:
-        for k, v in figures.items():
-            print(f"{k:24} {v}")
+    report(figures, args.json)
 
 
 if __name__ == "__main__":
