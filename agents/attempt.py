@@ -82,7 +82,7 @@ class Attempt:
         """Called by the executor's watch thread: deadline, log flush, heartbeat."""
         if now >= self.deadline:
             self._halt(StopReason.TIMEOUT)
-        if now >= self.next_flush or self.log._size >= self.log.max_bytes:
+        if now >= self.next_flush or self.log.full:
             self.next_flush = now + FLUSH_S
             self.log.flush()
         if now >= self.next_beat:

@@ -42,6 +42,11 @@ class LogSink:
         self._size = 0
         self._lock = threading.Lock()
 
+    @property
+    def full(self) -> bool:
+        """Enough is buffered that it should go out now, whatever the flush interval."""
+        return self._size >= self.max_bytes
+
     def write(self, data: bytes) -> None:
         text = self._decoder.decode(data)
         if text:
@@ -54,7 +59,7 @@ class LogSink:
         with self._lock:
             self._buf.append(text)
             self._size += len(text)
-            full = self._size >= self.max_bytes
+            full = self.full
         if full:
             self.on_full()
 

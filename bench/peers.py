@@ -198,7 +198,7 @@ def run(n: int, conns: int) -> dict[str, Any]:
         store = JobStore(connect(url))
         try:
             progress("redis: redis-benchmark SET/GET")
-            ops = redis_ops(farm.redis.port, farm.redis._password()) if farm.redis else None
+            ops = redis_ops(farm.redis.port, farm.redis.password) if farm.redis else None
             progress(f"celery: {n} tasks, prefork x{procs}")
             celery_enqueue, celery_drain = celery(url, n, procs, workdir)
             progress(f"rq: {n} jobs, SimpleWorker x{procs}")

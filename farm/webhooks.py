@@ -57,11 +57,15 @@ def allowed(url: str, hosts: list[str]) -> bool:
     return False
 
 
+def permitted(url: str, tenant: TenantConfig | None) -> bool:
+    """Whether farm may call `url` for this tenant: it has a webhook secret and the host is
+    on its allowlist."""
+    return tenant is not None and tenant.webhook_secret is not None and allowed(url, tenant.webhook_hosts)
+
+
 def check_callback(url: str | None, tenant: TenantConfig | None) -> None:
     """Refuse a callback URL the tenant may not use (InvalidInput -> 422)."""
-    if url is None:
-        return
-    if tenant is None or tenant.webhook_secret is None or not allowed(url, tenant.webhook_hosts):
+    if url is not None and not permitted(url, tenant):
         raise InvalidInput("callback_url host is not on this tenant's webhook allowlist", ("body", "callback_url"))
 
 
@@ -92,7 +96,7 @@ class Deliverer:
         url = job.spec.callback_url or ""
         body = job.model_dump_json().encode()
         error = None
-        if tenant is None or tenant.webhook_secret is None or not allowed(url, tenant.webhook_hosts):
+        if not permitted(url, tenant):
             error = "host not on the tenant's allowlist"
             attempts = self.conf.max_attempts  # give up at once: retrying cannot help
         else:

@@ -58,9 +58,11 @@ class EmbeddedRedis:
 
     @property
     def url(self) -> str:
-        return f"redis://:{self._password()}@127.0.0.1:{self._port}/0"
+        return f"redis://:{self.password}@127.0.0.1:{self._port}/0"
 
-    def _password(self) -> str:
+    @property
+    def password(self) -> str:
+        """The server's password, generated once and kept 0600 beside its data."""
         path = self.dir / "password"
         if not path.exists():
             _write_private(path, secrets.token_urlsafe(24))
@@ -80,7 +82,7 @@ class EmbeddedRedis:
             "--bind", "127.0.0.1",
             "--port", str(self._port),
             "--dir", str(self.dir),
-            "--requirepass", self._password(),
+            "--requirepass", self.password,
             "--appendonly", "yes",
             "--appendfsync", self.fsync,
             "--save", "",
