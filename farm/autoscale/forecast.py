@@ -41,7 +41,8 @@ HOURS = 168
 CELLS = 2 * HOURS  # each hour of the week, quiet or active
 K_MAX = 256  # burst sizes above this count as K_MAX
 RECENT = 400  # arrivals the fallback guard looks back over
-PRIOR_WEEKS = 1.0  # how much the pooled prior weighs in each cell, in weeks of an average cell
+PRIOR_S = 36000.0  # how much a parent's rate weighs in a cell, in seconds of the cell's own
+CALIBRATION_PRIOR = 50.0  # late jobs: how much the forecast is trusted before it is checked
 
 
 def hour_of_week(t: float) -> int:
@@ -83,6 +84,46 @@ def plan(hist: np.ndarray, exposure: np.ndarray, budget: float) -> np.ndarray:
     return top - removed
 
 
+def _parents() -> np.ndarray:
+    """Each cell's parent: the same hour of the day and activity, on weekdays or at weekends."""
+    how = np.arange(CELLS) // 2
+    weekend = (how // 24) >= 5
+    return (weekend * 24 + how % 24) * 2 + np.arange(CELLS) % 2
+
+
+PARENT = _parents()
+STATE = np.arange(CELLS) % 2
+
+
+def expected_week(hist: np.ndarray, exposure: np.ndarray, prior_s: float) -> np.ndarray:
+    """The k histogram each cell is expected to see in a coming week. A cell's rate is shrunk
+    toward its parent's (the same hour of the day: weekdays pool five cells, weekends two),
+    and the parent's toward its activity state's over the whole week, so an hour seen once
+    or never borrows from its like, and an hour seen quiet for a few weeks is not yet
+    known to be quiet."""
+    n_parent = 2 * 48
+    p_hist = np.zeros((n_parent, hist.shape[1]))
+    np.add.at(p_hist, PARENT, hist)
+    p_exp = np.bincount(PARENT, weights=exposure, minlength=n_parent)
+    s_hist = np.stack([hist[STATE == 0].sum(axis=0), hist[STATE == 1].sum(axis=0)])
+    s_exp = np.array([exposure[STATE == 0].sum(), exposure[STATE == 1].sum()])
+    s_rate = s_hist / np.maximum(s_exp, 1.0)[:, None]
+    p_rate = (p_hist + s_rate[np.arange(n_parent) % 2] * prior_s) / (p_exp + prior_s)[:, None]
+    rate = (hist + p_rate[PARENT] * prior_s) / (exposure + prior_s)[:, None]
+    return rate * week_exposure(exposure, prior_s)[:, None]
+
+
+def week_exposure(exposure: np.ndarray, prior_s: float) -> np.ndarray:
+    """Seconds a coming week spends in each cell: each hour's 3600 s split between quiet and
+    active as seen, shrunk toward the share seen over the whole week."""
+    q, a = exposure[0::2], exposure[1::2]
+    share = a.sum() / max(q.sum() + a.sum(), 1.0)
+    active = (a + share * prior_s) / (q + a + prior_s)
+    out = np.empty(CELLS)
+    out[0::2], out[1::2] = 3600 * (1 - active), 3600 * active
+    return out
+
+
 @dataclass
 class Forecaster:
     """Online state of the predictive policy. The autoscaler owns one per pool and passes it
@@ -94,8 +135,10 @@ class Forecaster:
     budget_share: float
     replan_s: float
     active_s: float
+    target_s: float
+    hold_s: float  # how long a freed executor stays before it is drained
+    samples: deque = field(default_factory=deque)  # (time, jobs in the pool) within window_s + hold_s
     hist: np.ndarray = field(default_factory=lambda: np.zeros((CELLS, K_MAX + 1)))
-    recent: deque = field(default_factory=deque)  # arrival times within window_s
     history: deque = field(default_factory=deque)  # arrival times within active_s
     # (late under the plan in force, the late share that plan expected for the cell)
     outcomes: deque = field(default_factory=lambda: deque(maxlen=RECENT))
@@ -107,30 +150,56 @@ class Forecaster:
     first_seen: float | None = None
     planned_at: float = float("-inf")
     fallback: bool = False
+    started: int = 0  # jobs started so far
+    late: int = 0  # of which waited longer than the target
+    forecast: float = 0.0  # late jobs the plans in force expected so far
 
     @classmethod
     def new(cls, policy: Any, lead_s: float) -> "Forecaster":
         window = max(1.0, lead_s - policy.target_p95_s)
         on_demand = policy.target_p95_s >= lead_s
-        return cls(window, lead_s, on_demand, (1 - policy.quantile) * policy.safety, policy.replan_s, policy.active_s)
+        return cls(window, lead_s, on_demand, (1 - policy.quantile) * policy.safety, policy.replan_s, policy.active_s,
+                   policy.target_p95_s, policy.hold_s(lead_s))  # fmt: skip
 
-    def observe(self, arrivals: tuple[float, ...], now: float) -> "Forecaster":
+    def _held(self, t: float) -> int:
+        """Jobs in the pool that capacity ready by t + T was asked for: the most jobs in the
+        pool over (t - W - hold, t - W], W = L - T. Executors asked for by t - W are ready by
+        t + T, and one freed within the hold is still there."""
+        lo, hi = t - self.window_s - self.hold_s, t - self.window_s
+        best, before = 0, 0
+        for s, n in self.samples:
+            if s <= lo:
+                before = n
+            elif s <= hi:
+                best = max(best, n)
+            else:
+                break
+        return max(best, before)
+
+    def observe(self, arrivals: tuple[float, ...], now: float, in_pool: int, waits: tuple[float, ...] = ()) -> "Forecaster":
+        """Take in one decision's worth: the arrivals since the last one, the jobs now in the
+        pool (queued + running, the arrivals included) and the waits of the jobs started."""
+        self.started += len(waits)
+        self.late += sum(1 for w in waits if w > self.target_s)
         if self.seen_until is not None and now > self.seen_until:
             self.exposure[cell(now, self._active_at(now))] += now - self.seen_until
         self.seen_until = now
-        for t in arrivals:
+        m = len(arrivals)
+        for j, t in enumerate(arrivals):
             if self.first_seen is None:
                 self.first_seen = t
-            while self.recent and self.recent[0] <= t - self.window_s:
-                self.recent.popleft()
             while self.history and self.history[0] <= t - self.active_s:
                 self.history.popleft()
             c = cell(t, self._active_at(t))
             self.history.append(t)
-            self.recent.append(t)
-            k = min(len(self.recent), K_MAX)
+            # The executors this job needs beyond those asked for in time (its deficit).
+            k = min(max(0, in_pool - (m - 1 - j) - self._held(t)), K_MAX)
             self.outcomes.append((1 if k > self._planned(c) else 0, self.expected[c]))
+            self.forecast += self.expected[c]
             self.hist[c, k] += 1
+        self.samples.append((now, in_pool))
+        while len(self.samples) > 1 and self.samples[1][0] <= now - self.window_s - self.hold_s:
+            self.samples.popleft()
         if now - self.planned_at >= self.replan_s:
             self._replan(now)
         return self
@@ -155,17 +224,14 @@ class Forecaster:
         # The pooled buffer: the smallest b with the pooled late share within budget.
         late = _late(pooled_hist[None, :])[0]
         self.pooled = int(np.argmax(late <= budget))
-        weeks = (now - (self.first_seen or now)) / (7 * 86400)
-        if weeks < 1:
-            # Not every hour of the week seen yet: one buffer for all of them.
-            self.buffers = np.full(CELLS, self.pooled, dtype=int)
-        else:
-            # Shrink each cell toward the pooled shape: a cell seen quiet for a few weeks is
-            # not known to be quiet. The prior weighs as much as one week of an average cell.
-            prior = pooled_hist / (weeks * CELLS) * PRIOR_WEEKS
-            self.buffers = plan(self.hist + prior, self.exposure, budget)
-        counts = self.hist.sum(axis=1)
-        late_cells = _late(self.hist)[np.arange(CELLS), self.buffers]
+        # Plan a coming week. The budget is corrected by how the plans so far fared: jobs that
+        # waited longer than the target against the late jobs those plans expected (a plan
+        # picks the cells that looked quiet, and some of them were only lucky).
+        week = expected_week(self.hist, self.exposure, PRIOR_S)
+        ratio = min(max((self.late + CALIBRATION_PRIOR) / (self.forecast + CALIBRATION_PRIOR), 0.5), 4.0)
+        self.buffers = plan(week, week_exposure(self.exposure, PRIOR_S), self.budget_share * week.sum() / ratio)
+        counts = week.sum(axis=1)
+        late_cells = _late(week)[np.arange(CELLS), self.buffers]
         self.expected = np.divide(late_cells, counts, out=np.zeros(CELLS), where=counts > 0)
         # Forecast error: recent jobs the plan made late against what it expected for them.
         seen, wanted = sum(o for o, _ in self.outcomes), sum(e for _, e in self.outcomes)

@@ -37,6 +37,7 @@ class Snapshot:
     idle: int
     idle_ages_s: tuple[float, ...] = ()  # how long each idle executor has been idle, longest first
     arrivals: tuple[float, ...] = ()  # submission times since the previous decision
+    waits: tuple[float, ...] = ()  # how long each job started since the previous decision waited
     lead_s: float = 60.0  # measured provisioning lead time
     memory: Any = None  # what the policy learned so far (opaque to the caller)
 
@@ -67,6 +68,10 @@ class _Policy(BaseModel):
     one_shot: bool = False  # executors take one job and exit (ARC, KEDA)
     tick_s: Annotated[float, Field(gt=0)] = 10.0  # how often the loop decides, besides on arrivals
     on_arrival: bool = True  # decide on every arrival too
+
+    def hold_s(self, lead_s: float) -> float:
+        """How long desired must stay below current before idle executors are drained."""
+        return self.scale_down_delay_s
 
 
 class ReactivePolicy(_Policy):
@@ -104,6 +109,12 @@ class PredictivePolicy(_Policy):
     safety: Annotated[float, Field(gt=0, le=1)] = 0.8  # plan for this share of the late-job budget
     replan_s: Annotated[float, Field(gt=0)] = 3600.0
     active_s: Annotated[float, Field(gt=0)] = 900.0  # a job arrived this recently: the pool is active
+
+    def hold_s(self, lead_s: float) -> float:
+        """Keep a freed executor at least as long as a new one takes to boot (the break-even
+        of ski rental: holding it longer costs more than booting anew, shorter risks paying
+        for both). When a boot meets the wait target, hold none: no job needs it ready."""
+        return 0.0 if self.target_p95_s >= lead_s else max(self.scale_down_delay_s, lead_s)
 
 
 class JenkinsPolicy(_Policy):
@@ -192,7 +203,7 @@ def _delay_scale_down(snap: Snapshot, desired: int, policy: _Policy, lim: _Limit
     if desired >= snap.current:
         return desired, replace(lim, below_since=None)
     since = lim.below_since if lim.below_since is not None else now
-    if now - since < policy.scale_down_delay_s:
+    if now - since < policy.hold_s(snap.lead_s):
         return snap.current, replace(lim, below_since=since)
     return desired, replace(lim, below_since=since)
 
@@ -271,7 +282,7 @@ def _predictive(snap: Snapshot, policy: PredictivePolicy, now: float, own: Any) 
     from farm.autoscale.forecast import Forecaster
 
     fc: Forecaster = own if own is not None else Forecaster.new(policy, snap.lead_s)
-    fc = fc.observe(snap.arrivals, now)
+    fc = fc.observe(snap.arrivals, now, snap.queued + snap.running, snap.waits)
     buffer, why = fc.buffer(now)
     return snap.queued + snap.running + buffer, f"queued {snap.queued} + running {snap.running} + {why}", fc
 

@@ -101,6 +101,7 @@ def simulate(  # type: ignore[no-untyped-def]
     provisioned = 0.0
     memory = None
     arrivals: list[float] = []
+    started: list[float] = []  # waits of the jobs started since the previous decision
     last_direction, reversals = 0, 0
     series: list[tuple[float, int, int]] = []
     next_id = 0
@@ -117,6 +118,7 @@ def simulate(  # type: ignore[no-untyped-def]
         nonlocal busy, seq
         busy += 1
         waits.append(now - submitted[job])
+        started.append(now - submitted[job])
         heapq.heappush(events, (now + durations[job], seq, DONE, executor))
         seq += 1
 
@@ -128,12 +130,13 @@ def simulate(  # type: ignore[no-untyped-def]
             idle.append((executor, now))
 
     def act(now: float) -> None:
-        nonlocal memory, arrivals, starting, next_id, seq, last_direction, reversals
+        nonlocal memory, arrivals, started, starting, next_id, seq, last_direction, reversals
         snap = Snapshot(
             queued=len(queue), running=busy, starting=starting, idle=len(idle),
-            idle_ages_s=tuple(now - since for _, since in idle), arrivals=tuple(arrivals), lead_s=lead_s, memory=memory,
+            idle_ages_s=tuple(now - since for _, since in idle), arrivals=tuple(arrivals), waits=tuple(started),
+            lead_s=lead_s, memory=memory,
         )  # fmt: skip
-        arrivals = []
+        arrivals, started = [], []
         if record:
             series.append((now, busy + len(queue), snap.current))
         d = decide(snap, policy, now=now)

@@ -140,9 +140,23 @@ def test_predictive_starts_from_nothing_and_learns():
     for i in range(1, 200):
         t = i * 600.0
         burst = tuple(t for _ in range(10))
-        d = decide(snap(arrivals=burst, memory=memory), p, now=t)
+        memory = decide(snap(queued=10, arrivals=burst, memory=memory), p, now=t).memory
+        memory = decide(snap(memory=memory), p, now=t + 300).memory  # the burst ran and left
+    d = decide(snap(memory=memory), p, now=200 * 600.0)
+    assert d.desired >= 9  # it has seen bursts of 10 all along, and the pool is empty now
+
+
+def test_predictive_holds_a_freed_executor_as_long_as_a_boot_takes():
+    assert PredictivePolicy(target_p95_s=15).hold_s(180) == 180
+    assert PredictivePolicy(target_p95_s=15, scale_down_delay_s=300).hold_s(60) == 300
+    assert PredictivePolicy(target_p95_s=60).hold_s(60) == 0  # a boot meets the target
+    # The hold is what the shared scale-down step waits for.
+    p, memory = PredictivePolicy(target_p95_s=15), None
+    for now in (0.0, 100.0):
+        d = decide(snap(idle=3, lead_s=180, memory=memory), p, now=now)
         memory = d.memory
-    assert d.desired >= 9  # it has seen bursts of 10 all along
+    assert d.to_drain == 0
+    assert decide(snap(idle=3, lead_s=180, memory=memory), p, now=181).to_drain == 3
 
 
 def test_policies_refuse_bad_parameters():

@@ -5,7 +5,7 @@ import io
 import numpy as np
 import pytest
 
-from farm.autoscale.forecast import plan
+from farm.autoscale.forecast import CELLS, K_MAX, Forecaster, expected_week, hour_of_week, plan
 from farm.autoscale.policy import ArcPolicy, PredictivePolicy, ReactivePolicy
 from farm.sim.simulator import clairvoyant_hours, simulate
 from farm.sim.trace import Trace, TraceError, parse
@@ -88,3 +88,35 @@ def test_plan_spends_the_late_budget_on_the_quiet_cells():
     buffers = plan(hist, exposure, budget=10)
     assert buffers.tolist() == [10, 0, 3]  # the quiet cell gives up its 10 for 10 late jobs
     assert plan(hist, exposure, budget=0).tolist() == [10, 10, 3]
+
+
+def _forecaster(lead_s: float = 60, target_s: float = 15, hold_s: float = 60) -> Forecaster:
+    return Forecaster.new(PredictivePolicy(target_p95_s=target_s, scale_down_delay_s=hold_s), lead_s)
+
+
+def test_a_jobs_deficit_counts_the_executors_asked_for_in_time():
+    # W = lead - target = 45 s: capacity asked for by t - 45 is ready by t + 15.
+    fc = _forecaster()
+    fc.observe((0.0,), 0.0, in_pool=1)
+    fc.observe((), 50.0, in_pool=1)  # the first job still runs
+    fc.observe((100.0,), 100.0, in_pool=2)  # a second job: one executor was asked for in time
+    assert fc.hist.sum(axis=0)[:2].tolist() == [0, 2]  # both were one executor short
+    fc = _forecaster()
+    fc.observe((0.0,), 0.0, in_pool=1)
+    fc.observe((), 50.0, in_pool=0)  # the first job finished; its executor is held
+    fc.observe((100.0,), 100.0, in_pool=1)
+    assert fc.hist.sum(axis=0)[:2].tolist() == [1, 1]  # the second job needed nothing new
+
+
+def test_an_hour_never_seen_borrows_its_rate_from_the_same_hour_of_other_days():
+    hist = np.zeros((CELLS, K_MAX + 1))
+    exposure = np.zeros(CELLS)
+    monday_9, tuesday_9, saturday_9 = 9, 24 + 9, 5 * 24 + 9
+    for h in range(0, 5 * 24):  # weekdays seen for a week, quiet: bursts of 10 at 09:00 only
+        exposure[2 * h] = 3600
+    hist[2 * monday_9, 10] = 5
+    week = expected_week(hist, exposure, prior_s=3600)
+    busy = week[2 * tuesday_9].sum()
+    assert busy > week[2 * (tuesday_9 + 1)].sum() * 5  # 09:00 on another weekday looks busy
+    assert week[2 * saturday_9].sum() < busy  # a weekend hour takes from weekends, not weekdays
+    assert hour_of_week(1763974800.0) == monday_9  # 2025-11-24 09:00 UTC, a Monday
