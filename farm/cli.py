@@ -97,8 +97,10 @@ def up(
         url = f"http://{api.host}:{api.port}"
 
         def ready() -> None:
+            sized = (f"pool {ex.pool!r} sized by its {settings.policies[ex.pool].kind} policy" if ex.pool in settings.policies
+                     else f"{ex.count} {ex.runtime} executor(s) in pool {ex.pool!r}")  # fmt: skip
             out.print(
-                f"farm ready at {url} — {ex.count} {ex.runtime} executor(s) in pool {ex.pool!r}, data in {settings.data_dir}",
+                f"farm ready at {url} — {sized}, data in {settings.data_dir}",
                 highlight=False,
                 soft_wrap=True,
             )

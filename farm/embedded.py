@@ -1,9 +1,11 @@
 """`farm up`: the whole farm on one machine with embedded defaults.
 
 Starts, in order: the embedded Redis-compatible server (unless FARM_REDIS_URL is set), a
-local Ray on loopback, the executor actors, then the API (the caller serves it). Stops in
-reverse: executors drain (a job still running after the drain timeout is left to its lease
-and runs again on the next start), Ray shuts down, the server flushes its AOF and exits.
+local Ray on loopback, the executor actors of the default pool (unless a capacity policy
+sizes it), the autoscaler actor, then the API (the caller serves it). Stops in reverse: the
+autoscaler stops, every executor drains (a job still running after the drain timeout is
+left to its lease and runs again on the next start), Ray shuts down, the server flushes its
+AOF and exits.
 """
 
 from __future__ import annotations
@@ -60,6 +62,8 @@ class EmbeddedFarm:
     settings: Settings
     redis: EmbeddedRedis | None = None
     actors: list[Any] = field(default_factory=list)
+    autoscaler: Any = None
+    resolved: Settings | None = None  # with the Redis URL and admin token in force
     admin_token: str = ""
     token_created: bool = False
 
@@ -75,9 +79,20 @@ class EmbeddedFarm:
             self.redis = EmbeddedRedis(s.data_dir / "redis", port=s.redis.port, fsync=s.redis.aof_fsync)
             url = self.redis.start()
         resolved = s.model_copy(update={"redis_url": url, "admin_token": SecretStr(self.admin_token)})
-        if s.executors.count:
+        self.resolved = resolved
+        if s.executors.count and s.executors.pool not in s.policies:
             self.start_executors(resolved)
+        if s.autoscaler.enabled:
+            self.start_autoscaler(resolved)
         return resolved
+
+    def start_autoscaler(self, settings: Settings) -> None:
+        from agents.executor import actor_settings
+        from farm.autoscale.live import NAMESPACE, autoscaler_actor
+
+        init_ray()
+        plain = actor_settings(settings)
+        self.autoscaler = autoscaler_actor().options(name="autoscaler", namespace=NAMESPACE).remote(plain)
 
     def start_executors(self, settings: Settings) -> None:
         from agents.executor import actor_settings, executor_actor
@@ -95,10 +110,22 @@ class EmbeddedFarm:
         ray.get([a.start.remote() for a in self.actors])
 
     def stop_executors(self, drain_timeout_s: float = 10.0) -> None:
-        """Drain every executor (a job still running after the timeout is left to its lease)."""
+        """Drain every executor, those the autoscaler started too (a job still running after
+        the timeout is left to its lease)."""
+        import ray
+
+        if not ray.is_initialized():
+            return
+        if self.autoscaler is not None:
+            try:
+                ray.get(self.autoscaler.stop.remote(), timeout=15)
+            except Exception as e:  # noqa: BLE001 - shutting down whatever happens
+                log.warning("autoscaler did not stop cleanly: %s", e)
+            ray.kill(self.autoscaler)
+            self.autoscaler = None
+        self.actors.extend(self._scaled_executors())
         if not self.actors:
             return
-        import ray
 
         try:
             ray.get([a.drain.remote(drain_timeout_s) for a in self.actors], timeout=drain_timeout_s + 5)
@@ -107,6 +134,27 @@ class EmbeddedFarm:
         for a in self.actors:
             ray.kill(a)
         self.actors.clear()
+
+    def _scaled_executors(self) -> list[Any]:
+        import ray
+
+        from farm.autoscale.live import NAMESPACE, executor_name
+        from farm.store.executors import ExecutorRegistry
+        from farm.store.jobs import connect
+
+        found = []
+        try:
+            registry = ExecutorRegistry(connect(self.resolved.redis_url or "" if self.resolved else ""))
+            ids = [e.id for pool in self.settings.pools for e in registry.list(pool)]
+        except Exception as e:  # noqa: BLE001 - shutting down whatever happens
+            log.warning("could not list the executors: %s", e)
+            return []
+        for executor_id in ids:
+            try:
+                found.append(ray.get_actor(executor_name(executor_id), namespace=NAMESPACE))
+            except ValueError:
+                pass  # a static one (already in self.actors) or gone
+        return found
 
     def stop(self, drain_timeout_s: float = 10.0) -> None:
         self.stop_executors(drain_timeout_s)

@@ -66,6 +66,13 @@ class ExecutorSettings(BaseModel):
     kill_grace_s: Annotated[float, Field(ge=0, le=60)] = 0.5  # SIGTERM -> SIGKILL
 
 
+class AutoscalerSettings(BaseModel):
+    enabled: bool = True  # pools without a capacity policy are left alone either way
+    interval_s: Annotated[float, Field(gt=0, le=600)] = 2.0  # one observe -> decide -> act turn
+    lead_s: Annotated[float, Field(gt=0)] = 10.0  # provisioning lead time assumed until one is measured
+    start_timeout_s: Annotated[float, Field(gt=0)] = 300.0  # an executor not ready by then is given up
+
+
 class LeaseSettings(BaseModel):
     lease_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
     heartbeat_s: Annotated[float, Field(gt=0, le=600)] = 0.5
@@ -120,6 +127,7 @@ class Settings(BaseSettings):
     tenants: list[TenantConfig] = Field(default_factory=list)
 
     redis: RedisSettings = RedisSettings()
+    autoscaler: AutoscalerSettings = AutoscalerSettings()
     api: ApiSettings = ApiSettings()
     executors: ExecutorSettings = ExecutorSettings()
     lease: LeaseSettings = LeaseSettings()

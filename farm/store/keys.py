@@ -31,6 +31,8 @@ only place a key is named.
     {p}policy:{pool}        hash    the pool's capacity policy: version, policy (JSON), by, at
     {p}policy_audit:{pool}  list    every policy change, newest first: version, by, at, before, after
     {p}decisions:{pool}     list    the autoscaler's recent decisions, newest first
+    {p}demand:{pool}        stream  arrivals (field a: queued_at ms) and starts (field w: wait ms), capped,
+                                    read by the autoscaler
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ EXECUTOR_TTL_MS = 60_000  # an executor entry outlives its last report by this m
 
 _PER_ID = (
     "job", "log", "queue", "tenants", "pass", "waiting", "wake", "running", "tenant_jobs", "stats",
-    "executors", "executor", "group", "parked", "gq", "idem", "policy", "policy_audit", "decisions",
+    "executors", "executor", "group", "parked", "gq", "idem", "policy", "policy_audit", "decisions", "demand",
 )  # fmt: skip
 _SINGLE = ("leases", "deadlines", "qdeadlines", "finished", "webhooks", "jobs", "seq")
 
@@ -86,6 +88,9 @@ class Keys:
 
     def decisions(self, pool: str) -> str:
         return self._k("decisions", pool)
+
+    def demand(self, pool: str) -> str:
+        return self._k("demand", pool)
 
     def idempotency(self, tenant: str, key: str) -> str:
         return self._k("idem", f"{tenant}:{key}")

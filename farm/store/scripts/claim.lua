@@ -44,6 +44,7 @@ for _ = 1, 100 do
       redis.call('ZADD', K.deadlines, now + tonumber(f[3]) + grace_ms, id)
       redis.call('SADD', K.running .. pool, id)
       observe(pool, 'wait', (now - tonumber(f[4])) / 1000, C.wb)
+      demand(pool, 'w', now - tonumber(f[4]))
       note(id, f[2], 'attempt ' .. f[2] .. ' started on ' .. executor)
       executor_state(executor, pool, 'busy', id, now)
       return {id, f[2], f[7], tenant, f[8] or ''}

@@ -32,6 +32,7 @@ redis.call('HSET', K.job .. id,
 redis.call('ZADD', K.jobs, seq, id)
 redis.call('ZADD', K.tenant_jobs .. tenant, seq, id)
 redis.call('HINCRBY', K.stats .. pool, 'submitted_total', 1)
+demand(pool, 'a', now)
 if group ~= '' then
   -- A group's limit is the one its latest job set.
   redis.call('HSET', group_key('group', tenant, group), 'limit', limit)

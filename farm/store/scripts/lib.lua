@@ -25,6 +25,12 @@ local function observe(pool, name, value_s, bounds)
   redis.call('HINCRBY', stats, name .. '_count', 1)
 end
 
+-- What the autoscaler learns demand from: an arrival (a = queued_at) or a start (w = its
+-- queue wait), both in ms. Capped: an autoscaler away longer than the cap misses the oldest.
+local function demand(pool, field, value)
+  redis.call('XADD', K.demand .. pool, 'MAXLEN', '~', 100000, '*', field, value)
+end
+
 local function note(id, attempt, text)
   redis.call('XADD', K.log .. id, '*', 'a', attempt, 'd', '[farm] ' .. text .. '\n')
 end

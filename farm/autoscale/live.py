@@ -1,0 +1,277 @@
+"""The live autoscaler: observe → decide → act, every `interval_s`, for each pool that has a
+capacity policy.
+
+    observe  the pool's queue and executors (farm.queue.summarize), the arrivals and starts
+             since the last turn (the pool's demand stream, written by enqueue and claim)
+    decide   farm.autoscale.policy.decide: the very function `farm simulate` replays
+    act      start executor actors, or drain idle ones (stop claiming, finish the current
+             job if one slipped in, exit); record the decision in Redis
+
+A drain only ever goes to an executor the registry showed idle, and draining is graceful: if
+it claimed a job in between, it finishes that job before it exits. So a scale-down never
+kills a running job. Pools without a policy are left alone (`farm up --executors N` sizes
+the default pool then).
+
+The policy comes from Redis (set through `PUT /v1/pools/{name}/policy`); a pool with none
+stored is seeded from `farm.yaml` once. A new version takes effect on the next turn; what a
+policy learned is kept while its kind stays the same. The provisioning lead time is
+measured: from asking for an executor to its first report as ready.
+
+`Autoscaler.run_once()` is one turn (tests step it); `autoscaler_actor()` is the Ray actor
+that loops it. I/O goes through the store classes and `RayFleet`; the sizing is pure.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from farm.autoscale.policy import CapacityPolicy, Snapshot, decide
+from farm.errors import Conflict, FarmError
+from farm.models import rfc3339
+from farm.queue import summarize
+from farm.settings import Settings
+from farm.store.executors import ExecutorRegistry, ExecutorState
+from farm.store.jobs import JobStore, translated
+from farm.store.policies import PolicyStore
+
+log = logging.getLogger("farm.autoscaler")
+
+NAMESPACE = "farm"
+_POLICY: TypeAdapter = TypeAdapter(CapacityPolicy)
+RECORD_EVERY_S = 60.0  # a decision that changes nothing is still recorded this often
+
+
+def executor_name(executor_id: str) -> str:
+    return f"executor-{executor_id}"
+
+
+class RayFleet:
+    """Starts and drains executor actors. Executors are detached (a restart of the
+    autoscaler does not take running jobs down with it) and named, so any process on the
+    farm's Ray can find one by its id."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._draining: dict[Any, Any] = {}  # drain() ref -> actor handle
+
+    def start(self, pool: str, n: int) -> list[str]:
+        from agents.executor import actor_settings, executor_actor
+
+        plain = actor_settings(self.settings)
+        plain["executors"] = {**plain["executors"], "pool": pool}
+        ids = []
+        for _ in range(n):
+            executor_id = f"{pool}-{uuid.uuid4().hex[:10]}"
+            handle = executor_actor().options(
+                name=executor_name(executor_id), namespace=NAMESPACE, lifetime="detached"
+            ).remote(executor_id, plain)
+            handle.start.remote()
+            ids.append(executor_id)
+        return ids
+
+    def drain(self, executor_ids: list[str]) -> None:
+        import ray
+
+        for executor_id in executor_ids:
+            try:
+                handle = ray.get_actor(executor_name(executor_id), namespace=NAMESPACE)
+            except ValueError:
+                continue  # gone already
+            self._draining[handle.drain.remote(None)] = handle
+
+    def reap(self) -> None:
+        """Remove the actors whose drain has finished."""
+        import ray
+
+        if not self._draining:
+            return
+        done, _ = ray.wait(list(self._draining), num_returns=len(self._draining), timeout=0)
+        for ref in done:
+            ray.kill(self._draining.pop(ref))
+
+
+@dataclass
+class _Pool:
+    name: str
+    version: int = -1
+    policy: Any = None
+    memory: Any = None
+    cursor: str | None = None  # last demand-stream id read
+    launched: dict[str, float] = field(default_factory=dict)  # asked for, not yet ready: id -> when
+    idle_since: dict[str, float] = field(default_factory=dict)
+    lead_s: float | None = None  # measured provisioning lead time (EWMA)
+    recorded: tuple[Any, ...] = ()
+    recorded_at: float = 0.0
+
+
+class Autoscaler:
+    def __init__(
+        self, settings: Settings, *, store: JobStore, registry: ExecutorRegistry, policies: PolicyStore, fleet: RayFleet,
+        clock: Any = time.time,
+    ) -> None:  # fmt: skip
+        self.settings, self.store, self.registry, self.policies, self.fleet = settings, store, registry, policies, fleet
+        self.clock = clock
+        self.pools = {name: _Pool(name) for name in settings.pools}
+
+    # -- the policy in force ---------------------------------------------------------------
+
+    def _load_policy(self, p: _Pool) -> bool:
+        stored = self.policies.get(p.name)
+        if stored.policy is None and p.name in self.settings.policies:
+            seed = _POLICY.dump_python(self.settings.policies[p.name], mode="json")
+            try:
+                stored = self.policies.put(p.name, seed, by="farm.yaml", expected_version=0)
+            except Conflict:  # someone set one meanwhile: theirs wins
+                stored = self.policies.get(p.name)
+        if stored.version == p.version:
+            return p.policy is not None
+        try:
+            policy = _POLICY.validate_python(stored.policy) if stored.policy is not None else None
+        except ValidationError as e:  # stored by an older farm: keep the last good one
+            log.error("pool %s: policy version %d is invalid, keeping the previous one: %s", p.name, stored.version, e)
+            return p.policy is not None
+        if policy is None or p.policy is None or policy.kind != p.policy.kind:
+            p.memory = None  # what one kind learned means nothing to another
+        p.version, p.policy = stored.version, policy
+        log.info("pool %s: policy version %d (%s)", p.name, p.version, policy.kind if policy else "none")
+        return policy is not None
+
+    # -- observe -----------------------------------------------------------------------------
+
+    def _demand(self, p: _Pool) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Arrival times and start waits (s) since the last turn."""
+        key = self.store.keys.demand(p.name)
+        with translated():
+            if p.cursor is None:  # first turn: start from now, the past has no snapshot to go with it
+                last = self.store.client.xrevrange(key, count=1)
+                p.cursor = last[0][0] if last else "0-0"
+                return (), ()
+            rows = self.store.client.xrange(key, min=f"({p.cursor}", count=100_000)
+        if rows:
+            p.cursor = rows[-1][0]
+        arrivals = tuple(int(f["a"]) / 1000 for _, f in rows if "a" in f)
+        waits = tuple(int(f["w"]) / 1000 for _, f in rows if "w" in f)
+        return arrivals, waits
+
+    def observe(self, p: _Pool, now: float) -> Snapshot:
+        arrivals, waits = self._demand(p)
+        summary = summarize(self.store, self.registry, [p.name])[0]
+        executors = self.registry.list(p.name)
+        seen = {e.id: e.state for e in executors}
+        for executor_id, asked in list(p.launched.items()):
+            state = seen.get(executor_id)
+            if state in (ExecutorState.IDLE, ExecutorState.BUSY):
+                lead = max(0.0, now - asked)
+                p.lead_s = lead if p.lead_s is None else 0.8 * p.lead_s + 0.2 * lead
+                del p.launched[executor_id]
+            elif state is None and now - asked > self.settings.autoscaler.start_timeout_s:
+                log.warning("pool %s: executor %s did not start within %.0f s", p.name, executor_id, now - asked)
+                del p.launched[executor_id]
+        idle = [e.id for e in executors if e.state is ExecutorState.IDLE]
+        p.idle_since = {i: p.idle_since.get(i, now) for i in idle}
+        starting = sum(1 for e in executors if e.state is ExecutorState.STARTING)
+        starting += sum(1 for i in p.launched if i not in seen)
+        busy = sum(1 for e in executors if e.state is ExecutorState.BUSY)
+        ages = sorted((now - since for since in p.idle_since.values()), reverse=True)
+        return Snapshot(
+            queued=summary.queued, running=max(busy, summary.running), starting=starting, idle=len(idle),
+            idle_ages_s=tuple(ages), arrivals=arrivals, waits=waits,
+            lead_s=p.lead_s if p.lead_s is not None else self.settings.autoscaler.lead_s, memory=p.memory,
+        )  # fmt: skip
+
+    # -- one turn ----------------------------------------------------------------------------
+
+    def run_once(self) -> dict[str, dict[str, Any]]:
+        """One observe → decide → act turn over every pool; returns what each pool decided."""
+        self.fleet.reap()
+        out = {}
+        for p in self.pools.values():
+            try:
+                if not self._load_policy(p):
+                    continue
+                out[p.name] = self._turn(p)
+            except FarmError as e:
+                log.warning("pool %s: autoscaler turn skipped: %s", p.name, e)
+        return out
+
+    def _turn(self, p: _Pool) -> dict[str, Any]:
+        now = self.clock()
+        snap = self.observe(p, now)
+        d = decide(snap, p.policy, now=now)
+        p.memory = d.memory
+        started = self.fleet.start(p.name, d.to_start) if d.to_start else []
+        for executor_id in started:
+            p.launched[executor_id] = now
+        drained: list[str] = []
+        if d.to_drain:
+            longest_idle = sorted(p.idle_since, key=p.idle_since.__getitem__)
+            drained = longest_idle[: d.to_drain]
+            self.fleet.drain(drained)
+            for executor_id in drained:
+                p.idle_since.pop(executor_id, None)
+        record = {
+            "at": rfc3339(int(now * 1000)), "policy": p.policy.kind, "version": p.version,
+            "inputs": {"queued": snap.queued, "running": snap.running, "starting": snap.starting, "idle": snap.idle,
+                       "arrivals": len(snap.arrivals), "lead_s": round(snap.lead_s, 2)},
+            "current": snap.current, "desired": d.desired, "reason": d.reason, "started": started, "drained": drained,
+        }  # fmt: skip
+        changed = (d.desired, snap.current, p.version) != p.recorded
+        if started or drained or changed or now - p.recorded_at >= RECORD_EVERY_S:
+            self.policies.record_decision(p.name, record)
+            p.recorded, p.recorded_at = (d.desired, snap.current, p.version), now
+        return record
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                self.run_once()
+            except Exception:  # noqa: BLE001 - one bad turn must not stop scaling
+                log.exception("autoscaler turn failed")
+            stop.wait(self.settings.autoscaler.interval_s)
+
+
+def build_autoscaler(settings: Settings) -> Autoscaler:
+    from farm.store.jobs import connect
+
+    client = connect(settings.redis_url or "")
+    return Autoscaler(
+        settings, store=JobStore(client), registry=ExecutorRegistry(client), policies=PolicyStore(client),
+        fleet=RayFleet(settings),
+    )  # fmt: skip
+
+
+def _actor_class():  # type: ignore[no-untyped-def]
+    import ray
+
+    @ray.remote(num_cpus=0, max_concurrency=2, max_restarts=-1)
+    class AutoscalerActor:
+        def __init__(self, settings: dict) -> None:  # type: ignore[type-arg]
+            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+            self.autoscaler = build_autoscaler(Settings.load(**settings))
+            self.stop_event = threading.Event()
+            self.thread = threading.Thread(target=self.autoscaler.run, args=(self.stop_event,), daemon=True)
+            self.thread.start()
+
+        def stop(self) -> None:
+            self.stop_event.set()
+            self.thread.join(10)
+
+    return AutoscalerActor
+
+
+_ACTOR = None
+
+
+def autoscaler_actor():  # type: ignore[no-untyped-def]
+    """The Ray actor class (built on first use, so importing this module needs no Ray)."""
+    global _ACTOR
+    if _ACTOR is None:
+        _ACTOR = _actor_class()
+    return _ACTOR

@@ -1,0 +1,85 @@
+"""The live autoscaler on real Redis and Ray: observe -> decide -> act, stepped with run_once."""
+
+import pytest
+import ray
+
+from farm.autoscale.live import NAMESPACE, build_autoscaler, executor_name
+from farm.models import JobSpec, JobState
+from farm.store.executors import ExecutorState
+from farm.store.policies import PolicyStore
+from tests.conftest import wait_for
+from tests.integration.test_executor_local import wait_done
+
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture
+def autoscaler(ray_session, make_settings):
+    made = []
+
+    def make(**overrides):
+        a = build_autoscaler(make_settings(**overrides))
+        made.append(a)
+        return a
+
+    yield make
+    for a in made:  # whatever a failed test left behind
+        for pool in a.settings.pools:
+            for e in a.registry.list(pool):
+                try:
+                    ray.kill(ray.get_actor(executor_name(e.id), namespace=NAMESPACE))
+                except ValueError:
+                    pass
+
+
+def states(registry, pool="default"):
+    return sorted(e.state.value for e in registry.list(pool))
+
+
+def step_until(a, predicate, timeout, what):
+    def turn():
+        a.run_once()
+        return predicate()
+
+    return wait_for(turn, timeout, interval=0.2, what=what)
+
+
+def test_scales_up_for_a_burst_and_drains_idle_executors_after_it(store, registry, autoscaler, tmp_path):
+    PolicyStore(store.client).put("default", {"kind": "reactive", "buffer": 0, "scale_down_delay_s": 0}, by="test")
+    a = autoscaler()
+    assert a.run_once()["default"]["desired"] == 0
+    flag = tmp_path / "go"
+    jobs = [store.enqueue(JobSpec(steps=[{"name": "w", "run": f"while [ ! -e {flag} ]; do sleep 0.05; done"}]), "t")
+            for _ in range(3)]  # fmt: skip
+    first = a.run_once()["default"]
+    assert first["desired"] == 3 and len(first["started"]) == 3 and first["inputs"]["arrivals"] == 3
+    step_until(a, lambda: all(store.get(j.id).state is JobState.RUNNING for j in jobs), 60, "the burst to run")
+    assert a.run_once()["default"]["started"] == []  # all three are busy: nothing more to start
+    flag.touch()
+    step_until(a, lambda: not registry.list("default"), 60, "the idle executors to drain and stop")
+    for j in jobs:
+        done = wait_done(store, j.id)
+        assert done.state is JobState.SUCCEEDED and done.attempt == 1  # none killed, none retried
+    decisions = a.policies.decisions("default")
+    assert sum(len(d["drained"]) for d in decisions) == 3
+    assert any(d["inputs"]["lead_s"] != a.settings.autoscaler.lead_s for d in decisions)  # the lead was measured
+
+
+def test_a_new_policy_version_takes_effect_on_the_next_turn(store, registry, autoscaler):
+    policies = PolicyStore(store.client)
+    policies.put("default", {"kind": "reactive", "buffer": 2, "scale_down_delay_s": 0}, by="admin")
+    a = autoscaler()
+    step_until(a, lambda: states(registry) == ["idle", "idle"], 60, "a buffer of two idle executors")
+    policies.put("default", {"kind": "reactive", "buffer": 0, "scale_down_delay_s": 0}, by="admin")
+    step_until(a, lambda: not registry.list("default"), 60, "the buffer to drain")
+    newest = a.policies.decisions("default")[0]
+    assert newest["version"] == 2 and newest["desired"] == 0
+
+
+def test_a_pool_without_a_policy_is_left_alone_and_farm_yaml_seeds_one(store, registry, autoscaler):
+    a = autoscaler(pools=["default", "gpu"], policies={"gpu": {"kind": "reactive", "buffer": 1}})
+    out = step_until(a, lambda: states(registry, "gpu") == ["idle"], 60, "the gpu pool's buffer")
+    assert "default" not in a.run_once() and states(registry) == []
+    stored = PolicyStore(store.client).get("gpu")
+    assert stored.version == 1 and stored.by == "farm.yaml" and out
+    assert all(e.state is ExecutorState.IDLE for e in registry.list("gpu"))
