@@ -1,31 +1,38 @@
 """What the predictive policy learns, and how it turns that into an idle buffer. Pure.
 
-The question a buffer answers: when a job arrives, is an executor already idle? A new one
-takes the lead time L to boot, longer than the wait target T (the interesting case; when
-T >= L, executors started on demand already meet it, and the buffer is 0). The executors started for jobs that arrived
-earlier become ready L after them, so a job waits longer than T exactly when more jobs
-arrived in the window (t - (L - T), t] than there were idle executors: with an idle buffer
-of b, the job that is k-th in its window is late iff k > b. CI demand arrives in fan-out
-bursts (one push starts ~19 jobs at once), so k is what matters, not the arrival rate that
-an Erlang-C model would assume.
+The question a buffer answers: when a job arrives, is an executor ready for it within the
+wait target T? A new one takes the lead time L to boot, longer than T (the interesting case;
+when T >= L, executors started on demand already meet it: no buffer, and a freed executor
+is not held). Capacity asked for by t - W (W = L - T) is ready by t + T, and an executor
+freed within the hold is still there; so with an idle buffer b, the job arriving at t is
+late iff its deficit k > b, where
 
-So the forecaster keeps, online and only from what it has seen, a histogram of k for each
-hour of the week (UTC, Monday 00:00 = 0), split by the recent level: "active" when a job
-arrived within `active_s`, else "quiet" (CI bursts come in clusters: a push that started
-one burst is often followed by more, while a quiet hour stays quiet). The state lags by the
-lead time, so the state at t is known in time to boot its buffer by t. Every `replan_s` it chooses a buffer b_h for each
-cell to minimise executor-hours, sum(b_h), subject to the expected late jobs,
-sum(late_h(b_h)), staying within the budget (1 - quantile) * safety of all jobs (`plan`).
-Quiet hours get the small buffers because a late job there is rare; the budget is spent
-where it buys the most. Each cell is shrunk toward the pooled shape (a prior worth one week
-of an average cell): a cell seen quiet for a few weeks is not known to be quiet, and without
-the prior the plan turned off hours that then had bursts. Until a whole week has been seen,
-every hour gets the pooled buffer.
+    k = jobs in the pool at t (queued + running) - the most jobs in the pool over
+        (t - W - hold, t - W]
+
+i.e. the executors it needs beyond those asked for in time. CI demand arrives in fan-out
+bursts (one push starts ~19 jobs at once), so k is what matters, not an arrival rate as
+Erlang-C would assume. Replayed job by job on the shared trace, the plan's expected late
+jobs and the real ones agree within about 10%.
+
+The forecaster keeps, online and only from what it has seen, a histogram of k for each hour
+of the week (UTC, Monday 00:00 = 0), split by the recent level: "active" when a job arrived
+within `active_s` (lagged by L, so the state at t is known in time to boot its buffer by t),
+else "quiet". Every `replan_s` it plans a coming week: each cell's expected histogram is
+its own rate shrunk toward its parent's (the same hour of the day and state, over weekdays
+or over weekend days) and the parent's toward the state's over the whole week (gamma-Poisson
+posterior means, PRIOR_S seconds of weight), so a new week borrows from the day before and
+an hour seen quiet for a few weeks is not yet taken to be quiet. `plan` then chooses a
+buffer per cell minimising executor-hours subject to the expected late jobs staying within
+(1 - quantile) * safety of all jobs, spending that budget where a buffer costs most per late
+job saved. The budget is divided by how the plans so far fared (jobs that really waited
+longer than T, against the late jobs those plans expected): a plan picks the hours that
+looked quiet, and some of them were only lucky.
 
 Two guards: the buffer for the next L seconds is the larger of this hour's and the next's
 (capacity asked for now is ready at now + L), and when the recent jobs the plan made late
-run above twice what it expected for them (the week is not like the weeks before), it
-falls back to the pooled, all-hours buffer until that passes.
+run well above what it expected for them (the week is not like the weeks before), it falls
+back to the pooled, all-hours buffer until that passes.
 """
 
 from __future__ import annotations
