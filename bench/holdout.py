@@ -1,0 +1,71 @@
+"""How much of a hindsight-tuned peer's advantage survives tuning on past weeks only.
+
+`farm simulate --policy all` tunes each peer on the very trace it is judged on. An operator
+can only tune on the weeks behind them. This splits the trace at a week boundary, tunes the
+constant buffer (reactive) and the GitLab hour-of-week calendar on the first part, and replays
+those settings on the second part, beside the same peers tuned with hindsight on the second
+part, and farm's predictive policy (untuned; it starts cold on the second part, knowing
+nothing of the first).
+
+Usage: python bench/holdout.py [--json] [--trace FILE] [--lead 60] [--target-p95 15] [--weeks 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import progress, report  # noqa: E402
+
+from farm.sim.trace import Trace, parse  # noqa: E402
+from farm.sim.tune import cheapest, gitlab_calendar, run  # noqa: E402
+
+DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "traces" / "bitcoin-core-ci-2025.csv"
+WEEK = 7 * 86400
+
+
+def split(trace: Trace, weeks: float) -> tuple[Trace, Trace]:
+    cut = trace.submitted[0] + weeks * WEEK
+    i = next(i for i, t in enumerate(trace.submitted) if t >= cut)
+    return (Trace(trace.pool, trace.submitted[:i], trace.durations[:i]),
+            Trace(trace.pool, trace.submitted[i:], trace.durations[i:]))  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--trace", type=Path, default=DEFAULT)
+    ap.add_argument("--lead", type=float, default=60.0)
+    ap.add_argument("--target-p95", type=float, default=15.0)
+    ap.add_argument("--weeks", type=float, default=3.0, help="weeks to tune on; the rest is replayed")
+    args = ap.parse_args()
+    with args.trace.open() as f:
+        (trace,) = parse(f)
+    past, future = split(trace, args.weeks)
+    lead, target = args.lead, args.target_p95
+    figures: dict[str, float | int | str] = {"lead_s": lead, "target_p95_s": target, "tuned_on_jobs": len(past),
+                                             "replayed_jobs": len(future)}  # fmt: skip
+
+    def put(name: str, r) -> None:  # type: ignore[no-untyped-def]
+        figures[f"{name}_hours"] = round(r.executor_hours)
+        figures[f"{name}_p95_s"] = r.wait_p95_s
+        progress(f"{name}: {r.executor_hours:,.0f} h, p95 {r.wait_p95_s:.0f} s")
+
+    for name, on in (("past", past), ("hindsight", future)):
+        buffer = cheapest(on, "reactive", "buffer", target, lead)
+        calendar = gitlab_calendar(on, target, lead)
+        if buffer is None or calendar is None:
+            raise SystemExit(f"no setting meets p95 {target} s on the {name} weeks")
+        put(f"buffer_{name}_tuned", run(future, "reactive", buffer.params, lead))
+        put(f"calendar_{name}_tuned", run(future, "gitlab", calendar.params, lead))
+        figures[f"buffer_{name}_tuned_setting"] = buffer.params["buffer"]
+        figures[f"calendar_{name}_tuned_hours_off"] = len(calendar.params["periods"][0]["hours_of_week"]) if calendar.params["periods"] else 0
+    put("predictive_cold", run(future, "predictive", {"target_p95_s": target}, lead))
+    report(figures, args.json)
+
+
+if __name__ == "__main__":
+    main()
