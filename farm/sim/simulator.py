@@ -37,6 +37,7 @@ class Result:
     killed_jobs: int
     reversals_per_hour: float
     clairvoyant_hours: float
+    lead_s: float = 60.0
     # (time, demand = running + queued, provisioned executors) at each decision, when recorded
     series: tuple[tuple[float, int, int], ...] = ()
 
@@ -206,5 +207,6 @@ def simulate(  # type: ignore[no-untyped-def]
         killed_jobs=0,
         reversals_per_hour=reversals / hours,
         clairvoyant_hours=clairvoyant_hours(trace, lead_s),
+        lead_s=lead_s,
         series=tuple(series),
     )

@@ -1,0 +1,49 @@
+"""Markdown tables for docs/CAPACITY.md from `farm simulate --policy all --json` output.
+
+Usage: farm simulate ... --policy all --json > run.json; python bench/capacity_tables.py run.json [...]
+Each file becomes one table (its lead and target taken from the predictive row).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def setting(row: dict) -> str:
+    params = dict(row["params"])
+    periods = params.pop("periods", None)
+    text = ", ".join(f"{k} {v}" for k, v in params.items())
+    if periods:
+        text += f", quiet hours off {len(periods[0]['hours_of_week'])}"
+    return text
+
+
+def table(rows: list[dict]) -> str:
+    lead_s = rows[0]["lead_s"]
+    target = rows[0]["params"]["target_p95_s"]
+    clairvoyant = rows[0]["clairvoyant_hours"]
+    out = [f"### Lead {lead_s:.0f} s, p95 target {target:.0f} s", "",
+           "| policy | tuned setting | executor-h | × clairvoyant | efficiency | wait p50 | p95 | p99 | killed | reversals/h |",
+           "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in rows:
+        miss = " ✗" if r["wait_p95_s"] > target else ""
+        out.append(
+            f"| {r['policy']}{miss} | {setting(r)} | {r['executor_hours']:,.0f} | {r['executor_hours'] / clairvoyant:.2f} "
+            f"| {r['efficiency']:.1%} | {r['wait_p50_s']:.0f} s | {r['wait_p95_s']:.0f} s | {r['wait_p99_s']:.0f} s "
+            f"| {r['killed_jobs']} | {r['reversals_per_hour']:.2f} |"
+        )
+    out += ["", f"Clairvoyant lower bound: {clairvoyant:,.0f} executor-hours; busy: {rows[0]['busy_hours']:,.0f}.", ""]
+    return "\n".join(out)
+
+
+def main() -> None:
+    if len(sys.argv) < 2:
+        raise SystemExit(__doc__)
+    for name in sys.argv[1:]:
+        print(table(json.loads(Path(name).read_text())))
+
+
+if __name__ == "__main__":
+    main()
