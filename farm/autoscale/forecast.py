@@ -46,7 +46,7 @@ import numpy as np
 
 HOURS = 168
 CELLS = 2 * HOURS  # each hour of the week, quiet or active
-K_MAX = 256  # burst sizes above this count as K_MAX
+K_MAX = 128  # deficits above this count as K_MAX
 RECENT = 400  # arrivals the fallback guard looks back over
 PRIOR_S = 36000.0  # how much a parent's rate weighs in a cell, in seconds of the cell's own
 CALIBRATION_PRIOR = 50.0  # late jobs: how much the forecast is trusted before it is checked

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -68,6 +68,7 @@ class _Policy(BaseModel):
     one_shot: bool = False  # executors take one job and exit (ARC, KEDA)
     tick_s: Annotated[float, Field(gt=0)] = 10.0  # how often the loop decides, besides on arrivals
     on_arrival: bool = True  # decide on every arrival too
+    uses_idle_ages: ClassVar[bool] = False  # its rule reads Snapshot.idle_ages_s
 
     def hold_s(self, lead_s: float) -> float:
         """How long desired must stay below current before idle executors are drained."""
@@ -119,6 +120,7 @@ class PredictivePolicy(_Policy):
 
 class JenkinsPolicy(_Policy):
     kind: Literal["jenkins"] = "jenkins"
+    uses_idle_ages: ClassVar[bool] = True
     margin: Annotated[float, Field(ge=0, lt=1)] = 0.1
     margin0: Annotated[float, Field(ge=0, lt=1)] = 0.5
     margin_decay: Annotated[float, Field(gt=0, lt=1)] = 0.5
@@ -138,6 +140,7 @@ class GitLabPeriod(BaseModel):
 
 class GitLabPolicy(_Policy):
     kind: Literal["gitlab"] = "gitlab"
+    uses_idle_ages: ClassVar[bool] = True
     idle_count: Annotated[int, Field(ge=0)] = 0
     idle_time_s: Annotated[float, Field(ge=0)] = 300.0
     scale_factor: Annotated[float, Field(ge=0)] = 0.0
@@ -201,11 +204,12 @@ def _limit_scale_up(snap: Snapshot, desired: int, policy: _Policy, lim: _Limits,
 
 def _delay_scale_down(snap: Snapshot, desired: int, policy: _Policy, lim: _Limits, now: float) -> tuple[int, _Limits]:
     if desired >= snap.current:
-        return desired, replace(lim, below_since=None)
-    since = lim.below_since if lim.below_since is not None else now
-    if now - since < policy.hold_s(snap.lead_s):
-        return snap.current, replace(lim, below_since=since)
-    return desired, replace(lim, below_since=since)
+        return desired, (lim if lim.below_since is None else replace(lim, below_since=None))
+    if lim.below_since is None:
+        lim = replace(lim, below_since=now)
+    if now - lim.below_since < policy.hold_s(snap.lead_s):  # type: ignore[operator]
+        return snap.current, lim
+    return desired, lim
 
 
 RawDecide = Callable[[Snapshot, Any, float, Any], tuple[int, str, Any]]

@@ -108,6 +108,7 @@ def simulate(  # type: ignore[no-untyped-def]
     next_id = 0
     last_arrival = trace.submitted[-1]
     one_shot = policy.one_shot
+    ages = policy.uses_idle_ages  # building them for every decision is a third of a replay
     durations = trace.durations
     submitted = trace.submitted
 
@@ -134,7 +135,7 @@ def simulate(  # type: ignore[no-untyped-def]
         nonlocal memory, arrivals, started, starting, next_id, seq, last_direction, reversals
         snap = Snapshot(
             queued=len(queue), running=busy, starting=starting, idle=len(idle),
-            idle_ages_s=tuple(now - since for _, since in idle), arrivals=tuple(arrivals), waits=tuple(started),
+            idle_ages_s=tuple(now - since for _, since in idle) if ages else (), arrivals=tuple(arrivals), waits=tuple(started),
             lead_s=lead_s, memory=memory,
         )  # fmt: skip
         arrivals, started = [], []
