@@ -20,6 +20,7 @@ import time
 from enum import StrEnum
 from pathlib import Path
 
+from agents.cache import JobCaches
 from agents.logsink import LogSink
 from agents.runtimes.base import Runtime, StepContext
 from agents.watch import Watch
@@ -125,18 +126,22 @@ class Attempt:
         'aborted:<why>' when the server took the job away first."""
         c, spec, log = self.claim, self.claim.spec, self.log
         state, error, exit_code = JobState.SUCCEEDED, None, 0
+        caches: JobCaches | None = None
         self.watch.attach(self)
         try:
             # A runtime that runs nothing (noop) needs no directory, unless the job brings
             # source or keeps artifacts.
             path = self.workspace.path
-            if self.runtime.uses_workspace or spec.source or spec.artifacts:
+            if self.runtime.uses_workspace or spec.source or spec.artifacts or spec.caches:
                 self.workspace.create()
             if spec.source and spec.source.git:
                 log.note(f"checking out {spec.source.git.url} at {spec.source.git.ref}")
                 code = self.workspace.checkout(spec.source.git, log.write, self.stop)
                 if code != 0 and not self.stop.is_set():
                     state, error, exit_code = JobState.FAILED, ErrorCode.SOURCE_FAILED, code
+            caches = JobCaches(c, self.workspace, self.store, self.settings, log.note) if spec.caches else None
+            if caches and state is JobState.SUCCEEDED and not self.stop.is_set():
+                caches.restore()
             env = {**step_env(spec, c.job_id, c.attempt), **c.secrets}
             for step in spec.steps:
                 if state is not JobState.SUCCEEDED or self.stop.is_set():
@@ -155,6 +160,8 @@ class Attempt:
                     state, error = JobState.FAILED, ErrorCode.STEP_FAILED
             if spec.artifacts and not self.stop.is_set():
                 self._collect(log)
+            if caches and caches.results and not self.stop.is_set():
+                caches.save(succeeded=state is JobState.SUCCEEDED)
         except (RuntimeFailure, OSError) as e:  # OSError: the workspace could not be made or read
             log.note(f"runtime error: {e}")
             state, error, exit_code = JobState.FAILED, ErrorCode.RUNTIME_ERROR, None
@@ -170,6 +177,7 @@ class Attempt:
             return self.store.finish(
                 c.job_id, c.attempt, state, exit_code=exit_code, error=error, steps=self.steps, artifacts=self.artifacts,
                 log_tail=log.take_rest(), log_cap=self.settings.retention.log_max_bytes,
+                caches=caches.results if caches else (),
             )  # fmt: skip
         finally:
             if not self.settings.retention.keep_workspaces:

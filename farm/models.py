@@ -19,7 +19,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from farm.errors import IllegalTransition
+from farm.errors import FarmError, IllegalTransition
 
 
 class JobState(StrEnum):
@@ -120,6 +120,45 @@ class Source(_Strict):
     git: GitSource | None = None
 
 
+class CacheSpec(_Strict):
+    """A dependency cache: restored before the first step, saved after the last.
+
+    `key` may use {{ hashFiles('poetry.lock') }} and {{ env.NAME }}; `restore_keys` are
+    prefixes tried in order when the key itself is not found (the newest match wins)."""
+
+    key: Annotated[str, Field(min_length=1, max_length=512)]
+    restore_keys: Annotated[list[Annotated[str, Field(min_length=1, max_length=512)]], Field(max_length=10)] = Field(
+        default_factory=list
+    )
+    paths: Annotated[list[Annotated[str, Field(min_length=1, max_length=1000)]], Field(min_length=1, max_length=50)]
+    save: Literal["on_success", "always", "never"] = "on_success"
+
+    @field_validator("paths")
+    @classmethod
+    def _relative(cls, v: list[str]) -> list[str]:
+        from farm.cache.archive import safe_path
+
+        try:
+            return [safe_path(p) for p in v]
+        except FarmError as e:
+            raise ValueError(str(e)) from None
+
+
+class CacheResult(_Strict):
+    """What a cache did for a job: how it restored, and whether it saved."""
+
+    key: str  # the key as rendered
+    restore: Literal["hit", "partial", "miss", "error"]
+    matched_key: str | None = None
+    restore_bytes: int = 0
+    restore_s: float = 0.0
+    restore_mb_s: float = 0.0
+    save: Literal["saved", "exists", "skipped", "nothing", "error"] | None = None
+    save_bytes: int = 0
+    save_s: float = 0.0
+    error: str | None = None
+
+
 class Concurrency(_Strict):
     """At most `limit` running jobs of `group` (per tenant). When the group is full, a new
     job waits (`queue`) or replaces the group's older queued jobs (`supersede`)."""
@@ -170,6 +209,7 @@ class JobSpec(_Strict):
     # Reach the steps as environment variables; masked in logs, never shown by the API.
     secrets: dict[str, Annotated[str, Field(min_length=1, max_length=100_000)] | SecretRef] = Field(default_factory=dict)
     callback_url: Annotated[str | None, Field(default=None, max_length=2000, pattern=r"^https?://[^\s/?#]+(/[^\s]*)?$")] = None
+    caches: Annotated[list[CacheSpec], Field(max_length=10)] = Field(default_factory=list)
 
     @field_validator("artifacts")
     @classmethod
@@ -220,6 +260,7 @@ class Job(BaseModel):
     error: ErrorCode | None = None
     steps: list[StepResult] = Field(default_factory=list)
     artifacts: list[ArtifactInfo] = Field(default_factory=list)
+    caches: list[CacheResult] = Field(default_factory=list)
     log_truncated: bool = False
     webhook: Literal["pending", "delivered", "failed"] | None = None
     rerun_of: str | None = None

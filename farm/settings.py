@@ -36,6 +36,9 @@ class TenantConfig(BaseModel):
 
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")]
     token_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    # A second token for the tenant's protected refs (default and release branches): jobs
+    # submitted with it read and write the protected cache tier. See farm/cache/scope.py.
+    protected_token_sha256: Annotated[str | None, Field(pattern=r"^[0-9a-f]{64}$")] = None
     weight: Annotated[float, Field(gt=0, le=1000)] = 1.0
     # Result webhooks: signed with this secret, sent only to these hosts ("host" or "host:port").
     webhook_secret: SecretStr | None = None
@@ -101,6 +104,15 @@ class WebhookSettings(BaseModel):
     interval_s: Annotated[float, Field(gt=0)] = 0.5
 
 
+class CacheSettings(BaseModel):
+    dir: Path | None = None  # blobs; default <data_dir>/cache (a shared volume in a cluster)
+    quota_bytes: Annotated[int, Field(ge=0)] = 20 * 1024 * MiB  # per tenant; least recently used go first
+    protected_share: Annotated[float, Field(ge=0, le=1)] = 0.5  # of the quota, kept for the protected tier
+    max_entry_bytes: Annotated[int, Field(ge=1)] = 4 * 1024 * MiB  # a save or restore over this is refused
+    max_entry_files: Annotated[int, Field(ge=1)] = 1_000_000
+    restore_threads: Annotated[int, Field(ge=1, le=64)] = 4
+
+
 class ArtifactSettings(BaseModel):
     max_file_bytes: Annotated[int, Field(ge=1)] = 512 * MiB
     max_job_bytes: Annotated[int, Field(ge=1)] = 2048 * MiB
@@ -128,6 +140,7 @@ class Settings(BaseSettings):
 
     redis: RedisSettings = RedisSettings()
     autoscaler: AutoscalerSettings = AutoscalerSettings()
+    cache: CacheSettings = CacheSettings()
     api: ApiSettings = ApiSettings()
     executors: ExecutorSettings = ExecutorSettings()
     lease: LeaseSettings = LeaseSettings()
@@ -137,6 +150,10 @@ class Settings(BaseSettings):
     webhooks: WebhookSettings = WebhookSettings()
     # Capacity policies by pool (the first version of each; later ones come through the API).
     policies: dict[str, CapacityPolicy] = Field(default_factory=dict)
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.cache.dir or self.data_dir / "cache"
 
     @property
     def artifact_dir(self) -> Path:

@@ -23,6 +23,7 @@ class Principal:
     tenant: str
     admin: bool
     weight: float = 1.0
+    tier: str = "unprotected"  # cache trust tier: a tenant's protected token, or the admin's, is "protected"
 
     def check_can_see(self, job: Job) -> None:
         # A job of another tenant is reported as missing, not forbidden: ids don't leak.
@@ -38,8 +39,11 @@ class Principal:
 class TokenBook:
     def __init__(self, settings: Settings) -> None:
         self._by_hash: dict[str, Principal] = {t.token_sha256: Principal(t.name, False, t.weight) for t in settings.tenants}
+        for t in settings.tenants:
+            if t.protected_token_sha256:
+                self._by_hash[t.protected_token_sha256] = Principal(t.name, False, t.weight, "protected")
         if settings.admin_token is not None:
-            self._by_hash[hash_token(settings.admin_token.get_secret_value())] = Principal(ADMIN_TENANT, True)
+            self._by_hash[hash_token(settings.admin_token.get_secret_value())] = Principal(ADMIN_TENANT, True, 1.0, "protected")
 
     def resolve(self, authorization: str | None) -> Principal:
         if not authorization:

@@ -62,7 +62,7 @@ async def submit(
 async def _submit(request: Request, who: Principal, jobs: JobStore, spec: JobSpec, **kw: Any) -> Submitted:
     tenant = request.app.state.tenants.get(who.tenant)
     check_callback(spec.callback_url, tenant)
-    return await jobs.asubmit(spec, who.tenant, weight=who.weight, secrets=secrets.resolve(spec, tenant), **kw)
+    return await jobs.asubmit(spec, who.tenant, weight=who.weight, secrets=secrets.resolve(spec, tenant), tier=who.tier, **kw)
 
 
 @router.post("/{job_id}/rerun", status_code=status.HTTP_201_CREATED, response_model=Job)

@@ -25,7 +25,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from farm.errors import Conflict, NotFound, StaleAttempt, StoreUnavailable
-from farm.models import ArtifactInfo, ErrorCode, Job, JobSpec, JobState, StepResult, rfc3339
+from farm.models import ArtifactInfo, CacheResult, ErrorCode, Job, JobSpec, JobState, StepResult, rfc3339
 from farm.store.keys import Keys
 from farm.store.lua import Scripts
 
@@ -49,6 +49,7 @@ class Claim:
     spec: JobSpec
     tenant: str
     secrets: dict[str, str] = field(default_factory=dict)
+    tier: str = "unprotected"  # the cache trust tier of the token the job was submitted with
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,7 @@ def job_from_hash(h: dict[str, str]) -> Job:
         error=ErrorCode(h["error"]) if h.get("error") else None,
         steps=[StepResult(**s) for s in json.loads(h.get("steps") or "[]")],
         artifacts=[ArtifactInfo(**a) for a in json.loads(h.get("artifacts") or "[]")],
+        caches=[CacheResult(**c) for c in json.loads(h.get("caches") or "[]")],
         log_truncated=h.get("log_truncated") == "1",
         webhook=h.get("webhook") or None,
         rerun_of=h.get("rerun_of") or None,
@@ -139,6 +141,7 @@ class JobStore:
         idempotency_key: str | None = None,
         secrets: dict[str, str] | None = None,
         rerun_of: str | None = None,
+        tier: str = "unprotected",
     ) -> list[Any]:
         """`secrets` are the resolved values the steps will see."""
         body = spec.model_dump_json()
@@ -161,6 +164,7 @@ class JobStore:
             spec.callback_url or "",
             json.dumps(secrets) if secrets else "",
             rerun_of or "",
+            tier,
         ]
 
     @staticmethod
@@ -231,8 +235,8 @@ class JobStore:
             pass  # the script parked a run of jobs of full groups; search on
         if not got:
             return None
-        job_id, attempt, spec_json, tenant, secrets = got
-        return Claim(job_id, int(attempt), JobSpec.model_validate_json(spec_json), tenant, json.loads(secrets or "{}"))
+        job_id, attempt, spec_json, tenant, secrets, tier = got
+        return Claim(job_id, int(attempt), JobSpec.model_validate_json(spec_json), tenant, json.loads(secrets or "{}"), tier)
 
     def raw_spec(self, job_id: str) -> JobSpec:
         """The spec as submitted, literal secret values included (for a rerun)."""
@@ -270,6 +274,7 @@ class JobStore:
         artifacts: Sequence[ArtifactInfo] = (),
         log_tail: str = "",
         log_cap: int = 0,
+        caches: Sequence[CacheResult] = (),
     ) -> str:
         """'ok' when recorded; 'stale' or the job's terminal state when refused."""
         return self._call(
@@ -283,6 +288,7 @@ class JobStore:
             json.dumps([a.model_dump() for a in artifacts]),
             log_tail,
             log_cap,
+            json.dumps([c.model_dump() for c in caches]),
         )
 
     # -- control ---------------------------------------------------------------------------

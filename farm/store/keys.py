@@ -31,6 +31,12 @@ only place a key is named.
     {p}policy:{pool}        hash    the pool's capacity policy: version, policy (JSON), by, at
     {p}policy_audit:{pool}  list    every policy change, newest first: version, by, at, before, after
     {p}decisions:{pool}     list    the autoscaler's recent decisions, newest first
+    {p}cachekeys:{tenant}|{repo} zset  cache entries of a repository, lex-ordered members
+                                    "<key>\0<tier>\0<ref>\0<entry id>" (exact and prefix lookups)
+    {p}cacheentry:{id}      hash    one cache entry: scope, key, manifest digest, bytes, blobs, created, used
+    {p}cachelru:{tenant}    zset    a tenant's cache entry ids by last use (ms)
+    {p}cachebytes:{tenant}  hash    a tenant's cache bytes by tier
+    {p}cacherefs            hash    blob digest -> entries referring to it
     {p}demand:{pool}        stream  arrivals (field a: queued_at ms) and starts (field w: wait ms), capped,
                                     read by the autoscaler
 """
@@ -45,8 +51,9 @@ EXECUTOR_TTL_MS = 60_000  # an executor entry outlives its last report by this m
 _PER_ID = (
     "job", "log", "queue", "tenants", "pass", "waiting", "wake", "running", "tenant_jobs", "stats",
     "executors", "executor", "group", "parked", "gq", "idem", "policy", "policy_audit", "decisions", "demand",
+    "cachekeys", "cacheentry", "cachelru", "cachebytes",
 )  # fmt: skip
-_SINGLE = ("leases", "deadlines", "qdeadlines", "finished", "webhooks", "jobs", "seq")
+_SINGLE = ("leases", "deadlines", "qdeadlines", "finished", "webhooks", "jobs", "seq", "cacherefs")
 
 
 @dataclass(frozen=True)
@@ -88,6 +95,22 @@ class Keys:
 
     def decisions(self, pool: str) -> str:
         return self._k("decisions", pool)
+
+    def cache_keys(self, tenant: str, repo: str) -> str:
+        return self._k("cachekeys", f"{tenant}|{repo}")
+
+    def cache_entry(self, entry_id: str) -> str:
+        return self._k("cacheentry", entry_id)
+
+    def cache_lru(self, tenant: str) -> str:
+        return self._k("cachelru", tenant)
+
+    def cache_bytes(self, tenant: str) -> str:
+        return self._k("cachebytes", tenant)
+
+    @property
+    def cache_refs(self) -> str:
+        return self._k("cacherefs")
 
     def demand(self, pool: str) -> str:
         return self._k("demand", pool)

@@ -2,7 +2,7 @@
 -- Submit a job. ARGV id, tenant, pool, priority, retries, timeout_ms, spec_json, weight,
 -- group ('' for none), group_limit, on_full, queue_timeout_ms ('' for none),
 -- idempotency key ('' for none), body sha256, callback url ('' for none), secrets json
--- (resolved values), rerun_of ('' for none).
+-- (resolved values), rerun_of ('' for none), cache tier (from the submitter's token).
 -- Returns {'created', id, queued_at_ms} | {'duplicate', id} (same key, same body) | {'conflict', id}.
 local id, tenant, pool = ARGV[2], ARGV[3], ARGV[4]
 local priority = tonumber(ARGV[5])
@@ -28,7 +28,7 @@ redis.call('HSET', K.job .. id,
   'id', id, 'tenant', tenant, 'pool', pool, 'state', 'queued', 'attempt', 1,
   'priority', priority, 'retries', ARGV[6], 'timeout_ms', ARGV[7], 'spec', ARGV[8],
   'weight', ARGV[9], 'group', group, 'qscore', qscore, 'seq', seq, 'queued_at', now,
-  'ready_at', now, 'log_bytes', 0, 'callback', ARGV[16], 'secrets', ARGV[17], 'rerun_of', ARGV[18])
+  'ready_at', now, 'log_bytes', 0, 'callback', ARGV[16], 'secrets', ARGV[17], 'rerun_of', ARGV[18], 'tier', ARGV[19])
 redis.call('ZADD', K.jobs, seq, id)
 redis.call('ZADD', K.tenant_jobs .. tenant, seq, id)
 redis.call('HINCRBY', K.stats .. pool, 'submitted_total', 1)
