@@ -279,6 +279,43 @@ def queue(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     out.print(table)
 
 
+cache_app = typer.Typer(help="Your dependency cache entries.", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.command("ls")
+def cache_ls(
+    key_prefix: Annotated[str, typer.Argument(help="only keys starting with this")] = "",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List your tenant's cache entries, most recently used first."""
+    try:
+        data = _client().caches(key_prefix)
+    except FarmError as e:
+        raise _fail(e) from e
+    if as_json:
+        out.print_json(json.dumps(data))
+        return
+    table = Table("key", "tier", "ref", "repo", "MB", "used")
+    for e in data["entries"]:
+        table.add_row(e["key"], e["tier"], e["ref"], e["repo"], f"{e['bytes'] / 1e6:.1f}", e["used_at"])
+    out.print(table)
+    used = sum(data["bytes"].values())
+    out.print(f"{used / 1e6:.1f} MB of {data['quota_bytes'] / 1e6:.0f} MB ({data['protected_reserve_bytes'] / 1e6:.0f} MB kept for protected refs)")
+
+
+@cache_app.command("rm")
+def cache_rm(
+    key: str, ref: Annotated[Optional[str], typer.Option(help="only this ref's entry")] = None,
+) -> None:
+    """Delete cache entries by key."""
+    try:
+        got = _client().delete_cache(key, ref)
+    except FarmError as e:
+        raise _fail(e) from e
+    out.print(f"deleted {len(got['deleted'])} entr{'y' if len(got['deleted']) == 1 else 'ies'}")
+
+
 def _parse_value(text: str) -> Any:
     try:
         return json.loads(text)

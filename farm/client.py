@@ -67,6 +67,12 @@ class FarmClient:
     def queue(self) -> dict[str, Any]:
         return self._request("GET", "/v1/queue").json()
 
+    def caches(self, key_prefix: str = "") -> dict[str, Any]:
+        return self._request("GET", "/v1/caches", params={"key_prefix": key_prefix}).json()
+
+    def delete_cache(self, key: str, ref: str | None = None) -> dict[str, Any]:
+        return self._request("DELETE", f"/v1/caches/{key}", params={"ref": ref} if ref else None).json()
+
     def log(self, job_id: str) -> str:
         return self._request("GET", f"/v1/jobs/{job_id}/log").text
 

@@ -45,6 +45,11 @@ class FarmCollector(Collector):
         executors = GaugeMetricFamily("farm_executors", "Executors by state.", labels=["pool", "state"])
         wait = _histogram("farm_queue_wait_seconds", "Time from (re)queue to start of an attempt.")
         duration = _histogram("farm_job_duration_seconds", "Time from start to end of the final attempt.")
+        restores = CounterMetricFamily("farm_cache_restores", "Dependency cache restores, by outcome (hit, partial, miss, error).",
+                                       labels=["pool", "outcome"])  # fmt: skip
+        saves = CounterMetricFamily("farm_cache_saves", "Dependency cache saves, by outcome (saved, exists, error).", labels=["pool", "outcome"])
+        cache_bytes = CounterMetricFamily("farm_cache_bytes", "Bytes restored from and saved to the dependency cache.",
+                                          labels=["pool", "direction"])  # fmt: skip
 
         pipe = self.store.client.pipeline(transaction=False)
         for pool in self.pools:
@@ -64,7 +69,13 @@ class FarmCollector(Collector):
                 executors.add_metric([pool, state], n)
             _add(wait, pool, stats.wait)
             _add(duration, pool, stats.duration)
-        yield from (submitted, finished, lease, retries, depth, running, oldest, executors, wait, duration)
+            for outcome in ("hit", "partial", "miss", "error"):
+                restores.add_metric([pool, outcome], stats.cache_restores.get(outcome, 0))
+            for outcome in ("saved", "exists", "error"):
+                saves.add_metric([pool, outcome], stats.cache_saves.get(outcome, 0))
+            cache_bytes.add_metric([pool, "restore"], stats.cache_restore_bytes)
+            cache_bytes.add_metric([pool, "save"], stats.cache_save_bytes)
+        yield from (submitted, finished, lease, retries, depth, running, oldest, executors, wait, duration, restores, saves, cache_bytes)
 
 
 def make_registry(store: JobStore, registry: ExecutorRegistry, pools: list[str]) -> CollectorRegistry:

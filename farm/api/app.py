@@ -11,9 +11,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from farm import __version__
-from farm.api import health, jobs, pools, queue
+from farm.api import caches, health, jobs, pools, queue
 from farm.api.auth import TokenBook
 from farm.artifacts import DirectoryStore
+from farm.cache.blobs import DirectoryBlobStore
+from farm.cache.index import CacheIndex
 from farm.errors import (
     Conflict,
     FarmError,
@@ -65,7 +67,7 @@ def create_app(settings: Settings, *, store: JobStore | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        seed_policies(app.state.policies, settings)
+        app.state.policies.seed(settings.policies)
         loops = []
         if settings.api.run_reaper:
             loops.append(Reaper(store, registry, settings, artifacts).start())
@@ -91,28 +93,8 @@ def create_app(settings: Settings, *, store: JobStore | None = None) -> FastAPI:
     app.state.artifacts = artifacts
     app.state.tenants = {t.name: t for t in settings.tenants}
     app.state.policies = PolicyStore(store.client, store.keys)
+    app.state.caches = CacheIndex(store.client, DirectoryBlobStore(settings.cache_dir), store.keys)
     app.add_exception_handler(FarmError, _error_response)
-    for module in (jobs, queue, pools, health):
+    for module in (jobs, queue, pools, caches, health):
         app.include_router(module.router)
     return app
-
-
-def seed_policies(policies: PolicyStore, settings: Settings) -> None:
-    """Policies from farm.yaml become each pool's first version; a pool whose policy was
-    already set (through the API, or an earlier start) keeps it."""
-    for pool, policy in settings.policies.items():
-        if policies.get(pool).version == 0:
-            try:
-                policies.put(pool, policy.model_dump(mode="json"), by="farm.yaml", expected_version=0)
-            except Conflict:
-                pass  # another replica seeded it first
-
-
-def from_environment() -> FastAPI:
-    """App factory for `farm api --workers N` (uvicorn imports it in each worker process):
-    settings from FARM_* and the YAML file named by FARM_CONFIG, if any."""
-    import os
-    from pathlib import Path
-
-    config = os.environ.get("FARM_CONFIG")
-    return create_app(Settings.load(Path(config) if config else None))

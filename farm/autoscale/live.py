@@ -33,7 +33,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from farm.autoscale.policy import CapacityPolicy, Snapshot, decide
-from farm.errors import Conflict, FarmError
+from farm.errors import FarmError
 from farm.models import rfc3339
 from farm.queue import summarize
 from farm.settings import Settings
@@ -125,11 +125,8 @@ class Autoscaler:
     def _load_policy(self, p: _Pool) -> bool:
         stored = self.policies.get(p.name)
         if stored.policy is None and p.name in self.settings.policies:
-            seed = _POLICY.dump_python(self.settings.policies[p.name], mode="json")
-            try:
-                stored = self.policies.put(p.name, seed, by="farm.yaml", expected_version=0)
-            except Conflict:  # someone set one meanwhile: theirs wins
-                stored = self.policies.get(p.name)
+            self.policies.seed({p.name: self.settings.policies[p.name]})
+            stored = self.policies.get(p.name)
         if stored.version == p.version:
             return p.policy is not None
         try:

@@ -54,6 +54,16 @@ class PolicyStore:
             raise Conflict(f"pool {pool} policy is at version {version}, not {expected_version}")
         return self.get(pool)
 
+    def seed(self, policies: dict[str, Any]) -> None:
+        """Policies from farm.yaml become each pool's first version; a pool whose policy was
+        already set (through the API, or an earlier start) keeps it."""
+        for pool, policy in policies.items():
+            if self.get(pool).version == 0:
+                try:
+                    self.put(pool, policy.model_dump(mode="json"), by="farm.yaml", expected_version=0)
+                except Conflict:
+                    pass  # another replica seeded it first
+
     def history(self, pool: str, limit: int = 100) -> list[dict[str, Any]]:
         with translated():
             rows = self.client.lrange(self.keys.policy_audit(pool), 0, limit - 1)

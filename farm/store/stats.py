@@ -31,6 +31,10 @@ class PoolStats:
     retries: dict[str, int] = field(default_factory=dict)
     wait: Histogram = Histogram([], 0.0, 0)
     duration: Histogram = Histogram([], 0.0, 0)
+    cache_restores: dict[str, int] = field(default_factory=dict)  # by outcome: hit, partial, miss, error
+    cache_saves: dict[str, int] = field(default_factory=dict)  # by outcome: saved, exists, error
+    cache_restore_bytes: int = 0
+    cache_save_bytes: int = 0
 
 
 def _histogram(raw: dict[str, str], name: str, bounds: tuple[float, ...]) -> Histogram:
@@ -54,4 +58,8 @@ def parse(raw: dict[str, str]) -> PoolStats:
         retries=prefixed("retries_total:"),
         wait=_histogram(raw, "wait", WAIT_BUCKETS_S),
         duration=_histogram(raw, "duration", DURATION_BUCKETS_S),
+        cache_restores=prefixed("cache_restores_total:"),
+        cache_saves=prefixed("cache_saves_total:"),
+        cache_restore_bytes=int(raw.get("cache_restore_bytes_total", 0)),
+        cache_save_bytes=int(raw.get("cache_save_bytes_total", 0)),
     )

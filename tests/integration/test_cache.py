@@ -267,3 +267,22 @@ def test_a_job_saves_its_cache_and_the_next_job_restores_it(store, make_settings
     failing = JobSpec(steps=[{"name": "s", "run": "exit 3"}], env={"V": "2"}, caches=[cache])
     third = wait_done(store, store.enqueue(failing, "t").id)
     assert third.caches[0].restore == "partial" and third.caches[0].save == "skipped"  # on_success only
+
+
+def test_cache_outcomes_are_counted_for_metrics(store, make_settings, run_executor):
+    from farm.api import create_app
+    from farm.models import JobSpec
+    from fastapi.testclient import TestClient
+    from tests.integration.test_executor_local import wait_done
+
+    settings = make_settings()
+    run_executor(settings)
+    spec = JobSpec(steps=[{"name": "s", "run": "mkdir -p d; echo x > d/f"}], caches=[{"key": "k", "paths": ["d"]}])
+    for _ in range(2):
+        wait_done(store, store.enqueue(spec, "t").id)
+    with TestClient(create_app(settings)) as api:
+        text = api.get("/metrics").text
+    assert 'farm_cache_restores_total{outcome="miss",pool="default"} 1.0' in text
+    assert 'farm_cache_restores_total{outcome="hit",pool="default"} 1.0' in text
+    assert 'farm_cache_saves_total{outcome="saved",pool="default"} 1.0' in text
+    assert 'farm_cache_bytes_total{direction="restore",pool="default"} 2.0' in text
