@@ -180,5 +180,7 @@ class Attempt:
                 caches=caches.results if caches else (),
             )  # fmt: skip
         finally:
+            if caches is not None:
+                caches.close()
             if not self.settings.retention.keep_workspaces:
                 self.workspace.remove()

@@ -2,13 +2,28 @@
 step; saved after the last step. Every outcome is noted in the job's log and kept in its
 result (`caches`), and counted per pool for /metrics: a failed save is never silent, and a
 failed restore leaves no half-restored tree behind (the job runs as on a miss).
+
+Warm restores. The first time a node restores an entry it unpacks it once into a node tree
+(`cache.node_dir`, keyed by the entry's manifest digest); every restore of that entry on
+this node, the first included, then mounts each cached path as an overlay: the node tree is
+the read-only lower layer and the job gets a writable upper layer of its own, outside its
+workspace. A restore that is a mount copies no bytes, and a job that writes to, deletes or
+replaces a restored file changes only its upper layer, so the next job restores exactly
+what was saved (steps running as root included: the write never reaches the lower layer
+through the mount). Overlay mounts need root; without it, or where a path is already
+present in the workspace, the entry is unpacked into the workspace instead.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import tempfile
 import time
+import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 from agents.workspace import Workspace
 from farm.cache import archive
@@ -28,6 +43,81 @@ def job_scope(claim: Claim) -> Scope:
     return Scope(claim.tenant, git.url if git else "-", Tier(claim.tier), git.ref if git else "-")
 
 
+class NodeTrees:
+    """Entries this node has unpacked, each once, as read-only lower layers for overlays.
+    A tree appears by rename when complete; the least recently used go beyond max_bytes."""
+
+    def __init__(self, root: Path, blobs: DirectoryBlobStore, limits: archive.Limits, threads: int, max_bytes: int) -> None:
+        self.root, self.blobs, self.limits, self.threads, self.max_bytes = root, blobs, limits, threads, max_bytes
+
+    def get(self, manifest: str) -> tuple[Path, int] | None:
+        tree = self.root / manifest
+        try:
+            size = int((tree / "bytes").read_text())
+        except (OSError, ValueError):
+            return None
+        os.utime(tree)
+        return tree / "tree", size
+
+    def unpack(self, manifest: str) -> tuple[Path, int]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=self.root, prefix=".tmp-"))
+        try:
+            (tmp / "tree").mkdir()
+            done = archive.restore(tmp / "tree", manifest, self.blobs, limits=self.limits, threads=self.threads)
+            (tmp / "bytes").write_text(str(done.bytes))
+            try:
+                os.rename(tmp, self.root / manifest)
+            except OSError:  # another executor of this node unpacked it first
+                pass
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        self._evict()
+        got = self.get(manifest)
+        assert got is not None
+        return got
+
+    def _evict(self) -> None:
+        trees = []
+        for d in self.root.iterdir():
+            try:
+                trees.append((d.stat().st_mtime, int((d / "bytes").read_text()), d))
+            except (OSError, ValueError):
+                continue
+        total = sum(size for _, size, _ in trees)
+        for _, size, d in sorted(trees)[:-1]:  # never the newest: it is about to be mounted
+            if total <= self.max_bytes:
+                break
+            # A tree still mounted by a running job stays readable: the overlay holds it open.
+            shutil.rmtree(d, ignore_errors=True)
+            total -= size
+
+
+def _mount_overlay(lower: Path, upper: Path, work: Path, target: Path) -> None:
+    opts = f"lowerdir={lower},upperdir={upper},workdir={work}"
+    if any(c in opts for c in " \n"):
+        raise OSError("overlay paths must not contain spaces")
+    run = subprocess.run(["mount", "-t", "overlay", "overlay", "-o", opts, str(target)], capture_output=True, text=True)
+    if run.returncode != 0:
+        raise OSError(f"overlay mount failed: {run.stderr.strip()}")
+
+
+def unmount_under(root: Path) -> int:
+    """Unmount every overlay at or under root (the mounts of attempts that did not end
+    cleanly, or of one that is ending)."""
+    prefix = str(root.resolve())
+    with open("/proc/self/mounts") as f:
+        points = [line.split()[1] for line in f if line.startswith("overlay ")]
+    points = [p for p in points if p == prefix or p.startswith(prefix + "/")]
+    for p in sorted(points, reverse=True):
+        subprocess.run(["umount", "-l", p], capture_output=True)
+    return len(points)
+
+
+def overlays_possible() -> bool:
+    return os.geteuid() == 0 and Path("/proc/self/mounts").exists()
+
+
 class JobCaches:
     def __init__(self, claim: Claim, workspace: Workspace, store: JobStore, settings: Settings, note: Callable[[str], None]) -> None:
         self.claim, self.workspace, self.note = claim, workspace, note
@@ -38,6 +128,10 @@ class JobCaches:
         self.scope = job_scope(claim)
         self.limits = archive.Limits(settings.cache.max_entry_bytes, settings.cache.max_entry_files)
         self.results: list[CacheResult] = []
+        c = settings.cache
+        self.nodes = (NodeTrees(settings.cache_node_dir, self.index.blobs, self.limits, c.restore_threads, c.node_max_bytes)
+                      if c.overlay and overlays_possible() else None)  # fmt: skip
+        self.layers = workspace.path.parent / f"{workspace.path.name}.layers"  # upper layers, outside the workspace
 
     def _hash_files(self, patterns: list[str]) -> str:
         files, _ = self.workspace.collect(patterns, max_files=100_000)
@@ -67,8 +161,7 @@ class JobCaches:
                 self._count("cache_restores_total:miss")
                 return CacheResult(key=key, restore="miss")
             t0 = time.monotonic()
-            done = archive.restore(self.workspace.path, match.manifest, self.index.blobs, limits=self.limits,
-                                   threads=self.settings.cache.restore_threads)  # fmt: skip
+            warm, restored = self._restore_entry(spec, match.manifest)
             took = time.monotonic() - t0
         except (FarmError, OSError, ValueError) as e:
             self._clear(spec)
@@ -76,13 +169,43 @@ class JobCaches:
             self._count("cache_restores_total:error")
             return CacheResult(key=key, restore="error", error=str(e))
         outcome = "hit" if match.exact else "partial"
-        rate = done.bytes / MB / took if took > 0 else 0.0
-        self.note(f"cache {key}: {outcome}{'' if match.exact else f' from {match.key}'}, {done.files} files, "
-                  f"{done.bytes / MB:.1f} MB in {took:.2f} s ({rate:.0f} MB/s)")  # fmt: skip
+        rate = restored / MB / took if took > 0 else 0.0
+        how = "mounted from this node's copy" if warm else "unpacked"
+        self.note(f"cache {key}: {outcome}{'' if match.exact else f' from {match.key}'}, {restored / MB:.1f} MB {how} "
+                  f"in {took:.2f} s ({rate:.0f} MB/s)")  # fmt: skip
         self._count(f"cache_restores_total:{outcome}")
-        self._count("cache_restore_bytes_total", done.bytes)
-        return CacheResult(key=key, restore=outcome, matched_key=match.key, restore_bytes=done.bytes,
+        self._count("cache_restore_bytes_total", restored)
+        return CacheResult(key=key, restore=outcome, matched_key=match.key, restore_bytes=restored, warm=warm,
                            restore_s=round(took, 3), restore_mb_s=round(rate, 1))  # fmt: skip
+
+    def _restore_entry(self, spec: CacheSpec, manifest: str) -> tuple[bool, int]:
+        """(warm, bytes): mount overlays on this node's copy of the entry, or unpack it."""
+        ws = self.workspace.path
+        if self.nodes is not None and not any(os.path.lexists(ws / p) for p in spec.paths):
+            got = self.nodes.get(manifest)
+            warm = got is not None
+            tree, size = got if got is not None else self.nodes.unpack(manifest)
+            for p in spec.paths:
+                lower = tree / p
+                if not lower.is_dir() or lower.is_symlink():
+                    if lower.exists() or lower.is_symlink():  # a file or link: a copy costs nothing
+                        (ws / p).parent.mkdir(parents=True, exist_ok=True)
+                        shutil.copy2(lower, ws / p, follow_symlinks=False)
+                    continue
+                layer = self.layers / uuid.uuid4().hex[:8]
+                (layer / "upper").mkdir(parents=True)
+                (layer / "work").mkdir()
+                (ws / p).mkdir(parents=True)
+                _mount_overlay(lower, layer / "upper", layer / "work", ws / p)
+            return warm, size
+        done = archive.restore(ws, manifest, self.index.blobs, limits=self.limits, threads=self.settings.cache.restore_threads)
+        return False, done.bytes
+
+    def close(self) -> None:
+        """Unmount the job's overlays and drop its upper layers (the attempt is over)."""
+        if self.layers.exists():
+            unmount_under(self.workspace.path)
+            shutil.rmtree(self.layers, ignore_errors=True)
 
     def _clear(self, spec: CacheSpec) -> None:
         """Remove what a failed restore may have written."""

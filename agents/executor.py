@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from agents.attempt import Attempt
+from agents.cache import overlays_possible, unmount_under
 from agents.runtimes import Runtime, make_runtime
 from agents.watch import Watch
 from agents.workspace import sweep
@@ -66,6 +67,8 @@ class Executor:
         self._report(ExecutorState.STARTING)
         self.runtime.prepare()
         self.workspaces.mkdir(parents=True, exist_ok=True)
+        if overlays_possible():
+            unmount_under(self.workspaces)  # cache overlays of attempts a crash left behind
         self.sweep_workspaces()
         self._report(ExecutorState.IDLE)
 

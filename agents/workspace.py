@@ -82,10 +82,11 @@ class Workspace:
 def sweep(root: Path, is_current: Callable[[str, int], bool], *, keep_for_s: float, now: float) -> list[Path]:
     """Remove workspaces under `root` (`<root>/<executor>/<job>-<attempt>`) that no running
     attempt owns: at once, or once older than keep_for_s when workspaces are kept. This
-    also clears what a crashed executor left behind. Returns what it removed."""
+    also clears what a crashed executor left behind, cache upper layers (`.layers`) included.
+    Returns what it removed."""
     removed = []
     for path in root.glob("*/*-*"):
-        job_id, _, attempt = path.name.rpartition("-")
+        job_id, _, attempt = path.name.removesuffix(".layers").rpartition("-")
         if not attempt.isdigit() or not path.is_dir():
             continue
         try:

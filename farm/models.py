@@ -153,6 +153,7 @@ class CacheResult(_Strict):
     restore_bytes: int = 0
     restore_s: float = 0.0
     restore_mb_s: float = 0.0
+    warm: bool = False  # mounted from the executor node's copy of the entry: no bytes copied
     save: Literal["saved", "exists", "skipped", "nothing", "error"] | None = None
     save_bytes: int = 0
     save_s: float = 0.0

@@ -111,6 +111,10 @@ class CacheSettings(BaseModel):
     max_entry_bytes: Annotated[int, Field(ge=1)] = 4 * 1024 * MiB  # a save or restore over this is refused
     max_entry_files: Annotated[int, Field(ge=1)] = 1_000_000
     restore_threads: Annotated[int, Field(ge=1, le=64)] = 4
+    # Warm restores: each node unpacks an entry once and mounts it as an overlay's lower layer.
+    overlay: bool = True  # needs root; without it entries are unpacked into the workspace
+    node_dir: Path | None = None  # default <data_dir>/cache-node (node-local disk)
+    node_max_bytes: Annotated[int, Field(ge=0)] = 20 * 1024 * MiB
 
 
 class ArtifactSettings(BaseModel):
@@ -154,6 +158,10 @@ class Settings(BaseSettings):
     @property
     def cache_dir(self) -> Path:
         return self.cache.dir or self.data_dir / "cache"
+
+    @property
+    def cache_node_dir(self) -> Path:
+        return self.cache.node_dir or self.data_dir / "cache-node"
 
     @property
     def artifact_dir(self) -> Path:

@@ -246,11 +246,12 @@ def test_eviction_takes_the_least_recently_used_but_keeps_the_protected_reserve(
     assert on_disk == set(index.client.hkeys(index.keys.cache_refs))
 
 
-def test_a_job_saves_its_cache_and_the_next_job_restores_it(store, make_settings, run_executor):
+@pytest.mark.parametrize("overlay", [True, False], ids=["overlay", "unpacked"])
+def test_a_job_saves_its_cache_and_the_next_job_restores_it(store, make_settings, run_executor, overlay):
     from farm.models import JobSpec, JobState
     from tests.integration.test_executor_local import full_log, wait_done
 
-    run_executor(make_settings())
+    run_executor(make_settings(cache={"overlay": overlay}))
     cache = {"key": "deps-{{ hashFiles('lock') }}-{{ env.V }}", "restore_keys": ["deps-"], "paths": ["deps"]}
     make = "echo pinned > lock; [ -d deps ] && echo restored-$(cat deps/pkg) || { mkdir deps; echo v1 > deps/pkg; echo built; }"
     spec = JobSpec(steps=[{"name": "s", "run": make}], env={"V": "1"}, caches=[cache])
@@ -267,6 +268,30 @@ def test_a_job_saves_its_cache_and_the_next_job_restores_it(store, make_settings
     failing = JobSpec(steps=[{"name": "s", "run": "exit 3"}], env={"V": "2"}, caches=[cache])
     third = wait_done(store, store.enqueue(failing, "t").id)
     assert third.caches[0].restore == "partial" and third.caches[0].save == "skipped"  # on_success only
+    assert [j.caches[0].warm for j in (second, third)] == ([False, True] if overlay else [False, False])
+
+
+def test_a_job_writing_to_a_warm_restore_cannot_change_what_the_next_job_restores(store, make_settings, run_executor):
+    from agents.cache import overlays_possible
+    from farm.models import JobSpec
+    from tests.integration.test_executor_local import full_log, wait_done
+
+    if not overlays_possible():
+        pytest.skip("overlay mounts need root") if not os.environ.get("CI") else pytest.fail("CI runs as root")
+    settings = make_settings()
+    run_executor(settings)
+    cache = {"key": "venv", "paths": ["venv"], "save": "always"}
+    seed = JobSpec(steps=[{"name": "s", "run": "mkdir -p venv/lib; echo good > venv/lib/mod.py"}], caches=[cache])
+    wait_done(store, store.enqueue(seed, "t").id)
+    vandal = "cat venv/lib/mod.py; echo evil > venv/lib/mod.py; rm -rf venv/lib; mkdir venv/lib; echo evil > venv/lib/new"
+    first = wait_done(store, store.enqueue(JobSpec(steps=[{"name": "s", "run": vandal}], caches=[cache]), "t").id)
+    assert "good" in full_log(store, first.id)
+    check = JobSpec(steps=[{"name": "s", "run": "cat venv/lib/mod.py; ls venv/lib"}], caches=[cache])
+    second = wait_done(store, store.enqueue(check, "t").id)
+    log = full_log(store, second.id)
+    assert "good" in log and "evil" not in log and "new" not in log and second.caches[0].warm
+    # No overlay outlives its attempt.
+    assert not [line for line in open("/proc/self/mounts") if str(settings.data_dir) in line]
 
 
 def test_cache_outcomes_are_counted_for_metrics(store, make_settings, run_executor):
