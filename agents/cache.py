@@ -140,9 +140,12 @@ class JobCaches:
     def _render(self, template: str) -> str:
         return render(template, env=self.claim.spec.env, hash_files=self._hash_files)
 
-    def _count(self, field: str, n: int = 1) -> None:
+    def _count(self, field: str, n: float = 1) -> None:
         try:
-            self.index.client.hincrby(self.stats_key, field, n)
+            if isinstance(n, float):
+                self.index.client.hincrbyfloat(self.stats_key, field, n)
+            else:
+                self.index.client.hincrby(self.stats_key, field, n)
         except Exception:  # noqa: BLE001 - metrics are advisory
             pass
 
@@ -175,6 +178,7 @@ class JobCaches:
                   f"in {took:.2f} s ({rate:.0f} MB/s)")  # fmt: skip
         self._count(f"cache_restores_total:{outcome}")
         self._count("cache_restore_bytes_total", restored)
+        self._count("cache_restore_seconds_total", float(took))
         return CacheResult(key=key, restore=outcome, matched_key=match.key, restore_bytes=restored, warm=warm,
                            restore_s=round(took, 3), restore_mb_s=round(rate, 1))  # fmt: skip
 

@@ -50,6 +50,8 @@ class FarmCollector(Collector):
         saves = CounterMetricFamily("farm_cache_saves", "Dependency cache saves, by outcome (saved, exists, error).", labels=["pool", "outcome"])
         cache_bytes = CounterMetricFamily("farm_cache_bytes", "Bytes restored from and saved to the dependency cache.",
                                           labels=["pool", "direction"])  # fmt: skip
+        restore_s = CounterMetricFamily("farm_cache_restore_seconds", "Time spent restoring dependency caches "
+                                        "(with farm_cache_bytes: restore throughput).", labels=["pool"])  # fmt: skip
 
         pipe = self.store.client.pipeline(transaction=False)
         for pool in self.pools:
@@ -75,7 +77,8 @@ class FarmCollector(Collector):
                 saves.add_metric([pool, outcome], stats.cache_saves.get(outcome, 0))
             cache_bytes.add_metric([pool, "restore"], stats.cache_restore_bytes)
             cache_bytes.add_metric([pool, "save"], stats.cache_save_bytes)
-        yield from (submitted, finished, lease, retries, depth, running, oldest, executors, wait, duration, restores, saves, cache_bytes)
+            restore_s.add_metric([pool], stats.cache_restore_seconds)
+        yield from (submitted, finished, lease, retries, depth, running, oldest, executors, wait, duration, restores, saves, cache_bytes, restore_s)
 
 
 def make_registry(store: JobStore, registry: ExecutorRegistry, pools: list[str]) -> CollectorRegistry:

@@ -35,6 +35,7 @@ class PoolStats:
     cache_saves: dict[str, int] = field(default_factory=dict)  # by outcome: saved, exists, error
     cache_restore_bytes: int = 0
     cache_save_bytes: int = 0
+    cache_restore_seconds: float = 0.0
 
 
 def _histogram(raw: dict[str, str], name: str, bounds: tuple[float, ...]) -> Histogram:
@@ -62,4 +63,5 @@ def parse(raw: dict[str, str]) -> PoolStats:
         cache_saves=prefixed("cache_saves_total:"),
         cache_restore_bytes=int(raw.get("cache_restore_bytes_total", 0)),
         cache_save_bytes=int(raw.get("cache_save_bytes_total", 0)),
+        cache_restore_seconds=float(raw.get("cache_restore_seconds_total", 0.0)),
     )

@@ -295,9 +295,10 @@ def test_a_job_writing_to_a_warm_restore_cannot_change_what_the_next_job_restore
 
 
 def test_cache_outcomes_are_counted_for_metrics(store, make_settings, run_executor):
+    from fastapi.testclient import TestClient
+
     from farm.api import create_app
     from farm.models import JobSpec
-    from fastapi.testclient import TestClient
     from tests.integration.test_executor_local import wait_done
 
     settings = make_settings()
@@ -311,3 +312,4 @@ def test_cache_outcomes_are_counted_for_metrics(store, make_settings, run_execut
     assert 'farm_cache_restores_total{outcome="hit",pool="default"} 1.0' in text
     assert 'farm_cache_saves_total{outcome="saved",pool="default"} 1.0' in text
     assert 'farm_cache_bytes_total{direction="restore",pool="default"} 2.0' in text
+    assert 'farm_cache_restore_seconds_total{pool="default"}' in text
