@@ -2,8 +2,9 @@
 
 `BlobStore` is the seam (an object store can implement these four methods); `DirectoryBlobStore`
 keeps blobs under a directory (the data dir on one machine, a shared volume in a cluster).
-A blob is written to a temporary name, synced and renamed, so a reader never sees a partial
-one; writing a blob that exists already is a no-op (two saves of the same bytes share it).
+A blob is written to a temporary name, synced, read back and checked, then renamed, so a
+reader never sees a partial or mangled one; writing a blob that exists already is a no-op
+(two saves of the same bytes share it).
 """
 
 from __future__ import annotations
@@ -39,6 +40,14 @@ def _check(digest: str) -> str:
     return digest
 
 
+def _sha256_of(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 class DirectoryBlobStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -62,6 +71,8 @@ class DirectoryBlobStore:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
+            if _sha256_of(tmp) != digest:  # what reached the disk, read back before it gets its name
+                raise CorruptBlob(f"blob {digest[:12]} was not written intact")
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
