@@ -50,6 +50,10 @@ class FarmCollector(Collector):
         saves = CounterMetricFamily("farm_cache_saves", "Dependency cache saves, by outcome (saved, exists, error).", labels=["pool", "outcome"])
         cache_bytes = CounterMetricFamily("farm_cache_bytes", "Bytes restored from and saved to the dependency cache.",
                                           labels=["pool", "direction"])  # fmt: skip
+        sizing = GaugeMetricFamily("farm_pool_executors_target", "The autoscaler's latest desired size, and the policy's bounds.",
+                                   labels=["pool", "bound"])  # fmt: skip
+        decisions = CounterMetricFamily("farm_autoscaler_decisions", "Autoscaler turns, by policy and action (scale_up, scale_down, hold).",
+                                        labels=["pool", "policy", "action"])  # fmt: skip
         restore_s = CounterMetricFamily("farm_cache_restore_seconds", "Time spent restoring dependency caches "
                                         "(with farm_cache_bytes: restore throughput).", labels=["pool"])  # fmt: skip
 
@@ -78,7 +82,11 @@ class FarmCollector(Collector):
             cache_bytes.add_metric([pool, "restore"], stats.cache_restore_bytes)
             cache_bytes.add_metric([pool, "save"], stats.cache_save_bytes)
             restore_s.add_metric([pool], stats.cache_restore_seconds)
-        yield from (submitted, finished, lease, retries, depth, running, oldest, executors, wait, duration, restores, saves, cache_bytes, restore_s)
+            for bound, n in stats.sizing.items():
+                sizing.add_metric([pool, bound], n)
+            for (kind, action), n in sorted(stats.decisions.items()):
+                decisions.add_metric([pool, kind, action], n)
+        yield from (submitted, finished, lease, retries, depth, running, oldest, executors, wait, duration, restores, saves, cache_bytes, restore_s, sizing, decisions)
 
 
 def make_registry(store: JobStore, registry: ExecutorRegistry, pools: list[str]) -> CollectorRegistry:

@@ -219,6 +219,13 @@ class Autoscaler:
                        "arrivals": len(snap.arrivals), "lead_s": round(snap.lead_s, 2)},
             "current": snap.current, "desired": d.desired, "reason": d.reason, "started": started, "drained": drained,
         }  # fmt: skip
+        action = "scale_up" if started else ("scale_down" if drained else "hold")
+        with translated():  # for /metrics: read at scrape time by every API replica
+            pipe = self.store.client.pipeline(transaction=False)
+            stats = self.store.keys.stats(p.name)
+            pipe.hincrby(stats, f"autoscaler_decisions_total:{p.policy.kind}:{action}", 1)
+            pipe.hset(stats, mapping={"desired_executors": d.desired, "min_executors": p.policy.min, "max_executors": p.policy.max})
+            pipe.execute()
         changed = (d.desired, snap.current, p.version) != p.recorded
         if started or drained or changed or now - p.recorded_at >= RECORD_EVERY_S:
             self.policies.record_decision(p.name, record)

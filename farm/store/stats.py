@@ -36,6 +36,9 @@ class PoolStats:
     cache_restore_bytes: int = 0
     cache_save_bytes: int = 0
     cache_restore_seconds: float = 0.0
+    # Set by the autoscaler for pools with a policy: the latest desired size and the bounds.
+    sizing: dict[str, int] = field(default_factory=dict)  # desired, min, max
+    decisions: dict[tuple[str, str], int] = field(default_factory=dict)  # (policy kind, action) -> turns
 
 
 def _histogram(raw: dict[str, str], name: str, bounds: tuple[float, ...]) -> Histogram:
@@ -64,4 +67,6 @@ def parse(raw: dict[str, str]) -> PoolStats:
         cache_restore_bytes=int(raw.get("cache_restore_bytes_total", 0)),
         cache_save_bytes=int(raw.get("cache_save_bytes_total", 0)),
         cache_restore_seconds=float(raw.get("cache_restore_seconds_total", 0.0)),
+        sizing={k: int(raw[f"{k}_executors"]) for k in ("desired", "min", "max") if f"{k}_executors" in raw},
+        decisions={tuple(k.split(":", 1)): v for k, v in prefixed("autoscaler_decisions_total:").items()},  # type: ignore[misc]
     )

@@ -2,7 +2,9 @@
 
 import pytest
 import ray
+from fastapi.testclient import TestClient
 
+from farm.api import create_app
 from farm.autoscale.live import NAMESPACE, build_autoscaler, executor_name
 from farm.models import JobSpec, JobState
 from farm.store.executors import ExecutorState
@@ -63,6 +65,12 @@ def test_scales_up_for_a_burst_and_drains_idle_executors_after_it(store, registr
     decisions = a.policies.decisions("default")
     assert sum(len(d["drained"]) for d in decisions) == 3
     assert any(d["inputs"]["lead_s"] != a.settings.autoscaler.lead_s for d in decisions)  # the lead was measured
+    with TestClient(create_app(a.settings)) as api:
+        text = api.get("/metrics").text
+    assert 'farm_pool_executors_target{bound="desired",pool="default"} 0.0' in text
+    assert 'farm_pool_executors_target{bound="max",pool="default"} 10000.0' in text
+    assert 'farm_autoscaler_decisions_total{action="scale_up",policy="reactive",pool="default"} 1.0' in text
+    assert 'farm_autoscaler_decisions_total{action="scale_down",policy="reactive",pool="default"}' in text
 
 
 def test_a_new_policy_version_takes_effect_on_the_next_turn(store, registry, autoscaler):

@@ -1,0 +1,39 @@
+"""/metrics on a farm that has done work, checked by Prometheus' own linter."""
+
+import os
+import shutil
+import subprocess
+
+import pytest
+from fastapi.testclient import TestClient
+
+from farm.api import create_app
+from farm.models import JobSpec
+from farm.store.policies import PolicyStore
+from tests.integration.test_executor_local import wait_done
+
+
+def promtool() -> str:
+    path = shutil.which("promtool")
+    if path is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("promtool (Debian's prometheus package) is required in CI")
+        pytest.skip("no promtool")
+    return path
+
+
+def test_promtool_check_metrics_reports_nothing(store, make_settings, run_executor):
+    tool = promtool()
+    settings = make_settings(pools=["default", "gpu"])
+    run_executor(settings)
+    PolicyStore(store.client).put("default", {"kind": "reactive", "buffer": 1}, by="test")
+    for run in ("true", "exit 1"):
+        spec = JobSpec(steps=[{"name": "s", "run": f"mkdir -p d; echo x > d/f; {run}"}], caches=[{"key": "k", "paths": ["d"]}])
+        wait_done(store, store.enqueue(spec, "t").id)
+    store.client.hset(store.keys.stats("default"), mapping={"desired_executors": 2, "min_executors": 0, "max_executors": 5,
+                                                          "autoscaler_decisions_total:reactive:hold": 3})  # fmt: skip
+    with TestClient(create_app(settings)) as api:
+        text = api.get("/metrics").text
+    assert "farm_cache_restores_total" in text and "farm_pool_executors_target" in text
+    run = subprocess.run([tool, "check", "metrics"], input=text, capture_output=True, text=True)
+    assert run.returncode == 0 and run.stdout == run.stderr == "", run.stdout + run.stderr
