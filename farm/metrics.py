@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import redis
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from farm.errors import FarmError
 from farm.models import TERMINAL
 from farm.queue import summarize
 from farm.store.executors import ExecutorRegistry
@@ -35,6 +37,17 @@ class FarmCollector(Collector):
         self.store, self.registry, self.pools = store, registry, pools
 
     def collect(self) -> Iterator[Metric]:
+        """Everything, plus farm_redis_up 1; only farm_redis_up 0 when Redis cannot be read
+        (the scrape still succeeds, so the alert can say what is wrong)."""
+        try:
+            families = list(self._families())
+        except (redis.RedisError, FarmError):
+            yield GaugeMetricFamily("farm_redis_up", "Whether this API replica can read Redis.", value=0)
+            return
+        yield GaugeMetricFamily("farm_redis_up", "Whether this API replica can read Redis.", value=1)
+        yield from families
+
+    def _families(self) -> Iterator[Metric]:
         submitted = CounterMetricFamily("farm_jobs_submitted", "Jobs submitted.", labels=["pool"])
         finished = CounterMetricFamily("farm_jobs_finished", "Jobs that reached a terminal state, by outcome.", labels=["pool", "outcome"])
         lease = CounterMetricFamily("farm_lease_expiries", "Leases that expired (executor lost).", labels=["pool"])

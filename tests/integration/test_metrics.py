@@ -37,3 +37,14 @@ def test_promtool_check_metrics_reports_nothing(store, make_settings, run_execut
     assert "farm_cache_restores_total" in text and "farm_pool_executors_target" in text
     run = subprocess.run([tool, "check", "metrics"], input=text, capture_output=True, text=True)
     assert run.returncode == 0 and run.stdout == run.stderr == "", run.stdout + run.stderr
+
+
+def test_an_unreachable_redis_is_reported_not_a_failed_scrape():
+    from farm.metrics import FarmCollector
+    from farm.store.executors import ExecutorRegistry
+    from farm.store.jobs import JobStore, connect
+    from farm.store.server import free_port
+
+    store = JobStore(connect(f"redis://127.0.0.1:{free_port()}/0"))  # nothing listens there
+    families = list(FarmCollector(store, ExecutorRegistry(store.client), ["default"]).collect())
+    assert [(f.name, f.samples[0].value) for f in families] == [("farm_redis_up", 0)]
