@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shlex
 import signal
 import sys
@@ -115,6 +116,37 @@ def up(
         with out.status("stopping farm…"):
             farm.stop(drain_timeout)
         out.print("farm stopped")
+
+
+@app.command()
+def autoscaler(
+    config: ConfigOpt = None,
+    ray_address: Annotated[str, typer.Option(help="The Ray cluster's GCS address (the Helm chart runs this beside the head).")] = "auto",
+) -> None:
+    """Run the autoscaler actor on an existing Ray cluster until stopped (SIGTERM or Ctrl-C)."""
+    settings = _settings(config)
+    if not settings.redis_url:
+        err.print("[red]FARM_REDIS_URL is required for `farm autoscaler`[/red]")
+        raise typer.Exit(2)
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    import ray
+
+    from agents.executor import actor_settings
+    from farm.autoscale.live import NAMESPACE, autoscaler_actor
+
+    ray.init(address=ray_address, namespace=NAMESPACE, _node_ip_address="127.0.0.1", logging_level=logging.WARNING)
+    handle = autoscaler_actor().options(name="autoscaler", namespace=NAMESPACE, lifetime="detached", get_if_exists=True)
+    actor = handle.remote(actor_settings(settings))
+    signal.signal(signal.SIGTERM, _interrupt)
+    out.print(f"farm autoscaler running on Ray at {ray_address}", highlight=False)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        ray.get(actor.stop.remote(), timeout=30)
+        ray.kill(actor)
 
 
 @app.command()

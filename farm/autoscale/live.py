@@ -70,8 +70,9 @@ class RayFleet:
         for _ in range(n):
             executor_id = f"{pool}-{uuid.uuid4().hex[:10]}"
             handle = executor_actor().options(
-                name=executor_name(executor_id), namespace=NAMESPACE, lifetime="detached"
-            ).remote(executor_id, plain)
+                name=executor_name(executor_id), namespace=NAMESPACE, lifetime="detached",
+                resources=dict(self.settings.executors.ray_resources) or None,
+            ).remote(executor_id, plain)  # fmt: skip
             handle.start.remote()
             ids.append(executor_id)
         return ids
@@ -85,6 +86,16 @@ class RayFleet:
             except ValueError:
                 continue  # gone already
             self._draining[handle.drain.remote(None)] = handle
+
+    def request(self, executors: int) -> None:
+        """Ask Ray's autoscaler (KubeRay) for room for this many executors, ahead of the
+        actors that will need it: worker pods boot while the decision's executors wait."""
+        resources = self.settings.executors.ray_resources
+        if not resources:
+            return  # one machine: nothing to scale
+        from ray.autoscaler.sdk import request_resources
+
+        request_resources(bundles=[dict(resources)] * executors)
 
     def reap(self) -> None:
         """Remove the actors whose drain has finished."""
@@ -196,6 +207,8 @@ class Autoscaler:
                 out[p.name] = self._turn(p)
             except FarmError as e:
                 log.warning("pool %s: autoscaler turn skipped: %s", p.name, e)
+        if out:
+            self.fleet.request(sum(d["desired"] for d in out.values()))
         return out
 
     def _turn(self, p: _Pool) -> dict[str, Any]:
