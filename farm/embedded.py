@@ -42,14 +42,16 @@ def ensure_admin_token(settings: Settings) -> tuple[str, bool]:
 
 
 def init_ray(num_cpus: int | None = None) -> None:
-    """A local Ray on loopback, no dashboard, no usage reporting (its defaults would bind
-    the machine's network address and report usage outward)."""
+    """A local Ray of its own on loopback, no dashboard, no usage reporting (its defaults
+    would bind the machine's network address and report usage outward). `address="local"`:
+    never join a cluster that RAY_ADDRESS or an earlier `ray start` on this machine points
+    at (a stale one made `farm up` hang)."""
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     import ray
 
     if ray.is_initialized():
         return
-    ray.init(_node_ip_address="127.0.0.1",  # fmt: skip
+    ray.init(_node_ip_address="127.0.0.1", address="local",  # fmt: skip
         include_dashboard=False,
         num_cpus=num_cpus or os.cpu_count() or 1,
         log_to_driver=False,

@@ -15,7 +15,8 @@ def run_jobs(client, n, **extra):
 
 
 def test_fifty_jobs_on_the_local_runtime(start_farm):
-    farm, client = start_farm("up", "--executors", "4")
+    # farm up starts a Ray of its own even when the environment points at another cluster.
+    farm, client = start_farm("up", "--executors", "4", env={"RAY_ADDRESS": "127.0.0.1:1"})
     assert "4 local executor(s)" in farm.ready_line
     ids = run_jobs(client, 50)
     jobs = wait_all(client, ids, timeout=120)
