@@ -27,7 +27,7 @@ from agents.watch import Watch
 from agents.workspace import Workspace, step_env
 from farm.artifacts import ArtifactStore, DirectoryStore
 from farm.errors import FarmError, RuntimeFailure
-from farm.models import ArtifactInfo, ErrorCode, JobState, StepResult
+from farm.models import ArtifactInfo, ErrorCode, ImageBuild, ImageResult, JobState, StepResult
 from farm.settings import Settings
 from farm.store.jobs import Claim, JobStore
 
@@ -121,12 +121,30 @@ class Attempt:
         if self.artifacts:
             log.note(f"kept {len(self.artifacts)} artifact(s), {total} bytes")
 
+    def _build(self, build: ImageBuild, log: LogSink, env: dict[str, str]) -> ImageResult | None:
+        """An image job's build; None (noted in the log) when it failed."""
+        builder = getattr(self.runtime, "build_image", None)
+        if builder is None:
+            log.note(f"image jobs need the docker runtime; this executor runs {self.runtime.name}")
+            return None
+        log.note(f"building {', '.join(build.tags)} from {build.context}/{build.dockerfile}")
+        ctx = StepContext(self.claim.job_id, self.workspace.path, env, log.write, self.stop, build.network)
+        t0 = time.monotonic()
+        try:
+            image = builder(build, self.workspace.path, ctx, self.settings.images.registry)
+        except RuntimeFailure as e:
+            log.note(str(e))
+            return None
+        log.note(f"built {image.id[:19]} in {time.monotonic() - t0:.1f}s" + (f"; pushed {', '.join(image.pushed)}" if image.pushed else ""))
+        return image
+
     def run(self) -> str:
         """Run the attempt; returns what finish answered ('ok', 'stale', a state), or
         'aborted:<why>' when the server took the job away first."""
         c, spec, log = self.claim, self.claim.spec, self.log
         state, error, exit_code = JobState.SUCCEEDED, None, 0
         caches: JobCaches | None = None
+        image: ImageResult | None = None
         self.watch.attach(self)
         try:
             # A runtime that runs nothing (noop) needs no directory, unless the job brings
@@ -158,6 +176,10 @@ class Attempt:
                 log.note(f"step {step.name!r} exited {code} after {took:.2f}s")
                 if code != 0:
                     state, error = JobState.FAILED, ErrorCode.STEP_FAILED
+            if spec.build is not None and state is JobState.SUCCEEDED and not self.stop.is_set():
+                image = self._build(spec.build, log, env)
+                if image is None and not self.stop.is_set():
+                    state, error, exit_code = JobState.FAILED, ErrorCode.BUILD_FAILED, 1
             if spec.artifacts and not self.stop.is_set():
                 self._collect(log)
             if caches and caches.results and not self.stop.is_set():
@@ -177,7 +199,7 @@ class Attempt:
             return self.store.finish(
                 c.job_id, c.attempt, state, exit_code=exit_code, error=error, steps=self.steps, artifacts=self.artifacts,
                 log_tail=log.take_rest(), log_cap=self.settings.retention.log_max_bytes,
-                caches=caches.results if caches else (),
+                caches=caches.results if caches else (), image=image,
             )  # fmt: skip
         finally:
             if caches is not None:

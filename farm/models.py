@@ -17,7 +17,7 @@ import re
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from farm.errors import FarmError, IllegalTransition
 
@@ -80,6 +80,7 @@ class ErrorCode(StrEnum):
     QUEUE_TIMEOUT = "queue_timeout"
     SOURCE_FAILED = "source_failed"
     RUNTIME_ERROR = "runtime_error"
+    BUILD_FAILED = "build_failed"  # an image job's build or push
 
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -144,6 +145,38 @@ class CacheSpec(_Strict):
             raise ValueError(str(e)) from None
 
 
+class ImageBuild(_Strict):
+    """An image job's build: the context and Dockerfile come from the job's source."""
+
+    dockerfile: Annotated[str, Field(min_length=1, max_length=500)] = "Dockerfile"
+    context: Annotated[str, Field(min_length=1, max_length=500)] = "."
+    build_args: dict[str, Annotated[str, Field(max_length=10_000)]] = Field(default_factory=dict)
+    target: Annotated[str | None, Field(default=None, max_length=200)] = None
+    tags: Annotated[list[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$",
+                                              max_length=255)]], Field(min_length=1, max_length=20)]  # fmt: skip
+    push: bool = False  # to settings.images.registry, as <registry>/<tag>
+    network: Literal["none", "host"] = "none"  # host: RUN steps may reach the package registries
+
+    @field_validator("dockerfile", "context")
+    @classmethod
+    def _inside(cls, v: str) -> str:
+        from farm.cache.archive import safe_path
+
+        if v == ".":
+            return v
+        try:
+            return safe_path(v)
+        except FarmError as e:
+            raise ValueError(str(e).replace("cache path", "path")) from None
+
+
+class ImageResult(_Strict):
+    id: str  # the image id (sha256:...)
+    tags: list[str]
+    pushed: list[str] = Field(default_factory=list)  # <registry>/<tag>@<digest> of each pushed tag
+    digest: str | None = None  # the registry's manifest digest, when pushed
+
+
 class CacheResult(_Strict):
     """What a cache did for a job: how it restored, and whether it saved."""
 
@@ -195,9 +228,10 @@ def _artifact_pattern(v: str) -> str:
 class JobSpec(_Strict):
     """What a CI system submits. Unknown fields are refused."""
 
-    kind: Literal["build"] = "build"
+    kind: Literal["build", "image"] = "build"
     pool: Annotated[str, Field(default="default", pattern=_NAME.pattern)] = "default"
-    steps: Annotated[list[Step], Field(min_length=1, max_length=200)]
+    steps: Annotated[list[Step], Field(max_length=200, validate_default=True)] = Field(default_factory=list)
+    build: Annotated[ImageBuild | None, Field(validate_default=True)] = None  # kind image: what to build (after any steps)
     env: dict[str, Annotated[str, Field(max_length=100_000)]] = Field(default_factory=dict)
     source: Source | None = None
     timeout_s: Annotated[int, Field(default=3600, ge=1, le=7 * 24 * 3600)] = 3600
@@ -221,6 +255,23 @@ class JobSpec(_Strict):
     @classmethod
     def _env_names(cls, v: dict[str, object]) -> dict[str, object]:
         _check_env_names(list(v))
+        return v
+
+    @field_validator("steps")
+    @classmethod
+    def _build_jobs_have_steps(cls, v: list[Step], info: ValidationInfo) -> list[Step]:
+        if info.data.get("kind", "build") == "build" and not v:
+            raise ValueError("a build job needs at least one step")
+        return v
+
+    @field_validator("build")
+    @classmethod
+    def _image_jobs_have_a_build(cls, v: ImageBuild | None, info: ValidationInfo) -> ImageBuild | None:
+        kind = info.data.get("kind", "build")
+        if kind == "image" and v is None:
+            raise ValueError("an image job needs `build`")
+        if kind == "build" and v is not None:
+            raise ValueError("`build` is for kind: image")
         return v
 
     def redacted(self) -> "JobSpec":
@@ -262,6 +313,7 @@ class Job(BaseModel):
     steps: list[StepResult] = Field(default_factory=list)
     artifacts: list[ArtifactInfo] = Field(default_factory=list)
     caches: list[CacheResult] = Field(default_factory=list)
+    image: ImageResult | None = None
     log_truncated: bool = False
     webhook: Literal["pending", "delivered", "failed"] | None = None
     rerun_of: str | None = None

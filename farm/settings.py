@@ -121,6 +121,12 @@ class CacheSettings(BaseModel):
     node_max_bytes: Annotated[int, Field(ge=0)] = 20 * 1024 * MiB
 
 
+class ImageSettings(BaseModel):
+    # Where image jobs with push: true push (host[:port], e.g. 127.0.0.1:5000); a registry on
+    # loopback is plain HTTP to Docker, any other needs TLS.
+    registry: str | None = None
+
+
 class ArtifactSettings(BaseModel):
     max_file_bytes: Annotated[int, Field(ge=1)] = 512 * MiB
     max_job_bytes: Annotated[int, Field(ge=1)] = 2048 * MiB
@@ -149,6 +155,7 @@ class Settings(BaseSettings):
     redis: RedisSettings = RedisSettings()
     autoscaler: AutoscalerSettings = AutoscalerSettings()
     cache: CacheSettings = CacheSettings()
+    images: ImageSettings = ImageSettings()
     api: ApiSettings = ApiSettings()
     executors: ExecutorSettings = ExecutorSettings()
     lease: LeaseSettings = LeaseSettings()

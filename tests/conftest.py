@@ -79,6 +79,40 @@ def docker_image() -> str:
 
 
 @pytest.fixture(scope="session")
+def registry_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real image registry (Debian's docker-registry) on 127.0.0.1: host:port."""
+    import shutil
+
+    from farm.store.server import free_port
+
+    binary = shutil.which("docker-registry")
+    if binary is None:
+        if IN_CI:
+            pytest.fail("docker-registry (Debian's package) is required in CI")
+        pytest.skip("no docker-registry")
+    root = tmp_path_factory.mktemp("registry")
+    port = free_port()
+    (root / "config.yml").write_text(
+        f"version: 0.1\nlog: {{level: error}}\nstorage: {{filesystem: {{rootdirectory: {root / 'data'}}}}}\n"
+        f"http: {{addr: 127.0.0.1:{port}}}\n"
+    )
+    proc = subprocess.Popen([binary, "serve", str(root / "config.yml")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    import httpx
+
+    wait_for(lambda: _answers(httpx, f"http://127.0.0.1:{port}/v2/"), 30, interval=0.1, what="the registry")
+    yield f"127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(10)
+
+
+def _answers(httpx, url: str) -> bool:  # type: ignore[no-untyped-def]
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+@pytest.fixture(scope="session")
 def ray_session() -> Iterator[None]:
     from farm.embedded import init_ray
 

@@ -6,12 +6,19 @@ job's workspace mounted at /workspace, `no-new-privileges`, every capability dro
 network unless the job asks for the host's, CPU and memory limits, and farm's own uid:gid
 (so workspace files stay farm's). The container is removed afterwards, whatever happened.
 Images are never pulled: they must already be on the daemon (there is no registry here).
+
+Image jobs build on the same daemon (`build_image`): the build context is the job's
+workspace (its checked-out source), RUN steps get no network unless the job asks for the
+host's, and the result is tagged and, if asked, pushed to `images.registry`. A build on the
+host daemon shares its layer cache (fast rebuilds) and can read any image on that daemon:
+builds that must not see each other's layers need a private daemon per executor (DinD).
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from pathlib import Path
 
 import docker
 import docker.errors
@@ -19,10 +26,19 @@ import requests.exceptions
 
 from agents.runtimes.base import StepContext
 from farm.errors import RuntimeFailure
-from farm.models import Step
+from farm.models import ImageBuild, ImageResult, Step
 from farm.settings import DockerSettings
 
 WORKDIR = "/workspace"
+
+
+def _split(ref: str) -> tuple[str, str]:
+    """"host:5000/team/app:1.2" -> ("host:5000/team/app", "1.2"); no tag -> "latest"."""
+    head, _, last = ref.rpartition("/")
+    if ":" in last:
+        name, tag = last.rsplit(":", 1)
+        return (f"{head}/{name}" if head else name), tag
+    return ref, "latest"
 
 
 class DockerRuntime:
@@ -110,6 +126,60 @@ class DockerRuntime:
                 break
         reader.join(2.0)
         return result.get("code", -9)
+
+    def build_image(self, build: ImageBuild, workspace: Path, ctx: StepContext, registry: str | None) -> ImageResult:
+        """Build on the host daemon (DooD) from the workspace, tag, and push if asked. The
+        build's output streams into the job log; a stop request abandons the build."""
+        api = self.client.api
+        context = workspace / build.context
+        if not (context / build.dockerfile).is_file():
+            raise RuntimeFailure(f"no {build.dockerfile} in {build.context}")
+        image_id = None
+        try:
+            events = api.build(
+                path=str(context), dockerfile=build.dockerfile, tag=build.tags[0], buildargs=build.build_args or None,
+                target=build.target, network_mode=build.network, rm=True, forcerm=True, pull=False, decode=True,
+            )  # fmt: skip
+            for event in events:
+                if ctx.stop.is_set():
+                    events.close()
+                    raise RuntimeFailure("build stopped")
+                if "stream" in event:
+                    ctx.output(event["stream"].encode())
+                if "error" in event:
+                    raise RuntimeFailure(f"build failed: {event['error'].strip()}")
+                if "aux" in event and "ID" in event["aux"]:
+                    image_id = event["aux"]["ID"]
+            if image_id is None:
+                raise RuntimeFailure("build finished without an image")
+            for tag in build.tags[1:]:
+                api.tag(image_id, *_split(tag))
+            pushed, digest = [], None
+            if build.push:
+                if not registry:
+                    raise RuntimeFailure("push asked, but no registry is configured (images.registry)")
+                for tag in build.tags:
+                    repo, name = _split(f"{registry}/{tag}")
+                    api.tag(image_id, repo, name)
+                    digest = self._push(repo, name, ctx)
+                    pushed.append(f"{repo}:{name}@{digest}")
+        except docker.errors.DockerException as e:
+            raise RuntimeFailure(f"docker: {e}") from e
+        return ImageResult(id=image_id, tags=build.tags, pushed=pushed, digest=digest)
+
+    def _push(self, repo: str, tag: str, ctx: StepContext) -> str:
+        digest = None
+        for event in self.client.api.push(repo, tag=tag, stream=True, decode=True):
+            if "error" in event:
+                raise RuntimeFailure(f"push of {repo}:{tag} failed: {event['error'].strip()}")
+            if "aux" in event and "Digest" in event["aux"]:
+                digest = event["aux"]["Digest"]
+            elif event.get("status") in ("Pushed", "Layer already exists") or "digest" in event.get("status", ""):
+                ctx.output(f"{event.get('id', '')} {event['status']}\n".lstrip().encode())
+        if digest is None:
+            raise RuntimeFailure(f"push of {repo}:{tag} reported no digest")
+        ctx.output(f"pushed {repo}:{tag}@{digest}\n".encode())
+        return digest
 
     def close(self) -> None:
         if self._client is not None:

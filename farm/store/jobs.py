@@ -25,7 +25,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from farm.errors import Conflict, NotFound, StaleAttempt, StoreUnavailable
-from farm.models import ArtifactInfo, CacheResult, ErrorCode, Job, JobSpec, JobState, StepResult, rfc3339
+from farm.models import ArtifactInfo, CacheResult, ErrorCode, ImageResult, Job, JobSpec, JobState, StepResult, rfc3339
 from farm.store.keys import Keys
 from farm.store.lua import Scripts
 
@@ -93,6 +93,7 @@ def job_from_hash(h: dict[str, str]) -> Job:
         steps=[StepResult(**s) for s in json.loads(h.get("steps") or "[]")],
         artifacts=[ArtifactInfo(**a) for a in json.loads(h.get("artifacts") or "[]")],
         caches=[CacheResult(**c) for c in json.loads(h.get("caches") or "[]")],
+        image=ImageResult.model_validate_json(h["image"]) if h.get("image") else None,
         log_truncated=h.get("log_truncated") == "1",
         webhook=h.get("webhook") or None,
         rerun_of=h.get("rerun_of") or None,
@@ -275,6 +276,7 @@ class JobStore:
         log_tail: str = "",
         log_cap: int = 0,
         caches: Sequence[CacheResult] = (),
+        image: ImageResult | None = None,
     ) -> str:
         """'ok' when recorded; 'stale' or the job's terminal state when refused."""
         return self._call(
@@ -289,6 +291,7 @@ class JobStore:
             log_tail,
             log_cap,
             json.dumps([c.model_dump() for c in caches]),
+            image.model_dump_json() if image else "",
         )
 
     # -- control ---------------------------------------------------------------------------

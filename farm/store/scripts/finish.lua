@@ -1,7 +1,8 @@
 -- edges: running->succeeded, running->failed, running->timed_out
 -- An executor records the end of its attempt (running -> succeeded|failed|timed_out).
 -- ARGV id, attempt, state, exit_code ('' for none), error ('' for none), steps_json,
--- artifacts_json, the attempt's last log output ('' for none), log cap, caches_json. The last output is
+-- artifacts_json, the attempt's last log output ('' for none), log cap, caches_json, image_json
+-- ('' for none). The last output is
 -- appended before the end marker, so a fast job costs one round trip here, not two.
 -- Returns 'ok', 'stale', 'gone', or the job's state if it already left running.
 -- A busy executor's registry entry becomes idle (a draining one stays draining).
@@ -15,7 +16,7 @@ if not f[1] then return 'gone' end
 if f[2] ~= attempt then return 'stale' end
 if f[1] ~= 'running' then return f[1] end
 if ARGV[9] ~= '' then append(id, attempt, ARGV[9], tonumber(ARGV[10])) end
-redis.call('HSET', jk, 'exit_code', ARGV[5], 'steps', ARGV[7], 'artifacts', ARGV[8], 'caches', ARGV[11])
+redis.call('HSET', jk, 'exit_code', ARGV[5], 'steps', ARGV[7], 'artifacts', ARGV[8], 'caches', ARGV[11], 'image', ARGV[12])
 local now = now_ms()
 local g = redis.call('HMGET', jk, 'executor', 'pool')
 terminate(id, state, ARGV[6], now)
