@@ -33,7 +33,6 @@ class Tier(StrEnum):
     PROTECTED = "protected"
 
 
-RANK = {Tier.UNPROTECTED: 0, Tier.PROTECTED: 1}
 KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=,@:/-]{0,511}$")
 _EXPR = re.compile(r"\{\{\s*(.*?)\s*\}\}")
 _HASH_FILES = re.compile(r"^hashFiles\((.*)\)$")
