@@ -78,6 +78,7 @@ class AutoscalerSettings(BaseModel):
     interval_s: Annotated[float, Field(gt=0, le=600)] = 2.0  # one observe -> decide -> act turn
     lead_s: Annotated[float, Field(gt=0)] = 10.0  # provisioning lead time assumed until one is measured
     start_timeout_s: Annotated[float, Field(gt=0)] = 300.0  # an executor not ready by then is given up
+    keep_learned_s: Annotated[float, Field(ge=0)] = 300.0  # how often what a policy learned is kept in Redis
 
 
 class LeaseSettings(BaseModel):

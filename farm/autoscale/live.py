@@ -24,12 +24,14 @@ that loops it. I/O goes through the store classes and `RayFleet`; the sizing is 
 from __future__ import annotations
 
 import logging
+import pickle
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import redis
 from pydantic import TypeAdapter, ValidationError
 
 from farm.autoscale.policy import CapacityPolicy, Snapshot, decide
@@ -120,6 +122,7 @@ class _Pool:
     lead_s: float | None = None  # measured provisioning lead time (EWMA)
     recorded: tuple[Any, ...] = ()
     recorded_at: float = 0.0
+    kept_at: float = 0.0  # when the policy's memory was last written to Redis
 
 
 class Autoscaler:
@@ -130,6 +133,10 @@ class Autoscaler:
         self.settings, self.store, self.registry, self.policies, self.fleet = settings, store, registry, policies, fleet
         self.clock = clock
         self.pools = {name: _Pool(name) for name in settings.pools}
+        # The store's client decodes replies to str; pickles need bytes.
+        pool = store.client.connection_pool
+        self._binary = redis.Redis(connection_pool=redis.ConnectionPool(
+            connection_class=pool.connection_class, **{**pool.connection_kwargs, "decode_responses": False}))  # fmt: skip
 
     # -- the policy in force ---------------------------------------------------------------
 
@@ -145,11 +152,35 @@ class Autoscaler:
         except ValidationError as e:  # stored by an older farm: keep the last good one
             log.error("pool %s: policy version %d is invalid, keeping the previous one: %s", p.name, stored.version, e)
             return p.policy is not None
-        if policy is None or p.policy is None or policy.kind != p.policy.kind:
+        if p.policy is None and policy is not None:
+            p.memory = self._learned(p.name, policy.kind)  # a restarted autoscaler resumes
+        elif policy is None or policy.kind != p.policy.kind:
             p.memory = None  # what one kind learned means nothing to another
         p.version, p.policy = stored.version, policy
         log.info("pool %s: policy version %d (%s)", p.name, p.version, policy.kind if policy else "none")
         return policy is not None
+
+    def _learned(self, pool: str, kind: str) -> Any:
+        """What this pool's policy had learned when it was last kept, if of this kind. Redis
+        is inside farm's trust boundary (it holds the jobs' secrets too), so pickle is safe
+        here; a memory that no longer loads (another farm version) is dropped."""
+        with translated():
+            raw = self._binary.get(self.store.keys.learned(pool))
+        if raw is None:
+            return None
+        try:
+            stored_kind, memory = pickle.loads(raw)
+        except Exception as e:  # noqa: BLE001 - unreadable: start learning afresh
+            log.warning("pool %s: kept policy memory unreadable, starting afresh: %s", pool, e)
+            return None
+        return memory if stored_kind == kind else None
+
+    def _keep(self, p: _Pool, now: float) -> None:
+        if p.memory is None or now - p.kept_at < self.settings.autoscaler.keep_learned_s:
+            return
+        with translated():
+            self._binary.set(self.store.keys.learned(p.name), pickle.dumps((p.policy.kind, p.memory)))
+        p.kept_at = now
 
     # -- observe -----------------------------------------------------------------------------
 
@@ -216,6 +247,7 @@ class Autoscaler:
         snap = self.observe(p, now)
         d = decide(snap, p.policy, now=now)
         p.memory = d.memory
+        self._keep(p, now)
         started = self.fleet.start(p.name, d.to_start) if d.to_start else []
         for executor_id in started:
             p.launched[executor_id] = now

@@ -37,6 +37,7 @@ only place a key is named.
     {p}cachelru:{tenant}    zset    a tenant's cache entry ids by last use (ms)
     {p}cachebytes:{tenant}  hash    a tenant's cache bytes by tier
     {p}cacherefs            hash    blob digest -> entries referring to it
+    {p}learned:{pool}       string  what the pool's policy learned (pickled), so a restarted autoscaler resumes
     {p}demand:{pool}        stream  arrivals (field a: queued_at ms) and starts (field w: wait ms), capped,
                                     read by the autoscaler
 """
@@ -50,7 +51,7 @@ EXECUTOR_TTL_MS = 60_000  # an executor entry outlives its last report by this m
 
 _PER_ID = (
     "job", "log", "queue", "tenants", "pass", "waiting", "wake", "running", "tenant_jobs", "stats",
-    "executors", "executor", "group", "parked", "gq", "idem", "policy", "policy_audit", "decisions", "demand",
+    "executors", "executor", "group", "parked", "gq", "idem", "policy", "policy_audit", "decisions", "demand", "learned",
     "cachekeys", "cacheentry", "cachelru", "cachebytes",
 )  # fmt: skip
 _SINGLE = ("leases", "deadlines", "qdeadlines", "finished", "webhooks", "jobs", "seq", "cacherefs")
@@ -111,6 +112,9 @@ class Keys:
     @property
     def cache_refs(self) -> str:
         return self._k("cacherefs")
+
+    def learned(self, pool: str) -> str:
+        return self._k("learned", pool)
 
     def demand(self, pool: str) -> str:
         return self._k("demand", pool)

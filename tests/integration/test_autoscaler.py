@@ -91,3 +91,21 @@ def test_a_pool_without_a_policy_is_left_alone_and_farm_yaml_seeds_one(store, re
     stored = PolicyStore(store.client).get("gpu")
     assert stored.version == 1 and stored.by == "farm.yaml" and out
     assert all(e.state is ExecutorState.IDLE for e in registry.list("gpu"))
+
+
+def test_a_restarted_autoscaler_resumes_what_the_policy_learned(store, registry, autoscaler):
+    PolicyStore(store.client).put("default", {"kind": "predictive", "target_p95_s": 30, "max": 0}, by="admin")
+    first = autoscaler(autoscaler={"lead_s": 60, "keep_learned_s": 0})
+    first.run_once()  # starts reading the demand stream
+    for _ in range(5):
+        store.enqueue(JobSpec(steps=[{"name": "s", "run": "true"}]), "t")
+    first.run_once()
+    learned = first.pools["default"].memory.own
+    assert learned is not None and learned.hist.sum() == 5  # five arrivals seen
+    second = autoscaler(autoscaler={"lead_s": 60})  # a new process: nothing in memory
+    second.run_once()
+    assert second.pools["default"].memory.own.hist.sum() == 5
+    PolicyStore(store.client).put("default", {"kind": "reactive", "max": 0}, by="admin")
+    third = autoscaler()
+    third.run_once()  # another kind learned nothing it could use
+    assert third.pools["default"].memory is None or third.pools["default"].memory.own is None
