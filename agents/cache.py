@@ -140,12 +140,15 @@ class JobCaches:
     def _render(self, template: str) -> str:
         return render(template, env=self.claim.spec.env, hash_files=self._hash_files)
 
-    def _count(self, field: str, n: float = 1) -> None:
+    def _count(self, *fields: str, **amounts: float) -> None:
+        """Add 1 to each field and each amount to its field, in one round trip."""
         try:
-            if isinstance(n, float):
-                self.index.client.hincrbyfloat(self.stats_key, field, n)
-            else:
-                self.index.client.hincrby(self.stats_key, field, n)
+            pipe = self.index.client.pipeline(transaction=False)
+            for field in fields:
+                pipe.hincrby(self.stats_key, field, 1)
+            for field, n in amounts.items():
+                (pipe.hincrbyfloat if isinstance(n, float) else pipe.hincrby)(self.stats_key, field, n)
+            pipe.execute()
         except Exception:  # noqa: BLE001 - metrics are advisory
             pass
 
@@ -176,9 +179,8 @@ class JobCaches:
         how = "mounted from this node's copy" if warm else "unpacked"
         self.note(f"cache {key}: {outcome}{'' if match.exact else f' from {match.key}'}, {restored / MB:.1f} MB {how} "
                   f"in {took:.2f} s ({rate:.0f} MB/s)")  # fmt: skip
-        self._count(f"cache_restores_total:{outcome}")
-        self._count("cache_restore_bytes_total", restored)
-        self._count("cache_restore_seconds_total", float(took))
+        self._count(f"cache_restores_total:{outcome}", cache_restore_bytes_total=restored,
+                    cache_restore_seconds_total=float(took))  # fmt: skip
         return CacheResult(key=key, restore=outcome, matched_key=match.key, restore_bytes=restored, warm=warm,
                            restore_s=round(took, 3), restore_mb_s=round(rate, 1))  # fmt: skip
 
@@ -253,6 +255,5 @@ class JobCaches:
             return {"save": "error", "error": str(e)}
         self.note(f"cache {key}: saved {saved.files} files, {saved.bytes / MB:.1f} MB in {took:.2f} s"
                   + (f"; evicted {len(evicted)} older entr{'y' if len(evicted) == 1 else 'ies'}" if evicted else ""))  # fmt: skip
-        self._count("cache_saves_total:saved")
-        self._count("cache_save_bytes_total", saved.bytes)
+        self._count("cache_saves_total:saved", cache_save_bytes_total=saved.bytes)
         return {"save": "saved", "save_bytes": saved.bytes, "save_s": round(took, 3)}

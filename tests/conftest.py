@@ -78,18 +78,29 @@ def docker_image() -> str:
     return BASE_IMAGE
 
 
+def require(what: str, found: object, why: str) -> None:
+    """Fail in CI (which installs everything the tests need), skip elsewhere."""
+    if not found:
+        if IN_CI:
+            pytest.fail(f"{what} is required in CI: {why}")
+        pytest.skip(f"no {what}: {why}")
+
+
+def require_tool(name: str, package: str) -> str:
+    """The path of a tool from a Debian package (.ci/run installs it)."""
+    import shutil
+
+    path = shutil.which(name)
+    require(name, path, f"Debian's {package} package")
+    return path  # type: ignore[return-value]
+
+
 @pytest.fixture(scope="session")
 def registry_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real image registry (Debian's docker-registry) on 127.0.0.1: host:port."""
-    import shutil
-
     from farm.store.server import free_port
 
-    binary = shutil.which("docker-registry")
-    if binary is None:
-        if IN_CI:
-            pytest.fail("docker-registry (Debian's package) is required in CI")
-        pytest.skip("no docker-registry")
+    binary = require_tool("docker-registry", "docker-registry")
     root = tmp_path_factory.mktemp("registry")
     port = free_port()
     (root / "config.yml").write_text(

@@ -5,30 +5,19 @@ finds the pool, and promtool accepts the alerting rules."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
 
 import httpx
-import pytest
 import yaml
 
 from farm.store.server import free_port
+from tests.conftest import require_tool
 from tests.e2e.conftest import wait_all
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARDS = sorted((REPO / "dashboards").glob("*.json"))
-
-
-def need(tool: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{tool} (Debian's prometheus package) is required in CI")
-        pytest.skip(f"no {tool}")
-    return path
 
 
 def panels(dashboard: dict) -> list[tuple[str, str]]:
@@ -51,12 +40,12 @@ def test_every_dashboard_panel_has_a_description_and_the_variables():
 
 
 def test_the_alerting_rules_pass_promtool():
-    run = subprocess.run([need("promtool"), "check", "rules", str(REPO / "alerts" / "farm.rules.yml")], capture_output=True, text=True)
+    run = subprocess.run([require_tool("promtool", "prometheus"), "check", "rules", str(REPO / "alerts" / "farm.rules.yml")], capture_output=True, text=True)
     assert run.returncode == 0, run.stdout + run.stderr
 
 
 def test_every_panel_query_returns_data_from_a_real_prometheus(start_farm, tmp_path):
-    prometheus = need("prometheus")
+    prometheus = require_tool("prometheus", "prometheus")
     config = tmp_path / "farm.yaml"
     config.write_text(yaml.safe_dump({"autoscaler": {"interval_s": 0.5},
                                       "policies": {"default": {"kind": "reactive", "buffer": 1, "min": 1, "max": 4}}}))  # fmt: skip

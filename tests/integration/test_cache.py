@@ -274,10 +274,10 @@ def test_a_job_saves_its_cache_and_the_next_job_restores_it(store, make_settings
 def test_a_job_writing_to_a_warm_restore_cannot_change_what_the_next_job_restores(store, make_settings, run_executor):
     from agents.cache import overlays_possible
     from farm.models import JobSpec
+    from tests.conftest import require
     from tests.integration.test_executor_local import full_log, wait_done
 
-    if not overlays_possible():
-        pytest.skip("overlay mounts need root") if not os.environ.get("CI") else pytest.fail("CI runs as root")
+    require("root", overlays_possible(), "overlay mounts")
     settings = make_settings()
     run_executor(settings)
     cache = {"key": "venv", "paths": ["venv"], "save": "always"}

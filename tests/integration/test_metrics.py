@@ -1,29 +1,18 @@
 """/metrics on a farm that has done work, checked by Prometheus' own linter."""
 
-import os
-import shutil
 import subprocess
 
-import pytest
 from fastapi.testclient import TestClient
 
 from farm.api import create_app
 from farm.models import JobSpec
 from farm.store.policies import PolicyStore
+from tests.conftest import require_tool
 from tests.integration.test_executor_local import wait_done
 
 
-def promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("promtool (Debian's prometheus package) is required in CI")
-        pytest.skip("no promtool")
-    return path
-
-
 def test_promtool_check_metrics_reports_nothing(store, make_settings, run_executor):
-    tool = promtool()
+    tool = require_tool("promtool", "prometheus")
     settings = make_settings(pools=["default", "gpu"])
     run_executor(settings)
     PolicyStore(store.client).put("default", {"kind": "reactive", "buffer": 1}, by="test")

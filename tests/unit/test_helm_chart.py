@@ -15,6 +15,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from tests.conftest import require
+
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "farm"
 CRDS = REPO.parent / "shared" / "schemas" / "crds"
@@ -44,10 +46,7 @@ def render(values: dict) -> list[dict]:
 
 
 def crd_schema(kind_file: str, version: str) -> dict:
-    if not CRDS.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{CRDS} is missing (CI always has ../shared)")
-        pytest.skip("no ../shared/schemas/crds beside the repository")
+    require("../shared/schemas/crds", CRDS.exists(), "CRD schemas beside the repository (CI always has them)")
     crd = yaml.safe_load((CRDS / kind_file).read_text())
     return next(v["schema"]["openAPIV3Schema"] for v in crd["spec"]["versions"] if v["name"] == version)
 
