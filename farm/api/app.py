@@ -98,3 +98,13 @@ def create_app(settings: Settings, *, store: JobStore | None = None) -> FastAPI:
     for module in (jobs, queue, pools, caches, health):
         app.include_router(module.router)
     return app
+
+
+def from_environment() -> FastAPI:
+    """App factory for `farm api --workers N` (uvicorn imports it in each worker process):
+    settings from FARM_* and the YAML file named by FARM_CONFIG, if any."""
+    import os
+    from pathlib import Path
+
+    config = os.environ.get("FARM_CONFIG")
+    return create_app(Settings.load(Path(config) if config else None))
