@@ -74,8 +74,18 @@ def docker_image() -> str:
             pytest.fail(f"Docker is required in CI: {e}")
         pytest.skip(f"no Docker daemon: {e}")
     if not client.images.list(name=BASE_IMAGE):
-        subprocess.run([str(REPO / "images" / "make-busybox-base.sh"), BASE_IMAGE], check=True)
+        subprocess.run([str(REPO / "images" / "make-bases.sh"), "busybox"], check=True)
     return BASE_IMAGE
+
+
+@pytest.fixture(scope="session")
+def dind_image(docker_image: str) -> str:
+    """The executor-dind image (a private dockerd), built from images/ on the local base
+    (made first if absent; debootstrap needs root). Cheap when nothing changed."""
+    require_tool("debootstrap", "debootstrap")
+    run = subprocess.run([str(REPO / "images" / "build.sh"), "executor-dind"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    return run.stdout.strip()
 
 
 def require(what: str, found: object, why: str) -> None:
