@@ -125,7 +125,7 @@ class Attempt:
         """An image job's build; None (noted in the log) when it failed."""
         builder = getattr(self.runtime, "build_image", None)
         if builder is None:
-            log.note(f"image jobs need the docker runtime; this executor runs {self.runtime.name}")
+            log.note(f"image jobs need the docker or dind runtime; this executor runs {self.runtime.name}")
             return None
         log.note(f"building {', '.join(build.tags)} from {build.context}/{build.dockerfile}")
         ctx = StepContext(self.claim.job_id, self.workspace.path, env, log.write, self.stop, build.network)
@@ -157,7 +157,8 @@ class Attempt:
                 code = self.workspace.checkout(spec.source.git, log.write, self.stop)
                 if code != 0 and not self.stop.is_set():
                     state, error, exit_code = JobState.FAILED, ErrorCode.SOURCE_FAILED, code
-            caches = JobCaches(c, self.workspace, self.store, self.settings, log.note) if spec.caches else None
+            caches = (JobCaches(c, self.workspace, self.store, self.settings, log.note, overlays=self.runtime.sees_new_mounts)
+                      if spec.caches else None)  # fmt: skip
             if caches and state is JobState.SUCCEEDED and not self.stop.is_set():
                 caches.restore()
             env = {**step_env(spec, c.job_id, c.attempt), **c.secrets}
@@ -202,6 +203,7 @@ class Attempt:
                 caches=caches.results if caches else (), image=image,
             )  # fmt: skip
         finally:
+            self.runtime.end_job(c.job_id)
             if caches is not None:
                 caches.close()
             if not self.settings.retention.keep_workspaces:

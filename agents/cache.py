@@ -119,7 +119,10 @@ def overlays_possible() -> bool:
 
 
 class JobCaches:
-    def __init__(self, claim: Claim, workspace: Workspace, store: JobStore, settings: Settings, note: Callable[[str], None]) -> None:
+    def __init__(
+        self, claim: Claim, workspace: Workspace, store: JobStore, settings: Settings, note: Callable[[str], None],
+        *, overlays: bool = True,
+    ) -> None:  # fmt: skip
         self.claim, self.workspace, self.note = claim, workspace, note
         self.specs = claim.spec.caches
         self.settings = settings
@@ -130,7 +133,7 @@ class JobCaches:
         self.results: list[CacheResult] = []
         c = settings.cache
         self.nodes = (NodeTrees(settings.cache_node_dir, self.index.blobs, self.limits, c.restore_threads, c.node_max_bytes)
-                      if c.overlay and overlays_possible() else None)  # fmt: skip
+                      if overlays and c.overlay and overlays_possible() else None)  # fmt: skip
         self.layers = workspace.path.parent / f"{workspace.path.name}.layers"  # upper layers, outside the workspace
 
     def _hash_files(self, patterns: list[str]) -> str:

@@ -18,13 +18,12 @@ import logging
 import os
 import threading
 import time
-from pathlib import Path
 
 from agents.attempt import Attempt
 from agents.cache import overlays_possible, unmount_under
 from agents.runtimes import Runtime, make_runtime
 from agents.watch import Watch
-from agents.workspace import sweep
+from agents.workspace import sweep, workspace_root
 from farm.errors import FarmError, RuntimeFailure
 from farm.settings import Settings
 from farm.store.executors import ExecutorRegistry, ExecutorState
@@ -41,7 +40,7 @@ class Executor:
         self.settings = settings
         self.pool = settings.executors.pool
         self.store, self.registry, self.runtime = store, registry, runtime
-        self.workspace_root = Path(settings.data_dir) / "workspaces"
+        self.workspace_root = workspace_root(settings)
         self.workspaces = self.workspace_root / executor_id
         self._swept_at = 0.0
         self._reported_at = 0.0
@@ -154,7 +153,7 @@ def build_executor(executor_id: str, settings: Settings) -> Executor:
         settings,
         store=JobStore(client),
         registry=ExecutorRegistry(client, stale_s=max(15.0, settings.executors.idle_wait_s * 5)),
-        runtime=make_runtime(settings),
+        runtime=make_runtime(settings, executor_id),
     )
 
 

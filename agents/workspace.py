@@ -16,6 +16,12 @@ from pathlib import Path
 
 from agents.runtimes.local import DEFAULT_PATH, run_process
 from farm.models import GitSource, JobSpec
+from farm.settings import Settings
+
+
+def workspace_root(settings: Settings) -> Path:
+    """Where executors keep their jobs' workspaces: <root>/<executor id>/<job>-<attempt>."""
+    return Path(settings.data_dir) / "workspaces"
 
 
 def step_env(spec: JobSpec, job_id: str, attempt: int) -> dict[str, str]:

@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Optional, get_args
 
 import typer
 import yaml
@@ -74,17 +74,19 @@ def up(
     port: Annotated[Optional[int], typer.Option(help="Port to serve on.")] = None,
     data_dir: Annotated[Optional[Path], typer.Option(help="Where farm keeps its data (default ~/.farm).")] = None,
     executors: Annotated[Optional[int], typer.Option(help="Executor slots to start.")] = None,
-    runtime: Annotated[Optional[str], typer.Option(help="local | docker | noop")] = None,
+    runtime: Annotated[Optional[str], typer.Option(help="local | docker (DooD) | dind | noop")] = None,
     drain_timeout: Annotated[float, typer.Option(help="Seconds to let running jobs finish on stop.")] = 10.0,
 ) -> None:
     """Run the whole farm on this machine: embedded Redis, Ray, executors and the API."""
     from farm.embedded import EmbeddedFarm
+    from farm.settings import ExecutorSettings
 
     base = _settings(config, data_dir=data_dir)
     api = base.api.model_copy(update={k: v for k, v in {"host": host, "port": port}.items() if v is not None})
     ex = base.executors.model_copy(update={k: v for k, v in {"count": executors, "runtime": runtime}.items() if v is not None})
-    if ex.runtime not in ("local", "docker", "noop"):
-        err.print(f"[red]unknown runtime {ex.runtime!r}[/red]: use local, docker or noop")
+    runtimes = get_args(ExecutorSettings.model_fields["runtime"].annotation)
+    if ex.runtime not in runtimes:
+        err.print(f"[red]unknown runtime {ex.runtime!r}[/red]: use {', '.join(runtimes)}")
         raise typer.Exit(2)
     settings = base.model_copy(update={"api": api, "executors": ex})
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")

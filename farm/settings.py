@@ -63,7 +63,7 @@ class ApiSettings(BaseModel):
 
 class ExecutorSettings(BaseModel):
     count: Annotated[int, Field(ge=0, le=1000)] = 2
-    runtime: Literal["local", "docker", "noop"] = "local"
+    runtime: Literal["local", "docker", "dind", "noop"] = "local"
     pool: str = "default"
     idle_wait_s: Annotated[float, Field(gt=0, le=60)] = 1.0  # longest block on the wake list
     kill_grace_s: Annotated[float, Field(ge=0, le=60)] = 0.5  # SIGTERM -> SIGKILL
@@ -142,6 +142,32 @@ class DockerSettings(BaseModel):
     user: str = "auto"
 
 
+class DindSettings(BaseModel):
+    """The dind runtime: a private Docker daemon per executor (agents/runtimes/dind.py)."""
+
+    # A daemon someone else runs for this executor (the Helm chart's sidecar), e.g.
+    # unix:///var/run/dind/docker.sock; unset: farm starts one in a container of `image`
+    # on the host's daemon, and removes it when the executor drains.
+    docker_host: str | None = None
+    image: str = "farm/executor-dind:dev"
+    storage_driver: Literal["overlay2", "fuse-overlayfs", "vfs"] = "overlay2"
+    # How the daemon's container runs. `privileged: true` is the simple choice where it is
+    # allowed; without it these capabilities and options let dockerd run its containers.
+    privileged: bool = False
+    cap_add: list[str] = Field(default_factory=lambda: ["ALL"])
+    cap_drop: list[str] = Field(default_factory=lambda: ["SYS_RESOURCE"])
+    security_opt: list[str] = Field(default_factory=lambda: ["seccomp=unconfined", "apparmor=unconfined"])
+    # Layer stores: data roots kept per pool on this machine, each used by one daemon at a
+    # time, so a fresh executor's daemon starts with the layers earlier ones built.
+    layer_stores: Annotated[int, Field(ge=0, le=64)] = 4
+    store_dir: Path | None = None  # default <data_dir>/dind
+    store_max_bytes: Annotated[int, Field(ge=0)] = 50 * 1024 * MiB  # over it, unused images are pruned at drain
+    # Images a private daemon lacks (step images, FROM images) are copied from the host's
+    # daemon once per layer store; without a host daemon they must come from a registry.
+    copy_images: bool = True
+    start_timeout_s: Annotated[float, Field(gt=0, le=600)] = 60.0
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="FARM_", env_nested_delimiter="__", extra="forbid", validate_default=True
@@ -162,6 +188,7 @@ class Settings(BaseSettings):
     lease: LeaseSettings = LeaseSettings()
     retention: RetentionSettings = RetentionSettings()
     docker: DockerSettings = DockerSettings()
+    dind: DindSettings = DindSettings()
     artifacts: ArtifactSettings = ArtifactSettings()
     webhooks: WebhookSettings = WebhookSettings()
     # Capacity policies by pool (the first version of each; later ones come through the API).
@@ -174,6 +201,10 @@ class Settings(BaseSettings):
     @property
     def cache_node_dir(self) -> Path:
         return self.cache.node_dir or self.data_dir / "cache-node"
+
+    @property
+    def dind_dir(self) -> Path:
+        return self.dind.store_dir or self.data_dir / "dind"
 
     @property
     def artifact_dir(self) -> Path:

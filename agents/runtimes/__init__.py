@@ -6,7 +6,11 @@ from agents.runtimes.base import Runtime, StepContext
 from farm.settings import Settings
 
 
-def make_runtime(settings: Settings) -> Runtime:
+def make_runtime(settings: Settings, executor_id: str = "") -> Runtime:
+    if settings.executors.runtime == "dind":
+        from agents.runtimes.dind import DindRuntime
+
+        return DindRuntime(settings, executor_id)
     if settings.executors.runtime == "docker":
         from agents.runtimes.docker import DockerRuntime
 

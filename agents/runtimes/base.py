@@ -30,12 +30,18 @@ class StepContext:
 class Runtime(Protocol):
     name: str
     uses_workspace: bool  # whether steps need the job's workspace directory
+    # Whether mounts made in the workspace after prepare() (warm cache overlays) reach the
+    # steps; a daemon in its own mount namespace (DinD) may not see them.
+    sees_new_mounts: bool
 
     def prepare(self) -> None:
         """Check the runtime can work (daemon reachable...); raise RuntimeFailure if not."""
 
     def run_step(self, step: Step, ctx: StepContext) -> int:
         """Run one step; its exit code (negative: killed by that signal)."""
+
+    def end_job(self, job_id: str) -> None:
+        """The job's attempt is over: remove what its steps left running."""
 
     def close(self) -> None:
         """Release what prepare() took."""

@@ -17,6 +17,7 @@ builds that must not see each other's layers need a private daemon per executor 
 from __future__ import annotations
 
 import os
+import re
 import threading
 from pathlib import Path
 
@@ -32,6 +33,37 @@ from farm.settings import DockerSettings
 WORKDIR = "/workspace"
 
 
+def from_images(dockerfile: str, build_args: dict[str, str]) -> list[str]:
+    """The images a Dockerfile's FROM lines name, in order: not earlier stages, not
+    `scratch`, with ARGs declared before the first FROM substituted (their defaults or
+    build_args); a name still holding a `$` is left out (the build will say what is wrong)."""
+    args: dict[str, str] = {}
+    stages: set[str] = set()
+    images: list[str] = []
+    seen_from = False
+    text = re.sub(r"\\\n", " ", dockerfile)  # line continuations
+    for raw in text.splitlines():
+        words = raw.strip().split()
+        if not words or words[0].startswith("#"):
+            continue
+        op = words[0].upper()
+        if op == "ARG" and not seen_from and len(words) > 1:
+            name, _, default = words[1].partition("=")
+            args[name] = build_args.get(name, default.strip('"'))
+        elif op == "FROM":
+            seen_from = True
+            rest = [w for w in words[1:] if not w.startswith("--")]
+            if not rest:
+                continue
+            name = re.sub(r"\$\{?(\w+)\}?", lambda m: args.get(m.group(1), m.group(0)), rest[0])
+            if len(rest) >= 3 and rest[1].upper() == "AS":
+                stages.add(rest[2].lower())
+            if name.lower() in stages or name == "scratch" or "$" in name or name in images:
+                continue
+            images.append(name)
+    return images
+
+
 def _split(ref: str) -> tuple[str, str]:
     """"host:5000/team/app:1.2" -> ("host:5000/team/app", "1.2"); no tag -> "latest"."""
     head, _, last = ref.rpartition("/")
@@ -44,6 +76,7 @@ def _split(ref: str) -> tuple[str, str]:
 class DockerRuntime:
     name = "docker"
     uses_workspace = True
+    sees_new_mounts = True
 
     def __init__(self, settings: DockerSettings) -> None:
         self.settings = settings
@@ -69,15 +102,36 @@ class DockerRuntime:
             return f"{os.getuid()}:{os.getgid()}"
         return self.settings.user or None
 
+    # Hooks for the dind runtime, which runs the same steps against a private daemon.
+    def _ensure_image(self, image: str) -> None:
+        """Make `image` available to the daemon; the host daemon has what it has."""
+
+    def _has_image(self, image: str) -> bool:
+        try:
+            self.client.api.inspect_image(image)
+            return True
+        except docker.errors.ImageNotFound:
+            return False
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as e:
+            raise RuntimeFailure(f"docker: {e}") from e
+
+    def _step_mounts(self) -> dict[str, dict[str, str]]:
+        return {}
+
+    def _step_env(self) -> dict[str, str]:
+        return {}
+
     def run_step(self, step: Step, ctx: StepContext) -> int:
         image = step.image or self.settings.default_image
+        self._ensure_image(image)
         try:
             container = self.client.containers.create(
                 image,
-                command=["/bin/sh", "-c", step.run],
+                entrypoint=["/bin/sh", "-c"],  # a step is a shell script, whatever the image's entrypoint
+                command=[step.run],
                 working_dir=WORKDIR,
-                volumes={str(ctx.workspace): {"bind": WORKDIR, "mode": "rw"}},
-                environment={"HOME": WORKDIR, **ctx.env},
+                volumes={str(ctx.workspace): {"bind": WORKDIR, "mode": "rw"}, **self._step_mounts()},
+                environment={"HOME": WORKDIR, **self._step_env(), **ctx.env},
                 network_mode="host" if ctx.network == "host" else "none",
                 nano_cpus=int(self.settings.cpus * 1e9) if self.settings.cpus else None,
                 mem_limit=self.settings.memory,
@@ -134,6 +188,12 @@ class DockerRuntime:
         context = workspace / build.context
         if not (context / build.dockerfile).is_file():
             raise RuntimeFailure(f"no {build.dockerfile} in {build.context}")
+        for base in from_images((context / build.dockerfile).read_text(errors="replace"), build.build_args):
+            self._ensure_image(base)
+            # The daemon would pull a missing base from its public registry: only ours is used.
+            if not self._has_image(base) and not (registry and base.startswith(f"{registry}/")):
+                raise RuntimeFailure(f"base image {base!r} is not on the docker daemon, and farm pulls base images "
+                                     f"only from images.registry ({registry or 'none is set'})")  # fmt: skip
         image_id = None
         try:
             events = api.build(
@@ -180,6 +240,15 @@ class DockerRuntime:
             raise RuntimeFailure(f"push of {repo}:{tag} reported no digest")
         ctx.output(f"pushed {repo}:{tag}@{digest}\n".encode())
         return digest
+
+    def end_job(self, job_id: str) -> None:
+        """Remove the job's step containers that outlived it (run_step removes each one; this
+        catches a removal that failed)."""
+        try:
+            for container in self.client.containers.list(all=True, filters={"label": f"farm.job={job_id}"}):
+                container.remove(force=True)
+        except (docker.errors.DockerException, requests.exceptions.RequestException):
+            pass  # the next job's end tries again for its own; these are labelled for an operator
 
     def close(self) -> None:
         if self._client is not None:

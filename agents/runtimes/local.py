@@ -81,6 +81,7 @@ def run_process(
 class LocalRuntime:
     name = "local"
     uses_workspace = True
+    sees_new_mounts = True
 
     def __init__(self, *, kill_grace_s: float = 0.5) -> None:
         self.kill_grace_s = kill_grace_s
@@ -99,6 +100,9 @@ class LocalRuntime:
             stop=ctx.stop,
             kill_grace_s=self.kill_grace_s,
         )
+
+    def end_job(self, job_id: str) -> None:
+        pass  # each step's process group is killed when the step ends
 
     def close(self) -> None:
         pass

@@ -14,12 +14,16 @@ from farm.models import Step
 class NoopRuntime:
     name = "noop"
     uses_workspace = False
+    sees_new_mounts = True
 
     def prepare(self) -> None:
         pass
 
     def run_step(self, step: Step, ctx: StepContext) -> int:
         return 0
+
+    def end_job(self, job_id: str) -> None:
+        pass
 
     def close(self) -> None:
         pass

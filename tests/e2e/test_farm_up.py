@@ -1,5 +1,6 @@
-"""`farm up` as a process: jobs over HTTP on the local and docker runtimes, a clean stop."""
+"""`farm up` as a process: jobs over HTTP on the local, docker and dind runtimes, a clean stop."""
 
+import docker
 import pytest
 
 from tests.e2e.conftest import wait_all
@@ -36,6 +37,24 @@ def test_twenty_jobs_on_the_docker_runtime(start_farm, docker_image):
     jobs = wait_all(client, ids, timeout=180)
     assert [j["state"] for j in jobs] == ["succeeded"] * 20
     assert "output-of-job-7\n" in client.get(f"/v1/jobs/{ids[7]}/log").text
+
+
+@pytest.mark.docker
+def test_farm_up_on_the_dind_runtime_gives_each_executor_its_own_daemon(start_farm, docker_image, dind_image):
+    farm, client = start_farm("up", "--executors", "2", "--runtime", "dind",
+                              env={"FARM_DOCKER__DEFAULT_IMAGE": docker_image, "FARM_DIND__IMAGE": dind_image})  # fmt: skip
+    assert "2 dind executor(s)" in farm.ready_line
+    ids = run_jobs(client, 4)
+    r = client.post("/v1/jobs", json={"steps": [{"name": "daemon", "image": dind_image,
+                                                 "run": "docker info --format 'daemon-{{.Name}}-{{.Driver}}'"}]})  # fmt: skip
+    ids.append(r.json()["id"])
+    jobs = wait_all(client, ids, timeout=180)
+    assert [j["state"] for j in jobs] == ["succeeded"] * 5
+    assert "-overlay2" in client.get(f"/v1/jobs/{ids[-1]}/log").text
+    daemons = docker.from_env().containers.list(filters={"label": "farm.dind=1"})
+    assert len(daemons) == 2
+    assert farm.stop() == 0
+    assert docker.from_env().containers.list(all=True, filters={"label": "farm.dind=1"}) == []  # drained: torn down
 
 
 def test_jobs_survive_a_restart_of_farm_up(start_farm, farm_env):

@@ -1,5 +1,6 @@
-"""Image jobs on the docker runtime (DooD): build from the job's source, stream the build
-log, tag, and push to a real registry on 127.0.0.1."""
+"""Image jobs on the docker runtime (DooD) and the dind runtime (a private daemon per
+executor): build from the job's source, stream the build log, tag, and push to a real
+registry on 127.0.0.1."""
 
 import subprocess
 
@@ -24,9 +25,26 @@ def repo_with(tmp_path, dockerfile: str):
     return str(repo)
 
 
-def test_an_image_job_builds_from_its_source_and_pushes(store, make_settings, run_executor, docker_image, registry_host, tmp_path):
-    run_executor(make_settings(executors={"runtime": "docker"}, docker={"default_image": docker_image},
-                               images={"registry": registry_host}))  # fmt: skip
+@pytest.fixture
+def host_images():
+    """Images a test put on the host's daemon, removed afterwards."""
+    made: list[str] = []
+    yield made
+    client = docker.from_env()
+    for ref in made:
+        try:
+            client.images.remove(ref, force=True)
+        except docker.errors.ImageNotFound:
+            pass
+
+
+@pytest.mark.parametrize("runtime", ["docker", "dind"])
+def test_an_image_job_builds_from_its_source_and_pushes(
+    runtime, store, make_settings, run_executor, docker_image, registry_host, tmp_path, request, host_images
+):
+    extra = {"dind": {"image": request.getfixturevalue("dind_image")}} if runtime == "dind" else {}
+    run_executor(make_settings(executors={"runtime": runtime}, docker={"default_image": docker_image},
+                               images={"registry": registry_host}, **extra))  # fmt: skip
     url = repo_with(tmp_path, f'FROM {docker_image}\nARG GREETING=hello\nRUN echo "$GREETING" > /greeting\n')
     spec = JobSpec(kind="image", source={"git": {"url": url}}, build={
         "context": "app", "tags": ["farm-test/app:1", "farm-test/app:latest"], "build_args": {"GREETING": "from-farm"}, "push": True,
@@ -43,8 +61,15 @@ def test_an_image_job_builds_from_its_source_and_pushes(store, make_settings, ru
     manifest = httpx.head(f"http://{registry_host}/v2/farm-test/app/manifests/1",
                           headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"})  # fmt: skip
     assert manifest.headers["docker-content-digest"] == image.digest
-    out = docker.from_env().containers.run(image.id, "cat /greeting", remove=True, network_mode="none")
+    # What the registry holds is the image that was built: pulled back onto the host's daemon.
+    ref = f"{registry_host}/farm-test/app@{image.digest}"
+    host_images.extend([image.id] if runtime == "docker" else [])
+    host_images.append(ref)
+    docker.from_env().images.pull(ref)
+    out = docker.from_env().containers.run(ref, "cat /greeting", remove=True, network_mode="none")
     assert out == b"from-farm\n"
+    on_host = {t for i in docker.from_env().images.list() for t in i.tags}
+    assert ("farm-test/app:1" in on_host) is (runtime == "docker")  # a DinD build never touches the host's daemon
 
 
 def test_a_failing_build_fails_the_job_with_its_reason(store, make_settings, run_executor, docker_image, tmp_path):
@@ -56,10 +81,19 @@ def test_a_failing_build_fails_the_job_with_its_reason(store, make_settings, run
     assert "build failed" in full_log(store, done.id) and done.image is None
 
 
+def test_a_base_image_the_daemon_lacks_is_not_pulled_from_a_public_registry(store, make_settings, run_executor, docker_image, tmp_path):
+    run_executor(make_settings(executors={"runtime": "docker"}, docker={"default_image": docker_image}))
+    url = repo_with(tmp_path, "FROM example.org/nobody/nothing:1\nRUN true\n")
+    spec = JobSpec(kind="image", source={"git": {"url": url}}, build={"context": "app", "tags": ["farm-test/nobase:1"]})
+    done = wait_done(store, store.enqueue(spec, "t").id, timeout=60)
+    assert done.state is JobState.FAILED and done.error is ErrorCode.BUILD_FAILED
+    assert "base image 'example.org/nobody/nothing:1' is not on the docker daemon" in full_log(store, done.id)
+
+
 def test_image_jobs_need_the_docker_runtime(store, make_settings, run_executor, tmp_path):
     run_executor(make_settings())  # local runtime
     url = repo_with(tmp_path, "FROM scratch\n")
     done = wait_done(store, store.enqueue(JobSpec(kind="image", source={"git": {"url": url}},
                                                   build={"context": "app", "tags": ["x/y:1"]}), "t").id)  # fmt: skip
     assert done.state is JobState.FAILED and done.error is ErrorCode.BUILD_FAILED
-    assert "image jobs need the docker runtime" in full_log(store, done.id)
+    assert "image jobs need the docker or dind runtime" in full_log(store, done.id)

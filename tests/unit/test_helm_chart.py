@@ -98,7 +98,11 @@ def test_values_change_what_is_rendered():
     assert config["tenants"][0]["name"] == "team-a" and config["api"]["host"] == "0.0.0.0"
     # The defaults ship both executor kinds, Redis with AOF on a PVC, and the dashboards.
     groups = {g["groupName"]: g for g in defaults["RayCluster"]["spec"]["workerGroupSpecs"]}
-    assert groups["dind"]["template"]["spec"]["containers"][1]["securityContext"]["privileged"] is True
+    worker, daemon = groups["dind"]["template"]["spec"]["containers"]
+    assert daemon["securityContext"]["privileged"] is True
+    # The sidecar daemon sees the executor's workspaces at the same path (it mounts them into steps).
+    mounts = [{m["name"]: m["mountPath"] for m in c["volumeMounts"]} for c in (worker, daemon)]
+    assert mounts[0]["workspaces"] == mounts[1]["workspaces"] == "/var/lib/farm/workspaces"
     assert any(v.get("hostPath") for v in groups["dood"]["template"]["spec"]["volumes"])
     assert "--appendonly" in defaults["StatefulSet"]["spec"]["template"]["spec"]["containers"][0]["args"]
     dashboards = next(d for d in render({}) if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("dashboards"))
@@ -115,6 +119,18 @@ def test_the_rendered_farm_yaml_is_valid_farm_configuration(values, tmp_path):
     path.write_text(config["data"]["farm.yaml"])
     settings = Settings.load(path)
     assert settings.policies["default"].kind == "predictive" and settings.executors.ray_resources == {"farm-dood": 1}
+    assert settings.executors.runtime == "docker"
+
+
+def test_a_dind_only_chart_runs_executors_on_the_pods_daemon(tmp_path):
+    from farm.settings import Settings
+
+    values = {"ray": {"workerGroups": {"dood": {"enabled": False}}}}
+    config = next(d for d in render(values) if d["kind"] == "ConfigMap" and "farm.yaml" in d["data"])
+    (tmp_path / "farm.yaml").write_text(config["data"]["farm.yaml"])
+    settings = Settings.load(tmp_path / "farm.yaml")
+    assert settings.executors.runtime == "dind" and settings.executors.ray_resources == {"farm-dind": 1}
+    assert settings.dind.docker_host == "unix:///var/run/dind/docker.sock"
 
 
 @pytest.mark.parametrize("bad", [{"api": {"replicas": 0}}, {"redis": {"externalUrl": "http://x"}}, {"typo": 1},

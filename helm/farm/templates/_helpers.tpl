@@ -12,6 +12,7 @@ app.kubernetes.io/name: {{ include "farm.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 {{- define "farm.image" -}}{{ printf "%s:%s" .Values.image.repository .Values.image.tag }}{{- end -}}
+{{- define "farm.executorImage" -}}{{ printf "%s:%s" .Values.executorImage.repository .Values.executorImage.tag }}{{- end -}}
 {{- define "farm.serviceAccount" -}}{{ default (include "farm.fullname" .) .Values.serviceAccount.name }}{{- end -}}
 {{- define "farm.secret" -}}{{ default (printf "%s-auth" (include "farm.fullname" .)) .Values.auth.existingSecret }}{{- end -}}
 {{- define "farm.redisUrl" -}}

@@ -1,0 +1,114 @@
+"""The dind runtime: each executor owns a private dockerd (a container of images/executor-dind
+on the host's daemon), steps get its socket, and fresh executors reuse the layers earlier
+ones built (the pool's layer stores). Real Docker throughout."""
+
+import docker
+import pytest
+
+from agents.runtimes.dind import DindRuntime
+from farm.errors import RuntimeFailure
+from farm.models import JobSpec, JobState
+from tests.conftest import wait_for
+from tests.integration.test_executor_local import full_log, wait_done
+from tests.integration.test_image_jobs import repo_with
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture
+def dind_settings(make_settings, docker_image, dind_image):
+    def make(dind=None, **overrides):
+        return make_settings(executors={"runtime": "dind"}, docker={"default_image": docker_image},
+                             dind={"image": dind_image, **(dind or {})}, **overrides)  # fmt: skip
+
+    return make
+
+
+def daemons_of(executor_id: str) -> list:
+    return docker.from_env().containers.list(all=True, filters={"label": f"farm.executor={executor_id}"})
+
+
+def test_a_build_step_runs_docker_on_the_executors_own_daemon(store, dind_settings, run_executor, dind_image, tmp_path):
+    ex = run_executor(dind_settings(), "ex-dind-a")
+    url = repo_with(tmp_path, "FROM farm/busybox:latest\nRUN echo built-inside > /hi\n")
+    steps = [{"name": "build", "image": dind_image, "run": (
+        "docker build -q -t inner/app:1 app && docker run --rm --network none inner/app:1 cat /hi"
+        " && docker run -d --network none --name left-behind farm/busybox:latest sleep 300 && docker volume create vol-left"
+    )}]  # fmt: skip
+    done = wait_done(store, store.enqueue(JobSpec(source={"git": {"url": url}}, steps=steps), "t").id, timeout=180)
+    log = full_log(store, done.id)
+    assert done.state is JobState.SUCCEEDED, log
+    assert "built-inside" in log
+    # The step talked to the executor's daemon, not the host's.
+    host = docker.from_env()
+    assert not host.images.list(name="inner/app")
+    (daemon,) = daemons_of("ex-dind-a")
+    assert daemon.status == "running" and daemon.attrs["HostConfig"]["NetworkMode"] == "host"
+    private = ex.executor.runtime.client
+    assert private.images.list(name="inner/app")
+    # What the job left running on the private daemon went with the job; its images stay.
+    wait_for(lambda: not private.containers.list(all=True) and not private.volumes.list(), 30, what="the job's leftovers to go")
+    ex.stop()
+    assert daemons_of("ex-dind-a") == []  # torn down when the executor drained
+
+
+def test_a_fresh_executor_reuses_the_layers_earlier_executors_built(store, dind_settings, run_executor, tmp_path):
+    settings = dind_settings()
+    url = repo_with(tmp_path, "FROM farm/busybox:latest\nRUN date +%s%N > /stamp && echo expensive-$((20 + 22))\n")
+    spec = JobSpec(kind="image", source={"git": {"url": url}}, build={"context": "app", "tags": ["farm-test/layers:1"]})
+
+    first = run_executor(settings, "ex-dind-first")
+    cold = wait_done(store, store.enqueue(spec, "t").id, timeout=180)
+    assert cold.state is JobState.SUCCEEDED, full_log(store, cold.id)
+    assert "expensive-42" in full_log(store, cold.id)
+    (daemon,) = daemons_of("ex-dind-first")
+    first.stop()
+    assert daemons_of("ex-dind-first") == []
+
+    run_executor(settings, "ex-dind-second")  # a new executor with a new daemon
+    warm = wait_done(store, store.enqueue(spec, "t").id, timeout=180)
+    log = full_log(store, warm.id)
+    assert warm.state is JobState.SUCCEEDED, log
+    (second,) = daemons_of("ex-dind-second")
+    assert second.id != daemon.id
+    assert "Using cache" in log and "expensive-42" not in log  # the RUN did not run again
+    assert warm.image.id == cold.image.id
+
+
+def test_concurrent_executors_get_their_own_daemons_and_stores(dind_settings):
+    settings = dind_settings()
+    a, b = DindRuntime(settings, "ex-a"), DindRuntime(settings, "ex-b")
+    try:
+        a.prepare()
+        b.prepare()
+        assert a.lease.path != b.lease.path and a.container_name != b.container_name
+        a.client.images.get("farm/busybox:latest")  # the default step image was copied in
+        assert {d.name for d in daemons_of("ex-a") + daemons_of("ex-b")} == {a.container_name, b.container_name}
+    finally:
+        a.close()
+        b.close()
+    assert daemons_of("ex-a") == daemons_of("ex-b") == []
+
+
+def test_a_daemon_that_cannot_start_says_why_and_frees_its_store(dind_settings):
+    settings = dind_settings(dind={"image": "farm/no-such-image:1"})
+    runtime = DindRuntime(settings, "ex-broken")
+    with pytest.raises(RuntimeFailure, match="not on the host's daemon"):
+        runtime.prepare()
+    again = runtime.stores.lease()  # the store it took is free again
+    assert again.slot == 0
+    runtime.stores.release(again)
+
+
+def test_a_warm_cache_restore_reaches_steps_on_the_private_daemon(store, dind_settings, run_executor):
+    # The overlay is mounted on the host after the daemon's container started: it must
+    # propagate into it (the workspaces are a shared mount) for the step to see it.
+    run_executor(dind_settings(), "ex-dind-cache")
+    cache = {"key": "deps", "paths": ["deps"]}
+    seed = JobSpec(steps=[{"name": "s", "run": "mkdir deps; echo from-cache > deps/x"}], caches=[cache])
+    wait_done(store, store.enqueue(seed, "t").id, timeout=60)
+    for _ in range(2):  # the first unpacks on this node, the second mounts the node's copy
+        job = store.enqueue(JobSpec(steps=[{"name": "s", "run": "cat deps/x && echo more > deps/y"}], caches=[cache]), "t")
+        done = wait_done(store, job.id, timeout=60)
+        assert done.state is JobState.SUCCEEDED and "from-cache" in full_log(store, job.id), full_log(store, job.id)
+    assert done.caches[0].warm
