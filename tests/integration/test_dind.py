@@ -2,6 +2,8 @@
 on the host's daemon), steps get its socket, and fresh executors reuse the layers earlier
 ones built (the pool's layer stores). Real Docker throughout."""
 
+import os
+
 import docker
 import pytest
 
@@ -112,3 +114,22 @@ def test_a_warm_cache_restore_reaches_steps_on_the_private_daemon(store, dind_se
         done = wait_done(store, job.id, timeout=60)
         assert done.state is JobState.SUCCEEDED and "from-cache" in full_log(store, job.id), full_log(store, job.id)
     assert done.caches[0].warm
+
+
+def test_the_daemon_of_an_executor_that_died_is_replaced_with_its_store(dind_settings):
+    settings = dind_settings()
+    dead = DindRuntime(settings, "ex-dead")
+    dead.prepare()
+    orphan = dead.container_name
+    os.close(dead.lease.fd)  # what the process's death does to its lease; its daemon keeps running
+    assert docker.from_env().containers.get(orphan).status == "running"
+    heir = DindRuntime(settings, "ex-heir")
+    try:
+        heir.prepare()
+        assert heir.lease.slot == 0 and heir.container_name == orphan  # the same store, a new daemon
+        assert daemons_of("ex-dead") == [] and len(daemons_of("ex-heir")) == 1
+        heir.client.images.get("farm/busybox:latest")
+    finally:
+        heir.close()
+        dead.lease = dead.container_name = None  # gone with the "dead" process; the rest is ours to clear
+        dead.close()
