@@ -122,17 +122,14 @@ def dood(work: Path, args: argparse.Namespace) -> dict[str, float]:
     ctx = context(work)
     api = runtime.client.api
     colds = []
+
+    def cold() -> None:
+        for event in api.build(path=str(ctx), tag=TAG, network_mode="host", nocache=True, rm=True, forcerm=True, decode=True):
+            if "error" in event:
+                raise SystemExit(event["error"])
+
     for i in range(args.repeat_cold):
         progress(f"DooD cold build {i + 1}/{args.repeat_cold}")
-        out = bytearray()
-        sc = StepContext("bench", ctx, {}, out.extend, threading.Event(), "host")
-
-        def cold() -> None:
-            for event in api.build(path=str(ctx), tag=TAG, network_mode="host", nocache=True, rm=True, forcerm=True, decode=True):
-                if "error" in event:
-                    raise SystemExit(event["error"])
-                sc.output(event.get("stream", "").encode())
-
         colds.append(timed(cold))
     warms = []
     for i in range(args.repeat):
