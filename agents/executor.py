@@ -48,6 +48,7 @@ class Executor:
         self.state = ExecutorState.STARTING
         self.current: str | None = None
         self.jobs_run = 0
+        self.error: str | None = None  # why it could not start
         self._drain = threading.Event()
 
     def _report(self, state: ExecutorState, *, beat: bool = False) -> None:
@@ -134,10 +135,18 @@ class Executor:
                 self.run_once()
         except RuntimeFailure as e:
             log.error("executor %s cannot start: %s", self.id, e)
+            self.error = str(e)
         finally:
             self.runtime.close()
             self.watch.close()
-            self._report(ExecutorState.STOPPED)
+            if self.error is None:
+                self._report(ExecutorState.STOPPED)
+            else:
+                self.state = ExecutorState.STOPPED
+                try:
+                    self.registry.start_failed(self.id, self.pool, self.error)
+                except FarmError:
+                    pass
 
     def drain(self) -> None:
         """Stop claiming; the loop ends after the current job (if any)."""
@@ -170,6 +179,15 @@ def _actor_class():  # type: ignore[no-untyped-def]
         def start(self) -> str:
             self.thread.start()
             return self.executor.id
+
+        def started(self, timeout_s: float) -> str | None:
+            """Wait until the executor is ready (None) or could not start (the reason)."""
+            deadline = time.monotonic() + timeout_s
+            while self.executor.state is ExecutorState.STARTING and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if self.executor.state is ExecutorState.STARTING:
+                return f"not ready after {timeout_s:.0f}s"
+            return self.executor.error
 
         def drain(self, timeout_s: float | None = None) -> bool:
             """Stop claiming and return once the current job is done (True), or after

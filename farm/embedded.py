@@ -20,6 +20,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from farm.errors import FarmError
 from farm.settings import Settings
 from farm.store.server import EmbeddedRedis, _write_private
 
@@ -110,6 +111,13 @@ class EmbeddedFarm:
         import ray
 
         ray.get([a.start.remote() for a in self.actors])
+        # Say now if executors cannot start (no daemon, image missing), not with jobs queued forever.
+        wait_s = settings.autoscaler.start_timeout_s
+        failures = [f for f in ray.get([a.started.remote(wait_s) for a in self.actors]) if f]
+        if failures and len(failures) == len(self.actors):
+            raise FarmError(f"no executor could start ({settings.executors.runtime} runtime): {failures[0]}")
+        for failure in failures:
+            log.warning("an executor could not start: %s", failure)
 
     def stop_executors(self, drain_timeout_s: float = 10.0) -> None:
         """Drain every executor, those the autoscaler started too (a job still running after

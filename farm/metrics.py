@@ -65,6 +65,9 @@ class FarmCollector(Collector):
                                           labels=["pool", "direction"])  # fmt: skip
         sizing = GaugeMetricFamily("farm_pool_executors_target", "The autoscaler's latest desired size, and the policy's bounds.",
                                    labels=["pool", "bound"])  # fmt: skip
+        start_failures = CounterMetricFamily("farm_executor_start_failures", "Executors that could not start their runtime "
+                                             "(daemon unreachable, image missing...); /v1/queue has the latest reason.",
+                                             labels=["pool"])  # fmt: skip
         decisions = CounterMetricFamily("farm_autoscaler_decisions", "Autoscaler turns, by policy and action (scale_up, scale_down, hold).",
                                         labels=["pool", "policy", "action"])  # fmt: skip
         restore_s = CounterMetricFamily("farm_cache_restore_seconds", "Time spent restoring dependency caches "
@@ -99,7 +102,9 @@ class FarmCollector(Collector):
                 sizing.add_metric([pool, bound], n)
             for (kind, action), n in sorted(stats.decisions.items()):
                 decisions.add_metric([pool, kind, action], n)
-        yield from (submitted, finished, lease, retries, depth, running, oldest, executors, wait, duration, restores, saves, cache_bytes, restore_s, sizing, decisions)
+            start_failures.add_metric([pool], stats.executor_start_failures)
+        yield from (submitted, finished, lease, retries, depth, running, oldest, executors, wait, duration, restores, saves, cache_bytes,
+                    restore_s, sizing, decisions, start_failures)  # fmt: skip
 
 
 def make_registry(store: JobStore, registry: ExecutorRegistry, pools: list[str]) -> CollectorRegistry:

@@ -5,6 +5,7 @@ One function for /v1/queue, /metrics and (later) the autoscaler's observation.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from farm.store.executors import ExecutorRegistry
@@ -18,6 +19,7 @@ class PoolSummary:
     running: int
     oldest_wait_s: float
     executors: dict[str, int]
+    last_start_failure: dict | None = None  # type: ignore[type-arg]  # {executor, reason, at_ms}: why one could not start
 
 
 def summarize(store: JobStore, registry: ExecutorRegistry, pools: list[str]) -> list[PoolSummary]:
@@ -29,12 +31,13 @@ def summarize(store: JobStore, registry: ExecutorRegistry, pools: list[str]) -> 
             pipe.zcard(k.waiting(pool))
             pipe.scard(k.running(pool))
             pipe.zrange(k.waiting(pool), 0, 0, withscores=True)
+            pipe.hget(k.stats(pool), "last_start_failure")
         rows = pipe.execute()
     s, us = rows[0]
     now_ms = s * 1000 + us // 1000
     out = []
     for i, pool in enumerate(pools):
-        queued, running, oldest = rows[1 + 3 * i : 4 + 3 * i]
+        queued, running, oldest, failure = rows[1 + 4 * i : 5 + 4 * i]
         wait = max(0.0, (now_ms - oldest[0][1]) / 1000) if oldest else 0.0
-        out.append(PoolSummary(pool, queued, running, round(wait, 3), registry.counts(pool)))
+        out.append(PoolSummary(pool, queued, running, round(wait, 3), registry.counts(pool), json.loads(failure) if failure else None))
     return out

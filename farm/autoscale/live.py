@@ -89,6 +89,16 @@ class RayFleet:
                 continue  # gone already
             self._draining[handle.drain.remote(None)] = handle
 
+    def kill(self, executor_ids: list[str]) -> None:
+        """End the actors of executors that never started (nothing of theirs to drain)."""
+        import ray
+
+        for executor_id in executor_ids:
+            try:
+                ray.kill(ray.get_actor(executor_name(executor_id), namespace=NAMESPACE))
+            except ValueError:
+                pass  # gone already
+
     def request(self, executors: int) -> None:
         """Ask Ray's autoscaler (KubeRay) for room for this many executors, ahead of the
         actors that will need it: worker pods boot while the decision's executors wait."""
@@ -123,6 +133,8 @@ class _Pool:
     recorded: tuple[Any, ...] = ()
     recorded_at: float = 0.0
     kept_at: float = 0.0  # when the policy's memory was last written to Redis
+    failed_starts: int = 0  # executors in a row that could not start
+    hold_starts_until: float = 0.0  # no new executors before this (backing off failed starts)
 
 
 class Autoscaler:
@@ -204,15 +216,18 @@ class Autoscaler:
         summary = summarize(self.store, self.registry, [p.name])[0]
         executors = self.registry.list(p.name)
         seen = {e.id: e.state for e in executors}
+        failure = summary.last_start_failure
         for executor_id, asked in list(p.launched.items()):
             state = seen.get(executor_id)
             if state in (ExecutorState.IDLE, ExecutorState.BUSY):
                 lead = max(0.0, now - asked)
                 p.lead_s = lead if p.lead_s is None else 0.8 * p.lead_s + 0.2 * lead
                 del p.launched[executor_id]
+                p.failed_starts = 0
+            elif state is None and failure and failure["executor"] == executor_id:
+                self._start_failed(p, executor_id, now, failure["reason"])
             elif state is None and now - asked > self.settings.autoscaler.start_timeout_s:
-                log.warning("pool %s: executor %s did not start within %.0f s", p.name, executor_id, now - asked)
-                del p.launched[executor_id]
+                self._start_failed(p, executor_id, now, f"not ready within {now - asked:.0f} s")
         idle = [e.id for e in executors if e.state is ExecutorState.IDLE]
         p.idle_since = {i: p.idle_since.get(i, now) for i in idle}
         starting = sum(1 for e in executors if e.state is ExecutorState.STARTING)
@@ -224,6 +239,16 @@ class Autoscaler:
             idle_ages_s=tuple(ages), arrivals=arrivals, waits=waits,
             lead_s=p.lead_s if p.lead_s is not None else self.settings.autoscaler.lead_s, memory=p.memory,
         )  # fmt: skip
+
+    def _start_failed(self, p: _Pool, executor_id: str, now: float, reason: str) -> None:
+        """Forget an executor that could not start, end its actor, and hold off new starts
+        (doubling, up to start_timeout_s) so a broken runtime is not retried every turn."""
+        del p.launched[executor_id]
+        self.fleet.kill([executor_id])
+        p.failed_starts += 1
+        backoff = min(self.settings.autoscaler.start_timeout_s, self.settings.autoscaler.interval_s * 2**p.failed_starts)
+        p.hold_starts_until = now + backoff
+        log.warning("pool %s: executor %s could not start (%s); next start in %.0f s", p.name, executor_id, reason, backoff)
 
     # -- one turn ----------------------------------------------------------------------------
 
@@ -248,7 +273,12 @@ class Autoscaler:
         d = decide(snap, p.policy, now=now)
         p.memory = d.memory
         self._keep(p, now)
-        started = self.fleet.start(p.name, d.to_start) if d.to_start else []
+        reason = d.reason
+        if d.to_start and now < p.hold_starts_until:
+            reason += f"; starts held {p.hold_starts_until - now:.0f} s more: {p.failed_starts} executor(s) in a row could not start"
+            started = []
+        else:
+            started = self.fleet.start(p.name, d.to_start) if d.to_start else []
         for executor_id in started:
             p.launched[executor_id] = now
         drained: list[str] = []
@@ -262,7 +292,7 @@ class Autoscaler:
             "at": rfc3339(int(now * 1000)), "policy": p.policy.kind, "version": p.version,
             "inputs": {"queued": snap.queued, "running": snap.running, "starting": snap.starting, "idle": snap.idle,
                        "arrivals": len(snap.arrivals), "lead_s": round(snap.lead_s, 2)},
-            "current": snap.current, "desired": d.desired, "reason": d.reason, "started": started, "drained": drained,
+            "current": snap.current, "desired": d.desired, "reason": reason, "started": started, "drained": drained,
         }  # fmt: skip
         action = "scale_up" if started else ("scale_down" if drained else "hold")
         with translated():  # for /metrics: read at scrape time by every API replica

@@ -8,6 +8,7 @@ and the autoscaler): job safety never depends on it, only on leases.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -71,6 +72,25 @@ class ExecutorRegistry:
                 pipe.pexpire(self.keys.executor(executor_id), EXECUTOR_TTL_MS)
                 pipe.zadd(self.keys.executors(pool), {executor_id: now})
             pipe.execute()
+
+    def start_failed(self, executor_id: str, pool: str, reason: str) -> None:
+        """The executor could not start (its runtime failed to prepare): it leaves the
+        registry, and the pool keeps a count and the latest reason (for /v1/queue, /metrics
+        and whoever started it)."""
+        with translated():
+            s, us = self.client.time()
+            failure = json.dumps({"executor": executor_id, "reason": reason[:2000], "at_ms": s * 1000 + us // 1000})
+            pipe = self.client.pipeline(transaction=True)
+            pipe.delete(self.keys.executor(executor_id))
+            pipe.zrem(self.keys.executors(pool), executor_id)
+            pipe.hincrby(self.keys.stats(pool), "executor_start_failures_total", 1)
+            pipe.hset(self.keys.stats(pool), "last_start_failure", failure)
+            pipe.execute()
+
+    def last_start_failure(self, pool: str) -> dict | None:  # type: ignore[type-arg]
+        with translated():
+            raw = self.client.hget(self.keys.stats(pool), "last_start_failure")
+        return json.loads(raw) if raw else None
 
     def list(self, pool: str) -> list[ExecutorInfo]:
         with translated():

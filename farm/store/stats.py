@@ -39,6 +39,7 @@ class PoolStats:
     # Set by the autoscaler for pools with a policy: the latest desired size and the bounds.
     sizing: dict[str, int] = field(default_factory=dict)  # desired, min, max
     decisions: dict[tuple[str, str], int] = field(default_factory=dict)  # (policy kind, action) -> turns
+    executor_start_failures: int = 0  # executors whose runtime could not start
 
 
 def _histogram(raw: dict[str, str], name: str, bounds: tuple[float, ...]) -> Histogram:
@@ -69,4 +70,5 @@ def parse(raw: dict[str, str]) -> PoolStats:
         cache_restore_seconds=float(raw.get("cache_restore_seconds_total", 0.0)),
         sizing={k: int(raw[f"{k}_executors"]) for k in ("desired", "min", "max") if f"{k}_executors" in raw},
         decisions={tuple(k.split(":", 1)): v for k, v in prefixed("autoscaler_decisions_total:").items()},  # type: ignore[misc]
+        executor_start_failures=int(raw.get("executor_start_failures_total", 0)),
     )

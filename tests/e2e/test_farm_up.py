@@ -1,5 +1,8 @@
 """`farm up` as a process: jobs over HTTP on the local, docker and dind runtimes, a clean stop."""
 
+import subprocess
+import sys
+
 import docker
 import pytest
 
@@ -55,6 +58,16 @@ def test_farm_up_on_the_dind_runtime_gives_each_executor_its_own_daemon(start_fa
     assert len(daemons) == 2
     assert farm.stop() == 0
     assert docker.from_env().containers.list(all=True, filters={"label": "farm.dind=1"}) == []  # drained: torn down
+
+
+def test_farm_up_says_why_when_no_executor_can_start(farm_env):
+    env = {**farm_env, "FARM_DIND__DOCKER_HOST": "unix:///nonexistent/docker.sock", "FARM_DIND__START_TIMEOUT_S": "0.5"}
+    run = subprocess.run([sys.executable, "-m", "farm.cli", "up", "--runtime", "dind", "--executors", "2", "--port", "0"],
+                         env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    out = run.stdout + run.stderr
+    assert run.returncode == 1, out
+    assert "farm up failed: no executor could start (dind runtime)" in out and "did not answer" in out
+    assert "ready at" not in out
 
 
 def test_jobs_survive_a_restart_of_farm_up(start_farm, farm_env):

@@ -109,3 +109,34 @@ def test_a_restarted_autoscaler_resumes_what_the_policy_learned(store, registry,
     third = autoscaler()
     third.run_once()  # another kind learned nothing it could use
     assert third.pools["default"].memory is None or third.pools["default"].memory.own is None
+
+
+def test_executors_that_cannot_start_are_reported_and_not_retried_every_turn(store, registry, autoscaler):
+    from farm.queue import summarize
+
+    PolicyStore(store.client).put("default", {"kind": "reactive", "buffer": 1, "scale_down_delay_s": 0}, by="test")
+    # A dind runtime whose daemon never answers: every executor fails to start.
+    a = autoscaler(executors={"runtime": "dind"}, dind={"docker_host": "unix:///nonexistent/docker.sock", "start_timeout_s": 0.2})
+    first = a.run_once()["default"]
+    (failed,) = first["started"]
+    def held_turn():
+        d = a.run_once()["default"]
+        return d if "starts held" in d["reason"] else None
+
+    held = wait_for(held_turn, 60, interval=0.2, what="starts to be held")
+    assert held["started"] == [] and held["desired"] == 1
+    failure = summarize(store, registry, ["default"])[0].last_start_failure
+    assert failure["executor"] == failed and "did not answer" in failure["reason"]  # why, for /v1/queue
+
+    def gone():
+        try:
+            ray.get_actor(executor_name(failed), namespace=NAMESPACE)
+            return False
+        except ValueError:
+            return True
+
+    wait_for(gone, 30, what="the failed executor's actor to end")
+    starts = sum(len(a.run_once()["default"]["started"]) for _ in range(5))
+    assert starts == 0  # held: not a new actor every turn
+    with TestClient(create_app(a.settings)) as api:
+        assert 'farm_executor_start_failures_total{pool="default"} 1.0' in api.get("/metrics").text
