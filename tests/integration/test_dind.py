@@ -11,6 +11,7 @@ from agents.runtimes.dind import DindRuntime
 from farm.errors import RuntimeFailure
 from farm.models import JobSpec, JobState
 from tests.conftest import wait_for
+from tests.integration.test_executor_docker import assert_warm_restores_reach_steps
 from tests.integration.test_executor_local import full_log, wait_done
 from tests.integration.test_image_jobs import repo_with
 
@@ -106,14 +107,7 @@ def test_a_warm_cache_restore_reaches_steps_on_the_private_daemon(store, dind_se
     # The overlay is mounted on the host after the daemon's container started: it must
     # propagate into it (the workspaces are a shared mount) for the step to see it.
     run_executor(dind_settings(), "ex-dind-cache")
-    cache = {"key": "deps", "paths": ["deps"]}
-    seed = JobSpec(steps=[{"name": "s", "run": "mkdir deps; echo from-cache > deps/x"}], caches=[cache])
-    wait_done(store, store.enqueue(seed, "t").id, timeout=60)
-    for _ in range(2):  # the first unpacks on this node, the second mounts the node's copy
-        job = store.enqueue(JobSpec(steps=[{"name": "s", "run": "cat deps/x && echo more > deps/y"}], caches=[cache]), "t")
-        done = wait_done(store, job.id, timeout=60)
-        assert done.state is JobState.SUCCEEDED and "from-cache" in full_log(store, job.id), full_log(store, job.id)
-    assert done.caches[0].warm
+    assert_warm_restores_reach_steps(store)
 
 
 def test_the_daemon_of_an_executor_that_died_is_replaced_with_its_store(dind_settings):

@@ -78,11 +78,17 @@ def test_cancel_kills_the_container_and_removes_it(store, docker_settings, run_e
 
 def test_a_warm_cache_restore_is_visible_inside_the_step_container(store, docker_settings, run_executor):
     run_executor(docker_settings)
+    assert_warm_restores_reach_steps(store)
+
+
+def assert_warm_restores_reach_steps(store):
+    """A cache saved by one job is restored warm (an overlay) for later ones, and the step
+    container sees what it holds."""
     cache = {"key": "deps", "paths": ["deps"]}
     seed = JobSpec(steps=[{"name": "s", "run": "mkdir deps; echo from-cache > deps/x"}], caches=[cache])
     wait_done(store, store.enqueue(seed, "t").id, timeout=60)
     for _ in range(2):  # the first unpacks on this node, the second mounts the node's copy
         job = store.enqueue(JobSpec(steps=[{"name": "s", "run": "cat deps/x && echo more > deps/y"}], caches=[cache]), "t")
         done = wait_done(store, job.id, timeout=60)
-        assert done.state is JobState.SUCCEEDED and "from-cache" in full_log(store, job.id)
+        assert done.state is JobState.SUCCEEDED and "from-cache" in full_log(store, job.id), full_log(store, job.id)
     assert done.caches[0].warm
