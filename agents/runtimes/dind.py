@@ -130,6 +130,7 @@ class DindRuntime(DockerRuntime):
         self.lease: StoreLease | None = None
         self.container_name: str | None = None
         self._host: docker.DockerClient | None = None
+        self._no_host = False  # beside a sidecar daemon with no host daemon to copy images from
         self._sockdir: Path | None = None
         self._shared = False
         self.sees_new_mounts = True
@@ -145,14 +146,14 @@ class DindRuntime(DockerRuntime):
     @property
     def host(self) -> docker.DockerClient | None:
         """The host's daemon: where farm starts private daemons and copies images from."""
-        if self._host is None and (self.dind.docker_host is None or self.dind.copy_images):
+        if self._host is None and not self._no_host and (self.dind.docker_host is None or self.dind.copy_images):
             try:
                 self._host = docker.from_env(timeout=120)
                 self._host.ping()
             except _DOCKER_ERRORS:
                 if self.dind.docker_host is None:
                     raise
-                self._host = None
+                self._host, self._no_host = None, True
         return self._host
 
     def prepare(self) -> None:

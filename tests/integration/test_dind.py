@@ -3,13 +3,15 @@ on the host's daemon), steps get its socket, and fresh executors reuse the layer
 ones built (the pool's layer stores). Real Docker throughout."""
 
 import os
+import threading
 
 import docker
 import pytest
 
+from agents.runtimes.base import StepContext
 from agents.runtimes.dind import DindRuntime
 from farm.errors import RuntimeFailure
-from farm.models import JobSpec, JobState
+from farm.models import JobSpec, JobState, Step
 from tests.conftest import wait_for
 from tests.integration.test_executor_docker import assert_warm_restores_reach_steps
 from tests.integration.test_executor_local import full_log, wait_done
@@ -127,3 +129,23 @@ def test_the_daemon_of_an_executor_that_died_is_replaced_with_its_store(dind_set
         heir.close()
         dead.lease = dead.container_name = None  # gone with the "dead" process; the rest is ours to clear
         dead.close()
+
+
+def test_a_daemon_someone_else_runs_is_used_and_left_running(dind_settings, tmp_path):
+    # The Helm chart's shape: a dockerd beside the executor (here one a farm runtime started).
+    owner = DindRuntime(dind_settings(), "ex-sidecar")
+    owner.prepare()
+    try:
+        side = DindRuntime(dind_settings(dind={"docker_host": f"unix://{owner._sockdir}/docker.sock"}), "ex-sidecar")
+        side.prepare()
+        assert side.container_name is None and len(daemons_of("ex-sidecar")) == 1  # started none of its own
+        ws = side.workspaces / "job-1"
+        ws.mkdir(parents=True)
+        out = bytearray()
+        ctx = StepContext("job", ws, {}, out.extend, threading.Event())
+        assert side.run_step(Step(name="s", run="echo via-sidecar > proof; echo $DOCKER_HOST"), ctx) == 0
+        assert (ws / "proof").read_text() == "via-sidecar\n" and b"unix:///var/run/docker.sock" in out
+        side.close()
+        assert owner.client.ping()  # not ours to stop
+    finally:
+        owner.close()
