@@ -204,6 +204,7 @@ class DindRuntime(DockerRuntime):
             cap_add=None if self.dind.privileged else self.dind.cap_add,
             cap_drop=None if self.dind.privileged else self.dind.cap_drop,
             security_opt=None if self.dind.privileged else self.dind.security_opt,
+            devices=["/dev/fuse:/dev/fuse:rwm"] if self.dind.storage_driver == "fuse-overlayfs" and not self.dind.privileged else None,
             volumes={
                 str(self._sockdir): {"bind": "/run/dind", "mode": "rw"},
                 str(self.lease.path): {"bind": "/var/lib/docker", "mode": "rw"},

@@ -149,3 +149,18 @@ def test_a_daemon_someone_else_runs_is_used_and_left_running(dind_settings, tmp_
         assert owner.client.ping()  # not ours to stop
     finally:
         owner.close()
+
+
+@pytest.mark.parametrize("driver", ["fuse-overlayfs", "vfs"])
+def test_the_private_daemons_storage_driver_is_configurable(driver, dind_settings, tmp_path):
+    runtime = DindRuntime(dind_settings(dind={"storage_driver": driver}), f"ex-{driver}")
+    runtime.prepare()
+    try:
+        assert runtime.client.info()["Driver"] == driver
+        ws = runtime.workspaces / "job-1"
+        ws.mkdir(parents=True)
+        ctx = StepContext("job", ws, {}, lambda b: None, threading.Event())
+        assert runtime.run_step(Step(name="s", run="echo stored > out"), ctx) == 0
+        assert (ws / "out").read_text() == "stored\n"
+    finally:
+        runtime.close()
