@@ -165,6 +165,11 @@ class DindSettings(BaseModel):
     # Images a private daemon lacks (step images, FROM images) are copied from the host's
     # daemon once per layer store; without a host daemon they must come from a registry.
     copy_images: bool = True
+    # Copied in when a daemon starts (once per layer store): base images that steps running
+    # `docker build`/`docker run` themselves need (image jobs' FROM images are copied anyway).
+    images: list[str] = Field(default_factory=list)
+    # The daemon's environment, e.g. HTTPS_PROXY/NO_PROXY to route (or refuse) its pulls.
+    env: dict[str, str] = Field(default_factory=dict)
     start_timeout_s: Annotated[float, Field(gt=0, le=600)] = 60.0
 
 

@@ -168,7 +168,8 @@ class DindRuntime(DockerRuntime):
             except RuntimeFailure:
                 self.close()
                 raise
-        self._ensure_image(self.settings.default_image)
+        for image in (self.settings.default_image, *self.dind.images):
+            self._ensure_image(image)
 
     def _start_daemon(self) -> None:
         host = self.host
@@ -200,6 +201,7 @@ class DindRuntime(DockerRuntime):
             command=command,
             name=self.container_name,
             network_mode="host",
+            environment=self.dind.env or None,
             privileged=self.dind.privileged,
             cap_add=None if self.dind.privileged else self.dind.cap_add,
             cap_drop=None if self.dind.privileged else self.dind.cap_drop,

@@ -164,3 +164,14 @@ def test_the_private_daemons_storage_driver_is_configurable(driver, dind_setting
         assert (ws / "out").read_text() == "stored\n"
     finally:
         runtime.close()
+
+
+def test_images_and_environment_for_the_private_daemon(dind_settings):
+    runtime = DindRuntime(dind_settings(dind={"images": ["farm/debian:bookworm"], "env": {"NO_PROXY": "127.0.0.1"}}), "ex-seeded")
+    runtime.prepare()
+    try:
+        runtime.client.images.get("farm/debian:bookworm")  # there before any step asks for it
+        (daemon,) = daemons_of("ex-seeded")
+        assert "NO_PROXY=127.0.0.1" in daemon.attrs["Config"]["Env"]
+    finally:
+        runtime.close()
