@@ -295,6 +295,9 @@ def cancel(job_id: str) -> None:
     out.print(f"{job['id']} {job['state']}")
 
 
+FAILURE_SHOWN_S = 3600  # `farm queue` mentions an executor start failure for an hour
+
+
 @app.command()
 def queue(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Show each pool's queue and executors."""
@@ -311,6 +314,12 @@ def queue(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         table.add_row(p["name"], str(p["queued"]), str(p["running"]), f"{p['oldest_wait_s']:.1f}s",
                       str(e["starting"]), str(e["idle"]), str(e["busy"]), str(e["draining"]))  # fmt: skip
     out.print(table)
+    for p in data["pools"]:
+        failure = p.get("last_start_failure")
+        if failure and time.time() - failure["at_ms"] / 1000 < FAILURE_SHOWN_S:
+            ago = max(0, int(time.time() - failure["at_ms"] / 1000))
+            err.print(f"[yellow]pool {p['name']}: executor {failure['executor']} could not start {ago}s ago:[/yellow] {failure['reason']}",
+                      highlight=False, soft_wrap=True)  # fmt: skip
 
 
 cache_app = typer.Typer(help="Your dependency cache entries.", no_args_is_help=True)

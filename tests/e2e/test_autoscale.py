@@ -1,6 +1,8 @@
 """`farm up` with a capacity policy from farm.yaml: a replayed burst scales the pool up, and
 it drains back to its minimum afterwards with every job succeeded and none killed."""
 
+import subprocess
+import sys
 import time
 
 import yaml
@@ -43,4 +45,26 @@ def test_a_burst_scales_the_pool_up_and_it_drains_back_to_the_minimum(start_farm
     decisions = client.get("/v1/pools/default/decisions").json()["decisions"]
     assert any(d["started"] for d in decisions) and any(d["drained"] for d in decisions)
     assert all(d["policy"] == "predictive" for d in decisions)
+    assert farm.stop() == 0
+
+
+def test_farm_queue_says_why_executors_of_a_pool_cannot_start(start_farm, farm_env, tmp_path):
+    config = tmp_path / "farm.yaml"
+    config.write_text(yaml.safe_dump({
+        "autoscaler": {"interval_s": 0.5},
+        "executors": {"runtime": "dind"},
+        "dind": {"docker_host": "unix:///nonexistent/docker.sock", "start_timeout_s": 0.5},
+        "policies": {"default": {"kind": "reactive", "buffer": 1}},
+    }))  # fmt: skip
+    farm, client = start_farm("up", "--config", str(config))
+    env = {**farm_env, "FARM_URL": str(client.base_url).rstrip("/"), "FARM_TOKEN": "e2e-admin-token"}
+    deadline = time.monotonic() + 60
+    while True:
+        r = subprocess.run([sys.executable, "-m", "farm.cli", "queue"], env=env, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        if "could not start" in r.stderr:
+            break
+        assert time.monotonic() < deadline, f"farm queue never said why: {r.stdout}{r.stderr}"
+        time.sleep(0.5)
+    assert "pool default: executor default-" in r.stderr and "did not answer" in r.stderr
     assert farm.stop() == 0
