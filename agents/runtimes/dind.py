@@ -288,10 +288,14 @@ class DindRuntime(DockerRuntime):
         ended (it had the socket): remove its containers and volumes."""
         if self._client is None:
             return
+        api = self._client.api
         try:
-            for container in self._client.containers.list(all=True):
-                container.remove(force=True, v=True)
-            self._client.volumes.prune()
+            for container in api.containers(all=True, quiet=True):  # ids only: some may be going already
+                try:
+                    api.remove_container(container["Id"], force=True, v=True)
+                except docker.errors.NotFound:
+                    pass
+            api.prune_volumes()
         except _DOCKER_ERRORS as e:
             log.warning("could not clear the private daemon after job %s: %s", job_id, e)
 

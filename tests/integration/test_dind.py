@@ -52,7 +52,7 @@ def test_a_build_step_runs_docker_on_the_executors_own_daemon(store, dind_settin
     private = ex.executor.runtime.client
     assert private.images.list(name="inner/app")
     # What the job left running on the private daemon went with the job; its images stay.
-    wait_for(lambda: not private.containers.list(all=True) and not private.volumes.list(), 30, what="the job's leftovers to go")
+    wait_for(lambda: not private.api.containers(all=True) and not private.volumes.list(), 30, what="the job's leftovers to go")
     ex.stop()
     assert daemons_of("ex-dind-a") == []  # torn down when the executor drained
 
