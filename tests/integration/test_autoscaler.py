@@ -116,7 +116,9 @@ def test_executors_that_cannot_start_are_reported_and_not_retried_every_turn(sto
 
     PolicyStore(store.client).put("default", {"kind": "reactive", "buffer": 1, "scale_down_delay_s": 0}, by="test")
     # A dind runtime whose daemon never answers: every executor fails to start.
-    a = autoscaler(executors={"runtime": "dind"}, dind={"docker_host": "unix:///nonexistent/docker.sock", "start_timeout_s": 0.2})
+    # (interval_s only sets the backoff here: 2 x 30 s after one failure; the test turns by hand.)
+    a = autoscaler(executors={"runtime": "dind"}, dind={"docker_host": "unix:///nonexistent/docker.sock", "start_timeout_s": 0.2},
+                   autoscaler={"interval_s": 30})  # fmt: skip
     first = a.run_once()["default"]
     (failed,) = first["started"]
     def held_turn():
