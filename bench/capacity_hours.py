@@ -10,13 +10,12 @@ Usage: python bench/capacity_hours.py [--json] [--trace FILE] [--lead 60] [--tar
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import progress, report  # noqa: E402
+from harness import progress, replay_args, report  # noqa: E402
 
 from farm.autoscale.forecast import HOURS, hour_of_week  # noqa: E402
 from farm.autoscale.policy import GitLabPeriod  # noqa: E402
@@ -24,7 +23,6 @@ from farm.sim.simulator import Result, simulate  # noqa: E402
 from farm.sim.trace import Trace, parse  # noqa: E402
 from farm.sim.tune import build, gitlab_calendar  # noqa: E402
 
-DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "traces" / "bitcoin-core-ci-2025.csv"
 GROUP = 17  # hours of the week per row (168 = 9 rows of 17 and one of 15)
 
 
@@ -37,11 +35,7 @@ def idle_by_hour(trace: Trace, name: str, params: dict, lead_s: float) -> tuple[
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--json", action="store_true")
-    ap.add_argument("--trace", type=Path, default=DEFAULT)
-    ap.add_argument("--lead", type=float, default=60.0)
-    ap.add_argument("--target-p95", type=float, default=15.0)
+    ap = replay_args(__doc__.split("\n")[0])
     ap.add_argument("--calendar", help="idle_count,quiet_hours: skip tuning the calendar")
     args = ap.parse_args()
     (trace,) = parse(args.trace.read_text().splitlines())

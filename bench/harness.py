@@ -4,6 +4,7 @@ cores it shares with the server)."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -36,6 +37,33 @@ def progress(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+SHARED_TRACE = Path(__file__).resolve().parents[2] / "shared" / "traces" / "bitcoin-core-ci-2025.csv"
+
+
+def replay_args(description: str) -> argparse.ArgumentParser:
+    """The options every capacity benchmark takes: --json, the trace, the lead time and the target."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--trace", type=Path, default=SHARED_TRACE)
+    ap.add_argument("--lead", type=float, default=60.0)
+    ap.add_argument("--target-p95", type=float, default=15.0)
+    return ap
+
+
+def wait_until_answers(url: str, timeout_s: float, what: str) -> None:
+    """Until GET url answers 200, or exit saying `what` did not start."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{what} did not start")
+        time.sleep(0.1)
+
+
 @contextmanager
 def farm_api(redis_url: str, data_dir: Path, workers: int) -> Iterator[int]:
     """`farm api --workers N` on a free port; yields the port once /healthz answers."""
@@ -45,16 +73,7 @@ def farm_api(redis_url: str, data_dir: Path, workers: int) -> Iterator[int]:
     api = subprocess.Popen([sys.executable, "-m", "farm.cli", "api", "--workers", str(workers)], env=env,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit("farm api did not start")
-            time.sleep(0.1)
+        wait_until_answers(f"http://127.0.0.1:{port}/healthz", 30, "farm api")
         yield port
     finally:
         api.terminate()

@@ -12,18 +12,16 @@ Usage: python bench/holdout.py [--json] [--trace FILE] [--lead 60] [--target-p95
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import progress, report  # noqa: E402
+from harness import progress, replay_args, report  # noqa: E402
 
 from farm.sim.trace import Trace, parse  # noqa: E402
 from farm.sim.tune import cheapest, gitlab_calendar, run  # noqa: E402
 
-DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "traces" / "bitcoin-core-ci-2025.csv"
 WEEK = 7 * 86400
 
 
@@ -35,11 +33,7 @@ def split(trace: Trace, weeks: float) -> tuple[Trace, Trace]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--json", action="store_true")
-    ap.add_argument("--trace", type=Path, default=DEFAULT)
-    ap.add_argument("--lead", type=float, default=60.0)
-    ap.add_argument("--target-p95", type=float, default=15.0)
+    ap = replay_args(__doc__.split("\n")[0])
     ap.add_argument("--weeks", type=float, default=3.0, help="weeks to tune on; the rest is replayed")
     args = ap.parse_args()
     with args.trace.open() as f:

@@ -40,8 +40,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import docker  # noqa: E402
-import httpx  # noqa: E402
-from harness import progress, report  # noqa: E402
+from harness import progress, report, wait_until_answers  # noqa: E402
 
 from agents.runtimes.base import StepContext  # noqa: E402
 from agents.runtimes.dind import DindRuntime  # noqa: E402
@@ -101,16 +100,7 @@ class Registry:
             f"http: {{addr: {self.host}}}\n"
         )
         self.proc = subprocess.Popen([binary, "serve", str(root / "config.yml")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"http://{self.host}/v2/", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit("the registry did not start")
-            time.sleep(0.1)
+        wait_until_answers(f"http://{self.host}/v2/", 30, "the registry")
 
     def stop(self) -> None:
         self.proc.terminate()
