@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from farm.store.executors import ExecutorRegistry
+from farm.store.executors import START_FAILURE, ExecutorRegistry
 from farm.store.jobs import JobStore, translated
 
 
@@ -31,7 +31,7 @@ def summarize(store: JobStore, registry: ExecutorRegistry, pools: list[str]) -> 
             pipe.zcard(k.waiting(pool))
             pipe.scard(k.running(pool))
             pipe.zrange(k.waiting(pool), 0, 0, withscores=True)
-            pipe.hget(k.stats(pool), "last_start_failure")
+            pipe.hget(k.stats(pool), START_FAILURE)
         rows = pipe.execute()
     s, us = rows[0]
     now_ms = s * 1000 + us // 1000

@@ -38,6 +38,8 @@ TRANSITIONS: dict[ExecutorState, frozenset[ExecutorState]] = {
     ExecutorState.STOPPED: frozenset(),
 }
 
+START_FAILURE = "last_start_failure"  # stats hash field: JSON {executor, reason, at_ms} of the latest
+
 COUNTED = (ExecutorState.STARTING, ExecutorState.IDLE, ExecutorState.BUSY, ExecutorState.DRAINING)
 
 
@@ -84,13 +86,8 @@ class ExecutorRegistry:
             pipe.delete(self.keys.executor(executor_id))
             pipe.zrem(self.keys.executors(pool), executor_id)
             pipe.hincrby(self.keys.stats(pool), "executor_start_failures_total", 1)
-            pipe.hset(self.keys.stats(pool), "last_start_failure", failure)
+            pipe.hset(self.keys.stats(pool), START_FAILURE, failure)
             pipe.execute()
-
-    def last_start_failure(self, pool: str) -> dict | None:  # type: ignore[type-arg]
-        with translated():
-            raw = self.client.hget(self.keys.stats(pool), "last_start_failure")
-        return json.loads(raw) if raw else None
 
     def list(self, pool: str) -> list[ExecutorInfo]:
         with translated():
