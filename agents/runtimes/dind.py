@@ -158,6 +158,9 @@ class DindRuntime(DockerRuntime):
 
     def prepare(self) -> None:
         if self.dind.docker_host is not None:
+            # Another container's daemon: overlays this executor mounts later do not reach it,
+            # so cache entries are unpacked into the workspace instead.
+            self.sees_new_mounts = False
             self._wait_ready(self.dind.docker_host, f"the docker daemon at {self.dind.docker_host}")
         else:
             try:

@@ -139,6 +139,7 @@ def test_a_daemon_someone_else_runs_is_used_and_left_running(dind_settings, tmp_
         side = DindRuntime(dind_settings(dind={"docker_host": f"unix://{owner._sockdir}/docker.sock"}), "ex-sidecar")
         side.prepare()
         assert side.container_name is None and len(daemons_of("ex-sidecar")) == 1  # started none of its own
+        assert not side.sees_new_mounts  # its mounts would not reach that daemon: caches unpack instead
         ws = side.workspaces / "job-1"
         ws.mkdir(parents=True)
         out = bytearray()
