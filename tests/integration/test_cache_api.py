@@ -1,6 +1,8 @@
 """Caches over HTTP: the tier comes from the token, and a tenant sees and deletes its own
 entries only."""
 
+import time
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -42,6 +44,7 @@ def test_a_tenant_lists_and_deletes_its_own_entries_only(api, tmp_path):
     (tmp_path / "deps" / "f").write_bytes(b"x" * 100)
     for tenant, key, ref in (("alice", "deps-1", "main"), ("alice", "deps-1", "pr-2"), ("bob", "deps-1", "main")):
         index.commit(Scope(tenant, "-", Tier.PROTECTED, ref), key, archive.save(tmp_path, ["deps"], index.blobs))
+        time.sleep(0.005)  # "most recently used first" is by millisecond: commits in one would tie
     listed = api.get("/v1/caches", headers=auth(ALICE)).json()
     assert [(e["key"], e["ref"]) for e in listed["entries"]] == [("deps-1", "pr-2"), ("deps-1", "main")]
     assert listed["bytes"]["protected"] == 200 and listed["tenant"] == "alice"
