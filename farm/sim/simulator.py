@@ -15,6 +15,7 @@ import heapq
 import math
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 from farm.autoscale.policy import Snapshot, decide
 from farm.sim.trace import Trace
@@ -40,9 +41,12 @@ class Result:
     lead_s: float = 60.0
     # (time, demand = running + queued, provisioned executors) at each decision, when recorded
     series: tuple[tuple[float, int, int], ...] = ()
+    # each job's wait, in trace order, and the policy's own memory at the end, when recorded
+    job_waits: tuple[float, ...] = ()
+    memory: Any = None
 
     def row(self) -> dict:
-        out = {k: v for k, v in self.__dict__.items() if k != "series"}
+        out = {k: v for k, v in self.__dict__.items() if k not in ("series", "job_waits", "memory")}
         for k, v in out.items():
             if isinstance(v, float):
                 out[k] = round(v, 3)
@@ -99,6 +103,7 @@ def simulate(  # type: ignore[no-untyped-def]
     busy = 0
     queue: deque[int] = deque()
     waits: list[float] = []
+    job_waits = [0.0] * len(trace.submitted) if record else None
     provisioned = 0.0
     memory = None
     arrivals: list[float] = []
@@ -120,6 +125,8 @@ def simulate(  # type: ignore[no-untyped-def]
         nonlocal busy, seq
         busy += 1
         waits.append(now - submitted[job])
+        if job_waits is not None:
+            job_waits[job] = now - submitted[job]
         started.append(now - submitted[job])
         heapq.heappush(events, (now + durations[job], seq, DONE, executor))
         seq += 1
@@ -210,4 +217,6 @@ def simulate(  # type: ignore[no-untyped-def]
         clairvoyant_hours=clairvoyant_hours(trace, lead_s),
         lead_s=lead_s,
         series=tuple(series),
+        job_waits=tuple(job_waits or ()),
+        memory=memory.own if record and memory is not None else None,
     )
