@@ -101,10 +101,10 @@ def test_a_restarted_autoscaler_resumes_what_the_policy_learned(store, registry,
         store.enqueue(JobSpec(steps=[{"name": "s", "run": "true"}]), "t")
     first.run_once()
     learned = first.pools["default"].memory.own
-    assert learned is not None and learned.hist.sum() == 5  # five arrivals seen
+    assert learned is not None and learned.jobs_seen == 5  # five arrivals seen
     second = autoscaler(autoscaler={"lead_s": 60})  # a new process: nothing in memory
     second.run_once()
-    assert second.pools["default"].memory.own.hist.sum() == 5
+    assert second.pools["default"].memory.own.jobs_seen == 5
     PolicyStore(store.client).put("default", {"kind": "reactive", "max": 0}, by="admin")
     third = autoscaler()
     third.run_once()  # another kind learned nothing it could use

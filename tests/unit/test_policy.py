@@ -142,8 +142,12 @@ def test_predictive_starts_from_nothing_and_learns():
         burst = tuple(t for _ in range(10))
         memory = decide(snap(queued=10, arrivals=burst, memory=memory), p, now=t).memory
         memory = decide(snap(memory=memory), p, now=t + 300).memory  # the burst ran and left
-    d = decide(snap(memory=memory), p, now=200 * 600.0)
-    assert d.desired >= 9  # it has seen bursts of 10 all along, and the pool is empty now
+    # It has seen bursts of 10 every ten minutes: most hours keep an executor for nearly each
+    # job of a burst. (The late budget is spent on whole hours, where it saves the most.)
+    fc = memory.own
+    seen = fc.hist.sum(axis=1) > 0
+    assert seen.sum() >= 30
+    assert (fc.buffers[seen] >= 9).mean() >= 0.8
 
 
 def test_predictive_holds_a_freed_executor_as_long_as_a_boot_takes():

@@ -94,18 +94,37 @@ def _forecaster(lead_s: float = 60, target_s: float = 15, hold_s: float = 60) ->
     return Forecaster.new(PredictivePolicy(target_p95_s=target_s, scale_down_delay_s=hold_s), lead_s)
 
 
-def test_a_jobs_deficit_counts_the_executors_asked_for_in_time():
+def _deficits(*steps: tuple[float, int, tuple[float, ...]]) -> list[float]:
+    """Feed (time, jobs in the pool, arrivals) to a forecaster at L = 60 s, T = 15 s, hold
+    60 s; return its deficit histogram's first three bins once every job is counted."""
+    fc = _forecaster()
+    for now, in_pool, arrivals in steps:
+        fc.observe(arrivals, now, in_pool=in_pool)
+    fc.observe((), steps[-1][0] + 15, in_pool=steps[-1][1])
+    assert not fc.pending
+    return fc.hist.sum(axis=0)[:3].tolist()
+
+
+def test_a_jobs_deficit_counts_the_executors_surely_there_in_time():
     # W = lead - target = 45 s: capacity asked for by t - 45 is ready by t + 15.
+    assert _deficits((0, 1, (0.0,)), (50, 1, ()), (100, 2, (100.0,))) == [0, 2, 0]  # both one short
+    # the first job finished at 50; its executor is held 60 s, so it is there for the second
+    assert _deficits((0, 1, (0.0,)), (50, 0, ()), (100, 1, (100.0,))) == [1, 1, 0]
+    # finished at 20, drained at 80: not there at 100, although it was at t - W = 55
+    assert _deficits((0, 1, (0.0,)), (20, 0, ()), (100, 1, (100.0,))) == [0, 2, 0]
+    # a job that finished within T of its arrival started in time, whatever else happened
+    assert _deficits((0, 1, (0.0,)), (10, 0, ())) == [1, 0, 0]
+    # the first job finishes at 110, within T of the second's arrival: its executor takes it
+    assert _deficits((0, 1, (0.0,)), (50, 1, ()), (100, 2, (100.0,)), (110, 1, ())) == [1, 1, 0]
+
+
+def test_deficits_wait_for_the_target_to_pass():
     fc = _forecaster()
     fc.observe((0.0,), 0.0, in_pool=1)
-    fc.observe((), 50.0, in_pool=1)  # the first job still runs
-    fc.observe((100.0,), 100.0, in_pool=2)  # a second job: one executor was asked for in time
-    assert fc.hist.sum(axis=0)[:2].tolist() == [0, 2]  # both were one executor short
-    fc = _forecaster()
-    fc.observe((0.0,), 0.0, in_pool=1)
-    fc.observe((), 50.0, in_pool=0)  # the first job finished; its executor is held
-    fc.observe((100.0,), 100.0, in_pool=1)
-    assert fc.hist.sum(axis=0)[:2].tolist() == [1, 1]  # the second job needed nothing new
+    fc.observe((), 14.0, in_pool=1)
+    assert fc.hist.sum() == 0 and len(fc.pending) == 1  # a finish by t + T could still serve it
+    fc.observe((), 15.0, in_pool=1)
+    assert fc.hist.sum() == 1 and not fc.pending
 
 
 def test_an_hour_never_seen_borrows_its_rate_from_the_same_hour_of_other_days():
