@@ -5,7 +5,8 @@ can only tune on the weeks behind them. This splits the trace at a week boundary
 constant buffer (reactive) and the GitLab hour-of-week calendar on the first part, and replays
 those settings on the second part, beside the same peers tuned with hindsight on the second
 part, and farm's predictive policy (untuned; it starts cold on the second part, knowing
-nothing of the first).
+nothing of the first). For each calendar it also gives the share of the replayed jobs that
+arrive in its hours off: whether the hours that were quiet stay quiet.
 
 Usage: python bench/holdout.py [--json] [--trace FILE] [--lead 60] [--target-p95 15] [--weeks 3]
 """
@@ -19,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import progress, replay_args, report  # noqa: E402
 
+from farm.autoscale.forecast import hour_of_week  # noqa: E402
 from farm.sim.trace import Trace, parse  # noqa: E402
 from farm.sim.tune import cheapest, gitlab_calendar, run  # noqa: E402
 
@@ -56,7 +58,11 @@ def main() -> None:
         put(f"buffer_{name}_tuned", run(future, "reactive", buffer.params, lead))
         put(f"calendar_{name}_tuned", run(future, "gitlab", calendar.params, lead))
         figures[f"buffer_{name}_tuned_setting"] = buffer.params["buffer"]
-        figures[f"calendar_{name}_tuned_hours_off"] = len(calendar.params["periods"][0]["hours_of_week"]) if calendar.params["periods"] else 0
+        off = set(calendar.params["periods"][0]["hours_of_week"]) if calendar.params["periods"] else set()
+        figures[f"calendar_{name}_tuned_hours_off"] = len(off)
+        # Whether quiet hours stay quiet: the replayed weeks' jobs that fall in the hours off.
+        in_off = sum(1 for t in future.submitted if hour_of_week(t) in off)
+        figures[f"calendar_{name}_tuned_hours_off_replayed_jobs_pct"] = round(100 * in_off / len(future.submitted), 1)
     put("predictive_cold", run(future, "predictive", {"target_p95_s": target}, lead))
     report(figures, args.json)
 
