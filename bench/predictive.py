@@ -5,9 +5,10 @@ exceeds the buffer in force. This replays a trace through the untuned policy and
 week, the jobs that really waited longer than the target beside the jobs the deficits called
 late and the late jobs the plans in force expected (before they were corrected by
 calibration). The first two agreeing says the model of a pool is right; the gap between
-them and the third is the error in forecasting the week.
+them and the third is the error in forecasting the week. Beside it, week by week, a constant
+buffer (reactive; give the one `farm simulate --policy all` tuned with hindsight).
 
-Usage: python bench/predictive.py [--json] [--trace FILE] [--lead 60] [--target-p95 15]
+Usage: python bench/predictive.py [--json] [--trace FILE] [--lead 60] [--target-p95 15] [--buffer 17]
 """
 
 from __future__ import annotations
@@ -19,37 +20,50 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import progress, replay_args, report  # noqa: E402
 
-from farm.sim.simulator import simulate  # noqa: E402
-from farm.sim.trace import parse  # noqa: E402
+from farm.sim.simulator import Result, simulate  # noqa: E402
+from farm.sim.trace import Trace, parse  # noqa: E402
 from farm.sim.tune import build  # noqa: E402
 
 WEEK = 7 * 86400
 
 
+def by_week(trace: Trace, r: Result, target_s: float) -> list[dict]:
+    """Each week's executor-hours (from the replay's series), jobs and late jobs."""
+    t0 = trace.submitted[0]
+    n = int((trace.submitted[-1] - t0) // WEEK) + 1
+    weeks = [{"hours": 0.0, "jobs": 0, "late": 0} for _ in range(n)]
+    for (t, _, provisioned), (t_next, _, _) in zip(r.series, r.series[1:], strict=False):
+        weeks[min(int((t - t0) // WEEK), n - 1)]["hours"] += provisioned * (t_next - t) / 3600
+    for t, wait in zip(trace.submitted, r.job_waits, strict=True):
+        w = weeks[int((t - t0) // WEEK)]
+        w["jobs"] += 1
+        w["late"] += wait > target_s
+    return weeks
+
+
 def main() -> None:
-    args = replay_args(__doc__.split("\n")[0]).parse_args()
+    ap = replay_args(__doc__.split("\n")[0])
+    ap.add_argument("--buffer", type=int, default=17, help="a constant buffer (reactive) to set beside it, week by week")
+    args = ap.parse_args()
     with args.trace.open() as f:
         (trace,) = parse(f)
     params = {"target_p95_s": args.target_p95}
-    progress(f"replaying {len(trace.submitted)} jobs through the predictive policy")
+    progress(f"replaying {len(trace.submitted)} jobs through the predictive policy and a constant buffer of {args.buffer}")
     r = simulate(trace, build("predictive", params), lead_s=args.lead, params=params, record=True)
+    c = simulate(trace, build("reactive", {"buffer": args.buffer}), lead_s=args.lead, record=True)
     fc = r.memory
-    t0 = trace.submitted[0]
-    weeks: list[dict] = []
-    for t, wait in zip(trace.submitted, r.job_waits, strict=True):
-        w = int((t - t0) // WEEK)
-        while len(weeks) <= w:
-            weeks.append({"week": len(weeks) + 1, "jobs": 0, "late": 0})
-        weeks[w]["jobs"] += 1
-        weeks[w]["late"] += wait > args.target_p95
-    late = sum(w["late"] for w in weeks)
+    weeks, const = by_week(trace, r, args.target_p95), by_week(trace, c, args.target_p95)
     figures = {
         "lead_s": args.lead, "target_p95_s": args.target_p95, "executor_hours": round(r.executor_hours),
-        "wait_p95_s": r.wait_p95_s, "jobs": len(trace.submitted), "late_jobs": late,
+        "wait_p95_s": r.wait_p95_s, "jobs": len(trace.submitted), "late_jobs": sum(w["late"] for w in weeks),
         "late_allowed": len(trace.submitted) - -(-95 * len(trace.submitted) // 100),
         "late_called_by_deficits": fc.called_late if fc is not None else 0,
         "late_expected_by_plans": round(fc.forecast) if fc is not None else 0,
         "late_by_week": " ".join(f"{w['late']}/{w['jobs']}" for w in weeks),
+        "hours_by_week": " ".join(f"{w['hours']:.0f}" for w in weeks),
+        f"buffer_{args.buffer}_executor_hours": round(c.executor_hours), f"buffer_{args.buffer}_wait_p95_s": c.wait_p95_s,
+        f"buffer_{args.buffer}_late_by_week": " ".join(str(w["late"]) for w in const),
+        f"buffer_{args.buffer}_hours_by_week": " ".join(f"{w['hours']:.0f}" for w in const),
     }  # fmt: skip
     report(figures, args.json)
 
