@@ -33,6 +33,11 @@ job saved. The budget is divided by how the plans so far fared (jobs that really
 longer than T, against the late jobs those plans expected): a plan picks the hours that
 looked quiet, and some of them were only lucky.
 
+Until it has a day of history it plans nothing by the hour: the buffer is the largest
+deficit seen so far (the widest fan-out, for all hours), and those jobs do not calibrate the
+plans that follow. (Calibrating against its first hour, when no plan exists and a burst
+finds no buffer, made the plans of the next days keep 23-33 executors everywhere.)
+
 Two guards: the buffer for the next L seconds is the larger of this hour's and the next's
 (capacity asked for now is ready at now + L), and when the recent jobs the plan made late
 run well above what it expected for them (the week is not like the weeks before), it falls
@@ -53,6 +58,7 @@ CELLS = 2 * HOURS  # each hour of the week, quiet or active
 K_MAX = 128  # deficits above this count as K_MAX
 RECENT = 400  # arrivals the fallback guard looks back over
 PRIOR_S = 36000.0  # how much a parent's rate weighs in a cell, in seconds of the cell's own
+WARMUP_S = 86400.0  # history before plans by the hour are used (and checked against the waits)
 CALIBRATION_PRIOR = 50.0  # late jobs: how much the forecast is trusted before it is checked
 
 
@@ -164,7 +170,8 @@ class Forecaster:
     first_seen: float | None = None
     planned_at: float = float("-inf")
     fallback: bool = False
-    started: int = 0  # jobs started so far
+    calibrating_from: float = float("inf")  # the first plan in force + L: jobs started since check the plans
+    started: int = 0  # jobs started under a plan
     late: int = 0  # of which waited longer than the target
     forecast: float = 0.0  # late jobs the plans in force expected so far
     called_late: int = 0  # jobs whose deficit exceeded the buffer in force
@@ -215,14 +222,16 @@ class Forecaster:
             finished = max(0, int(pools[at[0]]) + later - int(pools[at[1]])) if hi > seen_at else 0
             k = min(max(0, place - finished - sure[t]), K_MAX)
             self.called_late += k > planned
-            self.outcomes.append((1 if k > planned else 0, expected))
+            if t >= self.calibrating_from - self.lead_s:
+                self.outcomes.append((1 if k > planned else 0, expected))
             self.hist[c, k] += 1
 
     def observe(self, arrivals: tuple[float, ...], now: float, in_pool: int, waits: tuple[float, ...] = ()) -> "Forecaster":
         """Take in one decision's worth: the arrivals since the last one, the jobs now in the
         pool (queued + running, the arrivals included) and the waits of the jobs started."""
-        self.started += len(waits)
-        self.late += sum(1 for w in waits if w > self.target_s)
+        if now >= self.calibrating_from:
+            self.started += len(waits)
+            self.late += sum(1 for w in waits if w > self.target_s)
         if self.seen_until is not None and now > self.seen_until:
             self.exposure[cell(now, self._active_at(now))] += now - self.seen_until
         self.seen_until = now
@@ -234,8 +243,9 @@ class Forecaster:
                 self.history.popleft()
             c = cell(t, self._active_at(t))
             self.history.append(t)
-            self.pending.append((t, now, c, in_pool - (m - 1 - j), self._planned(c), self.expected[c]))
-            self.forecast += self.expected[c]
+            expected = 0.0 if self.warming_up else float(self.expected[c])  # a warm-up buffer is no forecast
+            self.pending.append((t, now, c, in_pool - (m - 1 - j), self._planned(c), expected))
+            self.forecast += expected
         self.samples.append((now, in_pool))
         self._settle(now)
         oldest = min(self.pending[0][0], now - self.target_s) if self.pending else now - self.target_s
@@ -252,7 +262,18 @@ class Forecaster:
         i = bisect.bisect_right(self.history, t - self.lead_s)  # history is in time order
         return i > 0 and self.history[i - 1] > t - self.active_s
 
+    @property
+    def warming_up(self) -> bool:
+        return self.calibrating_from == float("inf")
+
+    def _warmup_buffer(self) -> int:
+        """Before a day of history, the largest deficit seen: cover the widest fan-out so far."""
+        seen = np.flatnonzero(self.hist.sum(axis=0))
+        return int(seen[-1]) if len(seen) else 0
+
     def _planned(self, c: int) -> int:
+        if self.warming_up:
+            return self._warmup_buffer()
         return self.pooled if self.fallback else int(self.buffers[c])
 
     def _replan(self, now: float) -> None:
@@ -260,6 +281,10 @@ class Forecaster:
         total = self.hist.sum()
         if total == 0:
             return
+        if self.warming_up and self.exposure.sum() >= WARMUP_S:
+            # The first plan in force. Jobs that arrived before it are nobody's forecast: a job
+            # started once its capacity is booted arrived under it.
+            self.calibrating_from = now + self.lead_s
         budget = self.budget_share * total
         pooled_hist = self.hist.sum(axis=0)
         # The pooled buffer: the smallest b with the pooled late share within budget.
@@ -281,6 +306,9 @@ class Forecaster:
     def buffer(self, now: float) -> tuple[int, str]:
         if self.on_demand:
             return 0, "no buffer: a new executor boots within the wait target"
+        if self.warming_up:
+            b = self._warmup_buffer()
+            return b, f"buffer {b}: the largest deficit seen, until a day of history"
         if self.fallback:
             return self.pooled, f"fallback buffer {self.pooled} (recent jobs beyond the plan)"
         active, active_next = self._active_at(now), self._active_at(now + self.lead_s)

@@ -109,7 +109,7 @@ class PredictivePolicy(_Policy):
     quantile: Annotated[float, Field(gt=0.5, lt=1)] = 0.95
     # Plan for this share of the late-job budget; the rest is kept for what no history shows
     # (a rebase starting 179 jobs in an hour, most of which wait a boot under any buffer).
-    safety: Annotated[float, Field(gt=0, le=1)] = 0.7
+    safety: Annotated[float, Field(gt=0, le=1)] = 0.6
     replan_s: Annotated[float, Field(gt=0)] = 3600.0
     active_s: Annotated[float, Field(gt=0)] = 900.0  # a job arrived this recently: the pool is active
 

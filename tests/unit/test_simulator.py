@@ -127,6 +127,24 @@ def test_deficits_wait_for_the_target_to_pass():
     assert fc.hist.sum() == 1 and not fc.pending
 
 
+def test_until_a_day_of_history_the_buffer_covers_the_widest_burst_and_checks_no_plan():
+    fc = _forecaster()
+    for i in range(24):  # a burst of 5 an hour, one of 12 at the third hour, each job waiting a boot
+        t = i * 3600.0
+        n = 12 if i == 2 else 5
+        fc.observe(tuple(t for _ in range(n)), t, in_pool=n)
+        fc.observe((), t + 60, in_pool=n, waits=(60.0,) * n)
+        fc.observe((), t + 600, in_pool=0)
+        buffer, why = fc.buffer(t + 600)
+        assert buffer == (5 if i < 2 else 12) and "largest deficit" in why
+    assert fc.warming_up and fc.late == 0 and fc.forecast == 0  # the warm-up checks no plan
+    fc.observe((), 24 * 3600.0 + 60, in_pool=0)  # a day seen: the next plan is in force
+    assert not fc.warming_up and "planned for hour-of-week" in fc.buffer(24 * 3600.0 + 120)[1]
+    fc.observe((24 * 3600.0 + 200,), 24 * 3600.0 + 200, in_pool=1)
+    fc.observe((), 24 * 3600.0 + 300, in_pool=1, waits=(60.0,))
+    assert fc.late == 1  # from here on, real waits check the plans
+
+
 def test_an_hour_never_seen_borrows_its_rate_from_the_same_hour_of_other_days():
     hist = np.zeros((CELLS, K_MAX + 1))
     exposure = np.zeros(CELLS)
