@@ -28,7 +28,7 @@ import pickle
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
 import redis
@@ -120,6 +120,11 @@ class RayFleet:
             ray.kill(self._draining.pop(ref))
 
 
+def _current(obj: Any) -> bool:
+    """Whether a dataclass instance has every field its class has now (or is no dataclass)."""
+    return not is_dataclass(obj) or all(hasattr(obj, f.name) for f in fields(obj))
+
+
 @dataclass
 class _Pool:
     name: str
@@ -184,6 +189,11 @@ class Autoscaler:
             stored_kind, memory = pickle.loads(raw)
         except Exception as e:  # noqa: BLE001 - unreadable: start learning afresh
             log.warning("pool %s: kept policy memory unreadable, starting afresh: %s", pool, e)
+            return None
+        if not _current(memory) or not _current(getattr(memory, "own", None)):
+            # Unpickling restores the fields an older farm had; the code would meet the
+            # missing ones at its first use.
+            log.warning("pool %s: kept policy memory is from another farm version, starting afresh", pool)
             return None
         return memory if stored_kind == kind else None
 

@@ -1,5 +1,7 @@
 """The live autoscaler on real Redis and Ray: observe -> decide -> act, stepped with run_once."""
 
+import pickle
+
 import pytest
 import ray
 from fastapi.testclient import TestClient
@@ -105,6 +107,14 @@ def test_a_restarted_autoscaler_resumes_what_the_policy_learned(store, registry,
     second = autoscaler(autoscaler={"lead_s": 60})  # a new process: nothing in memory
     second.run_once()
     assert second.pools["default"].memory.own.jobs_seen == 5
+    # What an older farm kept lacks the fields added since: dropped, not met mid-turn.
+    key = second.store.keys.learned("default")
+    kind, memory = pickle.loads(second._binary.get(key))
+    del memory.own.__dict__["pending"]
+    second._binary.set(key, pickle.dumps((kind, memory)))
+    older = autoscaler(autoscaler={"lead_s": 60})
+    older.run_once()
+    assert older.pools["default"].memory.own.jobs_seen == 0
     PolicyStore(store.client).put("default", {"kind": "reactive", "max": 0}, by="admin")
     third = autoscaler()
     third.run_once()  # another kind learned nothing it could use
