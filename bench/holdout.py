@@ -6,7 +6,8 @@ constant buffer (reactive) and the GitLab hour-of-week calendar on the first par
 those settings on the second part, beside the same peers tuned with hindsight on the second
 part, and farm's predictive policy (untuned; it starts cold on the second part, knowing
 nothing of the first). For each calendar it also gives the share of the replayed jobs that
-arrive in its hours off: whether the hours that were quiet stay quiet.
+arrive in its hours off: whether the hours that were quiet stay quiet; and the same for the
+42 hours of the day (over weekdays or weekend days) that were quietest on the first part.
 
 Usage: python bench/holdout.py [--json] [--trace FILE] [--lead 60] [--target-p95 15] [--weeks 3]
 """
@@ -32,6 +33,27 @@ def split(trace: Trace, weeks: float) -> tuple[Trace, Trace]:
     i = next(i for i, t in enumerate(trace.submitted) if t >= cut)
     return (Trace(trace.pool, trace.submitted[:i], trace.durations[:i]),
             Trace(trace.pool, trace.submitted[i:], trace.durations[i:]))  # fmt: skip
+
+
+def quiet_hours_of_day(past: Trace, future: Trace, hours: int) -> float:
+    """What an online policy could learn instead of a calendar: the hours of the day (over
+    weekdays, or over weekend days) with the fewest jobs a day in the past, up to `hours`
+    hours of the week; the share of the future's jobs that fall in them, in %."""
+
+    def group(t: float) -> int:
+        h = hour_of_week(t)
+        return (24 if h >= 120 else 0) + h % 24
+
+    days = [5] * 24 + [2] * 24  # hours of the week in each group
+    jobs = [0] * 48
+    for t in past.submitted:
+        jobs[group(t)] += 1
+    chosen, taken = set(), 0
+    for g in sorted(range(48), key=lambda g: (jobs[g] / days[g], g)):
+        if taken + days[g] <= hours:
+            chosen.add(g)
+            taken += days[g]
+    return round(100 * sum(1 for t in future.submitted if group(t) in chosen) / len(future.submitted), 1)
 
 
 def main() -> None:
@@ -63,6 +85,7 @@ def main() -> None:
         # Whether quiet hours stay quiet: the replayed weeks' jobs that fall in the hours off.
         in_off = sum(1 for t in future.submitted if hour_of_week(t) in off)
         figures[f"calendar_{name}_tuned_hours_off_replayed_jobs_pct"] = round(100 * in_off / len(future.submitted), 1)
+    figures["hours_of_day_quiet_before_replayed_jobs_pct"] = quiet_hours_of_day(past, future, 42)
     put("predictive_cold", run(future, "predictive", {"target_p95_s": target}, lead))
     report(figures, args.json)
 

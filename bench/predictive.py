@@ -27,18 +27,18 @@ from farm.sim.tune import build  # noqa: E402
 WEEK = 7 * 86400
 
 
-def by_week(trace: Trace, r: Result, target_s: float) -> list[dict]:
-    """Each week's executor-hours (from the replay's series), jobs and late jobs."""
+def by_period(trace: Trace, r: Result, target_s: float, period_s: float = WEEK) -> list[dict]:
+    """Each period's executor-hours (from the replay's series), jobs and late jobs."""
     t0 = trace.submitted[0]
-    n = int((trace.submitted[-1] - t0) // WEEK) + 1
-    weeks = [{"hours": 0.0, "jobs": 0, "late": 0} for _ in range(n)]
+    n = int((trace.submitted[-1] - t0) // period_s) + 1
+    periods = [{"hours": 0.0, "jobs": 0, "late": 0} for _ in range(n)]
     for (t, _, provisioned), (t_next, _, _) in zip(r.series, r.series[1:], strict=False):
-        weeks[min(int((t - t0) // WEEK), n - 1)]["hours"] += provisioned * (t_next - t) / 3600
+        periods[min(int((t - t0) // period_s), n - 1)]["hours"] += provisioned * (t_next - t) / 3600
     for t, wait in zip(trace.submitted, r.job_waits, strict=True):
-        w = weeks[int((t - t0) // WEEK)]
-        w["jobs"] += 1
-        w["late"] += wait > target_s
-    return weeks
+        p = periods[int((t - t0) // period_s)]
+        p["jobs"] += 1
+        p["late"] += wait > target_s
+    return periods
 
 
 def main() -> None:
@@ -52,7 +52,8 @@ def main() -> None:
     r = simulate(trace, build("predictive", params), lead_s=args.lead, params=params, record=True)
     c = simulate(trace, build("reactive", {"buffer": args.buffer}), lead_s=args.lead, record=True)
     fc = r.memory
-    weeks, const = by_week(trace, r, args.target_p95), by_week(trace, c, args.target_p95)
+    weeks, const = by_period(trace, r, args.target_p95), by_period(trace, c, args.target_p95)
+    days, const_days = by_period(trace, r, args.target_p95, 86400)[:7], by_period(trace, c, args.target_p95, 86400)[:7]
     figures = {
         "lead_s": args.lead, "target_p95_s": args.target_p95, "executor_hours": round(r.executor_hours),
         "wait_p95_s": r.wait_p95_s, "jobs": len(trace.submitted), "late_jobs": sum(w["late"] for w in weeks),
@@ -64,6 +65,8 @@ def main() -> None:
         f"buffer_{args.buffer}_executor_hours": round(c.executor_hours), f"buffer_{args.buffer}_wait_p95_s": c.wait_p95_s,
         f"buffer_{args.buffer}_late_by_week": " ".join(str(w["late"]) for w in const),
         f"buffer_{args.buffer}_hours_by_week": " ".join(f"{w['hours']:.0f}" for w in const),
+        "first_week_hours_late_by_day": " ".join(f"{d['hours']:.0f}/{d['late']}" for d in days),
+        f"buffer_{args.buffer}_first_week_hours_late_by_day": " ".join(f"{d['hours']:.0f}/{d['late']}" for d in const_days),
     }  # fmt: skip
     report(figures, args.json)
 
