@@ -156,7 +156,7 @@ class Executor:
 
 
 def build_executor(executor_id: str, settings: Settings) -> Executor:
-    client = connect(settings.redis_url or "")
+    client = connect(settings.redis_url or "", socket_timeout=settings.executors.idle_wait_s + 10)  # over the wake-list block
     return Executor(
         executor_id,
         settings,

@@ -48,6 +48,7 @@ def _serve(settings, on_ready) -> None:  # type: ignore[no-untyped-def]
     config = uvicorn.Config(
         create_app(settings), host=settings.api.host, port=settings.api.port,
         log_level="warning", loop="uvloop", http="httptools", access_log=False,
+        timeout_graceful_shutdown=settings.api.graceful_shutdown_s,  # open followers must not hold a stop
     )  # fmt: skip
     server = uvicorn.Server(config)
 
@@ -175,6 +176,7 @@ def api(
     uvicorn.run(
         "farm.api.app:from_environment", factory=True, workers=workers, host=settings.api.host, port=settings.api.port,
         log_level="warning", loop="uvloop", http="httptools", access_log=False,
+        timeout_graceful_shutdown=settings.api.graceful_shutdown_s,
     )  # fmt: skip
 
 

@@ -7,6 +7,7 @@
     ├── Forbidden                a valid token that may not do this
     ├── Conflict                 the job's state does not allow the operation
     │   └── IllegalTransition    a state change the transition table refuses
+    ├── TooManyRequests          a tenant is over a per-tenant cap (open log followers...)
     ├── StaleAttempt             an executor wrote for an attempt that is no longer current
     ├── StoreUnavailable         Redis cannot be reached
     └── RuntimeFailure           a runtime (local, docker) could not run a step at all
@@ -44,6 +45,10 @@ class Conflict(FarmError):
 
 
 class IllegalTransition(Conflict):
+    pass
+
+
+class TooManyRequests(FarmError):
     pass
 
 

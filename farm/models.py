@@ -134,6 +134,20 @@ class CacheSpec(_Strict):
     paths: Annotated[list[Annotated[str, Field(min_length=1, max_length=1000)]], Field(min_length=1, max_length=50)]
     save: Literal["on_success", "always", "never"] = "on_success"
 
+    @field_validator("key", "restore_keys")
+    @classmethod
+    def _key_template(cls, v: str | list[str]) -> str | list[str]:
+        """A key is checked at submit as far as it can be without the workspace: its
+        expressions parse, hashFiles paths stay inside, and the rest makes a valid key."""
+        from farm.cache.scope import check_template
+
+        for template in [v] if isinstance(v, str) else v:
+            try:
+                check_template(template)
+            except FarmError as e:
+                raise ValueError(str(e)) from None
+        return v
+
     @field_validator("paths")
     @classmethod
     def _relative(cls, v: list[str]) -> list[str]:
@@ -150,7 +164,7 @@ class ImageBuild(_Strict):
 
     dockerfile: Annotated[str, Field(min_length=1, max_length=500)] = "Dockerfile"
     context: Annotated[str, Field(min_length=1, max_length=500)] = "."
-    build_args: dict[str, Annotated[str, Field(max_length=10_000)]] = Field(default_factory=dict)
+    build_args: Annotated[dict[str, Annotated[str, Field(max_length=4096)]], Field(max_length=64)] = Field(default_factory=dict)
     target: Annotated[str | None, Field(default=None, max_length=200)] = None
     tags: Annotated[list[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$",
                                               max_length=255)]], Field(min_length=1, max_length=20)]  # fmt: skip
@@ -232,7 +246,7 @@ class JobSpec(_Strict):
     pool: Annotated[str, Field(default="default", pattern=_NAME.pattern)] = "default"
     steps: Annotated[list[Step], Field(max_length=200, validate_default=True)] = Field(default_factory=list)
     build: Annotated[ImageBuild | None, Field(validate_default=True)] = None  # kind image: what to build (after any steps)
-    env: dict[str, Annotated[str, Field(max_length=100_000)]] = Field(default_factory=dict)
+    env: Annotated[dict[str, Annotated[str, Field(max_length=32_768)]], Field(max_length=256)] = Field(default_factory=dict)
     source: Source | None = None
     timeout_s: Annotated[int, Field(default=3600, ge=1, le=7 * 24 * 3600)] = 3600
     retries: Annotated[int, Field(default=2, ge=0, le=10)] = 2
@@ -242,7 +256,9 @@ class JobSpec(_Strict):
     queue_timeout_s: Annotated[int | None, Field(default=None, ge=1, le=30 * 24 * 3600)] = None
     artifacts: Annotated[list[Annotated[str, Field(max_length=500)]], Field(max_length=100)] = Field(default_factory=list)
     # Reach the steps as environment variables; masked in logs, never shown by the API.
-    secrets: dict[str, Annotated[str, Field(min_length=1, max_length=100_000)] | SecretRef] = Field(default_factory=dict)
+    secrets: Annotated[dict[str, Annotated[str, Field(min_length=1, max_length=32_768)] | SecretRef], Field(max_length=64)] = Field(
+        default_factory=dict
+    )
     callback_url: Annotated[str | None, Field(default=None, max_length=2000, pattern=r"^https?://[^\s/?#]+(/[^\s]*)?$")] = None
     caches: Annotated[list[CacheSpec], Field(max_length=10)] = Field(default_factory=list)
 

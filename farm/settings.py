@@ -45,6 +45,9 @@ class TenantConfig(BaseModel):
     webhook_hosts: list[str] = Field(default_factory=list)
     # Secrets jobs may reference by name ({"ref": name}) instead of sending the value.
     secrets: dict[str, SecretStr] = Field(default_factory=dict)
+    # Permissions that reach past a job's own attempt (farm/permissions.py); the admin has both.
+    allow_host_network: bool = False  # `network: host` reaches the node's loopback services
+    git_url_prefixes: list[str] = Field(default_factory=list)  # sources beyond https/ssh, e.g. file:///srv/mirrors/
 
 
 class RedisSettings(BaseModel):
@@ -59,6 +62,13 @@ class ApiSettings(BaseModel):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
     run_reaper: bool = True  # every API replica may run it: its steps are atomic and idempotent
+    max_body_bytes: Annotated[int, Field(ge=1024, le=64 * MiB)] = MiB  # larger bodies: 413, unread
+    # Log followers (`?follow=true`) one tenant may hold open per API process (429 past it),
+    # and how long one may follow before the stream ends (follow again with ?offset=).
+    max_followers_per_tenant: Annotated[int, Field(ge=1, le=10_000)] = 20
+    follow_max_s: Annotated[float, Field(gt=0)] = 6 * 3600.0
+    # Seconds in-flight requests (and followers) get when the server stops; then they are cut.
+    graceful_shutdown_s: Annotated[float, Field(ge=0, le=60)] = 2.0
 
 
 class ExecutorSettings(BaseModel):

@@ -183,3 +183,40 @@ def run_executor() -> Iterator[Callable[..., RunningExecutor]]:
     yield start
     for ex in started:
         ex.stop()
+
+
+class ServedApp:
+    """The API app served by a real uvicorn on 127.0.0.1 in a thread: for what TestClient
+    cannot show (clients that hang up, bodies sent in chunks, the server's own limits)."""
+
+    def __init__(self, app: object, *, graceful_s: float = 1.0) -> None:
+        import uvicorn
+
+        from farm.store.server import free_port
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False,  # type: ignore[arg-type]
+                                timeout_graceful_shutdown=graceful_s)  # fmt: skip
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        wait_for(lambda: self.server.started, 15, what="uvicorn to start")
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(15)
+
+
+@pytest.fixture
+def serve_app() -> Iterator[Callable[..., ServedApp]]:
+    served: list[ServedApp] = []
+
+    def serve(app: object, **kw: object) -> ServedApp:
+        s = ServedApp(app, **kw)  # type: ignore[arg-type]
+        served.append(s)
+        return s
+
+    yield serve
+    for s in served:
+        s.stop()

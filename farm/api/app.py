@@ -1,5 +1,6 @@
 """The app factory. `create_app(settings)` builds a self-contained app (tests build their
-own); domain errors become HTTP responses in one handler here, nowhere else.
+own); domain errors become HTTP responses in one place (`farm.api.errors`), and every /v1
+request passes the gate (`farm.api.gate`) before a handler reads it.
 """
 
 from __future__ import annotations
@@ -7,25 +8,19 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 
 from farm import __version__
 from farm.api import caches, health, jobs, pools, queue
 from farm.api.auth import TokenBook
+from farm.api.errors import farm_error, validation_error
+from farm.api.gate import Gate
+from farm.api.jobs import Followers
 from farm.artifacts import DirectoryStore
 from farm.cache.blobs import DirectoryBlobStore
 from farm.cache.index import CacheIndex
-from farm.errors import (
-    Conflict,
-    FarmError,
-    Forbidden,
-    InvalidInput,
-    NotFound,
-    StaleAttempt,
-    StoreUnavailable,
-    Unauthorized,
-)
+from farm.errors import FarmError
 from farm.metrics import make_registry
 from farm.reaper import Reaper
 from farm.settings import Settings
@@ -33,28 +28,6 @@ from farm.store.executors import ExecutorRegistry
 from farm.store.jobs import JobStore, connect, connect_async
 from farm.store.policies import PolicyStore
 from farm.webhooks import Deliverer
-
-_STATUS: list[tuple[type[FarmError], int]] = [
-    (InvalidInput, 422),
-    (NotFound, 404),
-    (Unauthorized, 401),
-    (Forbidden, 403),
-    (Conflict, 409),
-    (StaleAttempt, 409),
-    (StoreUnavailable, 503),
-]
-
-
-def _error_response(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, FarmError)
-    code = next((c for cls, c in _STATUS if isinstance(exc, cls)), 500)
-    message = str(exc.args[0]) if exc.args else exc.__class__.__name__
-    if isinstance(exc, InvalidInput):
-        # Same shape as FastAPI's own 422s, so clients parse one format.
-        loc = list(exc.args[1]) if len(exc.args) > 1 else []
-        return JSONResponse({"detail": [{"loc": loc, "msg": message, "type": "value_error"}]}, status_code=422)
-    headers = {"WWW-Authenticate": "Bearer"} if code == 401 else None
-    return JSONResponse({"detail": message}, status_code=code, headers=headers)
 
 
 def create_app(settings: Settings, *, store: JobStore | None = None) -> FastAPI:
@@ -94,8 +67,12 @@ def create_app(settings: Settings, *, store: JobStore | None = None) -> FastAPI:
     app.state.tenants = {t.name: t for t in settings.tenants}
     app.state.policies = PolicyStore(store.client, store.keys)
     app.state.caches = CacheIndex(store.client, DirectoryBlobStore(settings.cache_dir), store.keys)
-    app.add_exception_handler(FarmError, _error_response)
-    for module in (jobs, queue, pools, caches, health):
+    app.state.followers = Followers(settings.api.max_followers_per_tenant, settings.api.follow_max_s)
+    app.add_exception_handler(FarmError, farm_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    modules = (jobs, queue, pools, caches, health)
+    app.add_middleware(Gate, tokens=app.state.tokens, max_body_bytes=settings.api.max_body_bytes, routers=[m.router for m in modules])
+    for module in modules:
         app.include_router(module.router)
     return app
 

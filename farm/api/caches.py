@@ -7,9 +7,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 
 from farm.api.auth import Principal, principal
+from farm.api.errors import COMMON, NOT_FOUND
 from farm.errors import NotFound
 
-router = APIRouter(prefix="/v1/caches", tags=["caches"])
+router = APIRouter(prefix="/v1/caches", tags=["caches"], responses=COMMON)
 Who = Annotated[Principal, Depends(principal)]
 
 
@@ -28,7 +29,7 @@ def list_caches(request: Request, who: Who, tenant: str | None = None, key_prefi
             "protected_reserve_bytes": int(cache.quota_bytes * cache.protected_share)}  # fmt: skip
 
 
-@router.delete("/{key:path}")
+@router.delete("/{key:path}", responses=NOT_FOUND)
 def delete_cache(
     key: str, request: Request, who: Who, tenant: str | None = None,
     ref: Annotated[str | None, Query(description="only this ref's entry")] = None, repo: str | None = None,

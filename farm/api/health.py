@@ -1,23 +1,33 @@
-"""/healthz and /metrics: unauthenticated, as Prometheus and load balancers expect."""
+"""/healthz and /metrics: unauthenticated, as Prometheus and load balancers expect.
+
+/healthz runs on the event loop with the asyncio client and a short timeout: it answers
+(200, or 503 when Redis is away) even when every worker thread is busy."""
 
 from __future__ import annotations
+
+import asyncio
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from farm.api.errors import ErrorBody
+from farm.errors import StoreUnavailable
 from farm.store.jobs import translated
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
-def healthz(request: Request) -> dict[str, str]:
-    with translated():
-        request.app.state.store.client.ping()
+@router.get("/healthz", responses={503: {"model": ErrorBody, "description": "Redis cannot be reached"}})
+async def healthz(request: Request) -> dict[str, str]:
+    try:
+        with translated():
+            await asyncio.wait_for(request.app.state.store.aclient.ping(), timeout=2.0)
+    except TimeoutError as e:
+        raise StoreUnavailable("redis did not answer within 2s") from e
     return {"status": "ok"}
 
 
-@router.get("/metrics")
+@router.get("/metrics", responses={503: {"model": ErrorBody, "description": "Redis cannot be reached"}})
 def metrics(request: Request) -> Response:
     with translated():
         body = generate_latest(request.app.state.metrics)

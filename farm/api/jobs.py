@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -11,16 +12,18 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
+from starlette.types import Receive, Scope, Send
 
-from farm import secrets
+from farm import permissions, secrets
 from farm.api.auth import Principal, principal
+from farm.api.errors import COMMON, CONFLICT, FORBIDDEN, NOT_FOUND, TOO_MANY
 from farm.artifacts import safe_name
-from farm.errors import InvalidInput, NotFound
+from farm.errors import InvalidInput, NotFound, TooManyRequests
 from farm.models import ArtifactInfo, Job, JobSpec, JobState
 from farm.store.jobs import JobStore, Submitted
 from farm.webhooks import check_callback
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=COMMON)
 
 
 class JobsPage(BaseModel):
@@ -40,7 +43,8 @@ Store = Annotated[JobStore, Depends(store)]
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=Job,
-    responses={200: {"model": Job, "description": "An earlier submit with this Idempotency-Key made the job"}},
+    responses={200: {"model": Job, "description": "An earlier submit with this Idempotency-Key made the job"},
+               **FORBIDDEN, **CONFLICT},
 )
 async def submit(
     spec: JobSpec,
@@ -61,11 +65,12 @@ async def submit(
 
 async def _submit(request: Request, who: Principal, jobs: JobStore, spec: JobSpec, **kw: Any) -> Submitted:
     tenant = request.app.state.tenants.get(who.tenant)
+    permissions.check_job(spec, tenant, admin=who.admin)
     check_callback(spec.callback_url, tenant)
     return await jobs.asubmit(spec, who.tenant, weight=who.weight, secrets=secrets.resolve(spec, tenant), tier=who.tier, **kw)
 
 
-@router.post("/{job_id}/rerun", status_code=status.HTTP_201_CREATED, response_model=Job)
+@router.post("/{job_id}/rerun", status_code=status.HTTP_201_CREATED, response_model=Job, responses={**NOT_FOUND, **FORBIDDEN})
 async def rerun_job(job_id: str, request: Request, who: Who, jobs: Store) -> Job:
     """Submit the same spec again as a new job linked to this one (rerun_of)."""
     spec = await run_in_threadpool(_spec_to_rerun, jobs, who, job_id)
@@ -90,27 +95,27 @@ def list_jobs(
     return JobsPage(jobs=page, next_cursor=None if nxt is None else str(nxt))
 
 
-@router.get("/{job_id}", response_model=Job)
+@router.get("/{job_id}", response_model=Job, responses=NOT_FOUND)
 def get_job(job_id: str, who: Who, jobs: Store) -> Job:
     job = jobs.get(job_id)
     who.check_can_see(job)
     return job
 
 
-@router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=Job)
+@router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=Job, responses={**NOT_FOUND, **CONFLICT})
 def cancel_job(job_id: str, who: Who, jobs: Store) -> Job:
     who.check_can_see(jobs.get(job_id))
     return jobs.cancel(job_id)
 
 
-@router.get("/{job_id}/artifacts", response_model=list[ArtifactInfo])
+@router.get("/{job_id}/artifacts", response_model=list[ArtifactInfo], responses=NOT_FOUND)
 def list_artifacts(job_id: str, who: Who, jobs: Store) -> list[ArtifactInfo]:
     job = jobs.get(job_id)
     who.check_can_see(job)
     return job.artifacts
 
 
-@router.get("/{job_id}/artifacts/{name:path}", response_class=StreamingResponse)
+@router.get("/{job_id}/artifacts/{name:path}", response_class=StreamingResponse, responses=NOT_FOUND)
 def get_artifact(job_id: str, name: str, request: Request, who: Who, jobs: Store) -> StreamingResponse:
     job = jobs.get(job_id)
     who.check_can_see(job)
@@ -133,28 +138,95 @@ def get_artifact(job_id: str, name: str, request: Request, who: Who, jobs: Store
     return StreamingResponse(chunks(), media_type="application/octet-stream", headers=headers)
 
 
-def _follow(jobs: JobStore, job_id: str) -> Iterator[str]:
-    after = "-"
-    while True:
-        chunks = jobs.read_log(job_id, after, block_ms=1000)
+class Followers:
+    """Live log followers per tenant, in this API process: a tenant past `cap` gets a 429, so
+    one tenant's hung-up or hoarded streams cannot take the server from others."""
+
+    def __init__(self, cap: int, max_s: float) -> None:
+        self.cap, self.max_s = cap, max_s
+        self.count: dict[str, int] = {}
+
+    def admit(self, tenant: str) -> None:
+        if self.count.get(tenant, 0) >= self.cap:
+            raise TooManyRequests(f"{self.cap} log followers of tenant {tenant!r} are open already; close one or retry later")
+        self.count[tenant] = self.count.get(tenant, 0) + 1
+
+    def leave(self, tenant: str) -> None:
+        self.count[tenant] -= 1
+        if not self.count[tenant]:
+            del self.count[tenant]
+
+
+class _Following(StreamingResponse):
+    """A follow's response: its follower slot is given back however the stream ends (the
+    job ended, the client hung up, the server is stopping)."""
+
+    def __init__(self, content: AsyncIterator[str], *, on_close: Callable[[], None]) -> None:
+        super().__init__(content, media_type="text/plain; charset=utf-8")
+        self.on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.on_close()
+
+
+async def _follow(jobs: JobStore, job_id: str, *, offset: int, max_s: float) -> AsyncIterator[str]:
+    """The log from `offset` on, as it grows, until the job ends (or is purged, or the
+    follow outlives `followers.max_s`). Runs on the event loop: a client that hangs up
+    cancels it (Starlette listens for the disconnect), and no thread waits on Redis."""
+    after, skip = "-", offset
+    deadline = time.monotonic() + max_s
+    while time.monotonic() < deadline:
+        chunks = await jobs.aread_log(job_id, after, block_ms=1000)
         for c in chunks:
             if c.end_state is not None:
                 return
             if c.data:
-                yield c.data
+                data, skip = _skip(c.data, skip)
+                if data:
+                    yield data
         if chunks:
             after = chunks[-1].entry_id
-        elif not jobs.exists(job_id):
+        elif not await jobs.aexists(job_id):
             return  # purged while we followed
+    yield f"[farm] log follow ended after {max_s:.0f}s; follow again with ?offset= to go on\n"
 
 
-@router.get("/{job_id}/log", response_class=PlainTextResponse)
-def get_log(job_id: str, who: Who, jobs: Store, follow: bool = False) -> Response:
-    who.check_can_see(jobs.get(job_id))
+def _skip(data: str, skip: int) -> tuple[str, int]:
+    """Drop the first `skip` bytes (UTF-8) of the log; returns what is left and the rest to skip."""
+    if skip <= 0:
+        return data, 0
+    raw = data.encode()
+    if len(raw) <= skip:
+        return "", skip - len(raw)
+    return raw[skip:].decode(errors="replace"), 0
+
+
+@router.get("/{job_id}/log", response_class=PlainTextResponse, responses={**NOT_FOUND, **TOO_MANY})
+async def get_log(
+    job_id: str,
+    request: Request,
+    who: Who,
+    jobs: Store,
+    follow: bool = False,
+    offset: Annotated[int, Query(ge=0, description="bytes of the log to skip (where an earlier read ended)")] = 0,
+) -> Response:
+    job = await run_in_threadpool(jobs.get, job_id)
+    who.check_can_see(job)
     if follow:
-        return StreamingResponse(_follow(jobs, job_id), media_type="text/plain; charset=utf-8")
+        followers: Followers = request.app.state.followers
+        followers.admit(who.tenant)
+        stream = _follow(jobs, job_id, offset=offset, max_s=followers.max_s)
+        return _Following(stream, on_close=lambda: followers.leave(who.tenant))
+    text = await run_in_threadpool(_whole_log, jobs, job_id)
+    return PlainTextResponse(text.encode()[offset:].decode(errors="replace") if offset else text)
+
+
+def _whole_log(jobs: JobStore, job_id: str) -> str:
     parts, after = [], "-"
     while chunks := jobs.read_log(job_id, after, count=1000):
         parts.extend(c.data for c in chunks if c.data)
         after = chunks[-1].entry_id
-    return PlainTextResponse("".join(parts))
+    return "".join(parts)

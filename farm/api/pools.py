@@ -10,11 +10,13 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from pydantic import TypeAdapter
 
 from farm.api.auth import Principal, principal
+from farm.api.errors import COMMON, CONFLICT, FORBIDDEN, NOT_FOUND
+from farm.api.gate import ADMIN_ONLY
 from farm.autoscale.policy import CapacityPolicy
 from farm.errors import Forbidden, NotFound
 from farm.queue import summarize
 
-router = APIRouter(prefix="/v1/pools", tags=["pools"])
+router = APIRouter(prefix="/v1/pools", tags=["pools"], responses=COMMON)
 Who = Annotated[Principal, Depends(principal)]
 _POLICY: TypeAdapter = TypeAdapter(CapacityPolicy)
 
@@ -38,12 +40,12 @@ def list_pools(request: Request, who: Who) -> dict[str, Any]:
     return {"pools": pools}
 
 
-@router.get("/{name}/policy")
+@router.get("/{name}/policy", responses=NOT_FOUND)
 def get_policy(name: str, request: Request, who: Who) -> dict[str, Any]:
     return _shown(request.app.state.policies.get(_pool(request, name)))
 
 
-@router.put("/{name}/policy")
+@router.put("/{name}/policy", responses={**NOT_FOUND, **FORBIDDEN, **CONFLICT}, openapi_extra={ADMIN_ONLY: True})
 def put_policy(
     name: str,
     body: CapacityPolicy,
@@ -62,11 +64,11 @@ def put_policy(
     return _shown(stored)
 
 
-@router.get("/{name}/policy/history")
+@router.get("/{name}/policy/history", responses=NOT_FOUND)
 def policy_history(name: str, request: Request, who: Who, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
     return {"changes": request.app.state.policies.history(_pool(request, name), limit)}
 
 
-@router.get("/{name}/decisions")
+@router.get("/{name}/decisions", responses=NOT_FOUND)
 def decisions(name: str, request: Request, who: Who, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
     return {"decisions": request.app.state.policies.decisions(_pool(request, name), limit)}

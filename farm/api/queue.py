@@ -8,9 +8,10 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 
 from farm.api.auth import principal
+from farm.api.errors import COMMON
 from farm.queue import summarize
 
-router = APIRouter(prefix="/v1", tags=["queue"], dependencies=[Depends(principal)])
+router = APIRouter(prefix="/v1", tags=["queue"], dependencies=[Depends(principal)], responses=COMMON)
 
 
 @router.get("/queue")

@@ -61,6 +61,28 @@ def check_key(key: str) -> str:
     return key
 
 
+def check_template(template: str) -> str:
+    """What can be known of a key template at submit: its expressions parse, hashFiles
+    patterns are relative paths inside the workspace, and with every expression filled in
+    (a digest, an env value) it is a valid key. InvalidInput otherwise."""
+
+    def hashes(patterns: list[str]) -> str:
+        for p in patterns:
+            if not p or p.startswith("/") or "\\" in p or ".." in p.split("/"):
+                raise InvalidInput(f"cache key: hashFiles path {p!r} must be relative and stay inside the workspace")
+        return "0" * 64
+
+    check_key(render(template, env=_AnyEnv(), hash_files=hashes))
+    return template
+
+
+class _AnyEnv(dict):  # type: ignore[type-arg]
+    """Stands for the job's env at submit: every name has a plain value."""
+
+    def get(self, key: str, default: str = "") -> str:  # type: ignore[override]
+        return "x"
+
+
 def render(template: str, *, env: dict[str, str], hash_files: Callable[[list[str]], str]) -> str:
     """A key template with its `{{ ... }}` expressions filled in."""
 

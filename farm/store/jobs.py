@@ -316,20 +316,29 @@ class JobStore:
 
     # -- logs ------------------------------------------------------------------------------
 
-    def read_log(self, job_id: str, after: str = "-", *, block_ms: int | None = None, count: int = 500) -> list[LogChunk]:
-        """Log entries after entry id `after` ('-' for the start). With block_ms, waits up
-        to that long for new entries when there are none."""
+    def read_log(self, job_id: str, after: str = "-", *, count: int = 500) -> list[LogChunk]:
+        """Log entries after entry id `after` ('-' for the start)."""
         key = self.keys.log(job_id)
         with translated():
-            if block_ms is None:
-                lo = after if after == "-" else f"({after}"
-                rows = self.client.xrange(key, lo, "+", count=count)
-            else:
-                got = self.client.xread({key: "0-0" if after == "-" else after}, count=count, block=block_ms)
-                rows = got[0][1] if got else []
+            lo = after if after == "-" else f"({after}"
+            rows = self.client.xrange(key, lo, "+", count=count)
         return [
             LogChunk(eid, f.get("d"), JobState(f["e"]) if "e" in f else None) for eid, f in rows
         ]
+
+    async def aread_log(self, job_id: str, after: str = "-", *, block_ms: int, count: int = 500) -> list[LogChunk]:
+        """`read_log` with block_ms on the asyncio client: a follower waits without holding a
+        thread."""
+        assert self.aclient is not None, "the asyncio client is needed to follow logs"
+        with translated():
+            got = await self.aclient.xread({self.keys.log(job_id): "0-0" if after == "-" else after}, count=count, block=block_ms)
+        rows = got[0][1] if got else []
+        return [LogChunk(eid, f.get("d"), JobState(f["e"]) if "e" in f else None) for eid, f in rows]
+
+    async def aexists(self, job_id: str) -> bool:
+        assert self.aclient is not None
+        with translated():
+            return bool(await self.aclient.exists(self.keys.job(job_id)))
 
     def is_running(self, job_id: str, attempt: int) -> bool:
         """Whether `attempt` is the running attempt of the job."""
@@ -347,16 +356,21 @@ class JobStore:
         return s * 1000 + us // 1000
 
 
-def _options() -> dict[str, object]:
-    return {"decode_responses": True, "health_check_interval": 30, "socket_keepalive": True, "retry_on_error": [redis.ConnectionError]}
+def _options(socket_timeout: float) -> dict[str, object]:
+    return {"decode_responses": True, "health_check_interval": 30, "socket_keepalive": True,
+            "retry_on_error": [redis.ConnectionError], "socket_timeout": socket_timeout, "socket_connect_timeout": 5.0}  # fmt: skip
 
 
-def connect(url: str) -> redis.Redis:
+def connect(url: str, *, socket_timeout: float = 10.0) -> redis.Redis:
     """A client that returns str and survives brief server restarts (the embedded server
-    restarts in place; executors must keep going)."""
-    return redis.Redis.from_url(url, retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=5), **_options())
+    restarts in place; executors must keep going). No call waits on the server longer than
+    `socket_timeout` (a blocking command's own timeout must stay under it), so a stuck
+    server never holds a thread for good."""
+    return redis.Redis.from_url(url, retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=5), **_options(socket_timeout))
 
 
-def connect_async(url: str) -> redis.asyncio.Redis:
+def connect_async(url: str, *, socket_timeout: float = 10.0) -> redis.asyncio.Redis:
     """The asyncio twin of `connect`, for the API's event loop."""
-    return redis.asyncio.Redis.from_url(url, retry=AsyncRetry(ExponentialBackoff(cap=1.0, base=0.05), retries=5), **_options())
+    return redis.asyncio.Redis.from_url(
+        url, retry=AsyncRetry(ExponentialBackoff(cap=1.0, base=0.05), retries=5), **_options(socket_timeout)
+    )

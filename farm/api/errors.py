@@ -1,0 +1,110 @@
+"""How errors leave the API: one body shape, one mapping from the error tree, and the
+statuses each route documents in the OpenAPI spec.
+
+Every error body is `{"detail": <message>}`, except validation errors (422), which are
+`{"detail": [{"loc": [...], "msg": ..., "type": ...}]}` (FastAPI's shape, so clients parse
+one format). A 422 never echoes the request back: at most a short prefix of the offending
+value (`input`), so a 50 MB body is not answered with itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from farm.errors import (
+    Conflict,
+    FarmError,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    StaleAttempt,
+    StoreUnavailable,
+    TooManyRequests,
+    Unauthorized,
+)
+
+INPUT_PREFIX = 64  # characters of an offending value a 422 may show
+
+_STATUS: list[tuple[type[FarmError], int]] = [
+    (InvalidInput, 422),
+    (NotFound, 404),
+    (Unauthorized, 401),
+    (Forbidden, 403),
+    (Conflict, 409),
+    (StaleAttempt, 409),
+    (TooManyRequests, 429),
+    (StoreUnavailable, 503),
+]
+
+
+class ErrorBody(BaseModel):
+    detail: str
+
+
+class FieldError(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+    input: str | None = None
+
+
+class ValidationErrorBody(BaseModel):
+    detail: list[FieldError]
+
+
+def _doc(description: str, model: type[BaseModel] = ErrorBody) -> dict[str, Any]:
+    return {"model": model, "description": description}
+
+
+# What any authenticated /v1 route may answer besides its own success (the gate's 401/413,
+# the store's 503), and the extras a route adds by name.
+COMMON: dict[int | str, dict[str, Any]] = {
+    401: _doc("No bearer token, or one farm did not issue"),
+    413: _doc("The request body is over api.max_body_bytes"),
+    422: _doc("A parameter or the body is invalid: one entry per field, with its path", ValidationErrorBody),
+    503: _doc("Redis cannot be reached"),
+}
+NOT_FOUND = {404: _doc("No such job (or one of another tenant), pool or entry")}
+FORBIDDEN = {403: _doc("A tenant may not do this: it needs the admin token or a tenant permission")}
+CONFLICT = {409: _doc("The resource's state or version does not allow this")}
+TOO_MANY = {429: _doc("The tenant is over a per-tenant cap; retry later")}
+
+
+def _short(value: Any) -> str | None:
+    if value is None or isinstance(value, dict | list):
+        return None  # a whole object or list is the request itself: never echoed
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= INPUT_PREFIX else text[:INPUT_PREFIX] + "…"
+
+
+def field_errors(errors: Any) -> list[dict[str, Any]]:
+    """Validation errors as shown: location, message and type, and a short prefix of a
+    scalar input; nothing else of the request."""
+    out = []
+    for e in errors:
+        entry = {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", ""))[:500], "type": str(e.get("type", ""))}
+        if (shown := _short(e.get("input"))) is not None:
+            entry["input"] = shown
+        out.append(entry)
+    return out
+
+
+async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return JSONResponse({"detail": field_errors(exc.errors())}, status_code=422)
+
+
+async def farm_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, FarmError)
+    code = next((c for cls, c in _STATUS if isinstance(exc, cls)), 500)
+    message = str(exc.args[0]) if exc.args else exc.__class__.__name__
+    if isinstance(exc, InvalidInput):
+        loc = list(exc.args[1]) if len(exc.args) > 1 else []
+        return JSONResponse({"detail": [{"loc": loc, "msg": message, "type": "value_error"}]}, status_code=422)
+    headers = {"WWW-Authenticate": "Bearer"} if code == 401 else {"Retry-After": "5"} if code == 429 else None
+    return JSONResponse({"detail": message}, status_code=code, headers=headers)

@@ -1,0 +1,87 @@
+"""The gate every /v1 request passes before any handler runs: who is calling, whether they
+may, and how much they may send.
+
+A pure ASGI middleware, so it acts before FastAPI reads (and parses) a body:
+- the bearer token is resolved first: an unknown caller is a 401 without a byte of its body
+  read;
+- a tenant's request to an admin-only route (marked `ADMIN_ONLY` in its `openapi_extra`) is a
+  403 before validation, so a tenant learns nothing from an admin route's 422s;
+- a body over `api.max_body_bytes` is a 413: at once when Content-Length says so, else as
+  soon as the bytes received pass the limit (the rest is never read).
+
+The caller is left in `scope["state"]["principal"]` for the `principal` dependency.
+/healthz, /metrics and the OpenAPI documents are not gated.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import HTTPException
+from starlette.datastructures import Headers
+from starlette.responses import JSONResponse
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from farm.api.auth import TokenBook
+from farm.errors import Unauthorized
+
+ADMIN_ONLY = "x-farm-admin-only"  # openapi_extra marker of a route only the admin token may call
+
+
+class BodyTooLarge(HTTPException):
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body over the {limit}-byte limit")
+
+
+class Gate:
+    def __init__(self, app: ASGIApp, *, tokens: TokenBook, max_body_bytes: int, routers: Any) -> None:
+        self.app = app
+        self.tokens = tokens
+        self.limit = max_body_bytes
+        self.admin_routes = [r for router in routers for r in router.routes if (getattr(r, "openapi_extra", None) or {}).get(ADMIN_ONLY)]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        try:
+            who = self.tokens.resolve(headers.get("authorization"))
+        except Unauthorized as e:
+            await _refuse(scope, receive, send, 401, str(e), {"WWW-Authenticate": "Bearer"})
+            return
+        if not who.admin and self._admin_only(scope):
+            await _refuse(scope, receive, send, 403, "this needs the admin token")
+            return
+        length = headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            await _refuse(scope, receive, send, 413, f"request body over the {self.limit}-byte limit")
+            return
+        scope.setdefault("state", {})["principal"] = who
+        await self.app(scope, self._bounded(receive), send)
+
+    def _admin_only(self, scope: Scope) -> bool:
+        return any(route.matches(scope)[0] is Match.FULL for route in self.admin_routes)
+
+    def _bounded(self, receive: Receive) -> Receive:
+        """`receive` that stops a body (chunked, or lying about its length) at the limit."""
+        seen = 0
+        limit = self.limit
+
+        async def bounded() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise BodyTooLarge(limit)
+            return message
+
+        return bounded
+
+
+async def _refuse(scope: Scope, receive: Receive, send: Send, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
+    # The body is left unread: the server closes the connection rather than drain it.
+    response = JSONResponse({"detail": detail}, status_code=status, headers={**(headers or {}), "Connection": "close"})
+    await response(scope, receive, send)

@@ -1,0 +1,54 @@
+"""What a tenant may ask of farm beyond running steps in its own attempt. Pure module.
+
+Two things reach past a job's own attempt, so they are per-tenant permissions that the
+admin token always has and a tenant has only when its settings say so (refused with 403
+at submit, and at rerun):
+
+- **the host's network** (`network: host` on a job, or on an image build): it reaches
+  everything on the node's loopback (Redis, the API, Ray) and its network;
+  `tenants[].allow_host_network`.
+- **git sources other than https and ssh**: `file://` or a local path clones whatever
+  farm's user can read on the executor's host; `http://` and `git://` are unauthenticated
+  and unencrypted; `ext::` runs a command. A tenant may use such a URL only when it starts
+  with one of its `tenants[].git_url_prefixes` (e.g. `file:///srv/mirrors/`).
+"""
+
+from __future__ import annotations
+
+import re
+
+from farm.errors import Forbidden
+from farm.models import JobSpec
+from farm.settings import TenantConfig
+
+# user@host:path, git's scp-like ssh syntax (no "://", and not ext::)
+_SCP = re.compile(r"^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:(?!:)")
+
+
+def git_protocol(url: str) -> str:
+    """The transport git would use for `url`: https, ssh, file, http, git, ext..."""
+    if "://" in url:
+        return url.split("://", 1)[0].lower()
+    if "::" in url:
+        return url.split("::", 1)[0].lower()  # <transport>::<address>, e.g. ext::
+    if _SCP.match(url):
+        return "ssh"
+    return "file"
+
+
+def check_job(spec: JobSpec, tenant: TenantConfig | None, *, admin: bool) -> None:
+    """Raise Forbidden when the spec asks for something the caller may not have."""
+    if admin:
+        return
+    allow_host = tenant is not None and tenant.allow_host_network
+    if spec.network == "host" and not allow_host:
+        raise Forbidden("network: host needs the tenant permission allow_host_network (it reaches the node's own services)")
+    if spec.build is not None and spec.build.network == "host" and not allow_host:
+        raise Forbidden("build.network: host needs the tenant permission allow_host_network")
+    if spec.source and spec.source.git:
+        url = spec.source.git.url
+        if git_protocol(url) not in ("https", "ssh"):
+            prefixes = tenant.git_url_prefixes if tenant else []
+            if not any(url.startswith(p) for p in prefixes):
+                raise Forbidden(f"git URL {url[:100]!r}: only https and ssh sources are allowed, "
+                                "or URLs under one of the tenant's git_url_prefixes")  # fmt: skip

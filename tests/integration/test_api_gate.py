@@ -1,0 +1,193 @@
+"""The API's trust boundary on a real server: who may send what, how much, and how long a
+tenant may hold the server (uvicorn on 127.0.0.1, real Redis)."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import httpx
+import pytest
+
+from farm.api import create_app
+from farm.settings import hash_token
+from tests.conftest import wait_for
+
+ADMIN, ALICE, BOB, MIRROR = "admin-secret", "alice-secret", "bob-secret", "mirror-secret"
+STEP = {"steps": [{"name": "s", "run": "true"}]}
+
+
+@pytest.fixture
+def app(make_settings):
+    settings = make_settings(
+        admin_token=ADMIN,
+        tenants=[
+            {"name": "alice", "token_sha256": hash_token(ALICE)},
+            {"name": "bob", "token_sha256": hash_token(BOB)},
+            {"name": "mirror", "token_sha256": hash_token(MIRROR), "allow_host_network": True,
+             "git_url_prefixes": ["file:///srv/mirrors/"]},
+        ],
+        api={"max_followers_per_tenant": 20},
+    )  # fmt: skip
+    return create_app(settings)
+
+
+@pytest.fixture
+def served(app, serve_app):
+    return serve_app(app)
+
+
+def client(served, token=ALICE) -> httpx.Client:
+    return httpx.Client(base_url=served.url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+
+
+def test_a_body_over_the_limit_is_413_and_unread(served):
+    big = b'{"steps": [{"name": "s", "run": "' + b"x" * (4 * 1024 * 1024) + b'"}]}'
+    with client(served) as c:
+        r = c.post("/v1/jobs", content=big, headers={"Content-Type": "application/json"})
+        assert r.status_code == 413, r.text
+        assert "byte limit" in r.json()["detail"]
+
+        def chunks():
+            for i in range(0, len(big), 65536):
+                yield big[i : i + 65536]
+
+        r = c.post("/v1/jobs", content=chunks(), headers={"Content-Type": "application/json"})  # chunked: no length
+        assert r.status_code == 413, r.text
+        # A small body still works on the same server.
+        assert c.post("/v1/jobs", json=STEP).status_code == 201
+
+
+def test_the_token_is_checked_before_the_body_is_read(served):
+    """An unauthenticated 4 MiB body is refused from its headers alone: the server answers
+    401 while the client has sent only the first chunk (the rest never goes out)."""
+    sock = socket.create_connection(("127.0.0.1", served.port), timeout=5)
+    try:
+        head = (b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 4194304\r\n\r\n")  # fmt: skip
+        sock.sendall(head + b"{" * 1024)
+        answer = sock.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
+    finally:
+        sock.close()
+
+
+def test_a_tenant_gets_403_from_an_admin_route_before_validation(served):
+    with client(served) as c:
+        r = c.put("/v1/pools/default/policy", json={"kind": "no-such-kind", "junk": 1})
+        assert r.status_code == 403, r.text
+    with client(served, ADMIN) as c:
+        assert c.put("/v1/pools/default/policy", json={"kind": "no-such-kind"}).status_code == 422
+
+
+def test_a_422_does_not_echo_the_input(served):
+    with client(served) as c:
+        r = c.post("/v1/jobs", json={**STEP, "timout_s": "y" * 60_000})
+        assert r.status_code == 422
+        assert len(r.content) < 1000, len(r.content)
+        assert r.json()["detail"][0]["loc"] == ["body", "timout_s"]
+        r = c.post("/v1/jobs", json={"steps": [{"name": "s", "run": "z" * 200_000}]})
+        assert r.status_code == 422 and len(r.content) < 1000
+
+
+@pytest.mark.parametrize(
+    "spec, loc",
+    [
+        ({"env": {f"V{i}": "x" for i in range(257)}}, ["body", "env"]),
+        ({"env": {"BIG": "x" * 40_000}}, ["body", "env", "BIG"]),
+        ({"secrets": {f"S{i}": "secret" for i in range(65)}}, ["body", "secrets"]),
+        ({"caches": [{"key": "../../../etc/x", "paths": ["deps"]}]}, ["body", "caches", 0, "key"]),
+        ({"caches": [{"key": "pip-{{ hashFiles('../../etc/passwd') }}", "paths": ["deps"]}]}, ["body", "caches", 0, "key"]),
+        ({"caches": [{"key": "k", "restore_keys": ["/etc"], "paths": ["deps"]}]}, ["body", "caches", 0, "restore_keys"]),
+    ],
+)
+def test_caps_and_cache_keys_are_checked_at_submit(served, spec, loc):
+    with client(served) as c:
+        r = c.post("/v1/jobs", json={**STEP, **spec})
+        assert r.status_code == 422, r.text
+        assert r.json()["detail"][0]["loc"] == loc
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"network": "host"},
+        {"source": {"git": {"url": "file:///etc"}}},
+        {"source": {"git": {"url": "/srv/repo"}}},
+        {"source": {"git": {"url": "ext::sh -c touch% /tmp/pwned"}}},
+        {"source": {"git": {"url": "git://example.org/x.git"}}},
+        {"source": {"git": {"url": "http://example.org/x.git"}}},
+    ],
+)
+def test_what_reaches_past_the_attempt_is_a_tenant_permission(served, spec):
+    with client(served) as c:
+        r = c.post("/v1/jobs", json={**STEP, **spec})
+        assert r.status_code == 403, r.text
+    with client(served, ADMIN) as c:
+        assert c.post("/v1/jobs", json={**STEP, **spec}).status_code == 201
+
+
+def test_permissions_granted_to_a_tenant(served):
+    with client(served, MIRROR) as c:
+        assert c.post("/v1/jobs", json={**STEP, "network": "host"}).status_code == 201
+        assert c.post("/v1/jobs", json={**STEP, "source": {"git": {"url": "file:///srv/mirrors/app.git"}}}).status_code == 201
+        assert c.post("/v1/jobs", json={**STEP, "source": {"git": {"url": "file:///etc"}}}).status_code == 403
+    with client(served) as c:  # ordinary sources need nothing
+        for url in ("https://git.example.com/app.git", "ssh://git@git.example.com/app.git", "git@git.example.com:app.git"):
+            assert c.post("/v1/jobs", json={**STEP, "source": {"git": {"url": url}}}).status_code == 201, url
+
+
+def _follow_and_hang_up(port: int, job_id: str, token: str) -> None:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.sendall(f"GET /v1/jobs/{job_id}/log?follow=true HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n".encode())
+    sock.recv(1024)  # the response has started: the follower is live
+    sock.close()
+
+
+def test_hung_up_followers_leave_the_server_answering(served, app):
+    with client(served) as c:
+        job = c.post("/v1/jobs", json=STEP).json()  # no executor: it stays queued, its log open
+        for _ in range(60):
+            _follow_and_hang_up(served.port, job["id"], ALICE)
+        t0 = time.monotonic()
+        assert c.get("/healthz").status_code == 200
+        assert c.get(f"/v1/jobs/{job['id']}").status_code == 200
+        assert c.get("/v1/queue").status_code == 200
+        assert time.monotonic() - t0 < 1.0
+        # Every follower ended with its client: the tenant's slots are free again.
+        wait_for(lambda: not app.state.followers.count, 10, what="followers to end")
+        assert c.post(f"/v1/jobs/{job['id']}/cancel").status_code == 202
+
+
+def test_followers_are_capped_per_tenant(served, app):
+    with client(served) as c, client(served, BOB) as b:
+        job = c.post("/v1/jobs", json=STEP).json()
+        bobs = b.post("/v1/jobs", json=STEP).json()
+        streams = []
+        try:
+            for _ in range(20):
+                s = c.stream("GET", f"/v1/jobs/{job['id']}/log", params={"follow": "true"})
+                streams.append(s)
+                assert s.__enter__().status_code == 200
+            r = c.get(f"/v1/jobs/{job['id']}/log", params={"follow": "true"})
+            assert r.status_code == 429 and "Retry-After" in r.headers
+            # Another tenant is not affected.
+            with b.stream("GET", f"/v1/jobs/{bobs['id']}/log", params={"follow": "true"}) as s:
+                assert s.status_code == 200
+        finally:
+            for s in streams:
+                s.__exit__(None, None, None)
+        wait_for(lambda: not app.state.followers.count, 10, what="followers to end")
+
+
+def test_a_follow_ends_at_its_time_cap_and_resumes_at_an_offset(make_settings, serve_app, store):
+    app = create_app(make_settings(admin_token=ADMIN, api={"follow_max_s": 1.0}))
+    served = serve_app(app)
+    with client(served, ADMIN) as c:
+        job = c.post("/v1/jobs", json=STEP).json()
+        t0 = time.monotonic()
+        text = c.get(f"/v1/jobs/{job['id']}/log", params={"follow": "true"}).text
+        assert time.monotonic() - t0 < 5
+        assert "log follow ended after 1s" in text
+        whole = c.get(f"/v1/jobs/{job['id']}/log").text
+        assert c.get(f"/v1/jobs/{job['id']}/log", params={"offset": 5}).text == whole.encode()[5:].decode()
