@@ -5,8 +5,13 @@
 
 Invariants:
 - While the attempt runs, a heartbeat renews its lease; when the server says the attempt no
-  longer holds the job (cancelled, timed out by the reaper, requeued after a lost lease), the
-  running step is killed at once and nothing more is written for this attempt.
+  longer holds the job (cancelled, timed out by the reaper, fenced after a lost lease), the
+  running step is killed at once and nothing more is written for this attempt. When the
+  server cannot be reached for most of a lease, the attempt stops itself: by the time the
+  lease expires nothing of it runs (self-fencing; the node's warden does the same when the
+  executor is dead).
+- Every process of the attempt lives in its unit (agents/containment.py), which is killed
+  and removed when the attempt ends.
 - The local deadline (timeout_s from the claim) kills the step and finishes `timed_out`;
   the server-side reaper does the same at timeout + grace if this executor is gone.
 - The last log output goes in the finish script, before the end marker, so a follower has
@@ -21,6 +26,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from agents.cache import JobCaches
+from agents.containment import Containment, Fenced, Unit
 from agents.logsink import LogSink
 from agents.runtimes.base import Runtime, StepContext
 from agents.watch import Watch
@@ -51,6 +57,7 @@ class Attempt:
         workspaces: Path,
         watch: Watch,
         artifacts: ArtifactStore | None = None,
+        containment: Containment | None = None,
     ) -> None:
         self.claim = claim
         self.store = store
@@ -58,6 +65,7 @@ class Attempt:
         self.settings = settings
         self.watch = watch
         self.workspace = Workspace(workspaces, claim.job_id, claim.attempt)
+        self.unit = Unit(containment, claim.job_id, claim.attempt) if containment is not None else None
         self.artifact_store = artifacts or DirectoryStore(settings.artifact_dir)
         self.artifacts: list[ArtifactInfo] = []
         self.stop = threading.Event()
@@ -73,6 +81,7 @@ class Attempt:
         self.deadline = now + claim.spec.timeout_s
         self.next_flush = now + FLUSH_S
         self.next_beat = now + settings.lease.heartbeat_s
+        self.last_beat_ok = now
 
     def _halt(self, reason: StopReason) -> None:
         if self.reason is None:
@@ -92,7 +101,13 @@ class Attempt:
             try:
                 answer = self.store.heartbeat(self.claim.job_id, self.claim.attempt, lease_s=lease.lease_s)
             except FarmError:
-                return  # Redis away: keep trying; if it stays away the lease decides
+                # Redis away: keep trying; but stop the step before the lease can expire, so
+                # nothing of this attempt runs when the job is given to another executor.
+                if now - self.last_beat_ok > lease.lease_s - 2 * lease.heartbeat_s:
+                    self.server_says = "unreachable"
+                    self._halt(StopReason.ABORTED)
+                return
+            self.last_beat_ok = now
             if answer != "ok":
                 self.server_says = answer
                 self._halt(StopReason.ABORTED)
@@ -128,7 +143,7 @@ class Attempt:
             log.note(f"image jobs need the docker or dind runtime; this executor runs {self.runtime.name}")
             return None
         log.note(f"building {', '.join(build.tags)} from {build.context}/{build.dockerfile}")
-        ctx = StepContext(self.claim.job_id, self.workspace.path, env, log.write, self.stop, build.network)
+        ctx = StepContext(self.claim.job_id, self.workspace.path, env, log.write, self.stop, build.network, self.claim.attempt, self.unit)
         t0 = time.monotonic()
         try:
             image = builder(build, self.workspace.path, ctx, self.settings.images.registry)
@@ -154,7 +169,7 @@ class Attempt:
                 self.workspace.create()
             if spec.source and spec.source.git:
                 log.note(f"checking out {spec.source.git.url} at {spec.source.git.ref}")
-                code = self.workspace.checkout(spec.source.git, log.write, self.stop)
+                code = self.workspace.checkout(spec.source.git, log.write, self.stop, self.unit)
                 if code != 0 and not self.stop.is_set():
                     state, error, exit_code = JobState.FAILED, ErrorCode.SOURCE_FAILED, code
             caches = (JobCaches(c, self.workspace, self.store, self.settings, log.note, overlays=self.runtime.sees_new_mounts)
@@ -166,7 +181,7 @@ class Attempt:
                 if state is not JobState.SUCCEEDED or self.stop.is_set():
                     break
                 log.note(f"step {step.name!r}")
-                ctx = StepContext(c.job_id, path, env, log.write, self.stop, spec.network)
+                ctx = StepContext(c.job_id, path, env, log.write, self.stop, spec.network, c.attempt, self.unit)
                 t0 = time.monotonic()
                 code = self.runtime.run_step(step, ctx)
                 took = round(time.monotonic() - t0, 3)
@@ -185,6 +200,9 @@ class Attempt:
                 self._collect(log)
             if caches and caches.results and not self.stop.is_set():
                 caches.save(succeeded=state is JobState.SUCCEEDED)
+        except Fenced:
+            self.server_says = "fenced"
+            self._halt(StopReason.ABORTED)
         except (RuntimeFailure, OSError) as e:  # OSError: the workspace could not be made or read
             log.note(f"runtime error: {e}")
             state, error, exit_code = JobState.FAILED, ErrorCode.RUNTIME_ERROR, None
@@ -204,6 +222,8 @@ class Attempt:
             )  # fmt: skip
         finally:
             self.runtime.end_job(c.job_id)
+            if self.unit is not None:
+                self.unit.end()
             if caches is not None:
                 caches.close()
             if not self.settings.retention.keep_workspaces:

@@ -21,13 +21,16 @@ import time
 
 from agents.attempt import Attempt
 from agents.cache import overlays_possible, unmount_under
+from agents.containment import Containment
 from agents.runtimes import Runtime, make_runtime
+from agents.warden import ensure_warden, node_name
 from agents.watch import Watch
 from agents.workspace import sweep, workspace_root
 from farm.errors import FarmError, RuntimeFailure
 from farm.settings import Settings
 from farm.store.executors import ExecutorRegistry, ExecutorState
 from farm.store.jobs import JobStore, connect
+from farm.store.nodes import count_restart
 
 log = logging.getLogger("farm.executor")
 
@@ -35,8 +38,13 @@ SWEEP_EVERY_S = 600.0
 
 
 class Executor:
-    def __init__(self, executor_id: str, settings: Settings, *, store: JobStore, registry: ExecutorRegistry, runtime: Runtime) -> None:
+    def __init__(
+        self, executor_id: str, settings: Settings, *, store: JobStore, registry: ExecutorRegistry, runtime: Runtime,
+        containment: Containment | None = None,
+    ) -> None:  # fmt: skip
         self.id = executor_id
+        self.containment = containment
+        self.node = node_name(settings)
         self.settings = settings
         self.pool = settings.executors.pool
         self.store, self.registry, self.runtime = store, registry, runtime
@@ -65,6 +73,9 @@ class Executor:
 
     def start(self) -> None:
         self._report(ExecutorState.STARTING)
+        if self.containment is None or self.containment.cgroups is None:
+            log.warning("executor %s: attempts are contained by process group only (no cgroups here): a step that "
+                        "leaves its group outlives its attempt, and a dead executor's steps are not fenced", self.id)  # fmt: skip
         self.runtime.prepare()
         self.workspaces.mkdir(parents=True, exist_ok=True)
         if overlays_possible():
@@ -86,7 +97,7 @@ class Executor:
         """One turn: run one job if there is one (True), else wait for a wake-up (False)."""
         lease = self.settings.lease
         try:
-            claim = self.store.claim(self.pool, self.id, lease_s=lease.lease_s, grace_s=lease.timeout_grace_s)
+            claim = self.store.claim(self.pool, self.id, lease_s=lease.lease_s, grace_s=lease.timeout_grace_s, node=self.node)
         except FarmError as e:
             log.warning("claim failed: %s", e)
             self._drain.wait(1.0)
@@ -109,7 +120,7 @@ class Executor:
         try:
             outcome = Attempt(
                 claim, store=self.store, runtime=self.runtime, settings=self.settings,
-                workspaces=self.workspaces, watch=self.watch,
+                workspaces=self.workspaces, watch=self.watch, containment=self.containment,
             ).run()  # fmt: skip
             log.info("job %s attempt %d: %s", claim.job_id, claim.attempt, outcome)
         except FarmError as e:
@@ -157,12 +168,14 @@ class Executor:
 
 def build_executor(executor_id: str, settings: Settings) -> Executor:
     client = connect(settings.redis_url or "", socket_timeout=settings.executors.idle_wait_s + 10)  # over the wake-list block
+    store = JobStore(client)
     return Executor(
         executor_id,
         settings,
-        store=JobStore(client),
+        store=store,
         registry=ExecutorRegistry(client, stale_s=max(15.0, settings.executors.idle_wait_s * 5)),
         runtime=make_runtime(settings, executor_id),
+        containment=Containment.for_node(store.instance(), settings.data_dir),
     )
 
 
@@ -174,10 +187,18 @@ def _actor_class():  # type: ignore[no-untyped-def]
         def __init__(self, executor_id: str, settings: dict) -> None:  # type: ignore[type-arg]
             logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
             self.executor = build_executor(executor_id, Settings.load(**settings))
+            # Every node that runs executors has a warden, which fences them if they die.
+            ensure_warden(self.executor.settings, self.executor.store.instance(), settings)
             self.thread = threading.Thread(target=self.executor.run, name=f"executor-{executor_id}", daemon=True)
+            if ray.get_runtime_context().was_current_actor_reconstructed:
+                # Ray restarted a static executor that died (farm up makes them so): the same
+                # slot runs again at once; its old attempt is the warden's to fence.
+                count_restart(self.executor.store, "executor")
+                self.thread.start()
 
         def start(self) -> str:
-            self.thread.start()
+            if self.thread.ident is None:  # a restarted actor started its loop already
+                self.thread.start()
             return self.executor.id
 
         def started(self, timeout_s: float) -> str | None:

@@ -14,8 +14,10 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from agents.containment import Unit
 from agents.runtimes.local import DEFAULT_PATH, run_process
 from farm.models import GitSource, JobSpec
+from farm.permissions import git_protocol
 from farm.settings import Settings
 
 
@@ -69,17 +71,20 @@ class Workspace:
             notes.append(f"{len(found)} artifacts matched; only the first {max_files} are kept")
         return sorted(found.items())[:max_files], notes
 
-    def checkout(self, git: GitSource, output: Callable[[bytes], None], stop: threading.Event) -> int:
+    def checkout(self, git: GitSource, output: Callable[[bytes], None], stop: threading.Event, unit: Unit | None = None) -> int:
         """Clone `git.url` into the workspace and check out `git.ref`; the exit code of the
         first git command that failed, else 0."""
-        env = {"PATH": DEFAULT_PATH, "HOME": str(self.path), "GIT_TERMINAL_PROMPT": "0", "LANG": "C.UTF-8"}
+        # git may use only the transport the job's URL was admitted with (farm.permissions):
+        # no redirect, alternate or submodule into file:// or ext::.
+        env = {"PATH": DEFAULT_PATH, "HOME": str(self.path), "GIT_TERMINAL_PROMPT": "0", "LANG": "C.UTF-8",
+               "GIT_ALLOW_PROTOCOL": git_protocol(git.url), "GIT_CONFIG_NOSYSTEM": "1"}  # fmt: skip
         commands = [
             ["git", "clone", "--quiet", "--no-checkout", "--", git.url, "."],
             ["git", "-c", "advice.detachedHead=false", "checkout", "--quiet", "--detach", git.ref, "--"],
         ]
         for argv in commands:
             output(("$ " + " ".join(argv) + "\n").encode())
-            code = run_process(argv, cwd=self.path, env=env, output=output, stop=stop)
+            code = run_process(argv, cwd=self.path, env=env, output=output, stop=stop, unit=unit)
             if code != 0:
                 return code
         return 0

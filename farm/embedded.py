@@ -1,11 +1,13 @@
 """`farm up`: the whole farm on one machine with embedded defaults.
 
 Starts, in order: the embedded Redis-compatible server (unless FARM_REDIS_URL is set), a
-local Ray on loopback, the executor actors of the default pool (unless a capacity policy
-sizes it), the autoscaler actor, then the API (the caller serves it). Stops in reverse: the
-autoscaler stops, every executor drains (a job still running after the drain timeout is
-left to its lease and runs again on the next start), Ray shuts down, the server flushes its
-AOF and exits.
+local Ray on loopback, this node's warden (agents/warden.py), the executor actors of the
+default pool (unless a capacity policy sizes it; Ray restarts one that dies), the
+autoscaler actor, the supervisor (farm/supervisor.py: restarts the server if it dies), then
+the API (the caller serves it). Stops in reverse: the supervisor and the autoscaler stop,
+every executor drains, whatever still runs after the drain timeout is killed (its job runs
+again on the next start: the lease expires and the node fences it), Ray shuts down, the
+server flushes its AOF and exits.
 """
 
 from __future__ import annotations
@@ -46,10 +48,23 @@ def init_ray(num_cpus: int | None = None) -> None:
     """A local Ray of its own on loopback, no dashboard, no usage reporting (its defaults
     would bind the machine's network address and report usage outward). `address="local"`:
     never join a cluster that RAY_ADDRESS or an earlier `ray start` on this machine points
-    at (a stale one made `farm up` hang)."""
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    import ray
+    at (a stale one made `farm up` hang).
 
+    Loopback only: Ray 2.60 rewrites `_node_ip_address="127.0.0.1"` to the machine's address
+    (`services.resolve_ip_for_localhost`) unless cluster mode is off
+    (`RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`, read when ray is imported; set on the constant too
+    in case it already was). With a loopback node address, its gRPC servers (GCS, raylet,
+    object manager, every worker) listen on 127.0.0.1, not 0.0.0.0; the runtime-env agent and
+    the monitor follow the node address, and the monitor's metrics port is made ephemeral
+    (`AUTOSCALER_METRIC_PORT=0`) instead of a fixed 44217 another Ray may hold. Workers
+    inherit this environment. tests/e2e/test_farm_up.py reads every listener with `ss`."""
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    os.environ.setdefault("AUTOSCALER_METRIC_PORT", "0")
+    import ray
+    import ray._private.ray_constants as ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False
     if ray.is_initialized():
         return
     ray.init(_node_ip_address="127.0.0.1", address="local",  # fmt: skip
@@ -66,6 +81,8 @@ class EmbeddedFarm:
     redis: EmbeddedRedis | None = None
     actors: list[Any] = field(default_factory=list)
     autoscaler: Any = None
+    warden: Any = None
+    supervisor: Any = None  # (thread, stop event) of the supervisor loop
     resolved: Settings | None = None  # with the Redis URL and admin token in force
     admin_token: str = ""
     token_created: bool = False
@@ -83,11 +100,29 @@ class EmbeddedFarm:
             url = self.redis.start()
         resolved = s.model_copy(update={"redis_url": url, "admin_token": SecretStr(self.admin_token)})
         self.resolved = resolved
+        self.start_warden(resolved)
         if s.executors.count and s.executors.pool not in s.policies:
             self.start_executors(resolved)
         if s.autoscaler.enabled:
             self.start_autoscaler(resolved)
+        from farm.supervisor import Supervisor
+
+        self.supervisor = Supervisor(self).start()
         return resolved
+
+    def start_warden(self, settings: Settings) -> None:
+        """This node's warden, before any executor: the reaper fences only on a node whose
+        warden beats, and a fresh farm first clears what a crashed one left running."""
+        import ray
+
+        from agents.executor import actor_settings
+        from agents.warden import ensure_warden
+        from farm.store.jobs import JobStore, connect
+
+        init_ray()
+        instance = JobStore(connect(settings.redis_url or "")).instance()
+        self.warden = ensure_warden(settings, instance, actor_settings(settings))
+        ray.get(self.warden.run_once.remote(), timeout=60)
 
     def start_autoscaler(self, settings: Settings) -> None:
         from agents.executor import actor_settings
@@ -106,7 +141,8 @@ class EmbeddedFarm:
         plain = actor_settings(settings)
         for i in range(settings.executors.count):
             executor_id = f"{pool}-{i}-{uuid.uuid4().hex[:6]}"
-            handle = actor.options(name=f"executor-{executor_id}").remote(executor_id, plain)
+            # A static executor that dies is restarted by Ray in its slot (the pool keeps its size).
+            handle = actor.options(name=f"executor-{executor_id}", max_restarts=-1).remote(executor_id, plain)
             self.actors.append(handle)
         import ray
 
@@ -145,6 +181,21 @@ class EmbeddedFarm:
             ray.kill(a)
         self.actors.clear()
 
+    def clear_node(self) -> None:
+        """Kill what outlived the drain: it must not outlive farm (its job runs again on the
+        next start, once the node has fenced it)."""
+        import ray
+
+        if self.warden is None or not ray.is_initialized():
+            return
+        try:
+            killed = ray.get(self.warden.kill_all.remote(), timeout=30)
+            if killed:
+                log.warning("killed %d attempt(s) still running after the drain; they will run again", killed)
+        except Exception as e:  # noqa: BLE001 - shutting down whatever happens
+            log.warning("the warden could not clear this node: %s", e)
+        self.warden = None
+
     def _scaled_executors(self) -> list[Any]:
         import ray
 
@@ -167,7 +218,13 @@ class EmbeddedFarm:
         return found
 
     def stop(self, drain_timeout_s: float = 10.0) -> None:
+        if self.supervisor is not None:
+            thread, stop = self.supervisor
+            stop.set()
+            thread.join(10)
+            self.supervisor = None
         self.stop_executors(drain_timeout_s)
+        self.clear_node()
         import ray
 
         if ray.is_initialized():

@@ -20,6 +20,8 @@ def start(name: str, step: Callable[[], object], interval_s: float, log: logging
                 step()
             except FarmError as e:
                 log.warning("%s pass failed: %s", name, e)
+            except Exception:  # noqa: BLE001 - a bug in one pass must not end the loop for good
+                log.exception("%s pass failed", name)
 
     thread = threading.Thread(target=loop, name=name, daemon=True)
     thread.start()

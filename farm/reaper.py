@@ -33,13 +33,13 @@ class Reaper:
         self.artifacts = artifacts or DirectoryStore(settings.artifact_dir)
 
     def run_once(self) -> ReaperPass:
-        reaped = self.store.reap()
+        reaped = self.store.reap(node_timeout_s=self.settings.lease.node_timeout_s)
         purged = self.store.purge(self.settings.retention.jobs_s)
         for job_id in purged:
             self.artifacts.delete(job_id)
         for pool in self.settings.pools:
             self.registry.prune(pool)
-        if reaped.requeued or reaped.lost or reaped.timed_out or purged:
+        if reaped.requeued or reaped.lost or reaped.timed_out or reaped.fencing or purged:
             log.info("reaper: %s, purged %d", reaped, len(purged))
         return ReaperPass(reaped, len(purged))
 

@@ -81,6 +81,9 @@ class ExecutorSettings(BaseModel):
     # which the Helm chart's worker groups provide), and that the autoscaler asks Ray for
     # ahead of demand so KubeRay adds worker pods. Empty on one machine.
     ray_resources: dict[str, float] = Field(default_factory=dict)
+    # The node's name for fencing (agents/warden.py): default the host name, which a pod or
+    # machine keeps for its life.
+    node: Annotated[str | None, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")] = None
 
 
 class AutoscalerSettings(BaseModel):
@@ -96,6 +99,10 @@ class LeaseSettings(BaseModel):
     heartbeat_s: Annotated[float, Field(gt=0, le=600)] = 0.5
     timeout_grace_s: Annotated[float, Field(ge=0, le=600)] = 5.0
     reaper_interval_s: Annotated[float, Field(gt=0, le=600)] = 1.0
+    # A node whose warden has not beaten for this long is presumed gone, with its processes:
+    # an expired lease there is requeued without waiting for the node to fence the attempt.
+    node_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
+    warden_interval_s: Annotated[float, Field(gt=0, le=60)] = 0.5  # how often a node's warden fences and sweeps
 
     @model_validator(mode="after")
     def _heartbeat_within_lease(self) -> "LeaseSettings":
@@ -150,6 +157,8 @@ class DockerSettings(BaseModel):
     memory: str | None = "2g"
     # "auto": run step containers as farm's own uid:gid so workspace files stay ours.
     user: str = "auto"
+    pids_limit: Annotated[int | None, Field(ge=16)] = 4096  # processes per step container (a fork bomb stops there)
+    read_only_rootfs: bool = False  # the image's filesystem read-only; /tmp a tmpfs, /workspace writable
 
 
 class DindSettings(BaseModel):

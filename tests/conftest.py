@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -220,3 +221,24 @@ def serve_app() -> Iterator[Callable[..., ServedApp]]:
     yield serve
     for s in served:
         s.stop()
+
+
+_EXECUTOR_MAIN = """
+import json, logging, sys
+from agents.executor import build_executor
+from farm.settings import Settings
+logging.basicConfig(level=logging.INFO)
+build_executor(sys.argv[1], Settings.load(**json.loads(sys.argv[2]))).run()
+"""
+
+
+def executor_process(settings: Settings, executor_id: str) -> subprocess.Popen[bytes]:
+    """An executor in a process of its own (as a Ray worker hosts one): for tests that
+    SIGKILL it the way a crash would."""
+    import json
+
+    from agents.executor import actor_settings
+
+    plain = {**actor_settings(settings), "admin_token": None}
+    return subprocess.Popen([sys.executable, "-c", _EXECUTOR_MAIN, executor_id, json.dumps(plain)], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from agents.containment import Unit
 from farm.models import Step
 
 
@@ -25,6 +26,8 @@ class StepContext:
     output: Callable[[bytes], None]
     stop: threading.Event
     network: str = "none"
+    attempt: int = 1
+    unit: Unit | None = None  # the attempt's containment on this node (agents/containment.py)
 
 
 class Runtime(Protocol):

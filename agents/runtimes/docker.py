@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+from contextlib import nullcontext
 from pathlib import Path
 
 import docker
@@ -124,8 +125,30 @@ class DockerRuntime:
     def run_step(self, step: Step, ctx: StepContext) -> int:
         image = step.image or self.settings.default_image
         self._ensure_image(image)
+        # Created under the attempt's guard and labelled with it: the node's warden finds a
+        # dead executor's containers by these labels, and a fenced attempt creates none.
+        with ctx.unit.guard() if ctx.unit is not None else nullcontext():
+            container = self._create(image, step, ctx)
         try:
-            container = self.client.containers.create(
+            return self._run(container, ctx)
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as e:
+            raise RuntimeFailure(f"docker failed while running the step: {e}") from e
+        finally:
+            try:
+                container.remove(force=True)
+            except docker.errors.DockerException:
+                pass
+
+    def labels(self, ctx: StepContext) -> dict[str, str]:
+        labels = {"farm.job": ctx.job_id, "farm.attempt": str(ctx.attempt)}
+        if ctx.unit is not None:
+            labels["farm.instance"] = ctx.unit.containment.instance
+        return labels
+
+    def _create(self, image: str, step: Step, ctx: StepContext):  # type: ignore[no-untyped-def]
+        tmpfs = {"/tmp": "rw,nosuid,nodev,size=256m"} if self.settings.read_only_rootfs else None
+        try:
+            return self.client.containers.create(
                 image,
                 entrypoint=["/bin/sh", "-c"],  # a step is a shell script, whatever the image's entrypoint
                 command=[step.run],
@@ -138,22 +161,16 @@ class DockerRuntime:
                 security_opt=["no-new-privileges"],
                 cap_drop=["ALL"],
                 user=self._user(),
-                labels={"farm.job": ctx.job_id},
+                pids_limit=self.settings.pids_limit,
+                read_only=self.settings.read_only_rootfs,
+                tmpfs=tmpfs,
+                labels=self.labels(ctx),
                 detach=True,
             )
         except docker.errors.ImageNotFound as e:
             raise RuntimeFailure(f"image {image!r} is not on the docker daemon (farm does not pull images)") from e
         except (docker.errors.DockerException, requests.exceptions.RequestException) as e:
             raise RuntimeFailure(f"cannot create a container of {image!r}: {e}") from e
-        try:
-            return self._run(container, ctx)
-        except (docker.errors.DockerException, requests.exceptions.RequestException) as e:
-            raise RuntimeFailure(f"docker failed while running the step: {e}") from e
-        finally:
-            try:
-                container.remove(force=True)
-            except docker.errors.DockerException:
-                pass
 
     def _run(self, container, ctx: StepContext) -> int:  # type: ignore[no-untyped-def]
         container.start()

@@ -1,9 +1,10 @@
 """The `local` runtime: each step a `/bin/sh -c` subprocess in the job's workspace.
 
-Each step gets its own process group (session) and is killed as a group on stop, and
-whatever it left running in that group is killed when it exits, so a step cannot leave
-processes behind. It runs as farm's own user, beside farm's data: for trusted work and
-single-machine use only.
+Each step runs in its attempt's cgroup (agents/containment.py) and in a session of its own.
+On stop its session gets SIGTERM, then everything in the cgroup SIGKILL; when it exits,
+whatever it left running is killed the same way, however it detached (`setsid`, a double
+fork), so a step cannot leave processes behind. It runs as farm's own user, beside farm's
+data: for trusted work and single-machine use only.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from agents.containment import Unit
 from agents.runtimes.base import StepContext
 from farm.errors import RuntimeFailure
 from farm.models import Step
@@ -37,19 +39,14 @@ def run_process(
     output: Callable[[bytes], None],
     stop: threading.Event,
     kill_grace_s: float = 0.5,
+    unit: Unit | None = None,
 ) -> int:
-    """Run argv in its own process group, streaming stdout+stderr to `output`; kill the group
-    when `stop` is set (SIGTERM, then SIGKILL after kill_grace_s). Returns the exit code."""
+    """Run argv in its own session (and the attempt's cgroup, with a unit), streaming
+    stdout+stderr to `output`; when `stop` is set, SIGTERM its group, then SIGKILL after
+    kill_grace_s. Returns the exit code. Raises Fenced when the attempt was fenced."""
+    popen = {"cwd": cwd, "env": env, "stdin": subprocess.DEVNULL, "stdout": subprocess.PIPE, "stderr": subprocess.STDOUT}
     try:
-        proc = subprocess.Popen(
-            list(argv),
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        proc = unit.spawn(argv, **popen) if unit is not None else subprocess.Popen(list(argv), start_new_session=True, **popen)
     except OSError as e:
         raise RuntimeFailure(f"cannot start {argv[0]}: {e}") from e
     assert proc.stdout is not None
@@ -71,8 +68,12 @@ def run_process(
             except subprocess.TimeoutExpired:
                 pass
             _killpg(proc.pid, signal.SIGKILL)
-    # Whatever the step started in its group and left behind goes with it.
+            if unit is not None:
+                unit.kill()
+    # Whatever the step started and left behind goes with it.
     _killpg(proc.pid, signal.SIGKILL)
+    if unit is not None:
+        unit.kill()
     reader.join(2.0)
     proc.stdout.close()
     return proc.returncode
@@ -99,10 +100,11 @@ class LocalRuntime:
             output=ctx.output,
             stop=ctx.stop,
             kill_grace_s=self.kill_grace_s,
+            unit=ctx.unit,
         )
 
     def end_job(self, job_id: str) -> None:
-        pass  # each step's process group is killed when the step ends
+        pass  # each step's leftovers are killed when it ends; the attempt's cgroup when it ends
 
     def close(self) -> None:
         pass

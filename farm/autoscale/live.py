@@ -41,6 +41,7 @@ from farm.queue import summarize
 from farm.settings import Settings
 from farm.store.executors import ExecutorRegistry, ExecutorState
 from farm.store.jobs import JobStore, translated
+from farm.store.nodes import count_restart
 from farm.store.policies import PolicyStore
 
 log = logging.getLogger("farm.autoscaler")
@@ -344,6 +345,8 @@ def _actor_class():  # type: ignore[no-untyped-def]
         def __init__(self, settings: dict) -> None:  # type: ignore[type-arg]
             logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
             self.autoscaler = build_autoscaler(Settings.load(**settings))
+            if ray.get_runtime_context().was_current_actor_reconstructed:
+                count_restart(self.autoscaler.store, "autoscaler")
             self.stop_event = threading.Event()
             self.thread = threading.Thread(target=self.autoscaler.run, args=(self.stop_event,), daemon=True)
             self.thread.start()

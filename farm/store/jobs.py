@@ -65,6 +65,7 @@ class ReapReport:
     lost: int
     timed_out: int
     expired: int
+    fencing: int = 0  # leases expired on a node with a live warden: requeued once it confirms the kill
 
 
 @dataclass(frozen=True)
@@ -231,8 +232,11 @@ class JobStore:
 
     # -- executor side ---------------------------------------------------------------------
 
-    def claim(self, pool: str, executor: str, *, lease_s: float, grace_s: float) -> Claim | None:
-        while (got := self._call("claim", pool, executor, int(lease_s * 1000), int(grace_s * 1000))) == "more":
+    def claim(self, pool: str, executor: str, *, lease_s: float, grace_s: float, node: str = "") -> Claim | None:
+        """The next job of the pool under a lease, or None. `node` is where the executor
+        runs: if the lease expires, that node's warden must fence the attempt before the job
+        runs again (farm/store/nodes.py)."""
+        while (got := self._call("claim", pool, executor, int(lease_s * 1000), int(grace_s * 1000), node)) == "more":
             pass  # the script parked a run of jobs of full groups; search on
         if not got:
             return None
@@ -304,8 +308,19 @@ class JobStore:
             raise Conflict(f"job {job_id} already ended: {prev}")
         return self.get(job_id)
 
-    def reap(self, limit: int = 1000) -> ReapReport:
-        return ReapReport(*(int(n) for n in self._call("reap", limit)))
+    def reap(self, limit: int = 1000, *, node_timeout_s: float = 10.0) -> ReapReport:
+        return ReapReport(*(int(n) for n in self._call("reap", limit, int(node_timeout_s * 1000))))
+
+    def fenced(self, job_id: str, attempt: int, node: str) -> str:
+        """A node confirms nothing of the attempt runs there: 'requeued', 'lost' or 'stale'."""
+        return self._call("fenced", job_id, attempt, node)
+
+    def instance(self) -> str:
+        """This farm's id, made on first use: it names the attempts' cgroups and containers,
+        so farms sharing a machine never touch each other's."""
+        with translated():
+            self.client.set(self.keys.instance, uuid.uuid4().hex[:12], nx=True)
+            return self.client.get(self.keys.instance)  # type: ignore[return-value]
 
     def claim_webhooks(self, *, lease_s: float, limit: int) -> list[str]:
         """Ids of jobs whose result webhook is due, leased to the caller for lease_s."""

@@ -19,6 +19,11 @@ only place a key is named.
     {p}wake:{pool}          list    wake-up tokens that idle executors block on (BLPOP)
     {p}running:{pool}       set     running job ids
     {p}leases               zset    running job ids by lease expiry (ms)
+    {p}fencing              zset    running job ids whose lease expired, waiting for their node's fence (ms asked)
+    {p}fences:{node}        zset    the same, per node: what that node's warden must kill and confirm
+    {p}nodes                zset    nodes by their warden's last beat (ms)
+    {p}instance             string  this farm's id: names its attempts' cgroups and containers on shared machines
+    {p}restarts             hash    components farm restarted (redis, executor, ...) -> count
     {p}deadlines            zset    running job ids by server-side timeout (ms)
     {p}finished             zset    terminal job ids by finish time (ms), for retention
     {p}webhooks             zset    job ids whose result webhook is due, by due time (ms)
@@ -52,9 +57,10 @@ EXECUTOR_TTL_MS = 60_000  # an executor entry outlives its last report by this m
 _PER_ID = (
     "job", "log", "queue", "tenants", "pass", "waiting", "wake", "running", "tenant_jobs", "stats",
     "executors", "executor", "group", "parked", "gq", "idem", "policy", "policy_audit", "decisions", "demand", "learned",
-    "cachekeys", "cacheentry", "cachelru", "cachebytes",
+    "cachekeys", "cacheentry", "cachelru", "cachebytes", "fences",
 )  # fmt: skip
-_SINGLE = ("leases", "deadlines", "qdeadlines", "finished", "webhooks", "jobs", "seq", "cacherefs")
+_SINGLE = ("leases", "deadlines", "qdeadlines", "finished", "webhooks", "jobs", "seq", "cacherefs", "fencing", "nodes", "instance",
+           "restarts")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -142,6 +148,25 @@ class Keys:
 
     def executor(self, executor_id: str) -> str:
         return self._k("executor", executor_id)
+
+    def fences(self, node: str) -> str:
+        return self._k("fences", node)
+
+    @property
+    def fencing(self) -> str:
+        return self._k("fencing")
+
+    @property
+    def nodes(self) -> str:
+        return self._k("nodes")
+
+    @property
+    def instance(self) -> str:
+        return self._k("instance")
+
+    @property
+    def restarts(self) -> str:
+        return self._k("restarts")
 
     @property
     def leases(self) -> str:

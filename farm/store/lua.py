@@ -19,7 +19,7 @@ import redis.asyncio
 from farm.store.keys import EXECUTOR_TTL_MS, Keys
 from farm.store.stats import DURATION_BUCKETS_S, WAIT_BUCKETS_S
 
-NAMES = ("enqueue", "claim", "heartbeat", "append_log", "finish", "cancel", "reap", "purge", "webhook_claim", "policy_put",
+NAMES = ("enqueue", "claim", "heartbeat", "append_log", "finish", "cancel", "reap", "fenced", "purge", "webhook_claim", "policy_put",
          "cache_lookup", "cache_commit", "cache_drop")  # fmt: skip
 
 _EDGES = re.compile(r"^-- edges: (.*)$", re.MULTILINE)

@@ -2,7 +2,7 @@
 -- An executor takes the next job of a pool under a lease (queued -> running): the tenant
 -- with the lowest stride pass, its best job; a job whose concurrency group is full is
 -- parked on the group (it never blocks the jobs behind it) and the search goes on.
--- ARGV pool, executor, lease_ms, grace_ms.
+-- ARGV pool, executor, lease_ms, grace_ms, node (where the executor runs: its warden fences it).
 -- Returns {id, attempt, spec, tenant, secrets, cache tier}, false (nothing claimable), or 'more' (search
 -- budget spent: call again). The executor's registry entry becomes busy.
 local pool, executor = ARGV[2], ARGV[3]
@@ -39,7 +39,7 @@ for _ = 1, 100 do
       redis.call('ZADD', tk, 'XX', nextpass, tenant)
       redis.call('ZREM', K.waiting .. pool, id)
       redis.call('ZREM', K.qdeadlines, id)
-      redis.call('HSET', jk, 'state', 'running', 'executor', executor, 'started_at', now)
+      redis.call('HSET', jk, 'state', 'running', 'executor', executor, 'node', ARGV[6] or '', 'started_at', now)
       redis.call('ZADD', K.leases, now + lease_ms, id)
       redis.call('ZADD', K.deadlines, now + tonumber(f[3]) + grace_ms, id)
       redis.call('SADD', K.running .. pool, id)

@@ -11,10 +11,11 @@ if state ~= 'succeeded' and state ~= 'failed' and state ~= 'timed_out' then
   return redis.error_reply('finish: illegal target state ' .. state)
 end
 local jk = K.job .. id
-local f = redis.call('HMGET', jk, 'state', 'attempt')
+local f = redis.call('HMGET', jk, 'state', 'attempt', 'fence')
 if not f[1] then return 'gone' end
 if f[2] ~= attempt then return 'stale' end
 if f[1] ~= 'running' then return f[1] end
+if f[3] then return 'fenced' end  -- its lease expired: the node decides, and the job runs again
 if ARGV[9] ~= '' then append(id, attempt, ARGV[9], tonumber(ARGV[10])) end
 redis.call('HSET', jk, 'exit_code', ARGV[5], 'steps', ARGV[7], 'artifacts', ARGV[8], 'caches', ARGV[11], 'image', ARGV[12])
 local now = now_ms()

@@ -132,6 +132,7 @@ local function terminate(id, state, err, now)
   local f = redis.call('HMGET', jk, 'pool', 'started_at', 'state', 'attempt', 'tenant', 'group', 'callback')
   local pool, started, prev, attempt = f[1], f[2], f[3], f[4]
   if prev == 'running' then unlease(id) else unqueue(id, pool, f[5], f[6]) end
+  redis.call('ZREM', K.fencing, id)  -- a fence of an attempt of a job that ended: the node still clears it, nothing waits on it
   redis.call('HSET', jk, 'state', state, 'error', err, 'finished_at', now)
   redis.call('ZADD', K.finished, now, id)
   redis.call('HINCRBY', K.stats .. pool, 'finished_total:' .. state, 1)
@@ -143,4 +144,29 @@ local function terminate(id, state, err, now)
     redis.call('HSET', jk, 'webhook', 'pending')
     redis.call('ZADD', K.webhooks, now, id)
   end
+end
+
+-- A running attempt whose executor is lost ends: the job goes back to the queue as the next
+-- attempt (running -> queued) within its retry budget, else fails with executor_lost. The
+-- caller has made sure nothing of the attempt still runs (a node's fence), or that its node
+-- is gone. Returns 'requeued' or 'lost'.
+local function requeue_or_lose(id, why, now)
+  local jk = K.job .. id
+  local f = redis.call('HMGET', jk, 'attempt', 'retries', 'pool', 'qscore', 'tenant', 'group', 'node')
+  local attempt, pool = tonumber(f[1]), f[3]
+  redis.call('HDEL', jk, 'fence')
+  redis.call('ZREM', K.fencing, id)
+  if f[7] and f[7] ~= '' then redis.call('ZREM', K.fences .. f[7], id) end
+  if attempt <= tonumber(f[2]) then
+    unlease(id)
+    redis.call('HSET', jk, 'state', 'queued', 'attempt', attempt + 1, 'executor', '', 'node', '',
+      'error', 'executor_lost', 'ready_at', now, 'log_truncated', 0, 'log_bytes', 0)
+    note(id, attempt, why .. '; requeued as attempt ' .. (attempt + 1))
+    redis.call('HINCRBY', K.stats .. pool, 'retries_total:executor_lost', 1)
+    make_ready(id, pool, f[5], f[4], f[6], now)
+    return 'requeued'
+  end
+  note(id, attempt, why .. '; retry budget spent')
+  terminate(id, 'failed', 'executor_lost', now)
+  return 'lost'
 end

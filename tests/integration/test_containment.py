@@ -1,0 +1,91 @@
+"""Attempts contained by the kernel (cgroups), on this machine's real cgroup hierarchy: steps
+leave nothing behind however they detach, a fenced attempt starts nothing more, and the
+node's warden kills what no live attempt owns."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from agents.containment import Cgroups, Containment, Fenced
+from agents.warden import Warden
+from farm.models import JobSpec, JobState
+from tests.conftest import require, wait_for
+
+
+def _alive(marker: str) -> list[int]:
+    """Pids whose command line holds `marker` (a unique sleep duration)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if marker in cmd and "sh -c" not in cmd:
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.fixture
+def containment(tmp_path: Path) -> Containment:
+    instance = "t" + uuid.uuid4().hex[:8]
+    cgroups = Cgroups.detect(instance)
+    require("cgroups", cgroups, "containment needs cgroups (v1 freezer or v2) and root")
+    return Containment(instance, tmp_path / "attempts", cgroups)
+
+
+def test_a_step_that_detaches_is_gone_when_the_step_ends(store, make_settings, run_executor):
+    marker = f"{300 + uuid.uuid4().int % 1000}.{os.getpid()}"
+    script = f"setsid sleep {marker} & (sleep {marker} &) ; nohup sleep {marker} >/dev/null 2>&1 & echo detached"
+    job = store.enqueue(JobSpec(steps=[{"name": "escape", "run": script}]), "t")
+    run_executor(make_settings())
+    wait_for(lambda: store.get(job.id).state.terminal, 30, what="the job to end")
+    assert store.get(job.id).state is JobState.SUCCEEDED
+    # On today's code the setsid and double-forked sleeps outlived the job.
+    wait_for(lambda: not _alive(marker), 5, what=f"the detached sleeps to die: {_alive(marker)}")
+
+
+def test_the_cgroup_kills_a_fork_bomb_and_leaves_nothing(containment):
+    proc = containment.spawn("bomb", 1, "f() { f | f & }; f", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.3)
+    assert containment.cgroups.pids("bomb.1")
+    assert containment.kill("bomb", 1)
+    assert containment.cgroups.pids("bomb.1") == []
+    proc.wait(5)
+    containment.end("bomb", 1)
+    assert ("bomb", 1) not in containment.attempts()
+
+
+def test_a_fenced_attempt_is_killed_and_starts_nothing_more(containment):
+    marker = f"{400 + uuid.uuid4().int % 1000}.{os.getpid()}"
+    proc = containment.spawn("job", 3, f"setsid sleep {marker} & sleep {marker}")
+    wait_for(lambda: len(_alive(marker)) == 2, 5, what="both sleeps to start")
+    assert containment.fence("job", 3)
+    assert not _alive(marker)
+    proc.wait(5)
+    with pytest.raises(Fenced):
+        containment.spawn("job", 3, "true")
+    with pytest.raises(Fenced), containment.guard("job", 3):
+        pass
+    assert ("job", 3) in containment.attempts()  # the mark stays, for a stalled executor that wakes up
+
+
+def test_the_warden_kills_what_no_running_attempt_owns(store, make_settings, containment):
+    settings = make_settings()
+    warden = Warden("node-a", settings, jobs=store, containment=containment)
+    job = store.enqueue(JobSpec(steps=[{"name": "s", "run": "true"}]), "t")
+    claim = store.claim("default", "ex-1", lease_s=30, grace_s=5, node="node-a")
+    marker = f"{500 + uuid.uuid4().int % 1000}.{os.getpid()}"
+    containment.spawn(job.id, claim.attempt, f"sleep {marker}")
+    wait_for(lambda: _alive(marker), 5, what="the step to start")
+    assert warden.run_once().killed == []  # running: its own
+    assert _alive(marker)
+    store.cancel(job.id)  # cancelled while (say) its executor was away
+    assert warden.run_once().killed == [(job.id, claim.attempt)]
+    assert not _alive(marker)

@@ -1,0 +1,142 @@
+"""An executor SIGKILLed mid-step: attempt 2 of its job must not start while anything of
+attempt 1 lives, and must start within the lease + 5 s. The executor runs in a process of
+its own (as a Ray worker hosts it); the node's warden and the reaper run as farm runs them.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from agents.containment import Containment
+from agents.warden import Warden
+from farm import loops
+from farm.models import JobSpec, JobState
+from farm.reaper import Reaper
+from farm.store.executors import ExecutorRegistry
+from tests.conftest import executor_process, wait_for
+
+LEASE_S = 2.0
+
+# Each attempt records its shell's pid and a detached sleep's pid (with their start times,
+# against pid reuse), after checking that no earlier attempt's recorded process still lives
+# (a zombie waiting for init to reap it is dead).
+RECORD = r"""
+rec={dir}/$FARM_JOB_ID
+for f in $rec.*.pid; do
+  [ -e "$f" ] || continue
+  while read pid start; do
+    stat=$(cat /proc/$pid/stat 2>/dev/null) || continue
+    if [ "$(echo "$stat" | cut -d' ' -f22)" = "$start" ] && [ "$(echo "$stat" | cut -d' ' -f3)" != Z ]; then
+      echo "attempt $FARM_ATTEMPT started while $pid of $f lived" >> $rec.overlap
+    fi
+  done < "$f"
+done
+echo "$$ $(cut -d' ' -f22 /proc/$$/stat)" >> $rec.$FARM_ATTEMPT.pid
+setsid sh -c 'echo "$$ $(cut -d" " -f22 /proc/$$/stat)" >> '$rec.$FARM_ATTEMPT.pid'; exec sleep 60' &
+if [ "$FARM_ATTEMPT" = 1 ]; then sleep 25; fi
+"""
+
+
+@pytest.fixture
+def farm_side(store, make_settings):
+    """The warden and the reaper of node 'node-t', as loops."""
+    started = []
+
+    def start(settings):
+        warden = Warden("node-t", settings, jobs=store, containment=Containment.for_node(store.instance(), settings.data_dir))
+        reaper = Reaper(store, ExecutorRegistry(store.client, store.keys), settings)
+        started.extend([loops.start("warden", warden.run_once, 0.2, warden_log()), loops.start("reaper", reaper.run_once, 0.2, warden_log())])
+        return warden
+
+    yield start
+    for thread, stop in started:
+        stop.set()
+        thread.join(5)
+
+
+def warden_log():
+    import logging
+
+    return logging.getLogger("test")
+
+
+def _settings(make_settings, runtime: str):
+    return make_settings(
+        lease={"lease_s": LEASE_S, "heartbeat_s": 0.5, "reaper_interval_s": 0.2, "node_timeout_s": 5},
+        executors={"runtime": runtime, "node": "node-t"},
+    )
+
+
+def _kill_and_wait_for_attempt_2(store, settings, job_id, run_executor) -> float:
+    proc = executor_process(settings, "doomed")
+    try:
+        wait_for(lambda: store.get(job_id).state is JobState.RUNNING, 60, what="attempt 1 to start")
+        time.sleep(1.0)  # well into its step
+        killed_at = time.monotonic()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        run_executor(settings, "heir")
+        wait_for(lambda: store.get(job_id).attempt == 2 and store.get(job_id).state is not JobState.QUEUED, LEASE_S + 10,
+                 what="attempt 2 to start")  # fmt: skip
+        return time.monotonic() - killed_at
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_local_attempt_2_starts_only_after_attempt_1_is_dead(store, make_settings, farm_side, run_executor, tmp_path: Path):
+    settings = _settings(make_settings, "local")
+    farm_side(settings)
+    records = tmp_path / "records"
+    records.mkdir()
+    job = store.enqueue(JobSpec(steps=[{"name": "s", "run": RECORD.format(dir=records)}], retries=2), "t")
+    took = _kill_and_wait_for_attempt_2(store, settings, job.id, run_executor)
+    wait_for(lambda: store.get(job.id).state.terminal, 30, what="the job to end")
+    done = store.get(job.id)
+    assert done.state is JobState.SUCCEEDED and done.attempt == 2
+    log0 = "".join(c.data or "" for c in store.read_log(job.id, count=10_000))
+    assert not (records / f"{job.id}.overlap").exists(), log0
+    assert len((records / f"{job.id}.1.pid").read_text().split("\n")) >= 2  # both processes were recorded
+    assert took <= LEASE_S + 5, took
+    log = "".join(c.data or "" for c in store.read_log(job.id, count=10_000))
+    assert "fenced on node node-t" in log
+
+
+def test_docker_attempt_2_starts_only_after_attempt_1s_containers_are_gone(store, make_settings, farm_side, run_executor, docker_image):
+    import docker
+
+    client = docker.from_env()
+    settings = _settings(make_settings, "docker")
+    farm_side(settings)
+    job = store.enqueue(JobSpec(steps=[{"name": "s", "run": 'if [ "$FARM_ATTEMPT" = 1 ]; then sleep 25; fi'}], retries=2), "t")
+    seen: list[int] = []
+
+    def attempt_1_containers() -> int:
+        return len(client.containers.list(all=True, filters={"label": [f"farm.job={job.id}", "farm.attempt=1"]}))
+
+    wait_for(lambda: True, 0)
+    proc = executor_process(settings, "doomed")
+    try:
+        wait_for(lambda: attempt_1_containers() == 1, 60, what="attempt 1's container")
+        time.sleep(0.5)
+        killed_at = time.monotonic()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        assert attempt_1_containers() == 1  # on today's code it ran on, unfenced, beside attempt 2
+        run_executor(settings, "heir")
+        while not (store.get(job.id).attempt == 2 and store.get(job.id).state is not JobState.QUEUED):
+            seen.append(attempt_1_containers())
+            assert time.monotonic() - killed_at < LEASE_S + 10, "attempt 2 did not start"
+            time.sleep(0.05)
+        took = time.monotonic() - killed_at
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert attempt_1_containers() == 0  # gone before attempt 2 was given out
+    wait_for(lambda: store.get(job.id).state.terminal, 60, what="the job to end")
+    assert store.get(job.id).state is JobState.SUCCEEDED
+    assert took <= LEASE_S + 5, took
