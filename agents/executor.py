@@ -67,7 +67,7 @@ class Executor:
             return
         self.state, self._reported_at = state, now
         try:
-            self.registry.report(self.id, self.pool, state, self.current)
+            self.registry.report(self.id, self.pool, state, self.current, pid=os.getpid(), node=self.node)
         except FarmError:
             pass  # advisory: a missed report is corrected by the next one
 

@@ -45,12 +45,22 @@ def _serve(settings, on_ready) -> None:  # type: ignore[no-untyped-def]
 
     from farm.api import create_app
 
+    app = create_app(settings)
     config = uvicorn.Config(
-        create_app(settings), host=settings.api.host, port=settings.api.port,
+        app, host=settings.api.host, port=settings.api.port,
         log_level="warning", loop="uvloop", http="httptools", access_log=False,
         timeout_graceful_shutdown=settings.api.graceful_shutdown_s,  # open followers must not hold a stop
     )  # fmt: skip
-    server = uvicorn.Server(config)
+
+    class Server(uvicorn.Server):
+        """Tells the app when it starts to stop: log followers then end on their own (within
+        a second) instead of being cut at the graceful timeout."""
+
+        def handle_exit(self, sig, frame) -> None:  # type: ignore[no-untyped-def]
+            app.state.stopping.set()
+            super().handle_exit(sig, frame)
+
+    server = Server(config)
 
     def announce() -> None:
         while not server.started and not server.should_exit:
@@ -76,7 +86,7 @@ def up(
     data_dir: Annotated[Optional[Path], typer.Option(help="Where farm keeps its data (default ~/.farm).")] = None,
     executors: Annotated[Optional[int], typer.Option(help="Executor slots to start.")] = None,
     runtime: Annotated[Optional[str], typer.Option(help="local | docker (DooD) | dind | noop")] = None,
-    drain_timeout: Annotated[float, typer.Option(help="Seconds to let running jobs finish on stop.")] = 10.0,
+    drain_timeout: Annotated[float, typer.Option(help="Seconds running jobs get to finish on stop; then they are killed and run again on the next start.")] = 5.0,
 ) -> None:
     """Run the whole farm on this machine: embedded Redis, Ray, executors and the API."""
     from farm.embedded import EmbeddedFarm
@@ -96,6 +106,7 @@ def up(
     try:
         with out.status("starting farm…"):
             resolved = farm.start()
+        signal.signal(signal.SIGTERM, _interrupt)  # again: ray.init installed its own (exit code 15)
         if farm.token_created:
             out.print(f"admin token (shown once, kept in {settings.data_dir / 'admin-token'}): [bold]{farm.admin_token}[/bold]", soft_wrap=True)
         url = f"http://{api.host}:{api.port}"
@@ -322,6 +333,8 @@ def queue(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
             ago = max(0, int(time.time() - failure["at_ms"] / 1000))
             err.print(f"[yellow]pool {p['name']}: executor {failure['executor']} could not start {ago}s ago:[/yellow] {failure['reason']}",
                       highlight=False, soft_wrap=True)  # fmt: skip
+    if restarts := data.get("restarts"):
+        out.print("restarted so far: " + ", ".join(f"{name} {n}×" for name, n in sorted(restarts.items())), highlight=False)
 
 
 cache_app = typer.Typer(help="Your dependency cache entries.", no_args_is_help=True)

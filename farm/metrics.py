@@ -20,6 +20,7 @@ from farm.models import TERMINAL
 from farm.queue import summarize
 from farm.store.executors import ExecutorRegistry
 from farm.store.jobs import JobStore
+from farm.store.nodes import RESTARTED, NodeBook
 from farm.store.stats import Histogram, parse
 
 
@@ -103,8 +104,14 @@ class FarmCollector(Collector):
             for (kind, action), n in sorted(stats.decisions.items()):
                 decisions.add_metric([pool, kind, action], n)
             start_failures.add_metric([pool], stats.executor_start_failures)
+        restarts = CounterMetricFamily("farm_restarts", "Parts of the farm that died and were started again "
+                                       "(redis: the embedded server; executor: a static executor; warden; autoscaler).",
+                                       labels=["component"])  # fmt: skip
+        counted = NodeBook(self.store.client, self.store.keys).restarts()
+        for component in RESTARTED:
+            restarts.add_metric([component], counted.get(component, 0))
         yield from (submitted, finished, lease, retries, depth, running, oldest, executors, wait, duration, restores, saves, cache_bytes,
-                    restore_s, sizing, decisions, start_failures)  # fmt: skip
+                    restore_s, sizing, decisions, start_failures, restarts)  # fmt: skip
 
 
 def make_registry(store: JobStore, registry: ExecutorRegistry, pools: list[str]) -> CollectorRegistry:

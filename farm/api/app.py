@@ -5,6 +5,7 @@ request passes the gate (`farm.api.gate`) before a handler reads it.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -67,6 +68,7 @@ def create_app(settings: Settings, *, store: JobStore | None = None) -> FastAPI:
     app.state.tenants = {t.name: t for t in settings.tenants}
     app.state.policies = PolicyStore(store.client, store.keys)
     app.state.caches = CacheIndex(store.client, DirectoryBlobStore(settings.cache_dir), store.keys)
+    app.state.stopping = threading.Event()  # set when the server starts to stop: followers end
     app.state.followers = Followers(settings.api.max_followers_per_tenant, settings.api.follow_max_s)
     app.add_exception_handler(FarmError, farm_error)
     app.add_exception_handler(RequestValidationError, validation_error)

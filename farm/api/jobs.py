@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Annotated, Any
@@ -172,14 +173,17 @@ class _Following(StreamingResponse):
             self.on_close()
 
 
-async def _follow(jobs: JobStore, job_id: str, *, offset: int, max_s: float) -> AsyncIterator[str]:
+async def _follow(jobs: JobStore, job_id: str, *, offset: int, max_s: float, stopping: threading.Event) -> AsyncIterator[str]:
     """The log from `offset` on, as it grows, until the job ends (or is purged, or the
     follow outlives `followers.max_s`). Runs on the event loop: a client that hangs up
     cancels it (Starlette listens for the disconnect), and no thread waits on Redis."""
     after, skip = "-", offset
     deadline = time.monotonic() + max_s
     while time.monotonic() < deadline:
-        chunks = await jobs.aread_log(job_id, after, block_ms=1000)
+        if stopping.is_set():
+            yield "[farm] the server is stopping; follow again with ?offset= to go on\n"
+            return
+        chunks = await jobs.aread_log(job_id, after, block_ms=500)
         for c in chunks:
             if c.end_state is not None:
                 return
@@ -218,7 +222,7 @@ async def get_log(
     if follow:
         followers: Followers = request.app.state.followers
         followers.admit(who.tenant)
-        stream = _follow(jobs, job_id, offset=offset, max_s=followers.max_s)
+        stream = _follow(jobs, job_id, offset=offset, max_s=followers.max_s, stopping=request.app.state.stopping)
         return _Following(stream, on_close=lambda: followers.leave(who.tenant))
     text = await run_in_threadpool(_whole_log, jobs, job_id)
     return PlainTextResponse(text.encode()[offset:].decode(errors="replace") if offset else text)

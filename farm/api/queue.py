@@ -1,4 +1,4 @@
-"""/v1/queue: each pool's queue and executors."""
+"""/v1/queue: each pool's queue and executors, and the parts of the farm restarted so far."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Request
 from farm.api.auth import principal
 from farm.api.errors import COMMON
 from farm.queue import summarize
+from farm.store.nodes import NodeBook
 
 router = APIRouter(prefix="/v1", tags=["queue"], dependencies=[Depends(principal)], responses=COMMON)
 
@@ -17,4 +18,5 @@ router = APIRouter(prefix="/v1", tags=["queue"], dependencies=[Depends(principal
 @router.get("/queue")
 def queue(request: Request) -> dict[str, Any]:
     st = request.app.state
-    return {"pools": [asdict(p) for p in summarize(st.store, st.registry, st.settings.pools)]}
+    pools = [asdict(p) for p in summarize(st.store, st.registry, st.settings.pools)]
+    return {"pools": pools, "restarts": NodeBook(st.store.client, st.store.keys).restarts()}

@@ -58,7 +58,8 @@ class ExecutorRegistry:
         self.keys = keys or Keys()
         self.stale_ms = int(stale_s * 1000)
 
-    def report(self, executor_id: str, pool: str, state: ExecutorState, job: str | None = None) -> None:
+    def report(self, executor_id: str, pool: str, state: ExecutorState, job: str | None = None, *, pid: int | None = None,
+               node: str = "") -> None:  # fmt: skip
         with translated():
             s, us = self.client.time()
             now = s * 1000 + us // 1000
@@ -67,9 +68,10 @@ class ExecutorRegistry:
                 pipe.delete(self.keys.executor(executor_id))
                 pipe.zrem(self.keys.executors(pool), executor_id)
             else:
+                extra = {"pid": pid, "node": node} if pid else {}
                 pipe.hset(
                     self.keys.executor(executor_id),
-                    mapping={"pool": pool, "state": state.value, "job": job or "", "seen": now},
+                    mapping={"pool": pool, "state": state.value, "job": job or "", "seen": now, **extra},
                 )
                 pipe.pexpire(self.keys.executor(executor_id), EXECUTOR_TTL_MS)
                 pipe.zadd(self.keys.executors(pool), {executor_id: now})

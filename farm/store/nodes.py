@@ -17,6 +17,8 @@ from farm.errors import FarmError
 from farm.store.jobs import JobStore, translated
 from farm.store.keys import Keys
 
+RESTARTED = ("redis", "executor", "warden", "autoscaler")  # what `farm_restarts_total{component}` counts
+
 
 class NodeBook:
     def __init__(self, client: redis.Redis, keys: Keys | None = None) -> None:

@@ -86,3 +86,29 @@ def wait_all(client: httpx.Client, ids: list[str], timeout: float) -> list[dict]
                 pending.discard(job_id)
         time.sleep(0.2)
     return [client.get(f"/v1/jobs/{i}").json() for i in ids]
+
+
+def process_tree(root: int) -> set[int]:
+    """`root` and every process descended from it, read from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry.name))
+    tree, todo = set(), [root]
+    while todo:
+        pid = todo.pop()
+        tree.add(pid)
+        todo.extend(children.get(pid, []))
+    return tree
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
