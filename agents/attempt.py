@@ -30,7 +30,7 @@ from agents.containment import Containment, Fenced, Unit
 from agents.logsink import LogSink
 from agents.runtimes.base import Runtime, StepContext
 from agents.watch import Watch
-from agents.workspace import Workspace, step_env
+from agents.workspace import Workspace, give, step_env
 from farm.artifacts import ArtifactStore, DirectoryStore
 from farm.errors import FarmError, RuntimeFailure
 from farm.models import ArtifactInfo, ErrorCode, ImageBuild, ImageResult, JobState, StepResult
@@ -172,10 +172,13 @@ class Attempt:
                 code = self.workspace.checkout(spec.source.git, log.write, self.stop, self.unit)
                 if code != 0 and not self.stop.is_set():
                     state, error, exit_code = JobState.FAILED, ErrorCode.SOURCE_FAILED, code
-            caches = (JobCaches(c, self.workspace, self.store, self.settings, log.note, overlays=self.runtime.sees_new_mounts)
-                      if spec.caches else None)  # fmt: skip
+            owner = self.runtime.step_owner
+            caches = (JobCaches(c, self.workspace, self.store, self.settings, log.note, overlays=self.runtime.sees_new_mounts,
+                                owner=owner) if spec.caches else None)  # fmt: skip
             if caches and state is JobState.SUCCEEDED and not self.stop.is_set():
                 caches.restore()
+            if owner is not None and path.exists():
+                give(path, owner)  # the steps' user writes its workspace, never as root
             env = {**step_env(spec, c.job_id, c.attempt), **c.secrets}
             for step in spec.steps:
                 if state is not JobState.SUCCEEDED or self.stop.is_set():

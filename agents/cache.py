@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from agents.workspace import Workspace
+from agents.workspace import Workspace, give
 from farm.cache import archive
 from farm.cache.blobs import DirectoryBlobStore
 from farm.cache.index import CacheIndex
@@ -47,8 +47,14 @@ class NodeTrees:
     """Entries this node has unpacked, each once, as read-only lower layers for overlays.
     A tree appears by rename when complete; the least recently used go beyond max_bytes."""
 
-    def __init__(self, root: Path, blobs: DirectoryBlobStore, limits: archive.Limits, threads: int, max_bytes: int) -> None:
-        self.root, self.blobs, self.limits, self.threads, self.max_bytes = root, blobs, limits, threads, max_bytes
+    def __init__(
+        self, root: Path, blobs: DirectoryBlobStore, limits: archive.Limits, threads: int, max_bytes: int,
+        owner: tuple[int, int] | None = None,
+    ) -> None:  # fmt: skip
+        """`owner`: who the trees are given to (the steps' user, when farm is root): an
+        overlay shows a lower layer's owners, so they must be the steps' own."""
+        self.root = root if owner is None else root / f"uid-{owner[0]}-{owner[1]}"
+        self.blobs, self.limits, self.threads, self.max_bytes, self.owner = blobs, limits, threads, max_bytes, owner
 
     def get(self, manifest: str) -> tuple[Path, int] | None:
         tree = self.root / manifest
@@ -65,6 +71,8 @@ class NodeTrees:
         try:
             (tmp / "tree").mkdir()
             done = archive.restore(tmp / "tree", manifest, self.blobs, limits=self.limits, threads=self.threads)
+            if self.owner is not None:
+                give(tmp / "tree", self.owner)
             (tmp / "bytes").write_text(str(done.bytes))
             try:
                 os.rename(tmp, self.root / manifest)
@@ -121,9 +129,10 @@ def overlays_possible() -> bool:
 class JobCaches:
     def __init__(
         self, claim: Claim, workspace: Workspace, store: JobStore, settings: Settings, note: Callable[[str], None],
-        *, overlays: bool = True,
+        *, overlays: bool = True, owner: tuple[int, int] | None = None,
     ) -> None:  # fmt: skip
         self.claim, self.workspace, self.note = claim, workspace, note
+        self.owner = owner
         self.specs = claim.spec.caches
         self.settings = settings
         self.index = CacheIndex(store.client, DirectoryBlobStore(settings.cache_dir), store.keys)
@@ -132,7 +141,7 @@ class JobCaches:
         self.limits = archive.Limits(settings.cache.max_entry_bytes, settings.cache.max_entry_files)
         self.results: list[CacheResult] = []
         c = settings.cache
-        self.nodes = (NodeTrees(settings.cache_node_dir, self.index.blobs, self.limits, c.restore_threads, c.node_max_bytes)
+        self.nodes = (NodeTrees(settings.cache_node_dir, self.index.blobs, self.limits, c.restore_threads, c.node_max_bytes, owner)
                       if overlays and c.overlay and overlays_possible() else None)  # fmt: skip
         self.layers = workspace.path.parent / f"{workspace.path.name}.layers"  # upper layers, outside the workspace
 
@@ -204,6 +213,8 @@ class JobCaches:
                 layer = self.layers / uuid.uuid4().hex[:8]
                 (layer / "upper").mkdir(parents=True)
                 (layer / "work").mkdir()
+                if self.owner is not None:
+                    os.chown(layer / "upper", *self.owner)  # the merged root is the upper layer's
                 (ws / p).mkdir(parents=True)
                 _mount_overlay(lower, layer / "upper", layer / "work", ws / p)
             return warm, size

@@ -9,6 +9,7 @@ farm's credentials.
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 from collections.abc import Callable
@@ -88,6 +89,21 @@ class Workspace:
             if code != 0:
                 return code
         return 0
+
+
+def give(root: Path, owner: tuple[int, int]) -> int:
+    """Make `owner` own everything under root (links themselves, never what they point at),
+    except what is mounted there (warm cache overlays carry their owner already). Returns
+    how many entries it changed."""
+    uid, gid = owner
+    os.lchown(root, uid, gid)
+    n = 1
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not os.path.ismount(os.path.join(dirpath, d))]
+        for name in dirnames + filenames:
+            os.lchown(os.path.join(dirpath, name), uid, gid)
+            n += 1
+    return n
 
 
 def sweep(root: Path, is_current: Callable[[str, int], bool], *, keep_for_s: float, now: float) -> list[Path]:

@@ -36,6 +36,10 @@ class Runtime(Protocol):
     # Whether mounts made in the workspace after prepare() (warm cache overlays) reach the
     # steps; a daemon in its own mount namespace (DinD) may not see them.
     sees_new_mounts: bool
+    # The uid:gid steps run as when farm (root) must hand them the workspace: the attempt
+    # gives them its files (agents/workspace.py `give`) before the first step. None: steps
+    # run as farm's own user, or as root.
+    step_owner: tuple[int, int] | None
 
     def prepare(self) -> None:
         """Check the runtime can work (daemon reachable...); raise RuntimeFailure if not."""

@@ -193,7 +193,7 @@ class DindRuntime(DockerRuntime):
         propagation = ",rslave" if self._shared else ""
         command = [
             "dockerd", "--host=unix:///run/dind/docker.sock", "--bridge=none", "--iptables=false", "--ip-masq=false",
-            f"--storage-driver={self.dind.storage_driver}", f"--group={os.getgid()}",  # steps run as our gid
+            f"--storage-driver={self.dind.storage_driver}", f"--group={(self.step_owner or (0, os.getgid()))[1]}",  # steps' gid
         ]  # fmt: skip
         try:
             host.images.get(self.dind.image)  # never pulled: create would try a public registry

@@ -3,8 +3,11 @@
 What DooD exposes: farm itself holds the host daemon's socket, which is root on that host.
 Steps never get the socket: each runs in a container of the step's `image` with only the
 job's workspace mounted at /workspace, `no-new-privileges`, every capability dropped, no
-network unless the job asks for the host's, CPU and memory limits, and farm's own uid:gid
-(so workspace files stay farm's). The container is removed afterwards, whatever happened.
+network unless the job asks for the host's, CPU, memory and process limits, optionally a
+read-only root filesystem, and never as root by default: as farm's own uid:gid, or, when
+farm itself runs as root, as an unprivileged uid:gid (`docker.user`, default 65532:65532)
+to whom the attempt hands its workspace. The container is removed afterwards, whatever
+happened, and labelled with its attempt so the node's warden finds it if the executor dies.
 Images are never pulled: they must already be on the daemon (there is no registry here).
 
 Image jobs build on the same daemon (`build_image`): the build context is the job's
@@ -65,6 +68,27 @@ def from_images(dockerfile: str, build_args: dict[str, str]) -> list[str]:
     return images
 
 
+UNPRIVILEGED = (65532, 65532)  # "nonroot", as distroless images name it
+
+
+def step_user(setting: str) -> tuple[str | None, tuple[int, int] | None]:
+    """(the container's --user, the owner its workspace must be given to) for `docker.user`.
+
+    "auto": farm's own uid:gid, which owns the workspace already; but never root: farm
+    running as root runs steps as UNPRIVILEGED and hands it the workspace. A numeric
+    "uid:gid" other than farm's own is handed the workspace too; a name is passed through
+    (the image must know it, and its files must be writable to it)."""
+    me = (os.getuid(), os.getgid())
+    if setting == "auto":
+        owner = UNPRIVILEGED if me[0] == 0 else me
+        return f"{owner[0]}:{owner[1]}", (owner if owner != me else None)
+    uid, _, gid = setting.partition(":")
+    if uid.isdigit() and (gid.isdigit() or not gid):
+        owner = (int(uid), int(gid or uid))
+        return setting, (owner if owner != me and me[0] == 0 else None)
+    return setting or None, None
+
+
 def _split(ref: str) -> tuple[str, str]:
     """"host:5000/team/app:1.2" -> ("host:5000/team/app", "1.2"); no tag -> "latest"."""
     head, _, last = ref.rpartition("/")
@@ -82,6 +106,7 @@ class DockerRuntime:
     def __init__(self, settings: DockerSettings) -> None:
         self.settings = settings
         self._client: docker.DockerClient | None = None
+        self.user, self.step_owner = step_user(settings.user)
 
     @property
     def client(self) -> docker.DockerClient:
@@ -98,10 +123,6 @@ class DockerRuntime:
         except (docker.errors.DockerException, requests.exceptions.RequestException) as e:
             raise RuntimeFailure(f"docker daemon unreachable: {e}") from e
 
-    def _user(self) -> str | None:
-        if self.settings.user == "auto":
-            return f"{os.getuid()}:{os.getgid()}"
-        return self.settings.user or None
 
     # Hooks for the dind runtime, which runs the same steps against a private daemon.
     def _ensure_image(self, image: str) -> None:
@@ -160,7 +181,7 @@ class DockerRuntime:
                 mem_limit=self.settings.memory,
                 security_opt=["no-new-privileges"],
                 cap_drop=["ALL"],
-                user=self._user(),
+                user=self.user,
                 pids_limit=self.settings.pids_limit,
                 read_only=self.settings.read_only_rootfs,
                 tmpfs=tmpfs,

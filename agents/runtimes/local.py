@@ -83,6 +83,7 @@ class LocalRuntime:
     name = "local"
     uses_workspace = True
     sees_new_mounts = True
+    step_owner = None  # steps run as farm's own user
 
     def __init__(self, *, kill_grace_s: float = 0.5) -> None:
         self.kill_grace_s = kill_grace_s

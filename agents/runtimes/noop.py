@@ -15,6 +15,7 @@ class NoopRuntime:
     name = "noop"
     uses_workspace = False
     sees_new_mounts = True
+    step_owner = None
 
     def prepare(self) -> None:
         pass

@@ -10,6 +10,7 @@ import pytest
 
 from agents.runtimes.base import StepContext
 from agents.runtimes.dind import DindRuntime
+from agents.workspace import give
 from farm.errors import RuntimeFailure
 from farm.models import JobSpec, JobState, Step
 from tests.conftest import wait_for
@@ -142,6 +143,8 @@ def test_a_daemon_someone_else_runs_is_used_and_left_running(dind_settings, tmp_
         assert not side.sees_new_mounts  # its mounts would not reach that daemon: caches unpack instead
         ws = side.workspaces / "job-1"
         ws.mkdir(parents=True)
+        if side.step_owner:
+            give(ws, side.step_owner)  # what an attempt does before its steps
         out = bytearray()
         ctx = StepContext("job", ws, {}, out.extend, threading.Event())
         assert side.run_step(Step(name="s", run="echo via-sidecar > proof; echo $DOCKER_HOST"), ctx) == 0
@@ -160,6 +163,8 @@ def test_the_private_daemons_storage_driver_is_configurable(driver, dind_setting
         assert runtime.client.info()["Driver"] == driver
         ws = runtime.workspaces / "job-1"
         ws.mkdir(parents=True)
+        if runtime.step_owner:
+            give(ws, runtime.step_owner)
         ctx = StepContext("job", ws, {}, lambda b: None, threading.Event())
         assert runtime.run_step(Step(name="s", run="echo stored > out"), ctx) == 0
         assert (ws / "out").read_text() == "stored\n"

@@ -1,10 +1,12 @@
 """The docker runtime (DooD) on the real host daemon, with a base image made locally."""
 
+import os
 import time
 
 import docker
 import pytest
 
+from agents.runtimes.docker import UNPRIVILEGED
 from farm.models import ErrorCode, JobSpec, JobState
 from tests.conftest import wait_for
 from tests.integration.test_executor_local import full_log, wait_done
@@ -26,9 +28,21 @@ def test_steps_run_in_containers_with_the_workspace_mounted(store, docker_settin
     done = wait_done(store, job.id, timeout=60)
     assert done.state is JobState.SUCCEEDED, full_log(store, job.id)
     log = full_log(store, job.id)
-    import os
+    # Never root: farm's own uid, or (farm being root) the unprivileged one handed the workspace.
+    uid = os.getuid() or UNPRIVILEGED[0]
+    assert "/workspace" in log and "built-by-farm" in log and f"\n{uid}\n" in log
 
-    assert "/workspace" in log and "built-by-farm" in log and f"\n{os.getuid()}\n" in log
+
+def test_steps_get_a_pids_limit_and_optionally_a_read_only_root(store, make_settings, docker_image, run_executor):
+    settings = make_settings(executors={"runtime": "docker"}, docker={"default_image": docker_image, "pids_limit": 64,
+                                                                      "read_only_rootfs": True})  # fmt: skip
+    run_executor(settings)
+    job = store.enqueue(JobSpec(steps=[{"name": "s", "run": "cat /sys/fs/cgroup/pids/pids.max /sys/fs/cgroup/pids.max 2>/dev/null; "
+                                        "touch /etc/x 2>/dev/null || echo root-is-read-only; touch /tmp/x && echo tmp-ok; "
+                                        "touch /workspace/x && echo workspace-ok"}]), "t")  # fmt: skip
+    wait_done(store, job.id, timeout=60)
+    log = full_log(store, job.id)
+    assert "\n64\n" in log and "root-is-read-only" in log and "tmp-ok" in log and "workspace-ok" in log, log
 
 
 def test_containers_are_confined(store, docker_settings, run_executor):
@@ -88,7 +102,9 @@ def assert_warm_restores_reach_steps(store):
     seed = JobSpec(steps=[{"name": "s", "run": "mkdir deps; echo from-cache > deps/x"}], caches=[cache])
     wait_done(store, store.enqueue(seed, "t").id, timeout=60)
     for _ in range(2):  # the first unpacks on this node, the second mounts the node's copy
-        job = store.enqueue(JobSpec(steps=[{"name": "s", "run": "cat deps/x && echo more > deps/y"}], caches=[cache]), "t")
+        # Reading, changing a restored file and adding one: as the steps' own (unprivileged) user.
+        job = store.enqueue(JobSpec(steps=[{"name": "s", "run": "cat deps/x && echo more >> deps/x && echo more > deps/y"}],
+                                    caches=[cache]), "t")
         done = wait_done(store, job.id, timeout=60)
         assert done.state is JobState.SUCCEEDED and "from-cache" in full_log(store, job.id), full_log(store, job.id)
     assert done.caches[0].warm
