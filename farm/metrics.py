@@ -110,8 +110,10 @@ class FarmCollector(Collector):
         counted = NodeBook(self.store.client, self.store.keys).restarts()
         for component in RESTARTED:
             restarts.add_metric([component], counted.get(component, 0))
+        fencing = GaugeMetricFamily("farm_jobs_fencing", "Jobs whose executor was lost, waiting for their node to kill what "
+                                    "the attempt left before they run again.", value=self.store.client.zcard(self.store.keys.fencing))  # fmt: skip
         yield from (submitted, finished, lease, retries, depth, running, oldest, executors, wait, duration, restores, saves, cache_bytes,
-                    restore_s, sizing, decisions, start_failures, restarts)  # fmt: skip
+                    restore_s, sizing, decisions, start_failures, restarts, fencing)  # fmt: skip
 
 
 def make_registry(store: JobStore, registry: ExecutorRegistry, pools: list[str]) -> CollectorRegistry:
