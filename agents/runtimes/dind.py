@@ -187,6 +187,14 @@ class DindRuntime(DockerRuntime):
             log.warning("removed %s, left by an executor that did not drain", self.container_name)
         except docker.errors.NotFound:
             pass
+        except docker.errors.APIError:  # being removed already (the node's warden fencing it): wait until it is gone
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                try:
+                    host.containers.get(self.container_name)
+                except docker.errors.NotFound:
+                    break
+                time.sleep(0.1)
         self._sockdir = Path(tempfile.mkdtemp(prefix="farm-dind-"))  # short: a socket path has 108 bytes
         self.workspaces.mkdir(parents=True, exist_ok=True)
         self._share_workspaces()

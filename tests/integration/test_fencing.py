@@ -64,10 +64,10 @@ def warden_log():
     return logging.getLogger("test")
 
 
-def _settings(make_settings, runtime: str):
+def _settings(make_settings, runtime: str, **extra):
     return make_settings(
         lease={"lease_s": LEASE_S, "heartbeat_s": 0.5, "reaper_interval_s": 0.2, "node_timeout_s": 5},
-        executors={"runtime": runtime, "node": "node-t"},
+        executors={"runtime": runtime, "node": "node-t"}, **extra,
     )
 
 
@@ -138,5 +138,44 @@ def test_docker_attempt_2_starts_only_after_attempt_1s_containers_are_gone(store
             proc.kill()
     assert attempt_1_containers() == 0  # gone before attempt 2 was given out
     wait_for(lambda: store.get(job.id).state.terminal, 60, what="the job to end")
+    assert store.get(job.id).state is JobState.SUCCEEDED
+    assert took <= LEASE_S + 5, took
+
+
+def test_dind_attempt_2_starts_only_after_the_dead_executors_daemon_is_gone(
+    store, make_settings, farm_side, run_executor, docker_image, dind_image
+):
+    """The dead executor's private daemon holds its step and whatever the step started
+    there: the warden removes the whole daemon before the job runs again. (No layer stores,
+    so the next executor does not reuse, and remove, the dead one's by name.)"""
+    import docker
+
+    client = docker.from_env()
+    settings = _settings(make_settings, "dind", docker={"default_image": docker_image},
+                         dind={"image": dind_image, "layer_stores": 0})  # fmt: skip
+    farm_side(settings)
+    job = store.enqueue(JobSpec(steps=[{"name": "s", "run": 'if [ "$FARM_ATTEMPT" = 1 ]; then sleep 25; fi'}], retries=2), "t")
+
+    def daemons() -> int:
+        return len(client.containers.list(all=True, filters={"label": ["farm.executor=doomed", "farm.dind=1"]}))
+
+    proc = executor_process(settings, "doomed")
+    try:
+        wait_for(lambda: store.get(job.id).state is JobState.RUNNING, 90, what="attempt 1 to start")
+        time.sleep(0.5)
+        killed_at = time.monotonic()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        assert daemons() == 1
+        run_executor(settings, "heir")
+        while not (store.get(job.id).attempt == 2 and store.get(job.id).state is not JobState.QUEUED):
+            assert time.monotonic() - killed_at < LEASE_S + 15, "attempt 2 did not start"
+            time.sleep(0.05)
+        took = time.monotonic() - killed_at
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert daemons() == 0
+    wait_for(lambda: store.get(job.id).state.terminal, 90, what="the job to end")
     assert store.get(job.id).state is JobState.SUCCEEDED
     assert took <= LEASE_S + 5, took
