@@ -5,6 +5,7 @@ its own (as a Ray worker hosts it); the node's warden and the reaper run as farm
 
 from __future__ import annotations
 
+import logging
 import signal
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ from farm.store.executors import ExecutorRegistry
 from tests.conftest import executor_process, wait_for
 
 LEASE_S = 2.0
+log = logging.getLogger("test_fencing")
 
 # Each attempt records its shell's pid and a detached sleep's pid (with their start times,
 # against pid reuse), after checking that no earlier attempt's recorded process still lives
@@ -49,19 +51,13 @@ def farm_side(store, make_settings):
     def start(settings):
         warden = Warden("node-t", settings, jobs=store, containment=Containment.for_node(store.instance(), settings.data_dir))
         reaper = Reaper(store, ExecutorRegistry(store.client, store.keys), settings)
-        started.extend([loops.start("warden", warden.run_once, 0.2, warden_log()), loops.start("reaper", reaper.run_once, 0.2, warden_log())])
+        started.extend([loops.start("warden", warden.run_once, 0.2, log), loops.start("reaper", reaper.run_once, 0.2, log)])
         return warden
 
     yield start
     for thread, stop in started:
         stop.set()
         thread.join(5)
-
-
-def warden_log():
-    import logging
-
-    return logging.getLogger("test")
 
 
 def _settings(make_settings, runtime: str, **extra):
@@ -71,18 +67,23 @@ def _settings(make_settings, runtime: str, **extra):
     )
 
 
-def _kill_and_wait_for_attempt_2(store, settings, job_id, run_executor) -> float:
+def kill_mid_step(store, settings, job_id, run_executor, *, remains=lambda: 0) -> tuple[float, int, int]:
+    """Run attempt 1 on an executor process, SIGKILL that process mid-step, start another
+    executor and wait until attempt 2 is given out. Returns (seconds from the kill to that,
+    what `remains` counted just after the kill, what it counted when attempt 2 was given out)."""
     proc = executor_process(settings, "doomed")
     try:
-        wait_for(lambda: store.get(job_id).state is JobState.RUNNING, 60, what="attempt 1 to start")
+        wait_for(lambda: store.get(job_id).state is JobState.RUNNING, 90, what="attempt 1 to start")
         time.sleep(1.0)  # well into its step
         killed_at = time.monotonic()
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
+        after_kill = remains()
         run_executor(settings, "heir")
-        wait_for(lambda: store.get(job_id).attempt == 2 and store.get(job_id).state is not JobState.QUEUED, LEASE_S + 10,
-                 what="attempt 2 to start")  # fmt: skip
-        return time.monotonic() - killed_at
+        while not (store.get(job_id).attempt == 2 and store.get(job_id).state is not JobState.QUEUED):
+            assert time.monotonic() - killed_at < LEASE_S + 15, "attempt 2 did not start"
+            time.sleep(0.05)
+        return time.monotonic() - killed_at, after_kill, remains()
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -94,16 +95,18 @@ def test_local_attempt_2_starts_only_after_attempt_1_is_dead(store, make_setting
     records = tmp_path / "records"
     records.mkdir()
     job = store.enqueue(JobSpec(steps=[{"name": "s", "run": RECORD.format(dir=records)}], retries=2), "t")
-    took = _kill_and_wait_for_attempt_2(store, settings, job.id, run_executor)
+    took, _, _ = kill_mid_step(store, settings, job.id, run_executor)
     wait_for(lambda: store.get(job.id).state.terminal, 30, what="the job to end")
     done = store.get(job.id)
     assert done.state is JobState.SUCCEEDED and done.attempt == 2
-    log0 = "".join(c.data or "" for c in store.read_log(job.id, count=10_000))
-    assert not (records / f"{job.id}.overlap").exists(), log0
+    log = "".join(c.data or "" for c in store.read_log(job.id, count=10_000))
+    assert not (records / f"{job.id}.overlap").exists(), (records / f"{job.id}.overlap").read_text()
     assert len((records / f"{job.id}.1.pid").read_text().split("\n")) >= 2  # both processes were recorded
     assert took <= LEASE_S + 5, took
-    log = "".join(c.data or "" for c in store.read_log(job.id, count=10_000))
     assert "fenced on node node-t" in log
+
+
+STEP_25S_ONCE = 'if [ "$FARM_ATTEMPT" = 1 ]; then sleep 25; fi'
 
 
 def test_docker_attempt_2_starts_only_after_attempt_1s_containers_are_gone(store, make_settings, farm_side, run_executor, docker_image):
@@ -112,31 +115,14 @@ def test_docker_attempt_2_starts_only_after_attempt_1s_containers_are_gone(store
     client = docker.from_env()
     settings = _settings(make_settings, "docker")
     farm_side(settings)
-    job = store.enqueue(JobSpec(steps=[{"name": "s", "run": 'if [ "$FARM_ATTEMPT" = 1 ]; then sleep 25; fi'}], retries=2), "t")
-    seen: list[int] = []
+    job = store.enqueue(JobSpec(steps=[{"name": "s", "run": STEP_25S_ONCE}], retries=2), "t")
 
     def attempt_1_containers() -> int:
         return len(client.containers.list(all=True, filters={"label": [f"farm.job={job.id}", "farm.attempt=1"]}))
 
-    wait_for(lambda: True, 0)
-    proc = executor_process(settings, "doomed")
-    try:
-        wait_for(lambda: attempt_1_containers() == 1, 60, what="attempt 1's container")
-        time.sleep(0.5)
-        killed_at = time.monotonic()
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-        assert attempt_1_containers() == 1  # on today's code it ran on, unfenced, beside attempt 2
-        run_executor(settings, "heir")
-        while not (store.get(job.id).attempt == 2 and store.get(job.id).state is not JobState.QUEUED):
-            seen.append(attempt_1_containers())
-            assert time.monotonic() - killed_at < LEASE_S + 10, "attempt 2 did not start"
-            time.sleep(0.05)
-        took = time.monotonic() - killed_at
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert attempt_1_containers() == 0  # gone before attempt 2 was given out
+    took, after_kill, at_attempt_2 = kill_mid_step(store, settings, job.id, run_executor, remains=attempt_1_containers)
+    assert after_kill == 1  # on today's code it ran on, unfenced, beside attempt 2
+    assert at_attempt_2 == 0  # gone before attempt 2 was given out
     wait_for(lambda: store.get(job.id).state.terminal, 60, what="the job to end")
     assert store.get(job.id).state is JobState.SUCCEEDED
     assert took <= LEASE_S + 5, took
@@ -154,28 +140,13 @@ def test_dind_attempt_2_starts_only_after_the_dead_executors_daemon_is_gone(
     settings = _settings(make_settings, "dind", docker={"default_image": docker_image},
                          dind={"image": dind_image, "layer_stores": 0})  # fmt: skip
     farm_side(settings)
-    job = store.enqueue(JobSpec(steps=[{"name": "s", "run": 'if [ "$FARM_ATTEMPT" = 1 ]; then sleep 25; fi'}], retries=2), "t")
+    job = store.enqueue(JobSpec(steps=[{"name": "s", "run": STEP_25S_ONCE}], retries=2), "t")
 
     def daemons() -> int:
         return len(client.containers.list(all=True, filters={"label": ["farm.executor=doomed", "farm.dind=1"]}))
 
-    proc = executor_process(settings, "doomed")
-    try:
-        wait_for(lambda: store.get(job.id).state is JobState.RUNNING, 90, what="attempt 1 to start")
-        time.sleep(0.5)
-        killed_at = time.monotonic()
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-        assert daemons() == 1
-        run_executor(settings, "heir")
-        while not (store.get(job.id).attempt == 2 and store.get(job.id).state is not JobState.QUEUED):
-            assert time.monotonic() - killed_at < LEASE_S + 15, "attempt 2 did not start"
-            time.sleep(0.05)
-        took = time.monotonic() - killed_at
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert daemons() == 0
+    took, after_kill, at_attempt_2 = kill_mid_step(store, settings, job.id, run_executor, remains=daemons)
+    assert (after_kill, at_attempt_2) == (1, 0)
     wait_for(lambda: store.get(job.id).state.terminal, 90, what="the job to end")
     assert store.get(job.id).state is JobState.SUCCEEDED
     assert took <= LEASE_S + 5, took
