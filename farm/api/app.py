@@ -8,14 +8,16 @@ from __future__ import annotations
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
 
 from farm import __version__
 from farm.api import caches, health, jobs, pools, queue
 from farm.api.auth import TokenBook
-from farm.api.errors import farm_error, validation_error
+from farm.api.errors import errors_as_json, farm_error, http_error, validation_error
 from farm.api.gate import Gate
 from farm.api.jobs import Followers
 from farm.artifacts import DirectoryStore
@@ -72,10 +74,18 @@ def create_app(settings: Settings, *, store: JobStore | None = None) -> FastAPI:
     app.state.followers = Followers(settings.api.max_followers_per_tenant, settings.api.follow_max_s)
     app.add_exception_handler(FarmError, farm_error)
     app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(HTTPException, http_error)
     modules = (jobs, queue, pools, caches, health)
     app.add_middleware(Gate, tokens=app.state.tokens, max_body_bytes=settings.api.max_body_bytes, routers=[m.router for m in modules])
     for module in modules:
         app.include_router(module.router)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = errors_as_json(FastAPI.openapi(app))
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
 
 

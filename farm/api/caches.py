@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from farm.api.auth import Principal, principal
 from farm.api.errors import COMMON, NOT_FOUND
+from farm.api.public import CachesDeleted, CachesPublic
 from farm.errors import NotFound
 
 router = APIRouter(prefix="/v1/caches", tags=["caches"], responses=COMMON)
@@ -19,7 +20,7 @@ def _tenant(who: Principal, tenant: str | None) -> str:
     return tenant if who.admin and tenant else who.tenant
 
 
-@router.get("")
+@router.get("", response_model=CachesPublic)
 def list_caches(request: Request, who: Who, tenant: str | None = None, key_prefix: str = "") -> dict[str, Any]:
     name = _tenant(who, tenant)
     index = request.app.state.caches
@@ -29,7 +30,7 @@ def list_caches(request: Request, who: Who, tenant: str | None = None, key_prefi
             "protected_reserve_bytes": int(cache.quota_bytes * cache.protected_share)}  # fmt: skip
 
 
-@router.delete("/{key:path}", responses=NOT_FOUND)
+@router.delete("/{key:path}", response_model=CachesDeleted, responses=NOT_FOUND)
 def delete_cache(
     key: str, request: Request, who: Who, tenant: str | None = None,
     ref: Annotated[str | None, Query(description="only this ref's entry")] = None, repo: str | None = None,

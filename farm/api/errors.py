@@ -12,9 +12,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException
 
 from farm.errors import (
     Conflict,
@@ -57,22 +59,40 @@ class ValidationErrorBody(BaseModel):
     detail: list[FieldError]
 
 
-def _doc(description: str, model: type[BaseModel] = ErrorBody) -> dict[str, Any]:
-    return {"model": model, "description": description}
+def _doc(description: str, model: type[BaseModel] = ErrorBody, headers: dict[str, str] | None = None) -> dict[str, Any]:
+    doc: dict[str, Any] = {"model": model, "description": description}
+    if headers:
+        doc["headers"] = {name: {"description": text, "required": True, "schema": {"type": "string"}}
+                          for name, text in headers.items()}  # fmt: skip
+    return doc
 
 
 # What any authenticated /v1 route may answer besides its own success (the gate's 401/413,
 # the store's 503), and the extras a route adds by name.
+UNAVAILABLE = {503: _doc("Redis cannot be reached")}
 COMMON: dict[int | str, dict[str, Any]] = {
-    401: _doc("No bearer token, or one farm did not issue"),
+    401: _doc("No bearer token, or one farm did not issue", headers={"WWW-Authenticate": "the scheme to use: Bearer"}),
     413: _doc("The request body is over api.max_body_bytes"),
     422: _doc("A parameter or the body is invalid: one entry per field, with its path", ValidationErrorBody),
-    503: _doc("Redis cannot be reached"),
+    **UNAVAILABLE,
 }
 NOT_FOUND = {404: _doc("No such job (or one of another tenant), pool or entry")}
 FORBIDDEN = {403: _doc("A tenant may not do this: it needs the admin token or a tenant permission")}
 CONFLICT = {409: _doc("The resource's state or version does not allow this")}
-TOO_MANY = {429: _doc("The tenant is over a per-tenant cap; retry later")}
+TOO_MANY = {429: _doc("The tenant is over a per-tenant cap; retry later", headers={"Retry-After": "seconds to wait"})}
+
+
+def errors_as_json(document: dict[str, Any]) -> dict[str, Any]:
+    """Every error body is JSON. FastAPI documents a route's extra responses in the media
+    type of its response class (text/plain for the log, for one): make them application/json."""
+    for item in document.get("paths", {}).values():
+        for operation in item.values():
+            for code, response in operation.get("responses", {}).items():
+                content = response.get("content")
+                if code[:1] in ("4", "5") and content and set(content) != {"application/json"}:
+                    schema = content.get("application/json", next(iter(content.values()))).get("schema", {})
+                    response["content"] = {"application/json": {"schema": schema}}
+    return document
 
 
 def _short(value: Any) -> str | None:
@@ -97,6 +117,17 @@ def field_errors(errors: Any) -> list[dict[str, Any]]:
 async def validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     return JSONResponse({"detail": field_errors(exc.errors())}, status_code=422)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    """FastAPI's own HTTP errors as they are, except the 400 of a body that cannot be parsed
+    (bytes that are not UTF-8, say): that is a 422 in the one validation shape."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 400:
+        why = f": {str(exc.__cause__)[:200]}" if exc.__cause__ is not None else ""
+        return JSONResponse({"detail": [{"loc": ["body"], "msg": f"the body cannot be parsed as JSON{why}", "type": "json_invalid"}]},
+                            status_code=422)  # fmt: skip
+    return await http_exception_handler(request, exc)
 
 
 async def farm_error(request: Request, exc: Exception) -> JSONResponse:

@@ -8,16 +8,18 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import APIRouter, Request, Response
+from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from farm.api.errors import ErrorBody
+from farm.api.errors import UNAVAILABLE
+from farm.api.public import HealthPublic
 from farm.errors import StoreUnavailable
 from farm.store.jobs import translated
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", responses={503: {"model": ErrorBody, "description": "Redis cannot be reached"}})
+@router.get("/healthz", response_model=HealthPublic, responses=UNAVAILABLE)
 async def healthz(request: Request) -> dict[str, str]:
     try:
         with translated():
@@ -27,7 +29,7 @@ async def healthz(request: Request) -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/metrics", responses={503: {"model": ErrorBody, "description": "Redis cannot be reached"}})
+@router.get("/metrics", response_class=PlainTextResponse, responses=UNAVAILABLE)
 def metrics(request: Request) -> Response:
     with translated():
         body = generate_latest(request.app.state.metrics)

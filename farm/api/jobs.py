@@ -116,7 +116,17 @@ def list_artifacts(job_id: str, who: Who, jobs: Store) -> list[ArtifactInfo]:
     return job.artifacts
 
 
-@router.get("/{job_id}/artifacts/{name:path}", response_class=StreamingResponse, responses=NOT_FOUND)
+_ARTIFACT = {
+    "description": "The artifact's bytes",
+    "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    "headers": {
+        "Content-Disposition": {"description": "attachment, with the file's name", "required": True, "schema": {"type": "string"}},
+        "Digest": {"description": "sha-256=<base64 of the artifact's SHA-256>", "required": True, "schema": {"type": "string"}},
+    },
+}
+
+
+@router.get("/{job_id}/artifacts/{name:path}", response_class=StreamingResponse, responses={200: _ARTIFACT, **NOT_FOUND})
 def get_artifact(job_id: str, name: str, request: Request, who: Who, jobs: Store) -> StreamingResponse:
     job = jobs.get(job_id)
     who.check_can_see(job)

@@ -12,6 +12,7 @@ from pydantic import TypeAdapter
 from farm.api.auth import Principal, principal
 from farm.api.errors import COMMON, CONFLICT, FORBIDDEN, NOT_FOUND
 from farm.api.gate import ADMIN_ONLY
+from farm.api.public import DecisionsPublic, PolicyHistoryPublic, PolicyPublic, PoolsPublic
 from farm.autoscale.policy import CapacityPolicy
 from farm.errors import Forbidden, NotFound
 from farm.queue import summarize
@@ -31,7 +32,7 @@ def _shown(stored: Any) -> dict[str, Any]:
     return {"version": stored.version, "policy": stored.policy, "updated_by": stored.by, "updated_at": stored.at}
 
 
-@router.get("")
+@router.get("", response_model=PoolsPublic)
 def list_pools(request: Request, who: Who) -> dict[str, Any]:
     st = request.app.state
     pools = []
@@ -40,12 +41,17 @@ def list_pools(request: Request, who: Who) -> dict[str, Any]:
     return {"pools": pools}
 
 
-@router.get("/{name}/policy", responses=NOT_FOUND)
+@router.get("/{name}/policy", response_model=PolicyPublic, responses=NOT_FOUND)
 def get_policy(name: str, request: Request, who: Who) -> dict[str, Any]:
     return _shown(request.app.state.policies.get(_pool(request, name)))
 
 
-@router.put("/{name}/policy", responses={**NOT_FOUND, **FORBIDDEN, **CONFLICT}, openapi_extra={ADMIN_ONLY: True})
+@router.put(
+    "/{name}/policy",
+    response_model=PolicyPublic,
+    responses={**NOT_FOUND, **FORBIDDEN, **CONFLICT},
+    openapi_extra={ADMIN_ONLY: True},
+)
 def put_policy(
     name: str,
     body: CapacityPolicy,
@@ -64,11 +70,11 @@ def put_policy(
     return _shown(stored)
 
 
-@router.get("/{name}/policy/history", responses=NOT_FOUND)
+@router.get("/{name}/policy/history", response_model=PolicyHistoryPublic, responses=NOT_FOUND)
 def policy_history(name: str, request: Request, who: Who, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
     return {"changes": request.app.state.policies.history(_pool(request, name), limit)}
 
 
-@router.get("/{name}/decisions", responses=NOT_FOUND)
+@router.get("/{name}/decisions", response_model=DecisionsPublic, responses=NOT_FOUND)
 def decisions(name: str, request: Request, who: Who, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
     return {"decisions": request.app.state.policies.decisions(_pool(request, name), limit)}

@@ -9,13 +9,14 @@ from fastapi import APIRouter, Depends, Request
 
 from farm.api.auth import principal
 from farm.api.errors import COMMON
+from farm.api.public import QueuePublic
 from farm.queue import summarize
 from farm.store.nodes import NodeBook
 
 router = APIRouter(prefix="/v1", tags=["queue"], dependencies=[Depends(principal)], responses=COMMON)
 
 
-@router.get("/queue")
+@router.get("/queue", response_model=QueuePublic)
 def queue(request: Request) -> dict[str, Any]:
     st = request.app.state
     pools = [asdict(p) for p in summarize(st.store, st.registry, st.settings.pools)]

@@ -1,0 +1,142 @@
+"""What the /v1 routes that are not about one job answer, as models: the OpenAPI document
+shows each body's real shape (and a response that strays from it is a 500 in the tests, not
+a surprise in a client).
+
+The JSON is exactly what the routes answered before they had models; the CLI
+(`farm queue`, `farm cache ls`) and scripts read it. Records other components write
+(the autoscaler's decisions, the policy audit trail) keep any field they add later.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from farm.autoscale.policy import CapacityPolicy
+from farm.cache.scope import Tier
+
+
+class ExecutorCounts(BaseModel):
+    starting: int
+    idle: int
+    busy: int
+    draining: int
+
+
+class StartFailure(BaseModel):
+    """Why the pool's latest executor could not start."""
+
+    executor: str
+    reason: str
+    at_ms: int
+
+
+class PoolQueuePublic(BaseModel):
+    name: str
+    queued: int
+    running: int
+    oldest_wait_s: float
+    executors: ExecutorCounts
+    last_start_failure: StartFailure | None = None
+
+
+class QueuePublic(BaseModel):
+    pools: list[PoolQueuePublic]
+    restarts: dict[str, int] = Field(description="restarts so far, by component (redis, executor, warden, autoscaler)")
+
+
+class PolicyPublic(BaseModel):
+    """A pool's capacity policy as stored: version 0 (and no policy) until one is set."""
+
+    version: int
+    policy: CapacityPolicy | None
+    updated_by: str | None
+    updated_at: str | None
+
+
+class PoolPublic(PoolQueuePublic):
+    policy: PolicyPublic
+
+
+class PoolsPublic(BaseModel):
+    pools: list[PoolPublic]
+
+
+class PolicyChange(BaseModel):
+    """One entry of a pool's policy audit trail (newest first)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    version: int
+    by: str
+    at: str
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+
+
+class PolicyHistoryPublic(BaseModel):
+    changes: list[PolicyChange]
+
+
+class DecisionInputs(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    queued: int
+    running: int
+    starting: int
+    idle: int
+    arrivals: int
+    lead_s: float
+
+
+class DecisionPublic(BaseModel):
+    """One autoscaler decision for the pool (newest first)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    at: str
+    policy: str
+    version: int
+    inputs: DecisionInputs
+    current: int
+    desired: int
+    reason: str
+    started: list[str]
+    drained: list[str]
+
+
+class DecisionsPublic(BaseModel):
+    decisions: list[DecisionPublic]
+
+
+class CacheEntryPublic(BaseModel):
+    id: str
+    key: str
+    repo: str
+    tier: Tier
+    ref: str
+    bytes: int
+    created_at: str
+    used_at: str
+
+
+class CacheBytes(BaseModel):
+    unprotected: int
+    protected: int
+
+
+class CachesPublic(BaseModel):
+    tenant: str
+    entries: list[CacheEntryPublic] = Field(description="most recently used first")
+    bytes: CacheBytes
+    quota_bytes: int
+    protected_reserve_bytes: int
+
+
+class CachesDeleted(BaseModel):
+    deleted: list[str] = Field(description="ids of the entries deleted")
+
+
+class HealthPublic(BaseModel):
+    status: str
