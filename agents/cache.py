@@ -111,11 +111,11 @@ def _mount_overlay(lower: Path, upper: Path, work: Path, target: Path) -> None:
 
 
 def unmount_under(root: Path) -> int:
-    """Unmount every overlay at or under root (the mounts of attempts that did not end
-    cleanly, or of one that is ending)."""
+    """Unmount everything mounted at or under root: the overlays of attempts that did not end
+    cleanly (or of one that is ending), and a dead DinD executor's shared bind mount."""
     prefix = str(root.resolve())
     with open("/proc/self/mounts") as f:
-        points = [line.split()[1] for line in f if line.startswith("overlay ")]
+        points = [line.split()[1] for line in f]
     points = [p for p in points if p == prefix or p.startswith(prefix + "/")]
     for p in sorted(points, reverse=True):
         subprocess.run(["umount", "-l", p], capture_output=True)

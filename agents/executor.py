@@ -76,10 +76,10 @@ class Executor:
         if self.containment is None or self.containment.cgroups is None:
             log.warning("executor %s: attempts are contained by process group only (no cgroups here): a step that "
                         "leaves its group outlives its attempt, and a dead executor's steps are not fenced", self.id)  # fmt: skip
-        self.runtime.prepare()
         self.workspaces.mkdir(parents=True, exist_ok=True)
         if overlays_possible():
-            unmount_under(self.workspaces)  # cache overlays of attempts a crash left behind
+            unmount_under(self.workspaces)  # what a crash of this slot left mounted (overlays, DinD's bind mount)
+        self.runtime.prepare()
         self.sweep_workspaces()
         self._report(ExecutorState.IDLE)
 

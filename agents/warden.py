@@ -28,7 +28,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agents.cache import overlays_possible, unmount_under
 from agents.containment import FENCED, Containment
+from agents.workspace import workspace_root
 from farm import loops
 from farm.settings import Settings
 from farm.store.jobs import JobStore, connect
@@ -139,7 +141,13 @@ class Warden:
         if containers is None:
             containers = self._step_containers().get((job_id, attempt), [])
         ok = self._remove(containers) and ok
-        return self._dind_daemon_gone(executor) and ok
+        ok = self._dind_daemon_gone(executor) and ok
+        if executor and overlays_possible():
+            # What the dead executor mounted: its attempt's warm cache overlays, and for DinD
+            # the bind mount that shares its workspaces with its daemon.
+            root = workspace_root(self.settings) / executor
+            unmount_under(root if self.runtime == "dind" else root / f"{job_id}-{attempt}")
+        return ok
 
     def run_once(self) -> WardenPass:
         done = WardenPass()
