@@ -66,6 +66,9 @@ class ApiSettings(BaseModel):
     # Log followers (`?follow=true`) one tenant may hold open per API process (429 past it),
     # and how long one may follow before the stream ends (follow again with ?offset=).
     max_followers_per_tenant: Annotated[int, Field(ge=1, le=10_000)] = 20
+    # Requests one tenant may have in progress at once per API process (429 past it): under
+    # the 40 worker threads sync handlers share, so no tenant holds them all.
+    max_inflight_per_tenant: Annotated[int, Field(ge=1, le=10_000)] = 16
     follow_max_s: Annotated[float, Field(gt=0)] = 6 * 3600.0
     # Seconds in-flight requests (and followers) get when the server stops; then they are cut.
     graceful_shutdown_s: Annotated[float, Field(ge=0, le=60)] = 2.0

@@ -76,7 +76,8 @@ def create_app(settings: Settings, *, store: JobStore | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(HTTPException, http_error)
     modules = (jobs, queue, pools, caches, health)
-    app.add_middleware(Gate, tokens=app.state.tokens, max_body_bytes=settings.api.max_body_bytes, routers=[m.router for m in modules])
+    app.add_middleware(Gate, tokens=app.state.tokens, max_body_bytes=settings.api.max_body_bytes,
+                       max_inflight=settings.api.max_inflight_per_tenant, routers=[m.router for m in modules])  # fmt: skip
     for module in modules:
         app.include_router(module.router)
 

@@ -7,7 +7,11 @@ A pure ASGI middleware, so it acts before FastAPI reads (and parses) a body:
 - a tenant's request to an admin-only route (marked `ADMIN_ONLY` in its `openapi_extra`) is a
   403 before validation, so a tenant learns nothing from an admin route's 422s;
 - a body over `api.max_body_bytes` is a 413: at once when Content-Length says so, else as
-  soon as the bytes received pass the limit (the rest is never read).
+  soon as the bytes received pass the limit (the rest is never read);
+- a tenant with `api.max_inflight_per_tenant` requests in progress gets a 429 for the next:
+  the worker threads that sync handlers run on (AnyIO's 40) are shared, and one tenant must
+  not hold them all. Log followers are not counted here: they hold no thread, and have a
+  cap of their own (farm/api/jobs.py).
 
 The caller is left in `scope["state"]["principal"]` for the `principal` dependency.
 /healthz, /metrics and the OpenAPI documents are not gated.
@@ -16,6 +20,7 @@ The caller is left in `scope["state"]["principal"]` for the `principal` dependen
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import parse_qs
 
 from fastapi import HTTPException
 from starlette.datastructures import Headers
@@ -35,10 +40,12 @@ class BodyTooLarge(HTTPException):
 
 
 class Gate:
-    def __init__(self, app: ASGIApp, *, tokens: TokenBook, max_body_bytes: int, routers: Any) -> None:
+    def __init__(self, app: ASGIApp, *, tokens: TokenBook, max_body_bytes: int, max_inflight: int, routers: Any) -> None:
         self.app = app
         self.tokens = tokens
         self.limit = max_body_bytes
+        self.max_inflight = max_inflight
+        self.inflight: dict[str, int] = {}  # per tenant; touched only on the event loop
         self.admin_routes = [r for router in routers for r in router.routes if (getattr(r, "openapi_extra", None) or {}).get(ADMIN_ONLY)]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -59,7 +66,20 @@ class Gate:
             await _refuse(scope, receive, send, 413, f"request body over the {self.limit}-byte limit")
             return
         scope.setdefault("state", {})["principal"] = who
-        await self.app(scope, self._bounded(receive), send)
+        if _follows(scope):
+            await self.app(scope, self._bounded(receive), send)
+            return
+        if self.inflight.get(who.tenant, 0) >= self.max_inflight:
+            await _refuse(scope, receive, send, 429, f"{self.max_inflight} requests of tenant {who.tenant!r} are in progress already; "
+                          "retry later", {"Retry-After": "1"})  # fmt: skip
+            return
+        self.inflight[who.tenant] = self.inflight.get(who.tenant, 0) + 1
+        try:
+            await self.app(scope, self._bounded(receive), send)
+        finally:
+            self.inflight[who.tenant] -= 1
+            if not self.inflight[who.tenant]:
+                del self.inflight[who.tenant]
 
     def _admin_only(self, scope: Scope) -> bool:
         return any(route.matches(scope)[0] is Match.FULL for route in self.admin_routes)
@@ -79,6 +99,14 @@ class Gate:
             return message
 
         return bounded
+
+
+def _follows(scope: Scope) -> bool:
+    """A log follow (`GET .../log?follow=true`)."""
+    if scope["method"] != "GET" or not scope["path"].endswith("/log"):
+        return False
+    values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("follow", [])
+    return any(v.lower() in ("1", "true", "t", "yes", "y", "on") for v in values)
 
 
 async def _refuse(scope: Scope, receive: Receive, send: Send, status: int, detail: str, headers: dict[str, str] | None = None) -> None:

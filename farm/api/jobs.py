@@ -17,7 +17,7 @@ from starlette.types import Receive, Scope, Send
 
 from farm import permissions, secrets
 from farm.api.auth import Principal, principal
-from farm.api.errors import COMMON, CONFLICT, FORBIDDEN, NOT_FOUND, TOO_MANY
+from farm.api.errors import COMMON, CONFLICT, FORBIDDEN, NOT_FOUND
 from farm.artifacts import safe_name
 from farm.errors import InvalidInput, NotFound, TooManyRequests
 from farm.models import ArtifactInfo, Job, JobSpec, JobState
@@ -218,7 +218,7 @@ def _skip(data: str, skip: int) -> tuple[str, int]:
     return raw[skip:].decode(errors="replace"), 0
 
 
-@router.get("/{job_id}/log", response_class=PlainTextResponse, responses={**NOT_FOUND, **TOO_MANY})
+@router.get("/{job_id}/log", response_class=PlainTextResponse, responses=NOT_FOUND)
 async def get_log(
     job_id: str,
     request: Request,

@@ -48,7 +48,7 @@ STEP = {"steps": [{"name": "s", "run": "true"}]}
 SPECS = [STEP, {**STEP, "pool": "gpu", "priority": 90}, {**STEP, "network": "host"}, {**STEP, "pool": "nope"}]
 KNOWN_HEADERS = {"idempotency-key": ["contract-key"], "if-match": ["1", "99"]}
 
-# Every operation, and the error statuses it documents besides COMMON's 401/413/422/503.
+# Every operation, and the error statuses it documents besides COMMON's 401/413/422/429/503.
 EXTRA_ERRORS: dict[tuple[str, str], set[str]] = {
     ("POST", "/v1/jobs"): {"403", "409"},
     ("GET", "/v1/jobs"): set(),
@@ -57,7 +57,7 @@ EXTRA_ERRORS: dict[tuple[str, str], set[str]] = {
     ("POST", "/v1/jobs/{job_id}/cancel"): {"404", "409"},
     ("GET", "/v1/jobs/{job_id}/artifacts"): {"404"},
     ("GET", "/v1/jobs/{job_id}/artifacts/{name}"): {"404"},
-    ("GET", "/v1/jobs/{job_id}/log"): {"404", "429"},
+    ("GET", "/v1/jobs/{job_id}/log"): {"404"},
     ("GET", "/v1/queue"): set(),
     ("GET", "/v1/pools"): set(),
     ("GET", "/v1/pools/{name}/policy"): {"404"},
@@ -67,7 +67,7 @@ EXTRA_ERRORS: dict[tuple[str, str], set[str]] = {
     ("GET", "/v1/caches"): set(),
     ("DELETE", "/v1/caches/{key}"): {"404"},
 }
-COMMON_ERRORS = {"401", "413", "422", "503"}
+COMMON_ERRORS = {"401", "413", "422", "429", "503"}
 
 
 def auth(token: str) -> dict[str, str]:

@@ -191,3 +191,38 @@ def test_a_follow_ends_at_its_time_cap_and_resumes_at_an_offset(make_settings, s
         assert "log follow ended after 1s" in text
         whole = c.get(f"/v1/jobs/{job['id']}/log").text
         assert c.get(f"/v1/jobs/{job['id']}/log", params={"offset": 5}).text == whole.encode()[5:].decode()
+
+
+def test_requests_in_progress_are_capped_per_tenant(make_settings, serve_app):
+    """A tenant holding `max_inflight_per_tenant` requests open (bodies it never finishes
+    sending) gets a 429 for the next; other tenants are served, and the slots come back."""
+    app = create_app(make_settings(admin_token=ADMIN, tenants=[{"name": "alice", "token_sha256": hash_token(ALICE)},
+                                                              {"name": "bob", "token_sha256": hash_token(BOB)}],
+                                   api={"max_inflight_per_tenant": 4}))  # fmt: skip
+    served = serve_app(app)
+    held = []
+    try:
+        for _ in range(4):
+            sock = socket.create_connection(("127.0.0.1", served.port), timeout=5)
+            sock.sendall(f"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {BOB}\r\nContent-Type: application/json\r\n"
+                         "Content-Length: 100\r\n\r\n{".encode())  # fmt: skip
+            held.append(sock)
+        wait_for(lambda: _inflight(app).get("bob") == 4, 5, what="bob's requests to be in progress")
+        with client(served, BOB) as b, client(served) as c:
+            r = b.get("/v1/queue")
+            assert r.status_code == 429 and r.headers["Retry-After"] == "1"
+            assert c.get("/v1/queue").status_code == 200  # alice is served
+    finally:
+        for sock in held:
+            sock.close()
+    wait_for(lambda: not _inflight(app), 10, what="bob's slots to come back")
+    with client(served, BOB) as b:
+        assert b.get("/v1/queue").status_code == 200
+
+
+def _inflight(app) -> dict[str, int]:
+    """The gate's count of requests in progress, per tenant."""
+    layer = app.middleware_stack
+    while layer is not None and not hasattr(layer, "inflight"):
+        layer = getattr(layer, "app", None)
+    return layer.inflight if layer is not None else {}
