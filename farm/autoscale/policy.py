@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # -- data in and out -------------------------------------------------------------------------
 
@@ -69,6 +69,12 @@ class _Policy(BaseModel):
     tick_s: Annotated[float, Field(gt=0)] = 10.0  # how often the loop decides, besides on arrivals
     on_arrival: bool = True  # decide on every arrival too
     uses_idle_ages: ClassVar[bool] = False  # its rule reads Snapshot.idle_ages_s
+
+    @model_validator(mode="after")
+    def _min_within_max(self) -> "_Policy":
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) is over max ({self.max})")
+        return self
 
     def hold_s(self, lead_s: float) -> float:
         """How long desired must stay below current before idle executors are drained."""

@@ -58,3 +58,14 @@ def test_bad_policies_and_unknown_pools_are_refused(api):
     assert r.status_code == 422
     assert api.get("/v1/pools/nope/policy", headers=auth(ADMIN)).status_code == 404
     assert api.get("/v1/pools/default/decisions", headers=auth(TEAM)).json() == {"decisions": []}
+
+
+def test_a_policy_with_min_over_max_is_refused_and_the_audit_keeps_lists(make_settings):
+    settings = make_settings(admin_token="admin-secret")
+    with TestClient(create_app(settings), headers={"Authorization": "Bearer admin-secret"}) as client:
+        r = client.put("/v1/pools/default/policy", json={"kind": "reactive", "min": 5, "max": 2})
+        assert r.status_code == 422 and "min (5) is over max (2)" in r.text
+        r = client.put("/v1/pools/default/policy", json={"kind": "scheduled", "idle": 1, "windows": []})
+        assert r.status_code == 200, r.text
+        (change, *_) = client.get("/v1/pools/default/policy/history").json()["changes"]
+        assert change["after"]["windows"] == []

@@ -8,7 +8,9 @@ local now = now_ms()
 local before = redis.call('HGET', pk, 'policy') or 'null'
 local version = current + 1
 redis.call('HSET', pk, 'version', version, 'policy', ARGV[3], 'by', ARGV[4], 'at', now)
-redis.call('LPUSH', K.policy_audit .. ARGV[2], cjson.encode({version = version, by = ARGV[4], at = now,
-  before = cjson.decode(before), after = cjson.decode(ARGV[3])}))
+-- The policies are spliced in as the JSON they are: a decode and encode in Lua would turn an
+-- empty list ([]) into an empty object ({}).
+redis.call('LPUSH', K.policy_audit .. ARGV[2], '{"version":' .. version .. ',"by":' .. cjson.encode(ARGV[4]) ..
+  ',"at":' .. now .. ',"before":' .. before .. ',"after":' .. ARGV[3] .. '}')
 redis.call('LTRIM', K.policy_audit .. ARGV[2], 0, 999)
 return {'ok', version}
