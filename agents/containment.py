@@ -19,15 +19,20 @@ A process is moved into the cgroup by its own first instruction (a tiny `sh` pre
 writes its pid, then execs the step), never by Python code between fork and exec, which is
 unsafe in a threaded process.
 
-Without cgroups (not root, or no freezer/cgroup v2), steps are still killed by process
-group, but a process that leaves its group survives the attempt and a dead executor's steps
-are not fenced: `Containment.kind` says which, and the executor logs it at start.
+Without cgroups (farm not root, or no freezer/cgroup v2), each step runs as the first
+process of a PID namespace of its own (`unshare --user --pid --fork --kill-child`, which
+needs only unprivileged user namespaces): when that process ends, the kernel kills every
+other process of the namespace, however it detached, and the namespace dies with the
+executor (`setpriv --pdeathsig KILL`). What it lacks is a handle the machine can find again:
+a warden has nothing to kill, so it confirms a fence at once. Failing both, steps are killed
+by process group only. `Containment.kind` says which; the executor logs the weaker two.
 """
 
 from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import logging
 import os
 import shlex
@@ -169,24 +174,44 @@ class Cgroups:
                     break
 
 
+# A step as the init of a PID namespace of its own, which dies with the executor.
+PIDNS = ["setpriv", "--pdeathsig", "KILL", "--", "unshare", "--user", "--map-current-user", "--pid", "--fork", "--kill-child", "--"]
+
+
+@functools.cache
+def pid_namespaces() -> bool:
+    """Whether this process may give each step a PID namespace (unprivileged user namespaces
+    and util-linux's unshare and setpriv)."""
+    try:
+        return subprocess.run([*PIDNS, "/bin/true"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
 class Containment:
     """One node's view of the attempts of one farm: spawn into them, fence them, end them,
     and list those the machine holds."""
 
-    def __init__(self, instance: str, run_dir: Path, cgroups: Cgroups | None, *, pids_max: int | None = None) -> None:
+    def __init__(self, instance: str, run_dir: Path, cgroups: Cgroups | None, *, pids_max: int | None = None,
+                 pidns: bool = False) -> None:  # fmt: skip
         self.instance = instance
         self.run_dir = run_dir
         self.cgroups = cgroups
+        self.pidns = pidns and cgroups is None
         self.pids_max = pids_max
         run_dir.mkdir(parents=True, exist_ok=True)
 
     @classmethod
     def for_node(cls, instance: str, data_dir: Path, *, pids_max: int | None = None) -> Containment:
-        return cls(instance, Path(data_dir) / "attempts" / instance, Cgroups.detect(instance), pids_max=pids_max)
+        cgroups = Cgroups.detect(instance)
+        return cls(instance, Path(data_dir) / "attempts" / instance, cgroups, pids_max=pids_max,
+                   pidns=cgroups is None and pid_namespaces())  # fmt: skip
 
     @property
     def kind(self) -> str:
-        return f"cgroup v{self.cgroups.version}" if self.cgroups else "process group"
+        if self.cgroups:
+            return f"cgroup v{self.cgroups.version}"
+        return "PID namespace per step" if self.pidns else "process group"
 
     @staticmethod
     def name(job_id: str, attempt: int) -> str:
@@ -214,7 +239,7 @@ class Containment:
         name = self.name(job_id, attempt)
         with self.guard(job_id, attempt):
             if self.cgroups is None:
-                return subprocess.Popen(["/bin/sh", "-c", script], start_new_session=True, **popen)
+                return subprocess.Popen([*(PIDNS if self.pidns else []), "/bin/sh", "-c", script], start_new_session=True, **popen)
             paths = self.cgroups.create(name, pids_max=self.pids_max)
             proc = subprocess.Popen(["/bin/sh", "-c", _PRELUDE, "farm-step", script, *map(str, paths)], start_new_session=True, **popen)
             # Hold the lock until the child is in the cgroup (or gone): a fence after this

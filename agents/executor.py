@@ -74,8 +74,9 @@ class Executor:
     def start(self) -> None:
         self._report(ExecutorState.STARTING)
         if self.containment is None or self.containment.cgroups is None:
-            log.warning("executor %s: attempts are contained by process group only (no cgroups here): a step that "
-                        "leaves its group outlives its attempt, and a dead executor's steps are not fenced", self.id)  # fmt: skip
+            kind = self.containment.kind if self.containment else "process group"
+            log.warning("executor %s: no cgroups for attempts here (farm is not root?): steps are contained by %s, "
+                        "which the node's warden cannot find again if this executor dies", self.id, kind)  # fmt: skip
         self.workspaces.mkdir(parents=True, exist_ok=True)
         if overlays_possible():
             unmount_under(self.workspaces)  # what a crash of this slot left mounted (overlays, DinD's bind mount)

@@ -19,15 +19,15 @@ from tests.conftest import require, wait_for
 
 
 def _alive(marker: str) -> list[int]:
-    """Pids whose command line holds `marker` (a unique sleep duration)."""
+    """Pids of `sleep <marker>` processes (a unique duration)."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if marker in cmd and "sh -c" not in cmd:
+            if argv[:2] == [b"sleep", marker.encode()]:
                 found.append(int(entry.name))
     return found
 
@@ -89,3 +89,40 @@ def test_the_warden_kills_what_no_running_attempt_owns(store, make_settings, con
     store.cancel(job.id)  # cancelled while (say) its executor was away
     assert warden.run_once().killed == [(job.id, claim.attempt)]
     assert not _alive(marker)
+
+
+def test_without_cgroups_a_step_is_a_pid_namespace_that_takes_its_leftovers_along(tmp_path: Path):
+    """Where farm may not make cgroups (not root), each step is the init of a PID namespace:
+    what it detached dies when it ends."""
+    from agents.containment import pid_namespaces
+
+    require("user namespaces", pid_namespaces(), "unprivileged user namespaces with util-linux's unshare and setpriv")
+    containment = Containment("pidns", tmp_path / "attempts", None, pidns=True)
+    assert containment.kind == "PID namespace per step"
+    marker = f"{600 + uuid.uuid4().int % 1000}.{os.getpid()}"
+    proc = containment.spawn("job", 1, f"setsid sleep {marker} & (sleep {marker} &); sleep 0.5; echo done",
+                             stdout=subprocess.PIPE)  # fmt: skip
+    wait_for(lambda: len(_alive(marker)) == 2, 5, what="the detached sleeps")
+    assert proc.communicate(timeout=10)[0] == b"done\n" and proc.returncode == 0
+    wait_for(lambda: not _alive(marker), 5, what="the detached sleeps to die with the step")
+
+
+def test_without_cgroups_a_step_dies_with_its_executor(tmp_path: Path):
+    import sys
+
+    from agents.containment import pid_namespaces
+
+    require("user namespaces", pid_namespaces(), "unprivileged user namespaces with util-linux's unshare and setpriv")
+    marker = f"{700 + uuid.uuid4().int % 1000}.{os.getpid()}"
+    executor = subprocess.Popen([sys.executable, "-c", f"""
+from pathlib import Path
+from agents.containment import Containment
+c = Containment("pidns", Path({str(tmp_path / 'attempts')!r}), None, pidns=True)
+c.spawn("job", 1, "setsid sleep {marker} & sleep {marker}").wait()
+"""], cwd=Path(__file__).resolve().parents[2])  # fmt: skip
+    try:
+        wait_for(lambda: len(_alive(marker)) == 2, 10, what="the step's sleeps")
+    finally:
+        executor.kill()
+        executor.wait()
+    wait_for(lambda: not _alive(marker), 5, what="the step to die with its executor")
