@@ -27,6 +27,7 @@ from pathlib import Path
 
 from agents.workspace import Workspace, give
 from farm.cache import archive
+from farm.cache.archive import path_inside
 from farm.cache.blobs import DirectoryBlobStore
 from farm.cache.index import CacheIndex
 from farm.cache.scope import Scope, Tier, check_key, files_digest, render
@@ -99,6 +100,12 @@ class NodeTrees:
             # A tree still mounted by a running job stays readable: the overlay holds it open.
             shutil.rmtree(d, ignore_errors=True)
             total -= size
+
+
+def _taken(ws: str, p: str) -> bool:
+    """Whether something is at p in the workspace already (or p leads out of it)."""
+    target = path_inside(ws, p)
+    return target is None or os.path.lexists(target)
 
 
 def _mount_overlay(lower: Path, upper: Path, work: Path, target: Path) -> None:
@@ -197,26 +204,33 @@ class JobCaches:
                            restore_s=round(took, 3), restore_mb_s=round(rate, 1))  # fmt: skip
 
     def _restore_entry(self, spec: CacheSpec, manifest: str) -> tuple[bool, int]:
-        """(warm, bytes): mount overlays on this node's copy of the entry, or unpack it."""
-        ws = self.workspace.path
-        if self.nodes is not None and not any(os.path.lexists(ws / p) for p in spec.paths):
+        """(warm, bytes): mount overlays on this node's copy of the entry, or unpack it.
+
+        Every path here comes from a job and is resolved before farm (root) touches it: in
+        the node's tree, to a real path inside that tree; in the workspace, through parents
+        that stay inside it (a link a checkout or another cache planted leads nowhere else)."""
+        ws = os.path.realpath(self.workspace.path)
+        if self.nodes is not None and not any(_taken(ws, p) for p in spec.paths):
             got = self.nodes.get(manifest)
             warm = got is not None
             tree, size = got if got is not None else self.nodes.unpack(manifest)
+            tree_real = os.path.realpath(tree)
             for p in spec.paths:
-                lower = tree / p
-                if not lower.is_dir() or lower.is_symlink():
-                    if lower.exists() or lower.is_symlink():  # a file or link: a copy costs nothing
-                        (ws / p).parent.mkdir(parents=True, exist_ok=True)
-                        shutil.copy2(lower, ws / p, follow_symlinks=False)
+                lower = path_inside(tree_real, p)
+                if lower is None or not os.path.lexists(lower):
+                    continue  # not in the entry (or only through a link out of it)
+                parent = archive.dirs_inside(ws, os.path.dirname(p))
+                target = os.path.join(parent, os.path.basename(p))
+                if os.path.islink(lower) or not os.path.isdir(lower):  # a file or link: a copy costs nothing
+                    shutil.copy2(lower, target, follow_symlinks=False)
                     continue
                 layer = self.layers / uuid.uuid4().hex[:8]
                 (layer / "upper").mkdir(parents=True)
                 (layer / "work").mkdir()
                 if self.owner is not None:
                     os.chown(layer / "upper", *self.owner)  # the merged root is the upper layer's
-                (ws / p).mkdir(parents=True)
-                _mount_overlay(lower, layer / "upper", layer / "work", ws / p)
+                os.mkdir(target)
+                _mount_overlay(Path(lower), layer / "upper", layer / "work", Path(target))
             return warm, size
         done = archive.restore(ws, manifest, self.index.blobs, limits=self.limits, threads=self.settings.cache.restore_threads)
         return False, done.bytes
@@ -228,12 +242,18 @@ class JobCaches:
             shutil.rmtree(self.layers, ignore_errors=True)
 
     def _clear(self, spec: CacheSpec) -> None:
-        """Remove what a failed restore may have written."""
+        """Remove what a failed restore may have written (inside the workspace only: never
+        through a link that leads out of it)."""
+        ws = os.path.realpath(self.workspace.path)
         for p in spec.paths:
-            target = self.workspace.path / p
-            if target.is_symlink() or target.is_file():
-                target.unlink(missing_ok=True)
-            elif target.is_dir():
+            target = path_inside(ws, p)
+            if target is None:
+                continue
+            if os.path.islink(target) or os.path.isfile(target):
+                os.unlink(target)
+            elif os.path.isdir(target):
+                if os.path.ismount(target):
+                    unmount_under(Path(target))
                 shutil.rmtree(target, ignore_errors=True)
 
     def save(self, succeeded: bool) -> None:

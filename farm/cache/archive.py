@@ -2,11 +2,14 @@
 plus a manifest (paths, modes, sizes, where each file's bytes are), itself a blob.
 
 Saving walks the paths without following links and refuses what a restore must never
-create: absolute or `..` paths, links that point outside the workspace, device files,
-FIFOs and sockets, and trees over the size or file limits. Restoring checks the manifest
-the same way before it writes anything, writes through no link (O_NOFOLLOW, and every parent
-directory must resolve inside the workspace), and stops at the sizes the manifest declares,
-so a crafted entry cannot expand past its limit. Packs are fetched, verified against their
+create: absolute or `..` paths, links that point outside the workspace (followed through
+the entry's other links, so a chain like `l -> .`, `u1 -> l/..`, `u2 -> u1/..` is caught at
+the link that climbs out), device files, FIFOs and sockets, and trees over the size or file
+limits. Restoring checks the manifest the same way before it writes anything, writes
+through no link (O_NOFOLLOW), makes parent directories one at a time and only where every
+step so far resolves inside the workspace (`dirs_inside`: farm runs as root, and a link
+planted by a checkout or another cache must not lead it anywhere else), and stops at the
+sizes the manifest declares, so a crafted entry cannot expand past its limit. Packs are fetched, verified against their
 sha256 and decompressed straight into the files, several at once, with no temporary archive.
 """
 
@@ -68,9 +71,78 @@ def _link_ok(rel: str, target: str) -> bool:
     return joined != ".." and not joined.startswith("../")
 
 
+def _links_stay_inside(links: dict[str, str], max_hops: int = 40) -> None:
+    """Raise UnsafeEntry for a link of the entry that, followed through the entry's other
+    links (as the kernel would once it is restored), leads outside the root."""
+
+    def resolve(path: str) -> bool:
+        parts: list[str] = []
+        todo = path.split("/")
+        hops = 0
+        while todo:
+            part = todo.pop(0)
+            if part in ("", "."):
+                continue
+            if part == "..":
+                if not parts:
+                    return False
+                parts.pop()
+                continue
+            parts.append(part)
+            target = links.get("/".join(parts))
+            if target is not None:
+                hops += 1
+                if hops > max_hops or target.startswith("/"):
+                    return False
+                parts.pop()
+                todo = target.split("/") + todo
+        return True
+
+    for rel, target in links.items():
+        if not resolve(posixpath.join(posixpath.dirname(rel), target)):
+            raise UnsafeEntry(f"{rel} links outside the workspace ({target}), through the entry's own links")
+
+
 def _inside(root: str, path: str) -> bool:
     real = os.path.realpath(path)
     return real == root or real.startswith(root + os.sep)
+
+
+def dirs_inside(root: str, rel_dir: str) -> str:
+    """Make the directory `rel_dir` under `root` (a real path), one component at a time,
+    never through anything that resolves outside root; returns its real path. Raises
+    UnsafeEntry where a link leads out or a non-directory is in the way."""
+    cur = root
+    for part in rel_dir.split("/"):
+        if part in ("", "."):
+            continue
+        nxt = os.path.join(cur, part)
+        if os.path.islink(nxt):
+            real = os.path.realpath(nxt)
+            if not (real == root or real.startswith(root + os.sep)) or not os.path.isdir(real):
+                raise UnsafeEntry(f"{rel_dir}: a link in the workspace leads outside it")
+            cur = real
+        elif os.path.isdir(nxt):
+            cur = nxt
+        elif os.path.lexists(nxt):
+            raise UnsafeEntry(f"{rel_dir}: something other than a directory is in the way")
+        else:
+            try:
+                os.mkdir(nxt, 0o755)
+            except FileExistsError:  # another thread of this restore made it
+                if os.path.islink(nxt) or not os.path.isdir(nxt):
+                    raise UnsafeEntry(f"{rel_dir}: something other than a directory is in the way") from None
+            cur = nxt
+    return cur
+
+
+def path_inside(root: str, rel: str) -> str | None:
+    """The path of `rel` under root with its parent's links resolved, if that parent is
+    inside root (the last component is left as it is: it may be a link); else None."""
+    parent = os.path.realpath(os.path.join(root, posixpath.dirname(rel)))
+    if not (parent == root or parent.startswith(root + os.sep)):
+        return None
+    return os.path.join(parent, posixpath.basename(rel))
 
 
 def save(root: Path, paths: list[str], blobs: BlobStore, *, limits: Limits = Limits(), level: int = 3) -> Saved | None:
@@ -139,6 +211,7 @@ def save(root: Path, paths: list[str], blobs: BlobStore, *, limits: Limits = Lim
                 # os.walk does not descend into links to directories: they were added as links.
     if not found:
         return None
+    _links_stay_inside({item[1]: item[2] for item in items if item[0] == "l"})
     flush()
     manifest = json.dumps({"format": FORMAT, "packs": packs, "items": items}, separators=(",", ":")).encode()
     digest = blobs.put(zstandard.ZstdCompressor(level=level).compress(manifest))
@@ -166,23 +239,20 @@ def read_manifest(digest: str, blobs: BlobStore, limits: Limits) -> dict:
             raise UnsafeEntry(f"cache entry holds an unknown kind {kind!r}")
     if total > limits.max_bytes or files > limits.max_files:
         raise UnsafeEntry(f"cache entry expands to {total} bytes in {files} files, over the limit")
+    _links_stay_inside({item[1]: item[2] for item in manifest["items"] if item[0] == "l"})
     return manifest
 
 
 def restore(root: Path, digest: str, blobs: BlobStore, *, limits: Limits = Limits(), threads: int = 4) -> Restored:
     manifest = read_manifest(digest, blobs, limits)
     rootr = os.path.realpath(root)
-    checked: set[str] = set()
+    made: dict[str, str] = {}  # relative directory -> its real path, made inside root
 
     def parent_ok(rel: str) -> str:
-        full = os.path.join(rootr, rel)
-        parent = os.path.dirname(full)
-        if parent not in checked:
-            os.makedirs(parent, exist_ok=True)
-            if not _inside(rootr, parent):
-                raise UnsafeEntry(f"{rel}: a link in the workspace leads outside it")
-            checked.add(parent)
-        return full
+        parent = posixpath.dirname(rel)
+        if parent not in made:
+            made[parent] = dirs_inside(rootr, parent)
+        return os.path.join(made[parent], posixpath.basename(rel))
 
     by_pack: dict[int, list[list]] = {}
     links = []

@@ -313,3 +313,56 @@ def test_cache_outcomes_are_counted_for_metrics(store, make_settings, run_execut
     assert 'farm_cache_saves_total{outcome="saved",pool="default"} 1.0' in text
     assert 'farm_cache_bytes_total{direction="restore",pool="default"} 2.0' in text
     assert 'farm_cache_restore_seconds_total{pool="default"}' in text
+
+
+def test_a_chain_of_links_that_climbs_out_is_refused_at_save(index, tmp_path):
+    """Each link looks inside on its own (`l -> .`, `u1 -> l/..`, `u2 -> u1/..`); followed
+    through the others, u2 is the workspace's parent. Found by a red-team run: restored as
+    root, such a chain read /etc/shadow and wrote into farm's venv."""
+    root = tmp_path / "ws"
+    (root / "deps").mkdir(parents=True)
+    os.symlink(".", root / "deps/l")
+    os.symlink("l/..", root / "deps/u1")
+    saved = archive.save(root, ["deps"], index.blobs)  # u1 is the workspace itself: inside
+    assert saved is not None
+    for i in range(2, 6):
+        os.symlink(f"u{i - 1}/..", root / f"deps/u{i}")
+    with pytest.raises(UnsafeEntry, match="u2 links outside the workspace"):
+        archive.save(root, ["deps"], index.blobs)
+
+
+@pytest.mark.parametrize("overlay", [False, True])
+def test_a_restore_never_goes_through_a_link_a_checkout_planted(store, make_settings, run_executor, overlay, tmp_path):
+    """A repository may hold a link to any absolute path; a cache restored under it must not
+    follow it (farm restores as root): not the files, not their directories, not a mount."""
+    import subprocess
+
+    from farm.models import JobSpec, JobState
+    from tests.integration.test_executor_local import full_log, wait_done
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    repo = tmp_path / "repo"
+    source = {"git": {"url": str(repo), "ref": "main"}}
+
+    def commit(path: str, message: str) -> None:
+        subprocess.run(["git", "-C", str(repo), "add", path], check=True)
+        subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message], check=True)
+
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+    (repo / "README").write_text("app\n")
+    commit("README", "first")
+    run_executor(make_settings(cache={"overlay": overlay}))
+    seed = JobSpec(source=source, steps=[{"name": "s", "run": "mkdir -p x/sub; echo payload > x/sub/file; echo top > x/top"}],
+                   caches=[{"key": "payload", "paths": ["x/sub", "x/top"]}])  # fmt: skip
+    assert wait_done(store, store.enqueue(seed, "t").id).caches[0].save == "saved"
+    os.symlink(str(outside), repo / "x")  # the next commit of the same ref plants a link
+    commit("x", "link")
+    for _ in range(2):  # the first unpacks on this node, the second would mount the node's copy
+        planted = JobSpec(source=source, steps=[{"name": "s", "run": "true"}],
+                          caches=[{"key": "payload", "paths": ["x/sub", "x/top"], "save": "never"}])  # fmt: skip
+        done = wait_done(store, store.enqueue(planted, "t").id)
+        assert done.state is JobState.SUCCEEDED, full_log(store, done.id)
+        assert done.caches[0].restore == "error" and "leads outside" in done.caches[0].error, full_log(store, done.id)
+        assert list(outside.iterdir()) == []  # nothing written, made or mounted there
+    assert not [line for line in open("/proc/self/mounts") if str(outside) in line]
