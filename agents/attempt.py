@@ -20,6 +20,7 @@ Invariants:
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from enum import StrEnum
@@ -208,6 +209,10 @@ class Attempt:
             self._halt(StopReason.ABORTED)
         except (RuntimeFailure, OSError) as e:  # OSError: the workspace could not be made or read
             log.note(f"runtime error: {e}")
+            state, error, exit_code = JobState.FAILED, ErrorCode.RUNTIME_ERROR, None
+        except Exception as e:  # noqa: BLE001 - a bug here must end the job with a reason, not wait out its lease
+            logging.getLogger("farm.attempt").exception("job %s attempt %d", c.job_id, c.attempt)
+            log.note(f"internal error in farm ({type(e).__name__}: {e}); the job ends here, not retried")
             state, error, exit_code = JobState.FAILED, ErrorCode.RUNTIME_ERROR, None
         finally:
             self.watch.detach()

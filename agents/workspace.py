@@ -54,10 +54,12 @@ class Workspace:
         """Files matching the glob patterns, as (name relative to the workspace, path), and
         notes on what was refused. Only regular files inside the workspace count: a symlink
         is followed only when it resolves inside the workspace; devices, fifos and
-        directories are skipped."""
+        directories are skipped. What lies outside is never named in a note (farm globs as
+        root: a step's link to /root must not list /root in the log)."""
         root = self.path.resolve()
         found: dict[str, Path] = {}
         notes: list[str] = []
+        outside = 0
         for pattern in patterns:
             matches = sorted(root.glob(pattern))
             if not matches:
@@ -65,9 +67,11 @@ class Workspace:
             for path in matches:
                 real = path.resolve()
                 if not real.is_relative_to(root):
-                    notes.append(f"artifact {path.relative_to(root)} points outside the workspace; skipped")
+                    outside += 1
                 elif real.is_file():
                     found.setdefault(path.relative_to(root).as_posix(), real)
+        if outside:
+            notes.append(f"{outside} artifact match(es) lead outside the workspace through a link; skipped")
         if len(found) > max_files:
             notes.append(f"{len(found)} artifacts matched; only the first {max_files} are kept")
         return sorted(found.items())[:max_files], notes

@@ -17,7 +17,7 @@ import re
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from farm.errors import FarmError, IllegalTransition
 
@@ -87,19 +87,30 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+def _no_nul(v: str) -> str:
+    # A NUL cannot reach a process (an argument, an environment value, a path): refused here
+    # rather than failing on the executor.
+    if "\x00" in v:
+        raise ValueError("must not contain a NUL character")
+    return v
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Step(_Strict):
-    name: Annotated[str, Field(min_length=1, max_length=200)]
-    run: Annotated[str, Field(min_length=1, max_length=100_000)]
-    image: Annotated[str | None, Field(default=None, max_length=500)] = None
+    name: Annotated[Text, Field(min_length=1, max_length=200)]
+    run: Annotated[Text, Field(min_length=1, max_length=100_000)]
+    image: Annotated[Text | None, Field(default=None, max_length=500)] = None
 
 
 class GitSource(_Strict):
-    url: Annotated[str, Field(min_length=1, max_length=2000)]
-    ref: Annotated[str, Field(default="HEAD", min_length=1, max_length=500)] = "HEAD"
+    url: Annotated[Text, Field(min_length=1, max_length=2000)]
+    ref: Annotated[Text, Field(default="HEAD", min_length=1, max_length=500)] = "HEAD"
 
     @field_validator("ref")
     @classmethod
@@ -164,8 +175,8 @@ class ImageBuild(_Strict):
 
     dockerfile: Annotated[str, Field(min_length=1, max_length=500)] = "Dockerfile"
     context: Annotated[str, Field(min_length=1, max_length=500)] = "."
-    build_args: Annotated[dict[str, Annotated[str, Field(max_length=4096)]], Field(max_length=64)] = Field(default_factory=dict)
-    target: Annotated[str | None, Field(default=None, max_length=200)] = None
+    build_args: Annotated[dict[str, Annotated[Text, Field(max_length=4096)]], Field(max_length=64)] = Field(default_factory=dict)
+    target: Annotated[Text | None, Field(default=None, max_length=200)] = None
     tags: Annotated[list[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$",
                                               max_length=255)]], Field(min_length=1, max_length=20)]  # fmt: skip
     push: bool = False  # to settings.images.registry, as <registry>/<tag>
@@ -234,8 +245,11 @@ def _check_env_names(names: list[str]) -> None:
 
 
 def _artifact_pattern(v: str) -> str:
-    if not v or v.startswith("/") or "\\" in v or ".." in v.split("/"):
+    parts = v.split("/")
+    if not v or v.startswith("/") or "\\" in v or "\x00" in v or ".." in parts:
         raise ValueError(f"artifact pattern {v!r} must be a relative path inside the workspace, without '..'")
+    if any("**" in p and p != "**" for p in parts):
+        raise ValueError(f"artifact pattern {v!r}: '**' must be a whole path component, as in 'dist/**/*.whl'")
     return v
 
 
@@ -246,7 +260,7 @@ class JobSpec(_Strict):
     pool: Annotated[str, Field(default="default", pattern=_NAME.pattern)] = "default"
     steps: Annotated[list[Step], Field(max_length=200, validate_default=True)] = Field(default_factory=list)
     build: Annotated[ImageBuild | None, Field(validate_default=True)] = None  # kind image: what to build (after any steps)
-    env: Annotated[dict[str, Annotated[str, Field(max_length=32_768)]], Field(max_length=256)] = Field(default_factory=dict)
+    env: Annotated[dict[str, Annotated[Text, Field(max_length=32_768)]], Field(max_length=256)] = Field(default_factory=dict)
     source: Source | None = None
     timeout_s: Annotated[int, Field(default=3600, ge=1, le=7 * 24 * 3600)] = 3600
     retries: Annotated[int, Field(default=2, ge=0, le=10)] = 2
@@ -256,10 +270,10 @@ class JobSpec(_Strict):
     queue_timeout_s: Annotated[int | None, Field(default=None, ge=1, le=30 * 24 * 3600)] = None
     artifacts: Annotated[list[Annotated[str, Field(max_length=500)]], Field(max_length=100)] = Field(default_factory=list)
     # Reach the steps as environment variables; masked in logs, never shown by the API.
-    secrets: Annotated[dict[str, Annotated[str, Field(min_length=1, max_length=32_768)] | SecretRef], Field(max_length=64)] = Field(
+    secrets: Annotated[dict[str, Annotated[Text, Field(min_length=1, max_length=32_768)] | SecretRef], Field(max_length=64)] = Field(
         default_factory=dict
     )
-    callback_url: Annotated[str | None, Field(default=None, max_length=2000, pattern=r"^https?://[^\s/?#]+(/[^\s]*)?$")] = None
+    callback_url: Annotated[Text | None, Field(default=None, max_length=2000, pattern=r"^https?://[^\s/?#]+(/[^\s]*)?$")] = None
     caches: Annotated[list[CacheSpec], Field(max_length=10)] = Field(default_factory=list)
 
     @field_validator("artifacts")

@@ -46,10 +46,13 @@ def verify(secret: str, timestamp: str, body: bytes, header: str, *, max_age_s: 
 def allowed(url: str, hosts: list[str]) -> bool:
     """Whether the URL's host (and port) is on the allowlist: "host" allows any port,
     "host:port" that port only. Hosts compare case-insensitively."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password:
+    try:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password:
+            return False
+        host, port = parts.hostname.lower(), parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:  # a port out of range, a bracket left open: not a URL farm will call
         return False
-    host, port = parts.hostname.lower(), parts.port or (443 if parts.scheme == "https" else 80)
     for entry in (e.lower() for e in hosts):
         h, sep, p = entry.rpartition(":")
         if (sep and p.isdigit() and (h, int(p)) == (host, port)) or entry == host:

@@ -90,7 +90,7 @@ def list_jobs(
     state: JobState | None = None,
     pool: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(pattern=r"^[0-9]+$")] = None,
+    cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,18}$")] = None,
 ) -> JobsPage:
     page, nxt = jobs.list(tenant=who.scope, state=state, pool=pool, limit=limit, cursor=int(cursor) if cursor else None)
     return JobsPage(jobs=page, next_cursor=None if nxt is None else str(nxt))

@@ -99,6 +99,11 @@ def test_a_422_does_not_echo_the_input(served):
         ({"caches": [{"key": "../../../etc/x", "paths": ["deps"]}]}, ["body", "caches", 0, "key"]),
         ({"caches": [{"key": "pip-{{ hashFiles('../../etc/passwd') }}", "paths": ["deps"]}]}, ["body", "caches", 0, "key"]),
         ({"caches": [{"key": "k", "restore_keys": ["/etc"], "paths": ["deps"]}]}, ["body", "caches", 0, "restore_keys"]),
+        # Found by a red-team run: accepted, then failing on the executor until the retries ran out.
+        ({"steps": [{"name": "s", "run": "echo a\u0000b"}]}, ["body", "steps", 0, "run"]),
+        ({"env": {"A": "x\u0000"}}, ["body", "env", "A"]),
+        ({"source": {"git": {"url": "https://h/x\u0000"}}}, ["body", "source", "git", "url"]),
+        ({"artifacts": ["a**b"]}, ["body", "artifacts"]),
     ],
 )
 def test_caps_and_cache_keys_are_checked_at_submit(served, spec, loc):
@@ -125,6 +130,17 @@ def test_what_reaches_past_the_attempt_is_a_tenant_permission(served, spec):
         assert r.status_code == 403, r.text
     with client(served, ADMIN) as c:
         assert c.post("/v1/jobs", json={**STEP, **spec}).status_code == 201
+
+
+def test_inputs_that_were_500s_are_422s(served, make_settings, serve_app):
+    with client(served) as c:
+        assert c.get("/v1/jobs", params={"cursor": "9" * 5000}).status_code == 422
+    hooked = serve_app(create_app(make_settings(tenants=[{"name": "alice", "token_sha256": hash_token(ALICE),
+                                                          "webhook_secret": "s", "webhook_hosts": ["hooks.example.com"]}])))  # fmt: skip
+    with client(hooked) as c:
+        for url in ("http://hooks.example.com:99999/x", "https://hooks.example.com:65536/", "http://[::1/x"):
+            r = c.post("/v1/jobs", json={**STEP, "callback_url": url})
+            assert r.status_code == 422, (url, r.text)
 
 
 def test_permissions_granted_to_a_tenant(served):

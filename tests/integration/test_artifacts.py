@@ -33,7 +33,7 @@ def test_artifacts_round_trip(api, settings, run_executor, tmp_path):
         "steps": [{"name": "build", "run":
             "mkdir -p dist/sub reports && printf 'binary' > dist/app.bin && printf 'x' > dist/sub/deep.txt"
             " && head -c 2000 /dev/zero > dist/too-big.bin && echo '<xml/>' > reports/junit.xml"
-            f" && ln -s {outside} dist/leak.txt && mkfifo dist/fifo"}],
+            f" && ln -s {outside} dist/leak.txt && ln -s {tmp_path} dist/host && mkfifo dist/fifo"}],
         "artifacts": ["dist/**/*", "reports/*.xml", "nothing/*"],
     })
     job_id = r.json()["id"]
@@ -44,7 +44,9 @@ def test_artifacts_round_trip(api, settings, run_executor, tmp_path):
     assert names["dist/app.bin"].size == 6 and names["dist/app.bin"].sha256 == hashlib.sha256(b"binary").hexdigest()
     log = full_log(api.app.state.store, job_id)
     assert "too-big.bin is 2000 bytes, over the 1000-byte cap" in log
-    assert "points outside the workspace" in log and "'nothing/*' matched nothing" in log
+    assert "artifact match(es) lead outside the workspace through a link; skipped" in log
+    assert "secret.txt" not in log and "leak.txt" not in log  # what is out there is never named
+    assert "'nothing/*' matched nothing" in log
 
     listed = api.get(f"/v1/jobs/{job_id}/artifacts").json()
     assert [a["name"] for a in listed] == sorted(names)
