@@ -267,10 +267,18 @@ class Containment:
         if self.cgroups is not None:
             self.cgroups.kill(name)
             self.cgroups.remove(name)
+        for path in (self.run_dir / name, self.run_dir / f"{name}.containers"):
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+
+    def adopted(self, job_id: str, attempt: int) -> list[str]:
+        """Containers the attempt noted it made (`Unit.adopt`)."""
         try:
-            (self.run_dir / name).unlink()
+            return (self.run_dir / f"{self.name(job_id, attempt)}.containers").read_text().split()
         except FileNotFoundError:
-            pass
+            return []
 
     def attempts(self) -> list[tuple[str, int]]:
         """The attempts this node holds processes (cgroups) or locks of."""
@@ -313,6 +321,12 @@ class Unit:
 
     def kill(self) -> bool:
         return self.containment.kill(self.job_id, self.attempt)
+
+    def adopt(self, container: str) -> None:
+        """Note a container the attempt made that carries no farm label (an image build's
+        RUN container), so the node's warden can remove it if the executor dies."""
+        with open(self.containment.run_dir / f"{self.containment.name(self.job_id, self.attempt)}.containers", "a") as f:
+            f.write(container + "\n")
 
     def end(self) -> None:
         self.containment.end(self.job_id, self.attempt)

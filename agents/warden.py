@@ -108,6 +108,24 @@ class Warden:
                 ok = False
         return ok
 
+    def _remove_ids(self, ids: list[str]) -> bool:
+        """Containers the attempt noted by id (an image build's RUN container)."""
+        client = self.docker
+        if client is None or not ids:
+            return True
+        import docker.errors
+
+        found = []
+        for container_id in ids:
+            try:
+                found.append(client.containers.get(container_id))
+            except docker.errors.NotFound:
+                pass
+            except Exception as e:  # noqa: BLE001
+                log.warning("warden: cannot look up container %s: %s", container_id, e)
+                return False
+        return self._remove(found)
+
     def _dind_daemon_gone(self, executor: str) -> bool:
         """A DinD executor's private daemon, and every container a step made in it, gone."""
         client = self.docker
@@ -141,6 +159,7 @@ class Warden:
         if containers is None:
             containers = self._step_containers().get((job_id, attempt), [])
         ok = self._remove(containers) and ok
+        ok = self._remove_ids(self.containment.adopted(job_id, attempt)) and ok
         ok = self._dind_daemon_gone(executor) and ok
         if executor and overlays_possible():
             # What the dead executor mounted: its attempt's warm cache overlays, and for DinD

@@ -1,8 +1,11 @@
 """What a tenant may ask of farm beyond running steps in its own attempt. Pure module.
 
-Two things reach past a job's own attempt, so they are per-tenant permissions that the
-admin token always has and a tenant has only when its settings say so (refused with 403
-at submit, and at rerun):
+Three things reach past a job's own attempt. An image job's tags name images on a daemon
+that other jobs run steps from (the host's with DooD, the pool's layer stores with DinD):
+a tenant tags only under its own name (`<tenant>/...`), so it cannot replace
+`farm/busybox:latest` or another tenant's image with a trojan. The other two are per-tenant
+permissions that the admin token always has and a tenant has only when its settings say so
+(refused with 403 at submit, and at rerun):
 
 - **the host's network** (`network: host` on a job, or on an image build): it reaches
   everything on the node's loopback (Redis, the API, Ray) and its network;
@@ -45,6 +48,12 @@ def check_job(spec: JobSpec, tenant: TenantConfig | None, *, admin: bool) -> Non
         raise Forbidden("network: host needs the tenant permission allow_host_network (it reaches the node's own services)")
     if spec.build is not None and spec.build.network == "host" and not allow_host:
         raise Forbidden("build.network: host needs the tenant permission allow_host_network")
+    if spec.build is not None and tenant is not None:
+        own = f"{tenant.name.lower()}/"
+        foreign = [t for t in spec.build.tags if not t.startswith(own)]
+        if foreign:
+            raise Forbidden(f"image tags of tenant {tenant.name!r} must start with {own!r} ({foreign[0]!r} does not): "
+                            "images other jobs run from are not a tenant's to replace")  # fmt: skip
     if spec.source and spec.source.git:
         url = spec.source.git.url
         if git_protocol(url) not in ("https", "ssh"):

@@ -132,6 +132,7 @@ class DindRuntime(DockerRuntime):
         self._host: docker.DockerClient | None = None
         self._no_host = False  # beside a sidecar daemon with no host daemon to copy images from
         self._sockdir: Path | None = None
+        self._url = ""  # the private daemon's
         self._shared = False
         self.sees_new_mounts = True
 
@@ -246,6 +247,7 @@ class DindRuntime(DockerRuntime):
         while time.monotonic() < deadline:
             try:
                 self._client = docker.DockerClient(base_url=url, timeout=120)  # asks the daemon its version
+                self._url = url
                 return
             except _DOCKER_ERRORS as e:
                 error = e
@@ -267,18 +269,32 @@ class DindRuntime(DockerRuntime):
 
     # -- what steps and builds see ------------------------------------------------------
 
+    def _build_api(self) -> docker.APIClient:
+        return docker.APIClient(base_url=self._url, timeout=None)
+
     def _ensure_image(self, image: str) -> None:
         """Copy `image` from the host's daemon if the private one lacks it (once per store:
-        it stays in the data root)."""
-        if self._has_image(image):
-            return
+        it stays in the data root), or holds something else under its name: a step has the
+        private daemon's socket and could have re-tagged `farm/busybox:latest` in the pool's
+        layer store for the next job to run; an image the host has is the host's."""
         host = self.host if self.dind.copy_images else None
         if host is None:
             return  # the daemon pulls it, or the step/build says it is missing
         try:
-            stream = host.api.get_image(image)
+            want = host.api.inspect_image(image)["Id"]
         except docker.errors.ImageNotFound:
             return
+        except _DOCKER_ERRORS as e:
+            raise RuntimeFailure(f"cannot read {image!r} from the host's daemon: {e}") from e
+        try:
+            if self.client.api.inspect_image(image)["Id"] == want:
+                return
+        except docker.errors.ImageNotFound:
+            pass
+        except _DOCKER_ERRORS as e:
+            raise RuntimeFailure(f"docker: {e}") from e
+        try:
+            stream = host.api.get_image(image)
         except _DOCKER_ERRORS as e:
             raise RuntimeFailure(f"cannot read {image!r} from the host's daemon: {e}") from e
         try:

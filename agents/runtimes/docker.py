@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import threading
 from contextlib import nullcontext
 from pathlib import Path
@@ -28,6 +29,7 @@ from pathlib import Path
 import docker
 import docker.errors
 import requests.exceptions
+from docker.utils import parse_bytes
 
 from agents.runtimes.base import StepContext
 from farm.errors import RuntimeFailure
@@ -68,6 +70,19 @@ def from_images(dockerfile: str, build_args: dict[str, str]) -> list[str]:
     return images
 
 
+def _hang_up(response: object) -> None:
+    """Close a streaming response's socket under the thread reading it: a plain close()
+    waits for that read to return, which a quiet build may not do for minutes."""
+    conn = getattr(getattr(response, "raw", None), "connection", None)
+    sock = getattr(conn, "sock", None)
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+_RUNNING_IN = re.compile(r"---> Running in ([0-9a-f]{12,64})")  # the classic builder's RUN container
 UNPRIVILEGED = (65532, 65532)  # "nonroot", as distroless images name it
 
 
@@ -219,6 +234,68 @@ class DockerRuntime:
         reader.join(2.0)
         return result.get("code", -9)
 
+    def _build_api(self) -> docker.APIClient:
+        """A client of its own for one build: closing its response is how a build is stopped."""
+        return docker.from_env(timeout=None).api
+
+    def _run_build(self, build: ImageBuild, context: Path, ctx: StepContext) -> str:
+        """Run the build, its output into the job log; the image id. Stopped (cancel,
+        timeout, lost lease) within a moment however quiet the build is: the build's HTTP
+        response is closed, and the daemon cancels a build whose client went away (its
+        containers go with it, forcerm). The build's containers get the steps' memory cap."""
+        api = self._build_api()
+        got: dict[str, object] = {}
+        api.hooks["response"].append(lambda r, *args, **kw: got.setdefault("response", r))
+        limits = {"memory": parse_bytes(self.settings.memory), "memswap": -1} if self.settings.memory else None
+
+        def consume() -> None:
+            try:
+                for event in api.build(
+                    path=str(context), dockerfile=build.dockerfile, tag=build.tags[0], buildargs=build.build_args or None,
+                    target=build.target, network_mode=build.network, rm=True, forcerm=True, pull=False, decode=True,
+                    container_limits=limits,
+                ):  # fmt: skip
+                    if "stream" in event:
+                        ctx.output(event["stream"].encode())
+                        if running := _RUNNING_IN.search(event["stream"]):
+                            got["container"] = running.group(1)
+                            if ctx.unit is not None:
+                                ctx.unit.adopt(running.group(1))  # the node's warden removes it if we die
+                    if "error" in event:
+                        got["error"] = event["error"].strip()
+                    if "aux" in event and "ID" in event["aux"]:
+                        got["id"] = event["aux"]["ID"]
+            except Exception as e:  # noqa: BLE001 - reported below, or the stop that closed it
+                got.setdefault("failure", e)
+
+        reader = threading.Thread(target=consume, name="image-build", daemon=True)
+        reader.start()
+        try:
+            while reader.is_alive():
+                if ctx.stop.wait(0.05):
+                    _hang_up(got.get("response"))
+                    reader.join(10)
+                    # The daemon cancels the build, but not always the container of a RUN it
+                    # was just starting: remove that one ourselves.
+                    if "container" in got:
+                        self._remove_quietly(str(got["container"]))
+                    raise RuntimeFailure("build stopped")
+        finally:
+            api.close()
+        if "error" in got:
+            raise RuntimeFailure(f"build failed: {got['error']}")
+        if "failure" in got:
+            raise RuntimeFailure(f"docker: {got['failure']}")
+        if "id" not in got:
+            raise RuntimeFailure("build finished without an image")
+        return str(got["id"])
+
+    def _remove_quietly(self, container: str) -> None:
+        try:
+            self.client.api.remove_container(container, force=True, v=True)
+        except (docker.errors.DockerException, requests.exceptions.RequestException):
+            pass  # gone already
+
     def build_image(self, build: ImageBuild, workspace: Path, ctx: StepContext, registry: str | None) -> ImageResult:
         """Build on the host daemon (DooD) from the workspace, tag, and push if asked. The
         build's output streams into the job log; a stop request abandons the build."""
@@ -232,24 +309,8 @@ class DockerRuntime:
             if not self._has_image(base) and not (registry and base.startswith(f"{registry}/")):
                 raise RuntimeFailure(f"base image {base!r} is not on the docker daemon, and farm pulls base images "
                                      f"only from images.registry ({registry or 'none is set'})")  # fmt: skip
-        image_id = None
         try:
-            events = api.build(
-                path=str(context), dockerfile=build.dockerfile, tag=build.tags[0], buildargs=build.build_args or None,
-                target=build.target, network_mode=build.network, rm=True, forcerm=True, pull=False, decode=True,
-            )  # fmt: skip
-            for event in events:
-                if ctx.stop.is_set():
-                    events.close()
-                    raise RuntimeFailure("build stopped")
-                if "stream" in event:
-                    ctx.output(event["stream"].encode())
-                if "error" in event:
-                    raise RuntimeFailure(f"build failed: {event['error'].strip()}")
-                if "aux" in event and "ID" in event["aux"]:
-                    image_id = event["aux"]["ID"]
-            if image_id is None:
-                raise RuntimeFailure("build finished without an image")
+            image_id = self._run_build(build, context, ctx)
             for tag in build.tags[1:]:
                 api.tag(image_id, *_split(tag))
             pushed, digest = [], None

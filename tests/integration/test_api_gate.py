@@ -143,6 +143,19 @@ def test_inputs_that_were_500s_are_422s(served, make_settings, serve_app):
             assert r.status_code == 422, (url, r.text)
 
 
+def test_a_tenant_tags_images_under_its_own_name_only(served):
+    """Found by a red-team run: a tenant rebuilt another's image (or farm/busybox, every
+    step's default) on the host daemon, and the next job running it ran the trojan."""
+    build = {"kind": "image", "source": {"git": {"url": "https://git.example.com/app.git"}}}
+    with client(served) as c:
+        for tag in ("farm/busybox:latest", "bob/tools:1", "alicex/app:1"):
+            r = c.post("/v1/jobs", json={**build, "build": {"tags": [tag]}})
+            assert r.status_code == 403 and "must start with 'alice/'" in r.text, (tag, r.text)
+        assert c.post("/v1/jobs", json={**build, "build": {"tags": ["alice/app:1", "alice/app:latest"]}}).status_code == 201
+    with client(served, ADMIN) as c:
+        assert c.post("/v1/jobs", json={**build, "build": {"tags": ["farm/busybox:latest"]}}).status_code == 201
+
+
 def test_permissions_granted_to_a_tenant(served):
     with client(served, MIRROR) as c:
         assert c.post("/v1/jobs", json={**STEP, "network": "host"}).status_code == 201

@@ -181,3 +181,17 @@ def test_images_and_environment_for_the_private_daemon(dind_settings):
         assert "NO_PROXY=127.0.0.1" in daemon.attrs["Config"]["Env"]
     finally:
         runtime.close()
+
+
+def test_a_step_cannot_replace_the_pools_default_image_for_the_next_job(store, dind_settings, run_executor, dind_image, docker_image):
+    """A step has its daemon's socket, and the daemon's data root is the pool's layer store:
+    a re-tagged `farm/busybox:latest` would be the next job's step image. Images the host
+    has are checked against the host's before each step."""
+    run_executor(dind_settings(), "ex-dind-tag")
+    trojan = ("printf 'FROM farm/busybox:latest\\nRUN echo trojan > /marker\\n' > Dockerfile"
+              f" && docker build -q -t {docker_image} . && docker run --rm {docker_image} cat /marker")  # fmt: skip
+    vandal = wait_done(store, store.enqueue(JobSpec(steps=[{"name": "s", "image": dind_image, "run": trojan}]), "t").id, timeout=180)
+    assert vandal.state is JobState.SUCCEEDED and "trojan" in full_log(store, vandal.id), full_log(store, vandal.id)
+    victim = wait_done(store, store.enqueue(JobSpec(steps=[{"name": "s", "run": "cat /marker || echo clean"}]), "t").id, timeout=120)
+    log = full_log(store, victim.id)
+    assert "clean" in log and "trojan" not in log, log

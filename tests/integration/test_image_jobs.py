@@ -97,3 +97,44 @@ def test_image_jobs_need_the_docker_runtime(store, make_settings, run_executor, 
                                                   build={"context": "app", "tags": ["x/y:1"]}), "t").id)  # fmt: skip
     assert done.state is JobState.FAILED and done.error is ErrorCode.BUILD_FAILED
     assert "image jobs need the docker or dind runtime" in full_log(store, done.id)
+
+
+@pytest.mark.parametrize("how", ["cancel", "timeout"])
+def test_a_quiet_build_stops_at_a_cancel_or_timeout_and_leaves_nothing(how, store, make_settings, run_executor, docker_image,
+                                                                      tmp_path, host_images):  # fmt: skip
+    """Found by a red-team run: the build was checked for a stop only when it printed, so a
+    `RUN sleep` outlived its job's cancel and timeout and was tagged afterwards."""
+    import time
+
+    client = docker.from_env()
+    tag = f"farm-test/quiet-{how}:1"
+    host_images.append(tag)
+    run_executor(make_settings(executors={"runtime": "docker"}, docker={"default_image": docker_image}))
+    import uuid
+
+    url = repo_with(tmp_path, f"FROM {docker_image}\nRUN echo {uuid.uuid4().hex} && sleep 30\n")  # never a cached layer
+    spec = JobSpec(kind="image", source={"git": {"url": url}}, build={"context": "app", "tags": [tag]},
+                   timeout_s=4 if how == "timeout" else 600)  # fmt: skip
+    job = store.enqueue(spec, "t")
+    deadline = time.monotonic() + 60
+    while "RUN echo" not in full_log(store, job.id):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    t0 = time.monotonic()
+    if how == "cancel":
+        store.cancel(job.id)
+    try:
+        done = wait_done(store, job.id, timeout=30)
+    except AssertionError:
+        raise AssertionError(full_log(store, job.id)) from None
+    assert done.state is (JobState.CANCELLED if how == "cancel" else JobState.TIMED_OUT)
+
+    def sleeping() -> int:
+        return sum(1 for c in client.containers.list() if "sleep 30" in " ".join(c.attrs["Config"]["Cmd"] or []))
+
+    while sleeping():
+        assert time.monotonic() - t0 < 10, f"the build's container outlived its job: {full_log(store, job.id)}"
+        time.sleep(0.2)
+    time.sleep(1)
+    with pytest.raises(docker.errors.ImageNotFound):
+        client.images.get(tag)
