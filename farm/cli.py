@@ -41,26 +41,11 @@ def _settings(config: Path | None, **overrides: Any):  # type: ignore[no-untyped
 
 
 def _serve(settings, on_ready) -> None:  # type: ignore[no-untyped-def]
-    import uvicorn
-
     from farm.api import create_app
+    from farm.api.server import Server, config
 
     app = create_app(settings)
-    config = uvicorn.Config(
-        app, host=settings.api.host, port=settings.api.port,
-        log_level="warning", loop="uvloop", http="httptools", access_log=False,
-        timeout_graceful_shutdown=settings.api.graceful_shutdown_s,  # open followers must not hold a stop
-    )  # fmt: skip
-
-    class Server(uvicorn.Server):
-        """Tells the app when it starts to stop: log followers then end on their own (within
-        a second) instead of being cut at the graceful timeout."""
-
-        def handle_exit(self, sig, frame) -> None:  # type: ignore[no-untyped-def]
-            app.state.stopping.set()
-            super().handle_exit(sig, frame)
-
-    server = Server(config)
+    server = Server(config(app, settings), app)
 
     def announce() -> None:
         while not server.started and not server.should_exit:
@@ -179,16 +164,15 @@ def api(
         return
     import os
 
-    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    from farm.api.server import config as server_config
 
     if config is not None:
         os.environ["FARM_CONFIG"] = str(config)
     out.print(f"farm api starting {workers} workers on http://{settings.api.host}:{settings.api.port}", highlight=False)
-    uvicorn.run(
-        "farm.api.app:from_environment", factory=True, workers=workers, host=settings.api.host, port=settings.api.port,
-        log_level="warning", loop="uvloop", http="httptools", access_log=False,
-        timeout_graceful_shutdown=settings.api.graceful_shutdown_s,
-    )  # fmt: skip
+    served = server_config("farm.api.app:from_environment", settings, factory=True, workers=workers)
+    Multiprocess(served, sockets=[served.bind_socket()]).run()
 
 
 def _client() -> FarmClient:

@@ -70,6 +70,8 @@ class ApiSettings(BaseModel):
     # the 40 worker threads sync handlers share, so no tenant holds them all.
     max_inflight_per_tenant: Annotated[int, Field(ge=1, le=10_000)] = 16
     follow_max_s: Annotated[float, Field(gt=0)] = 6 * 3600.0
+    # Connections one API process serves at once; past it, requests get a 503 at once.
+    max_connections: Annotated[int, Field(ge=16, le=100_000)] = 4096
     # Seconds in-flight requests (and followers) get when the server stops; then they are cut.
     graceful_shutdown_s: Annotated[float, Field(ge=0, le=60)] = 2.0
 

@@ -197,7 +197,10 @@ class ServedApp:
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        from farm.api.server import BoundedHttpToolsProtocol
+
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False,  # type: ignore[arg-type]
+                                http=BoundedHttpToolsProtocol,
                                 timeout_graceful_shutdown=graceful_s)  # fmt: skip
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from farm.api import create_app
+from farm.api.server import BoundedHttpToolsProtocol
 from farm.settings import hash_token
 from tests.conftest import wait_for
 
@@ -255,3 +256,38 @@ def _inflight(app) -> dict[str, int]:
     while layer is not None and not hasattr(layer, "inflight"):
         layer = getattr(layer, "app", None)
     return layer.inflight if layer is not None else {}
+
+
+class QuickHeads(BoundedHttpToolsProtocol):
+    head_timeout_s = 1.0
+
+
+def test_request_heads_are_bounded_in_size_and_time(app):
+    """Found by a red-team run: httptools buffers any head (1.5 GB of header lines grew farm
+    up by as much) and an idle connection is kept forever (20,000 exhausted its fds)."""
+    import threading
+
+    import uvicorn
+
+    from farm.store.server import free_port
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, http=QuickHeads, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started, 15, what="uvicorn")
+    try:
+        big = socket.create_connection(("127.0.0.1", port), timeout=5)
+        pad = b"".join(b"X-Pad-%d: %s\r\n" % (i, b"a" * 1024) for i in range(70))  # 70 KiB of headers
+        big.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + pad + b"\r\n")
+        answer = big.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 400"), answer[:100]
+        idle = socket.create_connection(("127.0.0.1", port), timeout=5)
+        t0 = time.monotonic()
+        assert idle.recv(1) == b""  # closed by the server
+        assert 0.5 < time.monotonic() - t0 < 4
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as c:
+            assert c.get("/healthz").status_code == 200  # an ordinary request is untouched
+    finally:
+        server.should_exit = True
+        thread.join(10)
