@@ -100,7 +100,7 @@ class Warden:
         ok = True
         for c in containers:
             try:
-                c.remove(force=True)  # killed and gone: a created, unstarted one can never start
+                c.remove(force=True, v=True)  # killed and gone: a created, unstarted one can never start
             except docker.errors.NotFound:
                 pass
             except Exception as e:  # noqa: BLE001

@@ -96,7 +96,7 @@ class EmbeddedFarm:
         self.admin_token, self.token_created = ensure_admin_token(s)
         url = s.redis_url
         if not url:
-            self.redis = EmbeddedRedis(s.data_dir / "redis", port=s.redis.port, fsync=s.redis.aof_fsync)
+            self.redis = EmbeddedRedis(s.data_dir / "redis", port=s.redis.port, fsync=s.redis.aof_fsync, maxmemory=s.redis.maxmemory)
             url = self.redis.start()
         resolved = s.model_copy(update={"redis_url": url, "admin_token": SecretStr(self.admin_token)})
         self.resolved = resolved

@@ -56,6 +56,10 @@ class RedisSettings(BaseModel):
     # loses nothing (the kernel still holds the written pages).
     aof_fsync: Literal["always", "everysec", "no"] = "everysec"
     port: Annotated[int, Field(ge=0, le=65535)] = 0  # 0: pick a free port
+    # Embedded server only: the most memory it may take ("auto": a quarter of this machine's,
+    # "0": no limit). Past it writes are refused (503), rather than the machine running out:
+    # every key farm keeps matters, so nothing is evicted.
+    maxmemory: Annotated[str, Field(pattern=r"^(auto|0|[0-9]+[kmgKMG]?[bB]?)$")] = "auto"
 
 
 class ApiSettings(BaseModel):

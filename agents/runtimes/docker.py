@@ -171,7 +171,7 @@ class DockerRuntime:
             raise RuntimeFailure(f"docker failed while running the step: {e}") from e
         finally:
             try:
-                container.remove(force=True)
+                container.remove(force=True, v=True)  # its anonymous volumes (an image's VOLUME) too
             except docker.errors.DockerException:
                 pass
 
@@ -345,7 +345,7 @@ class DockerRuntime:
         catches a removal that failed)."""
         try:
             for container in self.client.containers.list(all=True, filters={"label": f"farm.job={job_id}"}):
-                container.remove(force=True)
+                container.remove(force=True, v=True)
         except (docker.errors.DockerException, requests.exceptions.RequestException):
             pass  # the next job's end tries again for its own; these are labelled for an operator
 

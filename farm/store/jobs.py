@@ -37,6 +37,8 @@ def translated() -> Iterator[None]:
         yield
     except (redis.ConnectionError, redis.TimeoutError) as e:
         raise StoreUnavailable(f"redis unreachable: {e}") from e
+    except redis.exceptions.OutOfMemoryError as e:
+        raise StoreUnavailable(f"redis is full (maxmemory): {e}") from e
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def quarter_of_memory() -> str:
+    """A quarter of this machine's memory, in bytes, for Valkey's maxmemory ("0" if unknown)."""
+    try:
+        return str(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4)
+    except (ValueError, OSError):
+        return "0"
+
+
 def _write_private(path: Path, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -46,9 +54,10 @@ def _write_private(path: Path, text: str) -> None:
 
 
 class EmbeddedRedis:
-    def __init__(self, directory: Path, *, port: int = 0, fsync: str = "everysec") -> None:
+    def __init__(self, directory: Path, *, port: int = 0, fsync: str = "everysec", maxmemory: str = "0") -> None:
         self.dir = Path(directory)
         self.fsync = fsync
+        self.maxmemory = quarter_of_memory() if maxmemory == "auto" else maxmemory
         self._port = port
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -87,6 +96,7 @@ class EmbeddedRedis:
             "--appendfsync", self.fsync,
             "--save", "",
             "--protected-mode", "yes",
+            "--maxmemory", self.maxmemory, "--maxmemory-policy", "noeviction",
             "--daemonize", "no",
             "--logfile", str(self.dir / "server.log"),
         ]  # fmt: skip

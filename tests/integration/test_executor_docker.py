@@ -108,3 +108,20 @@ def assert_warm_restores_reach_steps(store):
         done = wait_done(store, job.id, timeout=60)
         assert done.state is JobState.SUCCEEDED and "from-cache" in full_log(store, job.id), full_log(store, job.id)
     assert done.caches[0].warm
+
+
+def test_an_images_volumes_go_with_its_step(store, docker_settings, run_executor, docker_image, tmp_path):
+    """Found by a red-team run: each step of an image with a VOLUME left a 100 MB anonymous
+    volume behind."""
+    client = docker.from_env()
+    tag = "farm-test/with-volume:1"
+    (tmp_path / "Dockerfile").write_text(f"FROM {docker_image}\nVOLUME /data\n")
+    client.images.build(path=str(tmp_path), tag=tag, rm=True)
+    try:
+        before = {v.id for v in client.volumes.list()}
+        run_executor(docker_settings)
+        job = store.enqueue(JobSpec(steps=[{"name": "s", "image": tag, "run": "ls -d /data"}]), "t")
+        assert wait_done(store, job.id, timeout=60).state is JobState.SUCCEEDED
+        assert {v.id for v in client.volumes.list()} - before == set()
+    finally:
+        client.images.remove(tag, force=True)

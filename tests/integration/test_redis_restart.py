@@ -59,3 +59,24 @@ def test_the_embedded_server_dies_with_the_process_that_started_it(tmp_path):
     while not gone():
         assert time.monotonic() < deadline, "the server outlived farm"
         time.sleep(0.1)
+
+
+def test_a_full_embedded_server_refuses_writes_with_a_503(make_settings, tmp_path):
+    """maxmemory with no eviction: a flood of jobs ends in refusals the client can act on,
+    not in a machine out of memory (nor in jobs silently evicted)."""
+    from fastapi.testclient import TestClient
+
+    from farm.api import create_app
+
+    server = EmbeddedRedis(tmp_path / "small", maxmemory="3mb")
+    url = server.start()
+    try:
+        settings = make_settings(redis_url=url, admin_token="admin")
+        with TestClient(create_app(settings), headers={"Authorization": "Bearer admin"}) as api:
+            body = {"steps": [{"name": "s", "run": "x" * 50_000}]}
+            codes = [api.post("/v1/jobs", json=body).status_code for _ in range(200)]
+            assert codes[0] == 201 and codes[-1] == 503, codes
+            assert "full" in api.post("/v1/jobs", json=body).json()["detail"]
+            assert api.get("/healthz").status_code == 200  # reads still work
+    finally:
+        server.stop()
