@@ -81,8 +81,10 @@ class Workspace:
         first git command that failed, else 0."""
         # git may use only the transport the job's URL was admitted with (farm.permissions):
         # no redirect, alternate or submodule into file:// or ext::.
+        # ssh never offers farm's own keys or agent (they would be every tenant's).
         env = {"PATH": DEFAULT_PATH, "HOME": str(self.path), "GIT_TERMINAL_PROMPT": "0", "LANG": "C.UTF-8",
-               "GIT_ALLOW_PROTOCOL": git_protocol(git.url), "GIT_CONFIG_NOSYSTEM": "1"}  # fmt: skip
+               "GIT_ALLOW_PROTOCOL": git_protocol(git.url), "GIT_CONFIG_NOSYSTEM": "1",
+               "GIT_SSH_COMMAND": "ssh -o BatchMode=yes -o IdentitiesOnly=yes -o IdentityFile=none -o IdentityAgent=none"}  # fmt: skip
         commands = [
             ["git", "clone", "--quiet", "--no-checkout", "--", git.url, "."],
             ["git", "-c", "advice.detachedHead=false", "checkout", "--quiet", "--detach", git.ref, "--"],

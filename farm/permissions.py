@@ -12,13 +12,18 @@ permissions that the admin token always has and a tenant has only when its setti
   `tenants[].allow_host_network`.
 - **git sources other than https and ssh**: `file://` or a local path clones whatever
   farm's user can read on the executor's host; `http://` and `git://` are unauthenticated
-  and unencrypted; `ext::` runs a command. A tenant may use such a URL only when it starts
-  with one of its `tenants[].git_url_prefixes` (e.g. `file:///srv/mirrors/`).
+  and unencrypted; `ext::` runs a command. Nor an https or ssh URL to this node's own
+  addresses (loopback, link-local like a cloud's metadata service): the checkout runs on
+  the executor's host, on its network, whatever the job's `network` says. A tenant may use
+  such a URL only when it starts with one of its `tenants[].git_url_prefixes` (e.g.
+  `file:///srv/mirrors/`).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
+from urllib.parse import urlsplit
 
 from farm.errors import Forbidden
 from farm.models import JobSpec
@@ -39,6 +44,30 @@ def git_protocol(url: str) -> str:
     return "file"
 
 
+def git_host(url: str) -> str:
+    """The host a git URL reaches ('' when it names none)."""
+    if "://" in url:
+        try:
+            return (urlsplit(url).hostname or "").lower()
+        except ValueError:
+            return ""
+    if m := _SCP.match(url):
+        return m.group(0).split("@", 1)[1].rstrip(":").lower()
+    return ""
+
+
+def _node_local(host: str) -> bool:
+    """Loopback, link-local or unspecified: this node itself, or its cloud's metadata."""
+    host = host.strip("[]").rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return ip.is_loopback or ip.is_link_local or ip.is_unspecified
+
+
 def check_job(spec: JobSpec, tenant: TenantConfig | None, *, admin: bool) -> None:
     """Raise Forbidden when the spec asks for something the caller may not have."""
     if admin:
@@ -56,8 +85,8 @@ def check_job(spec: JobSpec, tenant: TenantConfig | None, *, admin: bool) -> Non
                             "images other jobs run from are not a tenant's to replace")  # fmt: skip
     if spec.source and spec.source.git:
         url = spec.source.git.url
-        if git_protocol(url) not in ("https", "ssh"):
+        if git_protocol(url) not in ("https", "ssh") or _node_local(git_host(url)):
             prefixes = tenant.git_url_prefixes if tenant else []
             if not any(url.startswith(p) for p in prefixes):
-                raise Forbidden(f"git URL {url[:100]!r}: only https and ssh sources are allowed, "
+                raise Forbidden(f"git URL {url[:100]!r}: only https and ssh sources beyond this node are allowed, "
                                 "or URLs under one of the tenant's git_url_prefixes")  # fmt: skip

@@ -123,6 +123,11 @@ def test_caps_and_cache_keys_are_checked_at_submit(served, spec, loc):
         {"source": {"git": {"url": "ext::sh -c touch% /tmp/pwned"}}},
         {"source": {"git": {"url": "git://example.org/x.git"}}},
         {"source": {"git": {"url": "http://example.org/x.git"}}},
+        # The checkout runs on the executor's host: its loopback and a cloud's metadata service.
+        {"source": {"git": {"url": "https://127.0.0.1:6379/x.git"}}},
+        {"source": {"git": {"url": "ssh://git@localhost:22/x.git"}}},
+        {"source": {"git": {"url": "git@[::1]:x.git"}}},
+        {"source": {"git": {"url": "https://169.254.169.254/latest/meta-data"}}},
     ],
 )
 def test_what_reaches_past_the_attempt_is_a_tenant_permission(served, spec):
