@@ -211,10 +211,13 @@ class DockerRuntime:
     def _run(self, container, ctx: StepContext) -> int:  # type: ignore[no-untyped-def]
         container.start()
         result: dict[str, int] = {}
+        seen = bytearray()  # the end of what was streamed
 
         def pump() -> None:
             for chunk in container.logs(stream=True, follow=True):
                 ctx.output(chunk)
+                seen.extend(chunk)
+                del seen[:-65536]
 
         def wait() -> None:
             result["code"] = container.wait()["StatusCode"]
@@ -232,6 +235,12 @@ class DockerRuntime:
                 waiter.join(10)
                 break
         reader.join(2.0)
+        # A follower sometimes ends before the daemon flushes a last line with no newline
+        # (seen 1 run in 30): the daemon's own last entry says whether it is missing.
+        if not ctx.stop.is_set():
+            last = container.logs(tail=1)
+            if last and not seen.endswith(last):
+                ctx.output(last)
         return result.get("code", -9)
 
     def _build_api(self) -> docker.APIClient:

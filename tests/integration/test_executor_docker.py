@@ -125,3 +125,14 @@ def test_an_images_volumes_go_with_its_step(store, docker_settings, run_executor
         assert {v.id for v in client.volumes.list()} - before == set()
     finally:
         client.images.remove(tag, force=True)
+
+
+def test_a_last_line_without_a_newline_is_kept(store, docker_settings, run_executor):
+    """The log follower sometimes ended before the daemon flushed a last line without a
+    newline (1 step in 30 here): 20 such steps in a job, every last line in the log."""
+    run_executor(docker_settings)
+    steps = [{"name": f"s{i}", "run": f"printf 'first\\nlast-of-{i}'"} for i in range(20)]
+    done = wait_done(store, store.enqueue(JobSpec(steps=steps), "t").id, timeout=120)
+    log = full_log(store, done.id)
+    assert done.state is JobState.SUCCEEDED, log
+    assert [i for i in range(20) if f"last-of-{i}" not in log] == []
