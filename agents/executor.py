@@ -176,7 +176,7 @@ def build_executor(executor_id: str, settings: Settings) -> Executor:
         store=store,
         registry=ExecutorRegistry(client, stale_s=max(15.0, settings.executors.idle_wait_s * 5)),
         runtime=make_runtime(settings, executor_id),
-        containment=Containment.for_node(store.instance(), settings.data_dir),
+        containment=Containment.for_node(store.instance(), settings.data_dir, pids_max=settings.executors.pids_limit),
     )
 
 

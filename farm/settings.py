@@ -86,6 +86,9 @@ class ExecutorSettings(BaseModel):
     pool: str = "default"
     idle_wait_s: Annotated[float, Field(gt=0, le=60)] = 1.0  # longest block on the wake list
     kill_grace_s: Annotated[float, Field(ge=0, le=60)] = 0.5  # SIGTERM -> SIGKILL
+    # Processes an attempt of the local runtime may have at once (its cgroup's pids.max):
+    # a fork bomb stops there, and is killed with its attempt. None: no limit.
+    pids_limit: Annotated[int | None, Field(ge=16)] = 4096
     # On a Ray cluster: the custom resources each executor actor needs (e.g. {"farm-dood": 1},
     # which the Helm chart's worker groups provide), and that the autoscaler asks Ray for
     # ahead of demand so KubeRay adds worker pods. Empty on one machine.

@@ -35,9 +35,9 @@ def _alive(marker: str) -> list[int]:
 @pytest.fixture
 def containment(tmp_path: Path) -> Containment:
     instance = "t" + uuid.uuid4().hex[:8]
-    cgroups = Cgroups.detect(instance)
+    cgroups = Cgroups.detect(instance, pids=True)
     require("cgroups", cgroups, "containment needs cgroups (v1 freezer or v2) and root")
-    return Containment(instance, tmp_path / "attempts", cgroups)
+    return Containment(instance, tmp_path / "attempts", cgroups, pids_max=512)
 
 
 def test_a_step_that_detaches_is_gone_when_the_step_ends(store, make_settings, run_executor):
@@ -51,10 +51,13 @@ def test_a_step_that_detaches_is_gone_when_the_step_ends(store, make_settings, r
     wait_for(lambda: not _alive(marker), 5, what=f"the detached sleeps to die: {_alive(marker)}")
 
 
-def test_the_cgroup_kills_a_fork_bomb_and_leaves_nothing(containment):
+def test_the_cgroup_caps_and_kills_a_fork_bomb_and_leaves_nothing(containment):
     proc = containment.spawn("bomb", 1, "f() { f | f & }; f", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(0.3)
-    assert containment.cgroups.pids("bomb.1")
+    counts = []
+    for _ in range(50):
+        counts.append(len(containment.cgroups.pids("bomb.1")))
+        time.sleep(0.01)
+    assert 0 < max(counts) <= 512, counts  # capped at the attempt's pids limit
     assert containment.kill("bomb", 1)
     assert containment.cgroups.pids("bomb.1") == []
     proc.wait(5)
