@@ -92,7 +92,7 @@ class Cgroups:
             for d in candidates:
                 d.mkdir(exist_ok=True)
         except OSError as e:
-            log.warning("no cgroups for attempts (%s): steps are contained by process group only", e)
+            log.warning("no cgroups for attempts here (%s)", e)  # the executor says what contains them instead
             return None
         return cls(candidates, version=version)
 
