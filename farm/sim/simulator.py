@@ -14,6 +14,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,11 +83,20 @@ def clairvoyant_hours(trace: Trace, lead_s: float) -> float:
     return total / 3600
 
 
+# Told (jobs arrived, jobs in the trace) as a replay goes: every 1% of the trace and at its end.
+Replay = Callable[[int, int], None]
+
+
 def simulate(  # type: ignore[no-untyped-def]
-    trace: Trace, policy, *, lead_s: float = 60.0, name: str | None = None, params: dict | None = None, record: bool = False
-) -> Result:
+    trace: Trace, policy, *, lead_s: float = 60.0, name: str | None = None, params: dict | None = None, record: bool = False,
+    progress: Replay | None = None,
+) -> Result:  # fmt: skip
     if not trace.submitted:
         raise ValueError("empty trace")
+    jobs = len(trace.submitted)
+    # one comparison per arrival when nobody listens: report_at is then never reached
+    step = max(1, jobs // 100)
+    report_at = step if progress is not None else -1
     events: list[tuple[float, int, int, int]] = []
     seq = 0
     for i, t in enumerate(trace.submitted):
@@ -169,6 +179,9 @@ def simulate(  # type: ignore[no-untyped-def]
     while events:
         now, _, kind, x = heapq.heappop(events)
         if kind == ARRIVE:
+            if x == report_at:
+                progress(x, jobs)  # type: ignore[misc]
+                report_at += step
             arrivals.append(now)
             if idle:
                 executor, _since = idle.pop()  # the most recently idle: the long-idle go first on scale-down
@@ -197,6 +210,8 @@ def simulate(  # type: ignore[no-untyped-def]
             break  # every job has run; what is still provisioned stops now
     for executor in list(started_at):
         stop(executor, now)
+    if progress is not None:
+        progress(jobs, jobs)
 
     waits.sort()
     busy_hours = sum(durations) / 3600
