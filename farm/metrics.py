@@ -4,11 +4,17 @@ Values are read from Redis at scrape time (the stats hashes kept by the Lua scri
 queue and the executor registry), so every API replica reports the same farm-wide numbers
 and nothing is lost when a process restarts. Seconds, `_total` counters, labels bounded by
 the configured pools and fixed outcome/state sets.
+
+Every series a dashboard panel reads exists from the first scrape: each counter with each of
+its known label values (0 until something happens, as Prometheus advises for counters with
+known labels), the decisions of each pool's current policy kind for every action, and the
+executor target of pools without a policy (their configured static executor count).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+from collections.abc import Iterator, Mapping
 
 import redis
 from prometheus_client import CollectorRegistry
@@ -23,6 +29,12 @@ from farm.store.jobs import JobStore
 from farm.store.nodes import RESTARTED, NodeBook
 from farm.store.stats import Histogram, parse
 
+# The bounded label values, exported at 0 before anything happens.
+CACHE_RESTORE_OUTCOMES = ("hit", "partial", "miss", "error")
+CACHE_SAVE_OUTCOMES = ("saved", "exists", "error")
+RETRY_REASONS = ("executor_lost",)
+DECISION_ACTIONS = ("scale_up", "scale_down", "hold")  # farm/autoscale/live.py
+
 
 def _histogram(name: str, doc: str) -> HistogramMetricFamily:
     return HistogramMetricFamily(name, doc, labels=["pool"])
@@ -34,8 +46,14 @@ def _add(family: HistogramMetricFamily, pool: str, h: Histogram) -> None:
 
 
 class FarmCollector(Collector):
-    def __init__(self, store: JobStore, registry: ExecutorRegistry, pools: list[str]) -> None:
+    """`static_executors`: the executors started per pool without an autoscaler (settings
+    executors.count for executors.pool), the target exported for pools without a capacity
+    policy (other pools: 0). None: unknown, no target for those pools."""
+
+    def __init__(self, store: JobStore, registry: ExecutorRegistry, pools: list[str],
+                 static_executors: Mapping[str, int] | None = None) -> None:  # fmt: skip
         self.store, self.registry, self.pools = store, registry, pools
+        self.static_executors = static_executors
 
     def collect(self) -> Iterator[Metric]:
         """Everything, plus farm_redis_up 1; only farm_redis_up 0 when Redis cannot be read
@@ -64,7 +82,8 @@ class FarmCollector(Collector):
         saves = CounterMetricFamily("farm_cache_saves", "Dependency cache saves, by outcome (saved, exists, error).", labels=["pool", "outcome"])
         cache_bytes = CounterMetricFamily("farm_cache_bytes", "Bytes restored from and saved to the dependency cache.",
                                           labels=["pool", "direction"])  # fmt: skip
-        sizing = GaugeMetricFamily("farm_pool_executors_target", "The autoscaler's latest desired size, and the policy's bounds.",
+        sizing = GaugeMetricFamily("farm_pool_executors_target", "The autoscaler's latest desired size, and the policy's bounds "
+                                   "(a pool without a capacity policy: its static executor count for all three).",
                                    labels=["pool", "bound"])  # fmt: skip
         start_failures = CounterMetricFamily("farm_executor_start_failures", "Executors that could not start their runtime "
                                              "(daemon unreachable, image missing...); /v1/queue has the latest reason.",
@@ -77,14 +96,18 @@ class FarmCollector(Collector):
         pipe = self.store.client.pipeline(transaction=False)
         for pool in self.pools:
             pipe.hgetall(self.store.keys.stats(pool))
+            pipe.hget(self.store.keys.policy(pool), "policy")
         raw = pipe.execute()
-        for pool, summary, h in zip(self.pools, summarize(self.store, self.registry, self.pools), raw, strict=True):
+        summaries = summarize(self.store, self.registry, self.pools)
+        for pool, summary, h, policy in zip(self.pools, summaries, raw[::2], raw[1::2], strict=True):
             stats = parse(h)
+            kind = (json.loads(policy) or {}).get("kind") if policy else None
             submitted.add_metric([pool], stats.submitted)
             for outcome in sorted(TERMINAL):
                 finished.add_metric([pool, outcome.value], stats.finished.get(outcome.value, 0))
             lease.add_metric([pool], stats.lease_expired)
-            retries.add_metric([pool, "executor_lost"], stats.retries.get("executor_lost", 0))
+            for reason in RETRY_REASONS:
+                retries.add_metric([pool, reason], stats.retries.get(reason, 0))
             depth.add_metric([pool], summary.queued)
             running.add_metric([pool], summary.running)
             oldest.add_metric([pool], summary.oldest_wait_s)
@@ -92,17 +115,25 @@ class FarmCollector(Collector):
                 executors.add_metric([pool, state], n)
             _add(wait, pool, stats.wait)
             _add(duration, pool, stats.duration)
-            for outcome in ("hit", "partial", "miss", "error"):
+            for outcome in CACHE_RESTORE_OUTCOMES:
                 restores.add_metric([pool, outcome], stats.cache_restores.get(outcome, 0))
-            for outcome in ("saved", "exists", "error"):
+            for outcome in CACHE_SAVE_OUTCOMES:
                 saves.add_metric([pool, outcome], stats.cache_saves.get(outcome, 0))
             cache_bytes.add_metric([pool, "restore"], stats.cache_restore_bytes)
             cache_bytes.add_metric([pool, "save"], stats.cache_save_bytes)
             restore_s.add_metric([pool], stats.cache_restore_seconds)
-            for bound, n in stats.sizing.items():
-                sizing.add_metric([pool, bound], n)
-            for (kind, action), n in sorted(stats.decisions.items()):
-                decisions.add_metric([pool, kind, action], n)
+            if kind is not None:  # what the autoscaler last decided for the policy
+                for bound, n in stats.sizing.items():
+                    sizing.add_metric([pool, bound], n)
+            elif self.static_executors is not None:  # no autoscaler: the configured size is the target
+                n = self.static_executors.get(pool, 0)
+                for bound in ("desired", "min", "max"):
+                    sizing.add_metric([pool, bound], n)
+            turns = dict(stats.decisions)
+            if kind is not None:
+                turns.update({(kind, action): turns.get((kind, action), 0) for action in DECISION_ACTIONS})
+            for (policy_kind, action), n in sorted(turns.items()):
+                decisions.add_metric([pool, policy_kind, action], n)
             start_failures.add_metric([pool], stats.executor_start_failures)
         restarts = CounterMetricFamily("farm_restarts", "Parts of the farm that died and were started again "
                                        "(redis: the embedded server; executor: a static executor; warden; autoscaler).",
@@ -116,7 +147,8 @@ class FarmCollector(Collector):
                     restore_s, sizing, decisions, start_failures, restarts, fencing)  # fmt: skip
 
 
-def make_registry(store: JobStore, registry: ExecutorRegistry, pools: list[str]) -> CollectorRegistry:
+def make_registry(store: JobStore, registry: ExecutorRegistry, pools: list[str],
+                  static_executors: Mapping[str, int] | None = None) -> CollectorRegistry:  # fmt: skip
     reg = CollectorRegistry(auto_describe=False)
-    reg.register(FarmCollector(store, registry, pools))
+    reg.register(FarmCollector(store, registry, pools, static_executors))
     return reg

@@ -1,10 +1,18 @@
 """The shipped dashboards and alerts, proven against a real Prometheus scraping a working
-`farm up`: every panel's query parses and returns at least one series, the pool variable
-finds the pool, and promtool accepts the alerting rules."""
+`farm up`: every panel has data from the first scrapes of a fresh farm, before any job, and
+again after jobs; the pool variable finds the pools, and promtool accepts the alerting rules.
+
+"Data" is a series with a number: NaN is not data (Grafana draws nothing for it). A rate
+over counters that exist at 0 is 0, which is data. A quantile over no observations is NaN,
+so the wait panels fall back to the oldest queued job's wait (0 when nothing waits). A ratio
+over nothing is NaN and stays so (0 or 1 would be a lie): UNDEFINED_WITHOUT_TRAFFIC lists
+those targets, allowed NaN only before any job; each of their panels has another target,
+which must have numbers (the restores or bytes per second that say why)."""
 
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import time
 from pathlib import Path
@@ -20,13 +28,19 @@ REPO = Path(__file__).resolve().parents[2]
 DASHBOARDS = sorted((REPO / "dashboards").glob("*.json"))
 
 
-def panels(dashboard: dict) -> list[tuple[str, str]]:
-    return [(f"{dashboard['title']} / {p['title']} [{t['refId']}]", t["expr"]) for p in dashboard["panels"] for t in p["targets"]]
+# Ratios whose denominator is 0 until jobs ran: (panel, refId).
+UNDEFINED_WITHOUT_TRAFFIC = {("Cache hit ratio", "A"), ("Cache throughput", "B")}
+# Only pools with a capacity policy have autoscaler decisions.
+POLICY_ONLY = "farm_autoscaler_decisions_total"
 
 
-def substitute(expr: str) -> str:
-    """Grafana's template variables, as Grafana would fill them for the pool under test."""
-    return expr.replace("$__rate_interval", "1m").replace("$pool", "default")
+def substitute(expr: str, pool: str) -> str:
+    """Grafana's template variables, as Grafana fills them for a pool (".*": All)."""
+    return expr.replace("$__rate_interval", "1m").replace("$pool", pool)
+
+
+def finite(series: list) -> bool:
+    return any(math.isfinite(float(s["value"][1])) for s in series)
 
 
 def test_every_dashboard_panel_has_a_description_and_the_variables():
@@ -44,11 +58,13 @@ def test_the_alerting_rules_pass_promtool():
     assert run.returncode == 0, run.stdout + run.stderr
 
 
-def test_every_panel_query_returns_data_from_a_real_prometheus(start_farm, tmp_path):
+def test_every_panel_has_data_on_a_fresh_farm_and_after_jobs(start_farm, tmp_path):
+    """A farm as `farm up` starts it: pool default with its static executors and no policy,
+    and pool elastic with a reactive policy (min 0: the autoscaler decides, starts nothing)."""
     prometheus = require_tool("prometheus", "prometheus")
     config = tmp_path / "farm.yaml"
-    config.write_text(yaml.safe_dump({"autoscaler": {"interval_s": 0.5},
-                                      "policies": {"default": {"kind": "reactive", "buffer": 1, "min": 1, "max": 4}}}))  # fmt: skip
+    config.write_text(yaml.safe_dump({"pools": ["default", "elastic"], "autoscaler": {"interval_s": 0.5},
+                                      "policies": {"elastic": {"kind": "reactive", "min": 0, "max": 2}}}))  # fmt: skip
     farm, client = start_farm("up", "--config", str(config))
     target = str(client.base_url).removeprefix("http://").rstrip("/")
     port = free_port()
@@ -69,6 +85,32 @@ def test_every_panel_query_returns_data_from_a_real_prometheus(start_farm, tmp_p
             assert r.status_code == 200 and r.json()["status"] == "success", f"{expr}: {r.text}"
             return r.json()["data"]["result"]
 
+        def values(expr: str) -> dict[str, float]:
+            return {s["metric"].get("bound", ""): float(s["value"][1]) for s in query(expr)}
+
+        def without_data(fresh: bool) -> list[str]:
+            """Every target of every panel, for All pools and for pool default: what has no
+            number (see the module's docstring for what may be NaN, and when)."""
+            missing = []
+            for path in DASHBOARDS:
+                d = json.loads(path.read_text())
+                for panel in d["panels"]:
+                    for pool in (".*", "default"):
+                        for t in panel["targets"]:
+                            if pool == "default" and POLICY_ONLY in t["expr"]:
+                                continue
+                            series = query(substitute(t["expr"], pool))
+                            nan_ok = fresh and (panel["title"], t["refId"]) in UNDEFINED_WITHOUT_TRAFFIC
+                            if not series or not (finite(series) or nan_ok):
+                                missing.append(f"{d['title']} / {panel['title']} [{t['refId']}] pool={pool}: {series or 'no series'}")
+            return missing
+
+        def wait_for_data(fresh: bool, timeout: float) -> None:
+            deadline = time.monotonic() + timeout
+            while (missing := without_data(fresh)) and time.monotonic() < deadline:
+                time.sleep(0.5)  # a rate needs two scrapes
+            assert not missing, "panels without data:\n" + "\n".join(missing)
+
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -78,21 +120,28 @@ def test_every_panel_query_returns_data_from_a_real_prometheus(start_farm, tmp_p
                 pass
             assert time.monotonic() < deadline, "Prometheus never scraped farm"
             time.sleep(0.5)
+
+        # A fresh farm, before any job.
+        wait_for_data(fresh=True, timeout=30)
+        assert values("sum(farm_jobs_submitted_total)") == {"": 0}, "the fresh check ran after a job"
+        assert values('farm_pool_executors_target{pool="default"}') == {"desired": 2, "min": 2, "max": 2}  # the static executors
+        assert values('farm_pool_executors_target{pool="elastic", bound!="desired"}') == {"min": 0, "max": 2}  # the policy's
+        assert {s["metric"]["action"] for s in query('farm_autoscaler_decisions_total{pool="elastic", policy="reactive"}')} == {
+            "scale_up", "scale_down", "hold"}  # fmt: skip
+        assert not query('farm_autoscaler_decisions_total{pool="default"}')  # no policy, no decisions
+        pools = prom.get("/api/v1/label/pool/values", params={"match[]": "farm_queue_depth"}).json()["data"]
+        assert set(pools) == {"default", "elastic"}  # what the dashboards' pool variable lists
+
         # Work while Prometheus watches: builds that pass and fail, caches missed and hit.
         spec = {"steps": [{"name": "s", "run": "mkdir -p d; echo x > d/f"}], "caches": [{"key": "k", "paths": ["d"]}]}
         ids = []
         for body in (spec, spec, {"steps": [{"name": "s", "run": "exit 1"}]}, spec):
             ids.append(client.post("/v1/jobs", json=body).json()["id"])
             wait_all(client, ids, 60)
-        time.sleep(4)  # a few more scrapes after the last job
-        pools = prom.get("/api/v1/label/pool/values", params={"match[]": "farm_queue_depth"}).json()["data"]
-        assert "default" in pools  # what the dashboards' pool variable lists
-        empty = []
-        for path in DASHBOARDS:
-            for name, expr in panels(json.loads(path.read_text())):
-                if not query(substitute(expr)):
-                    empty.append(f"{name}: {expr}")
-        assert not empty, "panels without data:\n" + "\n".join(empty)
+        # Every target has numbers now, the ratios too (within the rate window of the jobs), and
+        # the wait panels show the quantile itself, not the fallback.
+        wait_for_data(fresh=False, timeout=30)
+        assert finite(query('histogram_quantile(0.95, sum by (le) (rate(farm_queue_wait_seconds_bucket{pool="default"}[1m])))'))
     finally:
         proc.terminate()
         proc.wait(10)

@@ -1,14 +1,98 @@
-"""/metrics on a farm that has done work, checked by Prometheus' own linter."""
+"""/metrics on a fresh farm and on one that has done work: every series the dashboards read
+exists from the first scrape (0 for counters with known labels), and Prometheus' own linter
+reports nothing."""
 
 import subprocess
 
 from fastapi.testclient import TestClient
+from prometheus_client import generate_latest
 
 from farm.api import create_app
-from farm.models import JobSpec
+from farm.metrics import (
+    CACHE_RESTORE_OUTCOMES,
+    CACHE_SAVE_OUTCOMES,
+    DECISION_ACTIONS,
+    RETRY_REASONS,
+    FarmCollector,
+    make_registry,
+)
+from farm.models import TERMINAL, JobSpec
+from farm.store.executors import COUNTED
+from farm.store.nodes import RESTARTED
 from farm.store.policies import PolicyStore
 from tests.conftest import require_tool
 from tests.integration.test_executor_local import wait_done
+
+POOLS = ["default", "gpu", "batch"]
+
+
+def samples(store, registry, static=None) -> dict[str, dict[tuple, float]]:
+    """name -> {sorted label items -> value}, as one scrape sees them."""
+    out: dict[str, dict[tuple, float]] = {}
+    for family in FarmCollector(store, registry, POOLS, static).collect():
+        for s in family.samples:
+            out.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
+    return out
+
+
+def series(found: dict[tuple, float], **labels: str) -> dict[tuple, float]:
+    return {k: v for k, v in found.items() if set(labels.items()) <= set(k)}
+
+
+def test_every_series_the_dashboards_read_exists_at_zero_before_anything_happens(store, registry):
+    PolicyStore(store.client).put("gpu", {"kind": "reactive", "buffer": 1}, by="test")  # no autoscaler turn yet
+    m = samples(store, registry, static={"default": 2})
+    for pool in POOLS:
+        assert {dict(k)["outcome"] for k in series(m["farm_jobs_finished_total"], pool=pool)} == {s.value for s in TERMINAL}
+        assert {dict(k)["outcome"] for k in series(m["farm_cache_restores_total"], pool=pool)} == set(CACHE_RESTORE_OUTCOMES)
+        assert {dict(k)["outcome"] for k in series(m["farm_cache_saves_total"], pool=pool)} == set(CACHE_SAVE_OUTCOMES)
+        assert {dict(k)["direction"] for k in series(m["farm_cache_bytes_total"], pool=pool)} == {"restore", "save"}
+        assert {dict(k)["reason"] for k in series(m["farm_job_retries_total"], pool=pool)} == set(RETRY_REASONS)
+        assert {dict(k)["state"] for k in series(m["farm_executors"], pool=pool)} == {s.value for s in COUNTED}
+        assert len(series(m["farm_queue_wait_seconds_bucket"], pool=pool)) == 21  # every bucket, +Inf too
+        for name in ("farm_jobs_submitted_total", "farm_lease_expiries_total", "farm_cache_restore_seconds_total",
+                     "farm_executor_start_failures_total", "farm_queue_wait_seconds_count", "farm_job_duration_seconds_count"):  # fmt: skip
+            assert series(m[name], pool=pool), name
+    assert {dict(k)["component"] for k in m["farm_restarts_total"]} == set(RESTARTED)
+    counters = [v for name, found in m.items() if name.endswith(("_total", "_bucket", "_count", "_sum")) for v in found.values()]
+    assert counters and set(counters) == {0}
+    # Decisions: every action of the pool's current policy kind; none for a pool without a policy.
+    assert m["farm_autoscaler_decisions_total"] == {
+        (("action", a), ("policy", "reactive"), ("pool", "gpu")): 0 for a in DECISION_ACTIONS
+    }  # fmt: skip
+    # The target of a pool without a policy is its static executors (none but in executors.pool);
+    # a pool with one waits for the autoscaler's first decision.
+    assert m["farm_pool_executors_target"] == {
+        (("bound", b), ("pool", p)): n for p, n in (("default", 2), ("batch", 0)) for b in ("desired", "min", "max")
+    }  # fmt: skip
+    # Static executors unknown (the caller did not say): no target for pools without a policy.
+    assert "farm_pool_executors_target" not in samples(store, registry)
+
+
+def test_decisions_of_an_earlier_policy_kind_stay_beside_the_current_kind_at_zero(store, registry):
+    policies = PolicyStore(store.client)
+    policies.put("gpu", {"kind": "reactive"}, by="test")
+    store.client.hset(store.keys.stats("gpu"), mapping={"autoscaler_decisions_total:reactive:hold": 3, "autoscaler_decisions_total:reactive:scale_up": 1,
+                                                      "desired_executors": 1, "min_executors": 0, "max_executors": 4})  # fmt: skip
+    policies.put("gpu", {"kind": "predictive"}, by="test")
+    m = samples(store, registry, static={"default": 2})
+    assert series(m["farm_autoscaler_decisions_total"], pool="gpu") == {
+        **{(("action", a), ("policy", "predictive"), ("pool", "gpu")): 0 for a in DECISION_ACTIONS},
+        (("action", "hold"), ("policy", "reactive"), ("pool", "gpu")): 3,
+        (("action", "scale_up"), ("policy", "reactive"), ("pool", "gpu")): 1,
+    }  # fmt: skip
+    assert series(m["farm_pool_executors_target"], pool="gpu") == {
+        (("bound", "desired"), ("pool", "gpu")): 1, (("bound", "min"), ("pool", "gpu")): 0, (("bound", "max"), ("pool", "gpu")): 4
+    }  # fmt: skip
+
+
+def test_promtool_check_metrics_reports_nothing_on_a_fresh_farm(store, registry):
+    tool = require_tool("promtool", "prometheus")
+    PolicyStore(store.client).put("gpu", {"kind": "reactive", "buffer": 1}, by="test")
+    text = generate_latest(make_registry(store, registry, POOLS, {"default": 2})).decode()
+    assert "farm_autoscaler_decisions_total" in text and 'farm_pool_executors_target{bound="desired",pool="default"} 2.0' in text
+    run = subprocess.run([tool, "check", "metrics"], input=text, capture_output=True, text=True)
+    assert run.returncode == 0 and run.stdout == run.stderr == "", run.stdout + run.stderr
 
 
 def test_promtool_check_metrics_reports_nothing(store, make_settings, run_executor):
@@ -29,7 +113,6 @@ def test_promtool_check_metrics_reports_nothing(store, make_settings, run_execut
 
 
 def test_an_unreachable_redis_is_reported_not_a_failed_scrape():
-    from farm.metrics import FarmCollector
     from farm.store.executors import ExecutorRegistry
     from farm.store.jobs import JobStore, connect
     from farm.store.server import free_port
