@@ -34,7 +34,7 @@ from agents.watch import Watch
 from agents.workspace import Workspace, give, step_env
 from farm.artifacts import ArtifactStore, DirectoryStore
 from farm.errors import FarmError, RuntimeFailure
-from farm.models import ArtifactInfo, ErrorCode, ImageBuild, ImageResult, JobState, StepResult
+from farm.models import ArtifactInfo, ErrorCode, ImageBuild, ImageResult, JobState, StepResult, rfc3339, unsupported
 from farm.settings import Settings
 from farm.store.jobs import Claim, JobStore
 
@@ -73,6 +73,7 @@ class Attempt:
         self.reason: StopReason | None = None
         self.server_says: str | None = None
         self.steps: list[StepResult] = []
+        self.warnings: list[str] = []  # what could not be honoured, for the log and the result
         self.log = LogSink(
             store, claim.job_id, claim.attempt, cap=settings.retention.log_max_bytes,
             on_stale=lambda: self._halt(StopReason.ABORTED), on_full=watch.poke,
@@ -162,6 +163,9 @@ class Attempt:
         caches: JobCaches | None = None
         image: ImageResult | None = None
         self.watch.attach(self)
+        for _, why in unsupported(spec, self.runtime.name):  # the API could not know this executor's runtime
+            self.warnings.append(why)
+            log.note(f"warning: {why}")
         try:
             # A runtime that runs nothing (noop) needs no directory, unless the job brings
             # source or keeps artifacts.
@@ -184,16 +188,16 @@ class Attempt:
             for step in spec.steps:
                 if state is not JobState.SUCCEEDED or self.stop.is_set():
                     break
-                log.note(f"step {step.name!r}")
+                log.line(f"--- step {step.name}")  # a reader folds the log at these lines
                 ctx = StepContext(c.job_id, path, env, log.write, self.stop, spec.network, c.attempt, self.unit)
-                t0 = time.monotonic()
+                started, t0 = rfc3339(int(time.time() * 1000)), time.monotonic()
                 code = self.runtime.run_step(step, ctx)
                 took = round(time.monotonic() - t0, 3)
-                self.steps.append(StepResult(name=step.name, exit_code=code, duration_s=took))
+                self.steps.append(StepResult(name=step.name, exit_code=code, duration_s=took, started_at=started))
                 exit_code = code
                 if self.stop.is_set():
                     break
-                log.note(f"step {step.name!r} exited {code} after {took:.2f}s")
+                log.line(f"--- step {step.name} (exit {code}, {took:.1f} s)")
                 if code != 0:
                     state, error = JobState.FAILED, ErrorCode.STEP_FAILED
             if spec.build is not None and state is JobState.SUCCEEDED and not self.stop.is_set():
@@ -227,6 +231,7 @@ class Attempt:
                 c.job_id, c.attempt, state, exit_code=exit_code, error=error, steps=self.steps, artifacts=self.artifacts,
                 log_tail=log.take_rest(), log_cap=self.settings.retention.log_max_bytes,
                 caches=caches.results if caches else (), image=image,
+                warnings=self.warnings + (caches.warnings if caches else []),
             )  # fmt: skip
         finally:
             self.runtime.end_job(c.job_id)

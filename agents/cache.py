@@ -140,6 +140,7 @@ class JobCaches:
     ) -> None:  # fmt: skip
         self.claim, self.workspace, self.note = claim, workspace, note
         self.owner = owner
+        self.warnings: list[str] = []
         self.specs = claim.spec.caches
         self.settings = settings
         self.index = CacheIndex(store.client, DirectoryBlobStore(settings.cache_dir), store.keys)
@@ -154,6 +155,13 @@ class JobCaches:
 
     def _hash_files(self, patterns: list[str]) -> str:
         files, _ = self.workspace.collect(patterns, max_files=100_000)
+        if not files:
+            # As actions/cache, an empty digest; but a key that silently lost its hash is
+            # shared by every commit, so say so.
+            why = f"hashFiles({', '.join(repr(p) for p in patterns)}) matched no file: the key has no hash in it"
+            if why not in self.warnings:
+                self.warnings.append(why)
+                self.note(f"warning: {why}")
         return files_digest((name, path.read_bytes()) for name, path in files)
 
     def _render(self, template: str) -> str:

@@ -7,6 +7,9 @@ separate log write. Bytes are decoded as UTF-8 incrementally (a character split 
 reads stays whole; invalid bytes become U+FFFD), and secret values are masked before
 anything leaves the process, holding back a tail long enough to catch a value split across
 two reads.
+
+farm's own lines (`note`, `line`) travel as segments of their own, so the store keeps them
+when it cuts a log over its cap, and always start on a line of their own.
 """
 
 from __future__ import annotations
@@ -38,8 +41,9 @@ class LogSink:
         self.max_bytes = max_bytes
         self.mask = Masker(secrets or [])
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._buf: list[str] = []
+        self._buf: list[list[str]] = []  # segments: ["o", output] or ["n", farm's line]
         self._size = 0
+        self._open_line = False  # the output so far ends mid-line
         self._lock = threading.Lock()
 
     @property
@@ -50,43 +54,59 @@ class LogSink:
     def write(self, data: bytes) -> None:
         text = self._decoder.decode(data)
         if text:
-            self._put(text)
+            self._put("o", text)
 
     def note(self, text: str) -> None:
-        self._put(f"[farm] {text}\n")
+        """A line of farm's, marked as such: `[farm] ...`."""
+        self.line(f"[farm] {text}")
 
-    def _put(self, text: str) -> None:
+    def line(self, text: str) -> None:
+        """A line of farm's as it is (a step's `--- step build` delimiter)."""
+        self._put("n", text + "\n")
+
+    def _put(self, kind: str, text: str) -> None:
         with self._lock:
-            self._buf.append(text)
+            if kind == "n" and self._open_line:
+                text = "\n" + text  # farm's line starts a line of its own
+            if kind == "o":
+                self._open_line = not text.endswith("\n")
+            if kind == "o" and self._buf and self._buf[-1][0] == "o":
+                self._buf[-1][1] += text
+            else:
+                self._buf.append([kind, text])
             self._size += len(text)
             full = self.full
         if full:
             self.on_full()
 
-    def _take(self, final: bool) -> str:
+    def _take(self, final: bool) -> list[tuple[str, str]]:
         with self._lock:
             if final:
                 tail = self._decoder.decode(b"", final=True)
                 if tail:
-                    self._buf.append(tail)
-            text = self.mask("".join(self._buf))
-            keep = 0 if final or not self.mask.values else min(self.mask.hold, len(text))
-            text, rest = text[: len(text) - keep], text[len(text) - keep :]
-            self._buf, self._size = ([rest] if rest else []), len(rest)
-        return text
+                    self._buf.append(["o", tail])
+            segments = [(kind, self.mask(text)) for kind, text in self._buf]
+            rest: list[list[str]] = []
+            if not final and self.mask.values and segments and segments[-1][0] == "o":
+                kind, text = segments[-1]  # hold back what may be the start of a secret
+                keep = min(self.mask.hold, len(text))
+                segments[-1] = (kind, text[: len(text) - keep])
+                rest = [["o", text[len(text) - keep :]]] if keep else []
+            self._buf, self._size = rest, sum(len(t) for _, t in rest)
+        return [s for s in segments if s[1]]
 
     def flush(self) -> None:
         """Send what is buffered (less a possible secret prefix) to the log stream."""
-        text = self._take(final=False)
-        if not text:
+        segments = self._take(final=False)
+        if not segments:
             return
         try:
-            self.store.append_log(self.job_id, self.attempt, text, cap=self.cap)
+            self.store.append_log(self.job_id, self.attempt, segments, cap=self.cap)
         except StaleAttempt:
             self.on_stale()
         except FarmError:
             pass  # Redis away for a moment: this chunk is lost, the job goes on
 
-    def take_rest(self) -> str:
+    def take_rest(self) -> list[tuple[str, str]]:
         """Everything still buffered, masked, for the finish script to append."""
         return self._take(final=True)

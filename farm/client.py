@@ -1,42 +1,44 @@
 """A small HTTP client for the farm API, used by the CLI (and handy in scripts).
 
-It finds its server and token the way a user expects: FARM_URL (default
-http://127.0.0.1:8080) and FARM_TOKEN, else the admin token that `farm up` left in the data
-dir (FARM_DATA_DIR, default ~/.farm).
+It finds its server and token the way a user expects (farm/contexts.py): FARM_URL and
+FARM_TOKEN, else the current context (`farm up` and `farm login` make them), else
+http://127.0.0.1:8080 with the admin token `farm up` left in FARM_DATA_DIR (~/.farm).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 
+from farm.contexts import resolve
 from farm.errors import FarmError
 
 
 class ApiError(FarmError):
-    def __init__(self, status: int, detail: Any) -> None:
+    def __init__(self, status: int, detail: Any, *, url: str = "", hint: str = "") -> None:
         super().__init__(f"HTTP {status}: {detail}")
-        self.status, self.detail = status, detail
+        self.status, self.detail, self.url, self.hint = status, detail, url, hint
+
+
+class Unreachable(FarmError):
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"cannot reach farm at {url}: {reason}")
+        self.url, self.reason = url, reason
+        self.hint = "Is farm running there? `farm up` (it makes itself the current context), FARM_URL, or `farm context ls`."
 
 
 def default_token() -> str | None:
-    if token := os.environ.get("FARM_TOKEN"):
-        return token
-    path = Path(os.environ.get("FARM_DATA_DIR", "~/.farm")).expanduser() / "admin-token"
-    try:
-        return path.read_text().strip()
-    except OSError:
-        return None
+    return resolve().token
 
 
 class FarmClient:
     def __init__(self, url: str | None = None, token: str | None = None, *, timeout: float = 30.0) -> None:
-        self.url = (url or os.environ.get("FARM_URL") or "http://127.0.0.1:8080").rstrip("/")
-        token = token or default_token()
+        found = resolve()
+        self.url = (url or found.url).rstrip("/")
+        token = token or found.token
+        self.source = "the caller" if token and token != found.token else found.source
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
 
@@ -46,14 +48,16 @@ class FarmClient:
                 detail = r.json().get("detail")
             except ValueError:
                 detail = r.text
-            raise ApiError(r.status_code, detail)
+            hint = (f"The token came from {self.source}. Set FARM_TOKEN, keep one with `farm login {self.url}` (token on "
+                    "stdin), or switch with `farm context use NAME`.") if r.status_code == 401 else ""  # fmt: skip
+            raise ApiError(r.status_code, detail, url=self.url, hint=hint)
         return r
 
     def _request(self, method: str, path: str, **kw: Any) -> httpx.Response:
         try:
             return self._check(self.http.request(method, path, **kw))
         except httpx.TransportError as e:
-            raise FarmError(f"cannot reach farm at {self.url}: {e}") from e
+            raise Unreachable(self.url, str(e) or type(e).__name__) from e
 
     def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
         return self._request("POST", "/v1/jobs", json=spec).json()
@@ -73,18 +77,60 @@ class FarmClient:
     def delete_cache(self, key: str, ref: str | None = None) -> dict[str, Any]:
         return self._request("DELETE", f"/v1/caches/{key}", params={"ref": ref} if ref else None).json()
 
-    def log(self, job_id: str) -> str:
-        return self._request("GET", f"/v1/jobs/{job_id}/log").text
+    def jobs(self, **filters: Any) -> dict[str, Any]:
+        """One page of jobs, newest first: filters state, pool, tenant (admin), limit, cursor."""
+        return self._request("GET", "/v1/jobs", params={k: v for k, v in filters.items() if v is not None}).json()
 
-    def follow(self, job_id: str) -> Iterator[str]:
+    def rerun(self, job_id: str) -> dict[str, Any]:
+        return self._request("POST", f"/v1/jobs/{job_id}/rerun").json()
+
+    def artifacts(self, job_id: str) -> list[dict[str, Any]]:
+        return self._request("GET", f"/v1/jobs/{job_id}/artifacts").json()
+
+    def artifact(self, job_id: str, name: str, into: Any) -> int:
+        """Write one artifact's bytes to the file object `into`; how many."""
+        n = 0
         try:
-            with self.http.stream("GET", f"/v1/jobs/{job_id}/log", params={"follow": "true"}, timeout=None) as r:
+            with self.http.stream("GET", f"/v1/jobs/{job_id}/artifacts/{name}", timeout=None) as r:
+                if r.status_code >= 400:
+                    r.read()
+                    self._check(r)
+                for chunk in r.iter_bytes():
+                    into.write(chunk)
+                    n += len(chunk)
+        except httpx.TransportError as e:
+            raise Unreachable(self.url, str(e) or type(e).__name__) from e
+        return n
+
+    def pools(self) -> dict[str, Any]:
+        return self._request("GET", "/v1/pools").json()
+
+    def policy(self, pool: str) -> dict[str, Any]:
+        return self._request("GET", f"/v1/pools/{pool}/policy").json()
+
+    def set_policy(self, pool: str, policy: dict[str, Any], if_match: int | None = None) -> dict[str, Any]:
+        headers = {"If-Match": str(if_match)} if if_match is not None else None
+        return self._request("PUT", f"/v1/pools/{pool}/policy", json=policy, headers=headers).json()
+
+    def policy_history(self, pool: str, limit: int = 100) -> dict[str, Any]:
+        return self._request("GET", f"/v1/pools/{pool}/policy/history", params={"limit": limit}).json()
+
+    def decisions(self, pool: str, limit: int = 100) -> dict[str, Any]:
+        return self._request("GET", f"/v1/pools/{pool}/decisions", params={"limit": limit}).json()
+
+    def log(self, job_id: str, *, timestamps: bool = False) -> str:
+        return self._request("GET", f"/v1/jobs/{job_id}/log", params={"timestamps": "true"} if timestamps else None).text
+
+    def follow(self, job_id: str, *, offset: int = 0, timestamps: bool = False) -> Iterator[str]:
+        params = {"follow": "true", **({"offset": str(offset)} if offset else {}), **({"timestamps": "true"} if timestamps else {})}
+        try:
+            with self.http.stream("GET", f"/v1/jobs/{job_id}/log", params=params, timeout=None) as r:
                 if r.status_code >= 400:
                     r.read()
                     self._check(r)
                 yield from r.iter_text()
         except httpx.TransportError as e:
-            raise FarmError(f"cannot reach farm at {self.url}: {e}") from e
+            raise Unreachable(self.url, str(e) or type(e).__name__) from e
 
     def close(self) -> None:
         self.http.close()

@@ -17,7 +17,7 @@ import re
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, WithJsonSchema, field_validator
 
 from farm.errors import FarmError, IllegalTransition
 
@@ -96,6 +96,7 @@ def _no_nul(v: str) -> str:
 
 
 Text = Annotated[str, AfterValidator(_no_nul)]
+Timestamp = Annotated[str, WithJsonSchema({"type": "string", "format": "date-time"})]  # as rfc3339() writes it
 
 
 class _Strict(BaseModel):
@@ -273,7 +274,7 @@ class JobSpec(_Strict):
     secrets: Annotated[dict[str, Annotated[Text, Field(min_length=1, max_length=32_768)] | SecretRef], Field(max_length=64)] = Field(
         default_factory=dict
     )
-    callback_url: Annotated[Text | None, Field(default=None, max_length=2000, pattern=r"^https?://[^\s/?#]+(/[^\s]*)?$")] = None
+    callback_url: Annotated[str, Field(max_length=2000, pattern=r"^https?://[^\s/?#]+(/[^\s]*)?$"), AfterValidator(_no_nul)] | None = None
     caches: Annotated[list[CacheSpec], Field(max_length=10)] = Field(default_factory=list)
 
     @field_validator("artifacts")
@@ -312,10 +313,26 @@ class JobSpec(_Strict):
         return self.model_copy(update={"secrets": shown})
 
 
+def unsupported(spec: JobSpec, runtime: str) -> list[tuple[tuple[str | int, ...], str]]:
+    """What of `spec` a runtime would silently not honour, as (field path, why): the API
+    refuses it (422) where it knows the runtime, an executor warns in the log and the result."""
+    if runtime != "local":
+        return []
+    found: list[tuple[tuple[str | int, ...], str]] = []
+    if spec.kind == "image":
+        found.append((("kind",), "image jobs need the docker or dind runtime; this farm runs steps on the host (local)"))
+    for i, step in enumerate(spec.steps):
+        if step.image:
+            found.append((("steps", i, "image"), f"the local runtime runs steps on the host, not in {step.image!r}; "
+                                                 "images need the docker or dind runtime"))  # fmt: skip
+    return found
+
+
 class StepResult(_Strict):
     name: str
     exit_code: int | None
     duration_s: float
+    started_at: Timestamp | None = None  # by the executor's clock; the log marks the step with `--- step NAME` lines
 
 
 class ArtifactInfo(_Strict):
@@ -334,9 +351,9 @@ class Job(BaseModel):
     state: JobState
     attempt: Annotated[int, Field(ge=1)]
     spec: JobSpec
-    queued_at: str
-    started_at: str | None = None
-    finished_at: str | None = None
+    queued_at: Timestamp
+    started_at: Timestamp | None = None
+    finished_at: Timestamp | None = None
     executor: str | None = None
     exit_code: int | None = None
     error: ErrorCode | None = None
@@ -344,7 +361,8 @@ class Job(BaseModel):
     artifacts: list[ArtifactInfo] = Field(default_factory=list)
     caches: list[CacheResult] = Field(default_factory=list)
     image: ImageResult | None = None
-    log_truncated: bool = False
+    log_truncated: bool = False  # over its cap: the log keeps each attempt's head and tail
+    warnings: list[str] = Field(default_factory=list)  # what farm could not honour (a field the runtime ignores...)
     webhook: Literal["pending", "delivered", "failed"] | None = None
     rerun_of: str | None = None
 

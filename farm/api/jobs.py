@@ -19,8 +19,9 @@ from farm import permissions, secrets
 from farm.api.auth import Principal, principal
 from farm.api.errors import COMMON, CONFLICT, FORBIDDEN, NOT_FOUND
 from farm.artifacts import safe_name
-from farm.errors import InvalidInput, NotFound, TooManyRequests
-from farm.models import ArtifactInfo, Job, JobSpec, JobState
+from farm.errors import Forbidden, InvalidInput, NotFound, TooManyRequests
+from farm.logtext import LogView
+from farm.models import ArtifactInfo, Job, JobSpec, JobState, unsupported
 from farm.store.jobs import JobStore, Submitted
 from farm.webhooks import check_callback
 
@@ -53,7 +54,7 @@ async def submit(
     response: Response,
     who: Who,
     jobs: Store,
-    idempotency_key: Annotated[str | None, Header(max_length=200, pattern=r"^[\x21-\x7e]+$")] = None,
+    idempotency_key: Annotated[str, Header(max_length=200, pattern=r"^[\x21-\x7e]+$")] = None,  # type: ignore[assignment]
 ) -> Job:
     pools = request.app.state.settings.pools
     if spec.pool not in pools:
@@ -66,6 +67,8 @@ async def submit(
 
 async def _submit(request: Request, who: Principal, jobs: JobStore, spec: JobSpec, **kw: Any) -> Submitted:
     tenant = request.app.state.tenants.get(who.tenant)
+    for loc, why in unsupported(spec, request.app.state.settings.executors.runtime):
+        raise InvalidInput(why, ("body", *loc))  # a setting the runtime would ignore: say so now
     permissions.check_job(spec, tenant, admin=who.admin)
     check_callback(spec.callback_url, tenant)
     return await jobs.asubmit(spec, who.tenant, weight=who.weight, secrets=secrets.resolve(spec, tenant), tier=who.tier, **kw)
@@ -83,16 +86,20 @@ def _spec_to_rerun(jobs: JobStore, who: Principal, job_id: str) -> JobSpec:
     return jobs.raw_spec(job_id)
 
 
-@router.get("", response_model=JobsPage)
+@router.get("", response_model=JobsPage, responses=FORBIDDEN)
 def list_jobs(
     who: Who,
     jobs: Store,
     state: JobState | None = None,
-    pool: str | None = None,
+    pool: Annotated[str | None, Query(max_length=63)] = None,
+    tenant: Annotated[str | None, Query(max_length=63, description="one tenant's jobs (the admin; a tenant sees its own)")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,18}$")] = None,
 ) -> JobsPage:
-    page, nxt = jobs.list(tenant=who.scope, state=state, pool=pool, limit=limit, cursor=int(cursor) if cursor else None)
+    if tenant is not None and not who.admin and tenant != who.tenant:
+        raise Forbidden("a tenant lists its own jobs only")
+    scope = tenant if who.admin else who.tenant
+    page, nxt = jobs.list(tenant=scope, state=state, pool=pool, limit=limit, cursor=int(cursor) if cursor else None)
     return JobsPage(jobs=page, next_cursor=None if nxt is None else str(nxt))
 
 
@@ -183,11 +190,14 @@ class _Following(StreamingResponse):
             self.on_close()
 
 
-async def _follow(jobs: JobStore, job_id: str, *, offset: int, max_s: float, stopping: threading.Event) -> AsyncIterator[str]:
+async def _follow(
+    jobs: JobStore, job_id: str, *, offset: int, max_s: float, stopping: threading.Event, timestamps: bool
+) -> AsyncIterator[str]:
     """The log from `offset` on, as it grows, until the job ends (or is purged, or the
     follow outlives `followers.max_s`). Runs on the event loop: a client that hangs up
     cancels it (Starlette listens for the disconnect), and no thread waits on Redis."""
     after, skip = "-", offset
+    view = LogView(await jobs.alog_cuts(job_id), timestamps=timestamps)
     deadline = time.monotonic() + max_s
     while time.monotonic() < deadline:
         if stopping.is_set():
@@ -198,7 +208,7 @@ async def _follow(jobs: JobStore, job_id: str, *, offset: int, max_s: float, sto
             if c.end_state is not None:
                 return
             if c.data:
-                data, skip = _skip(c.data, skip)
+                data, skip = _skip(view.feed(c.entry_id, c.data), skip)
                 if data:
                     yield data
         if chunks:
@@ -226,21 +236,23 @@ async def get_log(
     jobs: Store,
     follow: bool = False,
     offset: Annotated[int, Query(ge=0, description="bytes of the log to skip (where an earlier read ended)")] = 0,
+    timestamps: Annotated[bool, Query(description="prefix each line with the time it was written")] = False,
 ) -> Response:
     job = await run_in_threadpool(jobs.get, job_id)
     who.check_can_see(job)
     if follow:
         followers: Followers = request.app.state.followers
         followers.admit(who.tenant)
-        stream = _follow(jobs, job_id, offset=offset, max_s=followers.max_s, stopping=request.app.state.stopping)
+        stream = _follow(jobs, job_id, offset=offset, max_s=followers.max_s, stopping=request.app.state.stopping, timestamps=timestamps)
         return _Following(stream, on_close=lambda: followers.leave(who.tenant))
-    text = await run_in_threadpool(_whole_log, jobs, job_id)
+    text = await run_in_threadpool(_whole_log, jobs, job_id, timestamps)
     return PlainTextResponse(text.encode()[offset:].decode(errors="replace") if offset else text)
 
 
-def _whole_log(jobs: JobStore, job_id: str) -> str:
+def _whole_log(jobs: JobStore, job_id: str, timestamps: bool) -> str:
+    view = LogView(jobs.log_cuts(job_id), timestamps=timestamps)
     parts, after = [], "-"
     while chunks := jobs.read_log(job_id, after, count=1000):
-        parts.extend(c.data for c in chunks if c.data)
+        parts.extend(view.feed(c.entry_id, c.data) for c in chunks if c.data)
         after = chunks[-1].entry_id
     return "".join(parts)

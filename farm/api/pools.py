@@ -57,7 +57,7 @@ def put_policy(
     body: CapacityPolicy,
     request: Request,
     who: Who,
-    if_match: Annotated[str | None, Header(pattern=r"^[0-9]+$", description="the version being replaced")] = None,
+    if_match: Annotated[str, Header(pattern=r"^[0-9]+$", description="the version being replaced")] = None,  # type: ignore[assignment]
 ) -> dict[str, Any]:
     """Replace the pool's policy (admin token only). With If-Match, a change based on a
     stale version is refused with 409."""

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from farm.autoscale.policy import CapacityPolicy
 from farm.cache.scope import Tier
+from farm.models import Timestamp
 
 
 class ExecutorCounts(BaseModel):
@@ -52,7 +53,7 @@ class PolicyPublic(BaseModel):
     version: int
     policy: CapacityPolicy | None
     updated_by: str | None
-    updated_at: str | None
+    updated_at: Timestamp | None
 
 
 class PoolPublic(PoolQueuePublic):
@@ -70,7 +71,7 @@ class PolicyChange(BaseModel):
 
     version: int
     by: str
-    at: str
+    at: Timestamp
     before: dict[str, Any] | None
     after: dict[str, Any] | None
 
@@ -95,7 +96,7 @@ class DecisionPublic(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    at: str
+    at: Timestamp
     policy: str
     version: int
     inputs: DecisionInputs
@@ -117,8 +118,8 @@ class CacheEntryPublic(BaseModel):
     tier: Tier
     ref: str
     bytes: int
-    created_at: str
-    used_at: str
+    created_at: Timestamp
+    used_at: Timestamp
 
 
 class CacheBytes(BaseModel):

@@ -76,6 +76,18 @@ class Submitted:
     created: bool  # False: an earlier submit with the same Idempotency-Key made it
 
 
+Segments = list[tuple[str, str]]
+LOG_HEAD_SHARE = 0.2  # of an attempt's log cap, kept from its start; the rest is its most recent output
+
+
+def log_head_bytes(cap: int) -> int:
+    return int(cap * LOG_HEAD_SHARE)
+
+
+def _segments(data: str | Segments) -> str:
+    return json.dumps([["o", data]] if isinstance(data, str) else [list(s) for s in data])
+
+
 def _ms(v: str | None) -> int | None:
     return int(v) if v not in (None, "") else None
 
@@ -98,6 +110,7 @@ def job_from_hash(h: dict[str, str]) -> Job:
         caches=[CacheResult(**c) for c in json.loads(h.get("caches") or "[]")],
         image=ImageResult.model_validate_json(h["image"]) if h.get("image") else None,
         log_truncated=h.get("log_truncated") == "1",
+        warnings=json.loads(h.get("warnings") or "[]"),
         webhook=h.get("webhook") or None,
         rerun_of=h.get("rerun_of") or None,
     )
@@ -262,12 +275,12 @@ class JobStore:
         """'ok' while the attempt holds the job; anything else means stop and kill the step."""
         return self._call("heartbeat", job_id, attempt, int(lease_s * 1000))
 
-    def append_log(self, job_id: str, attempt: int, data: str, *, cap: int) -> bool:
-        """False when the output was dropped because the log hit its cap."""
-        got = self._call("append_log", job_id, attempt, data, cap)
+    def append_log(self, job_id: str, attempt: int, data: str | Segments, *, cap: int) -> None:
+        """Append output (a str) or segments ([("o", output), ("n", farm's line)]); past `cap`
+        bytes of output, the attempt keeps its head and its tail (lib.lua `append`)."""
+        got = self._call("append_log", job_id, attempt, _segments(data), cap, log_head_bytes(cap))
         if got == -1:
             raise StaleAttempt(f"job {job_id}: attempt {attempt} is not current")
-        return got == 1
 
     def finish(
         self,
@@ -279,10 +292,11 @@ class JobStore:
         error: ErrorCode | None,
         steps: list[StepResult],
         artifacts: Sequence[ArtifactInfo] = (),
-        log_tail: str = "",
+        log_tail: str | Segments = "",
         log_cap: int = 0,
         caches: Sequence[CacheResult] = (),
         image: ImageResult | None = None,
+        warnings: Sequence[str] = (),
     ) -> str:
         """'ok' when recorded; 'stale' or the job's terminal state when refused."""
         return self._call(
@@ -294,10 +308,12 @@ class JobStore:
             "" if error is None else error.value,
             json.dumps([s.model_dump() for s in steps]),
             json.dumps([a.model_dump() for a in artifacts]),
-            log_tail,
+            _segments(log_tail) if log_tail else "",
             log_cap,
             json.dumps([c.model_dump() for c in caches]),
             image.model_dump_json() if image else "",
+            log_head_bytes(log_cap),
+            json.dumps(list(warnings)) if warnings else "",
         )
 
     # -- control ---------------------------------------------------------------------------
@@ -351,6 +367,16 @@ class JobStore:
             got = await self.aclient.xread({self.keys.log(job_id): "0-0" if after == "-" else after}, count=count, block=block_ms)
         rows = got[0][1] if got else []
         return [LogChunk(eid, f.get("d"), JobState(f["e"]) if "e" in f else None) for eid, f in rows]
+
+    def log_cuts(self, job_id: str) -> dict[str, int]:
+        """Where output was cut from the log (over its cap): entry id -> bytes cut after it."""
+        with translated():
+            return {k: int(v) for k, v in self.client.hgetall(self.keys.logcut(job_id)).items()}
+
+    async def alog_cuts(self, job_id: str) -> dict[str, int]:
+        assert self.aclient is not None
+        with translated():
+            return {k: int(v) for k, v in (await self.aclient.hgetall(self.keys.logcut(job_id))).items()}
 
     async def aexists(self, job_id: str) -> bool:
         assert self.aclient is not None

@@ -6,7 +6,8 @@ these templates in their config argument (`Keys.templates()`), so this module st
 only place a key is named.
 
     {p}job:{id}             hash    one job: state, attempt, spec (JSON), times in ms, result
-    {p}log:{id}             stream  log chunks (field d), system notes, and an end marker (field e)
+    {p}log:{id}             stream  log chunks (field d; k=1 on farm's own lines), and an end marker (field e)
+    {p}logcut:{id}          hash    entry id ending an attempt's head -> output bytes cut after it (over the cap)
     {p}queue:{pool}:{tenant} zset   a tenant's claimable job ids by dispatch order (priority, then FIFO)
     {p}tenants:{pool}       zset    backlogged tenants by stride-scheduling pass (lowest claims next)
     {p}pass:{pool}          hash    each tenant's last pass; field "" holds the pool's virtual time
@@ -57,7 +58,7 @@ EXECUTOR_TTL_MS = 60_000  # an executor entry outlives its last report by this m
 _PER_ID = (
     "job", "log", "queue", "tenants", "pass", "waiting", "wake", "running", "tenant_jobs", "stats",
     "executors", "executor", "group", "parked", "gq", "idem", "policy", "policy_audit", "decisions", "demand", "learned",
-    "cachekeys", "cacheentry", "cachelru", "cachebytes", "fences",
+    "cachekeys", "cacheentry", "cachelru", "cachebytes", "fences", "logcut",
 )  # fmt: skip
 _SINGLE = ("leases", "deadlines", "qdeadlines", "finished", "webhooks", "jobs", "seq", "cacherefs", "fencing", "nodes", "instance",
            "restarts")  # fmt: skip
@@ -75,6 +76,9 @@ class Keys:
 
     def log(self, job_id: str) -> str:
         return self._k("log", job_id)
+
+    def logcut(self, job_id: str) -> str:
+        return self._k("logcut", job_id)
 
     def queue(self, pool: str, tenant: str) -> str:
         return self._k("queue", f"{pool}:{tenant}")

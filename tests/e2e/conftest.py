@@ -55,7 +55,8 @@ class FarmProcess:
 @pytest.fixture
 def farm_env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FARM_")}
-    env.update({"FARM_DATA_DIR": str(tmp_path / "farm"), "FARM_ADMIN_TOKEN": "e2e-admin-token", "RAY_USAGE_STATS_ENABLED": "0"})
+    env.update({"FARM_DATA_DIR": str(tmp_path / "farm"), "FARM_ADMIN_TOKEN": "e2e-admin-token", "RAY_USAGE_STATS_ENABLED": "0",
+                "FARM_CONFIG_DIR": str(tmp_path / "config")})  # contexts: the test's own, never the user's
     return env
 
 
@@ -65,8 +66,8 @@ def start_farm(farm_env: dict[str, str]) -> Iterator:
 
     def start(*args: str, env: dict[str, str] | None = None) -> tuple[FarmProcess, httpx.Client]:
         port = free_port()
-        p = FarmProcess([*args, "--port", str(port)] if args[0] == "up" else list(args),
-                        {**farm_env, **(env or {}), "FARM_API__PORT": str(port)})
+        merged = {k: v for k, v in {**farm_env, **(env or {})}.items() if v is not None}  # None: unset it
+        p = FarmProcess([*args, "--port", str(port)] if args[0] == "up" else list(args), {**merged, "FARM_API__PORT": str(port)})
         procs.append(p)
         client = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": "Bearer e2e-admin-token"}, timeout=30)
         return p, client

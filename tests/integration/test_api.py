@@ -157,3 +157,15 @@ def test_concurrency_and_queue_timeout_fields_are_validated(api):
     assert r.status_code == 422
     ok = api.post("/v1/jobs", json=base | {"concurrency": {"group": "deploy-prod"}, "queue_timeout_s": 600}, headers=auth(ALICE))
     assert ok.status_code == 201 and ok.json()["spec"]["concurrency"] == {"group": "deploy-prod", "limit": 1, "on_full": "queue"}
+
+
+def test_a_setting_the_runtime_would_ignore_is_refused_with_its_path(api):
+    """Seen by a user: `--image alpine:3` on the local runtime was silently ignored, and the
+    host's OS answered."""
+    r = api.post("/v1/jobs", json={"steps": [{"name": "s", "run": "cat /etc/os-release", "image": "alpine:3"}]}, headers=auth(ALICE))
+    assert r.status_code == 422
+    (e,) = r.json()["detail"]
+    assert e["loc"] == ["body", "steps", 0, "image"] and "runs steps on the host" in e["msg"]
+    r = api.post("/v1/jobs", json={"kind": "image", "source": {"git": {"url": "https://git.example.com/a.git"}},
+                                   "build": {"tags": ["alice/a:1"]}}, headers=auth(ALICE))  # fmt: skip
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "kind"]

@@ -51,7 +51,7 @@ KNOWN_HEADERS = {"idempotency-key": ["contract-key"], "if-match": ["1", "99"]}
 # Every operation, and the error statuses it documents besides COMMON's 401/413/422/429/503.
 EXTRA_ERRORS: dict[tuple[str, str], set[str]] = {
     ("POST", "/v1/jobs"): {"403", "409"},
-    ("GET", "/v1/jobs"): set(),
+    ("GET", "/v1/jobs"): {"403"},
     ("POST", "/v1/jobs/{job_id}/rerun"): {"403", "404"},
     ("GET", "/v1/jobs/{job_id}"): {"404"},
     ("POST", "/v1/jobs/{job_id}/cancel"): {"404", "409"},

@@ -144,3 +144,36 @@ def test_a_job_of_a_dead_executor_runs_again_on_another(store, registry, make_se
     assert time.monotonic() - t0 < 1.0 + 5
     assert (done.state, done.attempt, done.executor) == (JobState.SUCCEEDED, 2, "ex-alive")
     assert full_log(store, job.id).count("ran\n") == 1
+
+
+def test_a_log_over_its_cap_keeps_the_end_where_failures_are(store, make_settings, run_executor):
+    """Seen by a user: a step printing 50 MB kept its first 10 MiB, lost its end, and farm's
+    own `step exited` line with it; the cut note landed mid-line."""
+    from farm.logtext import LogView
+
+    run_executor(make_settings(retention={"log_max_bytes": 100_000}))
+    script = "i=0; while [ $i -lt 40000 ]; do echo line-$i; i=$((i+1)); done; printf 'THE END'; exit 3"
+    done = wait_done(store, store.enqueue(JobSpec(steps=[{"name": "noisy", "run": script}]), "t").id, timeout=120)
+    chunks = store.read_log(done.id, count=100_000)
+    view = LogView(store.log_cuts(done.id))
+    text = "".join(view.feed(c.entry_id, c.data) for c in chunks if c.data)
+    assert done.log_truncated and "line-0\n" in text and "line-39999\n" in text and "line-20000\n" not in text
+    cut = [line for line in text.splitlines() if "cut here" in line]
+    assert len(cut) == 1 and cut[0].startswith("[farm] --- ")  # a line of its own
+    assert "THE END\n--- step noisy (exit 3, " in text  # farm's line kept, on a line of its own
+    output = sum(len(c.data) for c in chunks if c.data and not c.data.startswith(("[farm]", "--- ", "\n--- ")))
+    assert output <= 100_000 + 80_000 // 16  # the cap, give or take the piece the cut stops at
+
+
+def test_what_an_executor_cannot_honour_is_a_warning_in_the_log_and_the_result(store, make_settings, run_executor):
+    """Where the API did not know the runtime (the job reached a local executor anyway), and
+    a cache key whose hashFiles matched nothing (every commit would share it)."""
+    run_executor(make_settings())
+    spec = JobSpec(steps=[{"name": "s", "run": "true", "image": "alpine:3"}],
+                   caches=[{"key": "pip-{{ hashFiles('requirements*.txt') }}", "paths": ["deps"]}])  # fmt: skip
+    done = wait_done(store, store.enqueue(spec, "t").id)
+    log = full_log(store, done.id)
+    assert done.state is JobState.SUCCEEDED
+    assert any("runs steps on the host, not in 'alpine:3'" in w for w in done.warnings), done.warnings
+    assert any("hashFiles('requirements*.txt') matched no file" in w for w in done.warnings), done.warnings
+    assert "[farm] warning: the local runtime runs steps on the host" in log.splitlines()[1]  # at the top

@@ -112,15 +112,28 @@ def test_a_requeued_job_keeps_its_place(store: JobStore):
     assert store.claim("default", "ex2", **LEASE).job_id == later.id
 
 
-def test_log_is_capped_and_the_cap_is_noted(store: JobStore):
+def test_a_log_over_its_cap_keeps_its_head_its_tail_and_farms_lines(store: JobStore):
+    """Where failures are is the end: over the cap an attempt keeps its first fifth and its
+    most recent output, farm's own lines whatever their place, and the reader sees one
+    marker line where the middle was cut."""
+    from farm.logtext import LogView
+
     job = store.enqueue(spec(), "t")
     store.claim("default", "ex1", **LEASE)
-    assert store.append_log(job.id, 1, "Q" * 600, cap=1000)
-    assert not store.append_log(job.id, 1, "W" * 600, cap=1000)
-    assert not store.append_log(job.id, 1, "Z" * 10, cap=1000)
-    text = "".join(c.data for c in store.read_log(job.id) if c.data)
-    assert text.count("Q") == 600 and text.count("W") == 400 and "Z" not in text
-    assert "log truncated at 1000 bytes" in text
+    store.append_log(job.id, 1, [("n", "--- step build\n"), ("o", "HEAD-" + "h" * 95)], cap=1000)  # the head: 200 bytes
+    store.append_log(job.id, 1, "H" * 100, cap=1000)
+    for i in range(30):
+        store.append_log(job.id, 1, f"line {i:02d} " + "m" * 91 + "\n", cap=1000)  # 100 bytes each
+    store.append_log(job.id, 1, [("o", "the failure"), ("n", "\n--- step build (exit 1, 2.0 s)\n")], cap=1000)
+    chunks = store.read_log(job.id, count=1000)
+    view = LogView(store.log_cuts(job.id))
+    text = "".join(view.feed(c.entry_id, c.data) for c in chunks if c.data)
+    assert text.startswith("[farm] attempt 1 started on ex1\n--- step build\nHEAD-" + "h" * 95 + "H" * 100 + "\n[farm] --- ")
+    assert "bytes of output cut here" in text and text.count("cut here") == 1
+    assert text.endswith("line 29 " + "m" * 91 + "\nthe failure\n--- step build (exit 1, 2.0 s)\n")
+    assert "line 00" not in text  # the middle went
+    kept = sum(len(c.data) for c in chunks if c.data and not c.data.startswith("--- "))
+    assert kept <= 1000
     assert store.get(job.id).log_truncated
 
 
@@ -162,3 +175,11 @@ def test_purge_removes_jobs_past_retention_only(store: JobStore):
     assert store.purge(retention_s=3600) == [old.id]
     assert not store.exists(old.id) and store.read_log(old.id) == []
     assert [j.id for j in store.list(tenant="t", limit=10)[0]] == [kept.id]
+
+
+def test_a_long_output_is_cut_in_pieces_that_stay_whole_characters(store: JobStore):
+    job = store.enqueue(spec(), "t")
+    store.claim("default", "ex1", **LEASE)
+    text = "é€😀" * 2000  # 2, 3 and 4 bytes a character: pieces of 1 KiB must not split one
+    store.append_log(job.id, 1, text, cap=20_000)
+    assert "".join(c.data for c in store.read_log(job.id, count=1000) if c.data and not c.data.startswith("[farm]")) == text

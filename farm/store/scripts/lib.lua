@@ -31,8 +31,9 @@ local function demand(pool, field, value)
   redis.call('XADD', K.demand .. pool, 'MAXLEN', '~', 100000, '*', field, value)
 end
 
+-- farm's own lines carry k=1: a log over its cap never loses them (see append).
 local function note(id, attempt, text)
-  redis.call('XADD', K.log .. id, '*', 'a', attempt, 'd', '[farm] ' .. text .. '\n')
+  redis.call('XADD', K.log .. id, '*', 'a', attempt, 'd', '[farm] ' .. text .. '\n', 'k', 1)
 end
 
 -- The executor registry entry (advisory, for /v1/queue and the autoscaler), kept in the
@@ -72,23 +73,75 @@ local function group_key(kind, tenant, group)
   return K[kind] .. tenant .. ':' .. group
 end
 
--- Append output of an attempt, capped at cap bytes per attempt (the cap is noted once).
--- Returns 1 written, 0 dropped (over the cap).
-local function append(id, attempt, data, cap)
+-- Append an attempt's log segments (JSON [[kind, text], ...]; kind 'o' output, 'n' farm's
+-- own line). An attempt keeps at most `cap` bytes of output: the first `head` bytes, and the
+-- most recent (cap - head): past the cap, the oldest output after the head is deleted, and
+-- the cut is counted in logcut:{id} under the head's last entry, where readers put a marker
+-- line. farm's lines (k=1) are never cut, so step boundaries and the end survive.
+-- log_bytes, log_head and log_cut are per attempt (a requeue resets them). Returns 1.
+local function append(id, attempt, segments, cap, head)
   local jk = K.job .. id
-  if redis.call('HGET', jk, 'log_truncated') == '1' then return 0 end
-  local total = redis.call('HINCRBY', jk, 'log_bytes', #data)
-  if total <= cap then
-    redis.call('XADD', K.log .. id, '*', 'a', attempt, 'd', data)
-    return 1
+  local lk = K.log .. id
+  -- Output goes in pieces of at most a sixteenth of the tail, so a cut overshoots little.
+  local piece = math.max(1024, math.floor((cap - head) / 16))
+  local parts = {}
+  for _, seg in ipairs(cjson.decode(segments)) do
+    if seg[1] == 'n' or #seg[2] <= piece then
+      parts[#parts + 1] = seg
+    else
+      local s, i = seg[2], 1
+      while i <= #s do
+        local j = math.min(#s, i + piece - 1)
+        while j < #s and j > i do  -- never inside a UTF-8 character: readers decode each entry
+          local b = string.byte(s, j + 1)
+          if b < 128 or b >= 192 then break end
+          j = j - 1
+        end
+        parts[#parts + 1] = {'o', string.sub(s, i, j)}
+        i = j + 1
+      end
+    end
   end
-  local room = cap - (total - #data)
-  if room > 0 then
-    redis.call('XADD', K.log .. id, '*', 'a', attempt, 'd', string.sub(data, 1, room))
+  for _, seg in ipairs(parts) do
+    local text = seg[2]
+    if seg[1] == 'n' then
+      redis.call('XADD', lk, '*', 'a', attempt, 'd', text, 'k', 1)
+    elseif #text > 0 then
+      local total = redis.call('HINCRBY', jk, 'log_bytes', #text)
+      local eid = redis.call('XADD', lk, '*', 'a', attempt, 'd', text)
+      if total - #text < head then
+        redis.call('HSET', jk, 'log_head', eid)  -- this entry (even if it runs past head) ends the head
+      end
+      local cut = tonumber(redis.call('HGET', jk, 'log_cut') or '0')
+      local after = redis.call('HGET', jk, 'log_head') or '0-0'
+      while total - cut > cap do
+        local rows = redis.call('XRANGE', lk, '(' .. after, '+', 'COUNT', 64)
+        if #rows == 0 then break end
+        for _, row in ipairs(rows) do
+          local f, size, kept = row[2], 0, false
+          for i = 1, #f, 2 do
+            if f[i] == 'k' then kept = true elseif f[i] == 'd' then size = #f[i + 1] end
+          end
+          if not kept and row[1] ~= eid then
+            redis.call('XDEL', lk, row[1])
+            cut = cut + size
+            if total - cut <= cap then break end
+          end
+          after = row[1]
+          if row[1] == eid then break end
+        end
+        if after == eid then break end
+      end
+      if cut > 0 then
+        local was = tonumber(redis.call('HGET', jk, 'log_cut') or '0')
+        if cut > was then
+          redis.call('HSET', jk, 'log_cut', cut, 'log_truncated', 1)
+          redis.call('HINCRBY', K.logcut .. id, redis.call('HGET', jk, 'log_head'), cut - was)
+        end
+      end
+    end
   end
-  redis.call('HSET', jk, 'log_truncated', 1)
-  note(id, attempt, 'log truncated at ' .. cap .. ' bytes; further output is dropped')
-  return 0
+  return 1
 end
 
 -- Put a job (back) in the queue: claimable, counted as waiting, and in its group's set.
@@ -160,7 +213,7 @@ local function requeue_or_lose(id, why, now)
   if attempt <= tonumber(f[2]) then
     unlease(id)
     redis.call('HSET', jk, 'state', 'queued', 'attempt', attempt + 1, 'executor', '', 'node', '',
-      'error', 'executor_lost', 'ready_at', now, 'log_truncated', 0, 'log_bytes', 0)
+      'error', 'executor_lost', 'ready_at', now, 'log_bytes', 0, 'log_cut', 0, 'log_head', '')
     note(id, attempt, why .. '; requeued as attempt ' .. (attempt + 1))
     redis.call('HINCRBY', K.stats .. pool, 'retries_total:executor_lost', 1)
     make_ready(id, pool, f[5], f[4], f[6], now)

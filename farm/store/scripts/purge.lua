@@ -5,7 +5,7 @@ local cutoff = now_ms() - tonumber(ARGV[2])
 local ids = redis.call('ZRANGEBYSCORE', K.finished, '-inf', cutoff, 'LIMIT', 0, tonumber(ARGV[3]))
 for _, id in ipairs(ids) do
   local tenant = redis.call('HGET', K.job .. id, 'tenant')
-  redis.call('DEL', K.job .. id, K.log .. id)
+  redis.call('DEL', K.job .. id, K.log .. id, K.logcut .. id)
   redis.call('ZREM', K.jobs, id)
   if tenant then redis.call('ZREM', K.tenant_jobs .. tenant, id) end
   redis.call('ZREM', K.finished, id)

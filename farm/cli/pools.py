@@ -1,0 +1,122 @@
+"""Pools from the command line: the queue, each pool's executors and capacity policy, the
+policy's history and the autoscaler's decisions."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.table import Table
+
+from farm.cli import app
+from farm.cli.jobs import Json, load_file
+from farm.cli.output import Command, Group, err, out, print_json
+from farm.client import FarmClient
+
+pools_app = typer.Typer(cls=Group, help="Pools: their queues, executors and policies.", no_args_is_help=True)
+policy_app = typer.Typer(cls=Group, help="A pool's capacity policy: show, change, its history, the autoscaler's decisions.",
+                         no_args_is_help=True)  # fmt: skip
+app.add_typer(pools_app, name="pools")
+app.add_typer(policy_app, name="policy")
+
+FAILURE_SHOWN_S = 3600  # `farm queue` mentions an executor start failure for an hour
+
+
+@app.command(cls=Command)
+def queue(as_json: Json = False) -> None:
+    """Each pool's queue and executors."""
+    data = FarmClient().queue()
+    if as_json:
+        print_json(data)
+        return
+    table = Table("pool", "queued", "running", "oldest", "starting", "idle", "busy", "draining")
+    for p in data["pools"]:
+        e = p["executors"]
+        table.add_row(p["name"], str(p["queued"]), str(p["running"]), f"{p['oldest_wait_s']:.1f}s",
+                      str(e["starting"]), str(e["idle"]), str(e["busy"]), str(e["draining"]))  # fmt: skip
+    out.print(table)
+    for p in data["pools"]:
+        failure = p.get("last_start_failure")
+        if failure and time.time() - failure["at_ms"] / 1000 < FAILURE_SHOWN_S:
+            ago = max(0, int(time.time() - failure["at_ms"] / 1000))
+            err.print(f"[yellow]pool {p['name']}: executor {failure['executor']} could not start {ago}s ago:[/yellow] {failure['reason']}",
+                      highlight=False, soft_wrap=True)  # fmt: skip
+    if restarts := data.get("restarts"):
+        out.print("restarted so far: " + ", ".join(f"{name} {n}×" for name, n in sorted(restarts.items())), highlight=False)
+
+
+@pools_app.command("ls", cls=Command)
+def pools_ls(as_json: Json = False) -> None:
+    """Every pool: queue, executors, and its capacity policy."""
+    data = FarmClient().pools()
+    if as_json:
+        print_json(data)
+        return
+    table = Table("pool", "queued", "running", "executors", "policy", "version")
+    for p in data["pools"]:
+        policy = p.get("policy") or {}
+        kind = (policy.get("policy") or {}).get("kind", "none (static)")
+        table.add_row(p["name"], str(p["queued"]), str(p["running"]), str(sum(p["executors"].values())), kind,
+                      str(policy.get("version") or ""))  # fmt: skip
+    out.print(table)
+
+
+@policy_app.command("get", cls=Command)
+def policy_get(pool: str, as_json: Json = False) -> None:
+    """The pool's policy, and who set it when."""
+    data = FarmClient().policy(pool)
+    if as_json:
+        print_json(data)
+        return
+    if not data.get("policy"):
+        out.print(f"pool {pool} has no capacity policy (its executors are static)", highlight=False)
+        return
+    out.print(f"version {data['version']}, set by {data['updated_by']} at {data['updated_at']}", highlight=False)
+    out.print_json(json.dumps(data["policy"]))
+
+
+@policy_app.command("set", cls=Command)
+def policy_set(
+    pool: str,
+    file: Annotated[str, typer.Option("--file", "-f", help="The policy (YAML/JSON), '-' for stdin.")],
+    if_match: Annotated[Optional[int], typer.Option("--if-match", help="Refuse (409) unless this is the current version.")] = None,
+    as_json: Json = False,
+) -> None:
+    """Replace the pool's policy (admin token); try it with `farm simulate` first."""
+    data = FarmClient().set_policy(pool, load_file(file, "a policy file"), if_match)
+    if as_json:
+        print_json(data)
+    else:
+        out.print(f"pool {pool}: policy version {data['version']}", highlight=False)
+
+
+@policy_app.command("history", cls=Command)
+def policy_history(pool: str, limit: Annotated[int, typer.Option(min=1, max=1000)] = 20, as_json: Json = False) -> None:
+    """Who changed the pool's policy, when, and from what to what."""
+    data = FarmClient().policy_history(pool, limit)
+    if as_json:
+        print_json(data)
+        return
+    table = Table("version", "by", "at", "kind", "was")
+    for c in data["changes"]:
+        table.add_row(str(c["version"]), c["by"], str(c["at"]), _kind(c.get("after")), _kind(c.get("before")))
+    out.print(table)
+
+
+@policy_app.command("decisions", cls=Command)
+def policy_decisions(pool: str, limit: Annotated[int, typer.Option(min=1, max=1000)] = 20, as_json: Json = False) -> None:
+    """The autoscaler's recent decisions for the pool, with their reasons."""
+    data = FarmClient().decisions(pool, limit)
+    if as_json:
+        print_json(data)
+        return
+    table = Table("at", "now", "want", "reason")
+    for d in data["decisions"]:
+        table.add_row(str(d["at"])[11:19], str(d["current"]), str(d["desired"]), d["reason"])
+    out.print(table)
+
+
+def _kind(policy: Any) -> str:
+    return policy.get("kind", "?") if isinstance(policy, dict) else "none"

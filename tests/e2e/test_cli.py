@@ -1,0 +1,134 @@
+"""The CLI as a CI engineer uses it, against a real `farm up`: it finds the farm by itself,
+its errors say what to do, its exit codes say how a job ended, and the whole API is there,
+in tables that fit 80 columns and in JSON."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import wait_for
+from tests.e2e.conftest import wait_all
+
+
+def farm(env: dict[str, str], *args: str, stdin: str | None = None, code: int = 0) -> subprocess.CompletedProcess[str]:
+    r = subprocess.run([sys.executable, "-m", "farm.cli", *args], env={**env, "COLUMNS": "80"}, input=stdin,
+                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode == code, f"exit {r.returncode}, wanted {code}:\n{r.stdout}\n{r.stderr}"
+    return r
+
+
+def narrow(text: str) -> None:
+    wide = [line for line in text.splitlines() if len(line) > 80]
+    assert not wide, wide
+
+
+@pytest.fixture
+def user_env(farm_env: dict[str, str]) -> dict[str, str]:
+    """A user's shell after `farm up`: no FARM_URL, no FARM_TOKEN, no FARM_DATA_DIR."""
+    return {k: v for k, v in farm_env.items() if k not in ("FARM_ADMIN_TOKEN", "FARM_DATA_DIR")}
+
+
+def test_the_cli_finds_farm_up_and_says_what_went_wrong(start_farm, farm_env, user_env, tmp_path: Path):
+    data = tmp_path / "elsewhere"
+    proc, client = start_farm("up", "--executors", "2", "--data-dir", str(data), env={"FARM_ADMIN_TOKEN": None})
+    out = "".join(proc.lines)
+    assert "context 'local' is current" in out
+    # A later command finds it without FARM_URL or a token: the context names both.
+    job_id = farm(user_env, "submit", "--", "echo", "hello").stdout.strip()
+    assert len(job_id) == 32
+    assert "hello" in farm(user_env, "logs", "-f", job_id).stdout
+    listed = farm(user_env, "context", "ls").stdout
+    assert "local" in listed and "*" in listed
+
+    # Errors a person can act on: file:line:column, one line per field, where the token came from.
+    (tmp_path / "bad.yaml").write_text("steps:\n  - name: a\n    run: make: test: x\n")
+    r = farm(user_env, "submit", str(tmp_path / "bad.yaml"), code=2)
+    assert f"{tmp_path / 'bad.yaml'}:3:" in r.stderr and "Traceback" not in r.stderr
+    r = farm(user_env, "submit", str(tmp_path / "missing.yaml"), code=2)
+    assert "missing.yaml: no such file" in r.stderr and "Traceback" not in r.stderr
+    (tmp_path / "typo.yaml").write_text("steps: [{name: a, run: make, timout_s: 5}]\ntimout_s: 3\n")
+    r = farm(user_env, "submit", str(tmp_path / "typo.yaml"), code=2)
+    assert "steps[0].timout_s: unknown field" in r.stderr and "timout_s: unknown field (did you mean timeout_s?)" in r.stderr
+    assert "{'type'" not in r.stderr
+    r = farm({**user_env, "FARM_TOKEN": "not-a-token"}, "queue", code=2)
+    assert "refused the token" in r.stderr and "FARM_TOKEN" in r.stderr and "farm login" in r.stderr
+    r = farm({**user_env, "FARM_URL": "http://127.0.0.1:9"}, "queue", code=3)
+    assert "cannot reach farm at http://127.0.0.1:9" in r.stderr and "Traceback" not in r.stderr
+
+    # Exit codes: 0 ok, 1 failed, 124 timed out, 125 cancelled.
+    farm(user_env, "submit", "--wait", "--", "true")
+    farm(user_env, "submit", "--wait", "--", "sh", "-c", "exit 7", code=1)
+    farm(user_env, "submit", "--wait", "--timeout", "1", "--", "sleep", "30", code=124)
+    r = farm(user_env, "submit", "--wait", "--", "sh", "-c", "exit 3", code=1)
+    assert "failed (step_failed, exit 3)" in r.stderr
+    waiting = subprocess.Popen([sys.executable, "-m", "farm.cli", "submit", "--wait", "--", "sleep", "60"], env=user_env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    running = wait_for(lambda: [j for j in json.loads(farm(user_env, "jobs", "ls", "--state", "running", "--json").stdout)["jobs"]], 30)
+    farm(user_env, "cancel", running[0]["id"])
+    assert waiting.wait(30) == 125, waiting.communicate()
+
+
+def test_the_whole_api_from_the_cli(start_farm, farm_env, tmp_path: Path):
+    proc, client = start_farm("up", "--executors", "2")
+    env = {**farm_env, "FARM_URL": str(client.base_url).rstrip("/"), "FARM_TOKEN": "e2e-admin-token"}
+    spec = tmp_path / "job.yaml"
+    spec.write_text("steps:\n  - {name: build, run: 'mkdir -p dist && echo built > dist/app.txt && seq 1 50'}\n"
+                    "artifacts: ['dist/*']\n")  # fmt: skip
+    job_id = farm(env, "submit", "--wait", str(spec)).stderr.split()[1]
+    wait_all(client, [job_id], 30)
+
+    r = farm(env, "jobs", "ls")
+    narrow(r.stdout)
+    assert job_id[:12] in r.stdout and "succeeded" in r.stdout
+    assert json.loads(farm(env, "jobs", "ls", "--state", "succeeded", "--json").stdout)["jobs"][0]["id"] == job_id
+    assert json.loads(farm(env, "jobs", "ls", "--tenant", "nobody", "--json").stdout)["jobs"] == []
+    r = farm(env, "get", job_id)
+    narrow(r.stdout)
+    assert f"job {job_id} succeeded" in r.stdout and "build" in r.stdout
+    assert json.loads(farm(env, "get", job_id, "--json").stdout)["id"] == job_id
+
+    whole = farm(env, "logs", job_id).stdout
+    assert "50\n--- step build (exit 0, " in whole  # the step's end, on a line of its own
+    assert farm(env, "logs", job_id, "--tail", "2").stdout == "".join(whole.splitlines(keepends=True)[-2:])
+    stamped = farm(env, "logs", job_id, "--timestamps").stdout.splitlines()
+    assert all(line[:4].isdigit() and line[10] == "T" for line in stamped)
+    r = farm(env, "artifacts", "ls", job_id)
+    narrow(r.stdout)
+    assert "dist/app.txt" in r.stdout
+    got = tmp_path / "got.txt"
+    farm(env, "artifacts", "get", job_id, "dist/app.txt", "-o", str(got))
+    assert got.read_text() == "built\n"
+
+    again = farm(env, "rerun", job_id, "--wait").stderr
+    rerun_id = again.split()[1]
+    assert json.loads(farm(env, "get", rerun_id, "--json").stdout)["rerun_of"] == job_id
+
+    r = farm(env, "pools", "ls")
+    narrow(r.stdout)
+    assert "default" in r.stdout
+    (tmp_path / "policy.yaml").write_text("kind: reactive\nbuffer: 1\nmax: 3\n")
+    assert "policy version 1" in farm(env, "policy", "set", "default", "-f", str(tmp_path / "policy.yaml")).stdout
+    r = farm(env, "policy", "set", "default", "-f", str(tmp_path / "policy.yaml"), "--if-match", "0", code=2)
+    assert "409" in r.stderr
+    assert json.loads(farm(env, "policy", "get", "default", "--json").stdout)["policy"]["kind"] == "reactive"
+    r = farm(env, "policy", "history", "default")
+    narrow(r.stdout)
+    assert "reactive" in r.stdout
+    farm(env, "policy", "decisions", "default")
+    r = farm(env, "queue")
+    narrow(r.stdout)
+
+    # A remote farm: `farm login` keeps its URL and token (from stdin), `context use` switches.
+    config = {**farm_env, "FARM_CONFIG_DIR": str(tmp_path / "cfg")}
+    farm(config, "login", env["FARM_URL"], "--name", "ci", stdin="e2e-admin-token\n")
+    assert "ci" in farm(config, "context", "ls").stdout
+    assert oct((tmp_path / "cfg" / "contexts.json").stat().st_mode & 0o777) == "0o600"
+    assert json.loads(farm(config, "get", job_id, "--json").stdout)["id"] == job_id
+    farm(config, "login", env["FARM_URL"], stdin="wrong-token\n", code=2)
+    r = farm(config, "context", "use", "nope", code=2)
+    assert "no context 'nope'" in r.stderr
