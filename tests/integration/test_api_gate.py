@@ -149,9 +149,11 @@ def test_inputs_that_were_500s_are_422s(served, make_settings, serve_app):
             assert r.status_code == 422, (url, r.text)
 
 
-def test_a_tenant_tags_images_under_its_own_name_only(served):
+def test_a_tenant_tags_images_under_its_own_name_only(make_settings, serve_app):
     """Found by a red-team run: a tenant rebuilt another's image (or farm/busybox, every
     step's default) on the host daemon, and the next job running it ran the trojan."""
+    served = serve_app(create_app(make_settings(admin_token=ADMIN, executors={"runtime": "docker"},
+                                                tenants=[{"name": "alice", "token_sha256": hash_token(ALICE)}])))  # fmt: skip
     build = {"kind": "image", "source": {"git": {"url": "https://git.example.com/app.git"}}}
     with client(served) as c:
         for tag in ("farm/busybox:latest", "bob/tools:1", "alicex/app:1"):
