@@ -45,6 +45,7 @@ class Executor:
         self.id = executor_id
         self.containment = containment
         self.node = node_name(settings)
+        self.where: dict[str, str] = {}  # the Ray node id and address, when a Ray actor hosts it
         self.settings = settings
         self.pool = settings.executors.pool
         self.store, self.registry, self.runtime = store, registry, runtime
@@ -67,7 +68,7 @@ class Executor:
             return
         self.state, self._reported_at = state, now
         try:
-            self.registry.report(self.id, self.pool, state, self.current, pid=os.getpid(), node=self.node)
+            self.registry.report(self.id, self.pool, state, self.current, where={"pid": os.getpid(), "node": self.node, **self.where})
         except FarmError:
             pass  # advisory: a missed report is corrected by the next one
 
@@ -188,6 +189,7 @@ def _actor_class():  # type: ignore[no-untyped-def]
         def __init__(self, executor_id: str, settings: dict) -> None:  # type: ignore[type-arg]
             logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
             self.executor = build_executor(executor_id, Settings.load(**settings))
+            self.executor.where = {"ray_node": ray.get_runtime_context().get_node_id(), "address": ray.util.get_node_ip_address()}
             # Every node that runs executors has a warden, which fences them if they die.
             ensure_warden(self.executor.settings, self.executor.store.instance(), settings)
             self.thread = threading.Thread(target=self.executor.run, name=f"executor-{executor_id}", daemon=True)

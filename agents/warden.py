@@ -23,6 +23,7 @@ executor makes sure its node has one (on a cluster, that is how a new node gets 
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import time
 from dataclasses import dataclass, field
@@ -42,8 +43,10 @@ FENCE_MARK_KEEP_S = 24 * 3600.0
 
 
 def node_name(settings: Settings) -> str:
-    """The node this process runs on, as executors and wardens name it."""
-    return settings.executors.node or socket.gethostname()
+    """The node this process runs on, as executors and wardens name it: `executors.node`,
+    else FARM_NODE in this process's environment (a Ray node's own, which its workers
+    inherit), else the host name (a machine's, or a pod's for its life)."""
+    return settings.executors.node or os.environ.get("FARM_NODE") or socket.gethostname()
 
 
 @dataclass

@@ -102,6 +102,9 @@ class FarmClient:
             raise Unreachable(self.url, str(e) or type(e).__name__) from e
         return n
 
+    def executors(self, pool: str | None = None) -> dict[str, Any]:
+        return self._request("GET", "/v1/executors", params={"pool": pool} if pool else None).json()
+
     def pools(self) -> dict[str, Any]:
         return self._request("GET", "/v1/pools").json()
 

@@ -44,7 +44,7 @@ def ensure_admin_token(settings: Settings) -> tuple[str, bool]:
     return token, True
 
 
-def init_ray(num_cpus: int | None = None) -> None:
+def init_ray(num_cpus: int | None = None, address: str | None = None) -> None:
     """A local Ray of its own on loopback, no dashboard, no usage reporting (its defaults
     would bind the machine's network address and report usage outward). `address="local"`:
     never join a cluster that RAY_ADDRESS or an earlier `ray start` on this machine points
@@ -57,15 +57,26 @@ def init_ray(num_cpus: int | None = None) -> None:
     object manager, every worker) listen on 127.0.0.1, not 0.0.0.0; the runtime-env agent and
     the monitor follow the node address, and the monitor's metrics port is made ephemeral
     (`AUTOSCALER_METRIC_PORT=0`) instead of a fixed 44217 another Ray may hold. Workers
-    inherit this environment. tests/e2e/test_farm_up.py reads every listener with `ss`."""
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    os.environ.setdefault("AUTOSCALER_METRIC_PORT", "0")
-    import ray
-    import ray._private.ray_constants as ray_constants
+    inherit this environment. tests/e2e/test_farm_up.py reads every listener with `ss`.
 
-    ray_constants.ENABLE_RAY_CLUSTER = False
+    With `address` (`ray.address`), join that cluster instead, from one of its nodes (this
+    process becomes a driver of it; its nodes, resources and token are the cluster's). A
+    cluster on loopback keeps its node address there too."""
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    loopback = address is None or address.rsplit(":", 1)[0] in ("127.0.0.1", "localhost", "[::1]")
+    import ray
+
+    if loopback:
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+        os.environ.setdefault("AUTOSCALER_METRIC_PORT", "0")
+        import ray._private.ray_constants as ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = False
     if ray.is_initialized():
+        return
+    if address is not None:
+        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING,
+                 **({"_node_ip_address": "127.0.0.1"} if loopback else {}))  # fmt: skip
         return
     ray.init(_node_ip_address="127.0.0.1", address="local",  # fmt: skip
         include_dashboard=False,
@@ -82,6 +93,7 @@ class EmbeddedFarm:
     actors: list[Any] = field(default_factory=list)
     autoscaler: Any = None
     warden: Any = None
+    instance: str = ""  # the farm's id (its wardens are named after it)
     supervisor: Any = None  # (thread, stop event) of the supervisor loop
     resolved: Settings | None = None  # with the Redis URL and admin token in force
     admin_token: str = ""
@@ -119,30 +131,31 @@ class EmbeddedFarm:
         from agents.warden import ensure_warden
         from farm.store.jobs import JobStore, connect
 
-        init_ray()
-        instance = JobStore(connect(settings.redis_url or "")).instance()
-        self.warden = ensure_warden(settings, instance, actor_settings(settings))
+        init_ray(address=settings.ray.address)
+        self.instance = JobStore(connect(settings.redis_url or "")).instance()
+        self.warden = ensure_warden(settings, self.instance, actor_settings(settings))
         ray.get(self.warden.run_once.remote(), timeout=60)
 
     def start_autoscaler(self, settings: Settings) -> None:
         from agents.executor import actor_settings
         from farm.autoscale.live import NAMESPACE, autoscaler_actor
 
-        init_ray()
+        init_ray(address=settings.ray.address)
         plain = actor_settings(settings)
         self.autoscaler = autoscaler_actor().options(name="autoscaler", namespace=NAMESPACE).remote(plain)
 
     def start_executors(self, settings: Settings) -> None:
         from agents.executor import actor_settings, executor_actor
 
-        init_ray()
+        init_ray(address=settings.ray.address)
         actor = executor_actor()
         pool = settings.executors.pool
         plain = actor_settings(settings)
         for i in range(settings.executors.count):
             executor_id = f"{pool}-{i}-{uuid.uuid4().hex[:6]}"
             # A static executor that dies is restarted by Ray in its slot (the pool keeps its size).
-            handle = actor.options(name=f"executor-{executor_id}", max_restarts=-1).remote(executor_id, plain)
+            handle = actor.options(name=f"executor-{executor_id}", max_restarts=-1,
+                                   resources=settings.executors.resources(pool) or None).remote(executor_id, plain)  # fmt: skip
             self.actors.append(handle)
         import ray
 
@@ -164,11 +177,15 @@ class EmbeddedFarm:
             return
         if self.autoscaler is not None:
             try:
-                ray.get(self.autoscaler.stop.remote(), timeout=15)
+                starting = ray.get(self.autoscaler.stop.remote(), timeout=15)
             except Exception as e:  # noqa: BLE001 - shutting down whatever happens
                 log.warning("autoscaler did not stop cleanly: %s", e)
+                starting = []
             ray.kill(self.autoscaler)
             self.autoscaler = None
+            from farm.autoscale.live import RayFleet
+
+            RayFleet(self.settings).kill(starting)  # asked for, not ready: nothing of theirs to drain
         self.actors.extend(self._scaled_executors())
         if not self.actors:
             return
@@ -182,18 +199,35 @@ class EmbeddedFarm:
         self.actors.clear()
 
     def clear_node(self) -> None:
-        """Kill what outlived the drain: it must not outlive farm (its job runs again on the
-        next start, once the node has fenced it)."""
+        """Kill what outlived the drain, on every node this farm's executors ran on: it must
+        not outlive farm (its job runs again on the next start, once the node has fenced it).
+        On a cluster farm joined, the wardens go too (a Ray of farm's own goes down whole)."""
         import ray
+
+        from farm.autoscale.live import NAMESPACE
 
         if self.warden is None or not ray.is_initialized():
             return
-        try:
-            killed = ray.get(self.warden.kill_all.remote(), timeout=30)
-            if killed:
-                log.warning("killed %d attempt(s) still running after the drain; they will run again", killed)
-        except Exception as e:  # noqa: BLE001 - shutting down whatever happens
-            log.warning("the warden could not clear this node: %s", e)
+        wardens = []
+        for actor in ray.util.list_named_actors(all_namespaces=True):
+            if actor["namespace"] == NAMESPACE and actor["name"].startswith(f"warden-{self.instance}-"):
+                try:
+                    wardens.append(ray.get_actor(actor["name"], namespace=NAMESPACE))
+                except ValueError:
+                    pass
+        refs = [w.kill_all.remote() for w in wardens]
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=30)  # a dead node's warden never answers
+        killed = 0
+        for ref in ready:
+            try:
+                killed += ray.get(ref)
+            except Exception as e:  # noqa: BLE001 - shutting down whatever happens
+                log.warning("a warden could not clear its node: %s", e)
+        if killed:
+            log.warning("killed %d attempt(s) still running after the drain; they will run again", killed)
+        if self.settings.ray.address:
+            for w in wardens:
+                ray.kill(w, no_restart=True)
         self.warden = None
 
     def _scaled_executors(self) -> list[Any]:

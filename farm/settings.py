@@ -91,11 +91,24 @@ class ExecutorSettings(BaseModel):
     pids_limit: Annotated[int | None, Field(ge=16)] = 4096
     # On a Ray cluster: the custom resources each executor actor needs (e.g. {"farm-dood": 1},
     # which the Helm chart's worker groups provide), and that the autoscaler asks Ray for
-    # ahead of demand so KubeRay adds worker pods. Empty on one machine.
+    # ahead of demand so KubeRay adds worker pods. Empty on one machine. `pool_resources`
+    # names them per pool ({"gpu": {"farm-gpu": 1}}): a pool's executors land only on nodes
+    # that have its resources; pools not named there use `ray_resources`.
     ray_resources: dict[str, float] = Field(default_factory=dict)
+    pool_resources: dict[str, dict[str, float]] = Field(default_factory=dict)
+
+    def resources(self, pool: str) -> dict[str, float]:
+        """The Ray resources an executor of `pool` needs."""
+        return dict(self.pool_resources.get(pool, self.ray_resources))
     # The node's name for fencing (agents/warden.py): default the host name, which a pod or
     # machine keeps for its life.
     node: Annotated[str | None, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")] = None
+
+
+class RaySettings(BaseModel):
+    # A Ray cluster to join (its GCS address, host:port, run from one of its nodes); unset,
+    # `farm up` starts a Ray of its own on loopback. FARM_RAY__ADDRESS or `--ray-address`.
+    address: Annotated[str | None, Field(pattern=r"^[A-Za-z0-9._\[\]:-]+:[0-9]+$")] = None
 
 
 class AutoscalerSettings(BaseModel):
@@ -216,6 +229,7 @@ class Settings(BaseSettings):
     tenants: list[TenantConfig] = Field(default_factory=list)
 
     redis: RedisSettings = RedisSettings()
+    ray: RaySettings = RaySettings()
     autoscaler: AutoscalerSettings = AutoscalerSettings()
     cache: CacheSettings = CacheSettings()
     images: ImageSettings = ImageSettings()
@@ -258,6 +272,9 @@ class Settings(BaseSettings):
         unknown = sorted(set(self.policies) - set(self.pools))
         if unknown:
             raise ValueError(f"policies for pools that do not exist: {', '.join(unknown)}")
+        unknown = sorted(set(self.executors.pool_resources) - set(self.pools))
+        if unknown:
+            raise ValueError(f"executors.pool_resources for pools that do not exist: {', '.join(unknown)}")
         names = [t.name for t in self.tenants]
         if len(set(names)) != len(names):
             raise ValueError("tenant names must be unique")

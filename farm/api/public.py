@@ -47,6 +47,22 @@ class QueuePublic(BaseModel):
     restarts: dict[str, int] = Field(description="restarts so far, by component (redis, executor, warden, autoscaler)")
 
 
+class ExecutorPublic(BaseModel):
+    id: str
+    pool: str
+    state: str
+    job: str | None
+    seen_at: Timestamp
+    pid: int | None = None
+    node: str | None = Field(default=None, description="farm's name for the node (its warden fences there)")
+    ray_node: str | None = Field(default=None, description="the Ray node id the executor's actor runs on")
+    address: str | None = Field(default=None, description="that node's address")
+
+
+class ExecutorsPublic(BaseModel):
+    executors: list[ExecutorPublic]
+
+
 class PolicyPublic(BaseModel):
     """A pool's capacity policy as stored: version 0 (and no policy) until one is set."""
 

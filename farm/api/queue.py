@@ -1,19 +1,37 @@
-"""/v1/queue: each pool's queue and executors, and the parts of the farm restarted so far."""
+"""/v1/queue: each pool's queue and executors, and the parts of the farm restarted so far;
+/v1/executors: every executor and where it runs (the admin: node names and addresses are
+the farm's, not a tenant's)."""
 
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 
 from farm.api.auth import principal
-from farm.api.errors import COMMON
-from farm.api.public import QueuePublic
+from farm.api.errors import COMMON, FORBIDDEN, NOT_FOUND
+from farm.api.gate import ADMIN_ONLY
+from farm.api.public import ExecutorsPublic, QueuePublic
+from farm.errors import NotFound
+from farm.models import rfc3339
 from farm.queue import summarize
 from farm.store.nodes import NodeBook
 
 router = APIRouter(prefix="/v1", tags=["queue"], dependencies=[Depends(principal)], responses=COMMON)
+
+
+@router.get("/executors", response_model=ExecutorsPublic, responses={**FORBIDDEN, **NOT_FOUND}, openapi_extra={ADMIN_ONLY: True})
+def executors(request: Request, pool: Annotated[str | None, Query(max_length=63)] = None) -> dict[str, Any]:
+    st = request.app.state
+    if pool is not None and pool not in st.settings.pools:
+        raise NotFound(f"no pool {pool}")
+    found = []
+    for name in [pool] if pool else st.settings.pools:
+        for e in st.registry.list(name):
+            found.append({"id": e.id, "pool": e.pool, "state": e.state.value, "job": e.job, "seen_at": rfc3339(e.seen_ms),
+                          **{k: int(v) if k == "pid" else v for k, v in e.where.items()}})  # fmt: skip
+    return {"executors": found}
 
 
 @router.get("/queue", response_model=QueuePublic)

@@ -74,7 +74,7 @@ class RayFleet:
             executor_id = f"{pool}-{uuid.uuid4().hex[:10]}"
             handle = executor_actor().options(
                 name=executor_name(executor_id), namespace=NAMESPACE, lifetime="detached",
-                resources=dict(self.settings.executors.ray_resources) or None,
+                resources=self.settings.executors.resources(pool) or None,
             ).remote(executor_id, plain)  # fmt: skip
             handle.start.remote()
             ids.append(executor_id)
@@ -100,15 +100,16 @@ class RayFleet:
             except ValueError:
                 pass  # gone already
 
-    def request(self, executors: int) -> None:
-        """Ask Ray's autoscaler (KubeRay) for room for this many executors, ahead of the
-        actors that will need it: worker pods boot while the decision's executors wait."""
-        resources = self.settings.executors.ray_resources
-        if not resources:
+    def request(self, desired: dict[str, int]) -> None:
+        """Ask Ray's autoscaler (KubeRay) for room for each pool's desired executors, with
+        that pool's resources, ahead of the actors that will need it: worker pods boot while
+        the decision's executors wait. One request for the whole farm (each replaces the last)."""
+        bundles = [r for pool, n in desired.items() if (r := self.settings.executors.resources(pool)) for _ in range(n)]
+        if not bundles:
             return  # one machine: nothing to scale
         from ray.autoscaler.sdk import request_resources
 
-        request_resources(bundles=[dict(resources)] * executors)
+        request_resources(bundles=bundles)
 
     def reap(self) -> None:
         """Remove the actors whose drain has finished."""
@@ -275,7 +276,7 @@ class Autoscaler:
             except FarmError as e:
                 log.warning("pool %s: autoscaler turn skipped: %s", p.name, e)
         if out:
-            self.fleet.request(sum(d["desired"] for d in out.values()))
+            self.fleet.request({pool: d["desired"] for pool, d in out.items()})
         return out
 
     def _turn(self, p: _Pool) -> dict[str, Any]:
@@ -351,9 +352,13 @@ def _actor_class():  # type: ignore[no-untyped-def]
             self.thread = threading.Thread(target=self.autoscaler.run, args=(self.stop_event,), daemon=True)
             self.thread.start()
 
-        def stop(self) -> None:
+        def stop(self) -> list[str]:
+            """Stop deciding; the executors it asked for that are not ready yet (the ready
+            ones are in the registry: whoever stops farm drains them, or a new autoscaler
+            adopts them)."""
             self.stop_event.set()
             self.thread.join(10)
+            return [i for p in self.autoscaler.pools.values() for i in p.launched]
 
     return AutoscalerActor
 

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from farm.cli import app
 from farm.cli.jobs import Json, load_file
-from farm.cli.output import Command, Group, err, out, print_json
+from farm.cli.output import Command, Group, err, flag, out, print_json
 from farm.client import FarmClient
 
 pools_app = typer.Typer(cls=Group, help="Pools: their queues, executors and policies.", no_args_is_help=True)
@@ -25,8 +25,14 @@ FAILURE_SHOWN_S = 3600  # `farm queue` mentions an executor start failure for an
 
 
 @app.command(cls=Command)
-def queue(as_json: Json = False) -> None:
+def queue(
+    as_json: Json = False,
+    executors: Annotated[bool, flag("--executors", "-e", help="Every executor and where it runs (admin token).")] = False,
+) -> None:
     """Each pool's queue and executors."""
+    if executors:
+        _executors(as_json)
+        return
     data = FarmClient().queue()
     if as_json:
         print_json(data)
@@ -115,6 +121,18 @@ def policy_decisions(pool: str, limit: Annotated[int, typer.Option(min=1, max=10
     table = Table("at", "now", "want", "reason")
     for d in data["decisions"]:
         table.add_row(str(d["at"])[11:19], str(d["current"]), str(d["desired"]), d["reason"])
+    out.print(table)
+
+
+def _executors(as_json: bool) -> None:
+    data = FarmClient().executors()
+    if as_json:
+        print_json(data)
+        return
+    table = Table("executor", "pool", "state", "job", "node", "ray node")
+    for e in data["executors"]:
+        table.add_row(e["id"], e["pool"], e["state"], (e.get("job") or "")[:12], e.get("address") or e.get("node") or "",
+                      (e.get("ray_node") or "")[:12])  # fmt: skip
     out.print(table)
 
 

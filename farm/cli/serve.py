@@ -78,6 +78,8 @@ def up(
     executors: Annotated[Optional[int], typer.Option(help="Executor slots to start.")] = None,
     runtime: Annotated[Optional[str], typer.Option(help="local | docker (DooD) | dind | noop")] = None,
     drain_timeout: Annotated[float, typer.Option(help="Seconds running jobs get to finish on stop; then they are killed and run again on the next start.")] = 5.0,
+    ray_address: Annotated[Optional[str], typer.Option(help="Join this Ray cluster (GCS host:port, from one of its nodes) "
+                                                            "instead of starting one.")] = None,  # fmt: skip
 ) -> None:
     """Run the whole farm on this machine: embedded Redis, Ray, executors and the API."""
     from farm.embedded import EmbeddedFarm
@@ -90,7 +92,8 @@ def up(
     if ex.runtime not in runtimes:
         err.print(f"[red]unknown runtime {ex.runtime!r}[/red]: use {', '.join(runtimes)}")
         raise typer.Exit(2)
-    settings = base.model_copy(update={"api": api, "executors": ex})
+    settings = base.model_copy(update={"api": api, "executors": ex,
+                                       "ray": base.ray.model_copy(update={"address": ray_address or base.ray.address})})  # fmt: skip
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     farm = EmbeddedFarm(settings)
     signal.signal(signal.SIGTERM, _interrupt)  # stop as cleanly on SIGTERM as on Ctrl-C
@@ -129,7 +132,10 @@ def autoscaler(
     config: ConfigOpt = None,
     ray_address: Annotated[str, typer.Option(help="The Ray cluster's GCS address (the Helm chart runs this beside the head).")] = "auto",
 ) -> None:
-    """Run the autoscaler actor on an existing Ray cluster until stopped (SIGTERM or Ctrl-C)."""
+    """Run the autoscaler actor on an existing Ray cluster until stopped (SIGTERM or Ctrl-C).
+
+    Stopping it leaves the executors it started serving (an upgrade of the autoscaler must
+    not take running jobs down); the next autoscaler adopts them. `farm up` drains its own."""
     settings = _settings(config)
     if not settings.redis_url:
         err.print("[red]FARM_REDIS_URL is required for `farm autoscaler`[/red]")

@@ -9,7 +9,7 @@ and the autoscaler): job safety never depends on it, only on leases.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 import redis
@@ -43,6 +43,9 @@ START_FAILURE = "last_start_failure"  # stats hash field: JSON {executor, reason
 COUNTED = (ExecutorState.STARTING, ExecutorState.IDLE, ExecutorState.BUSY, ExecutorState.DRAINING)
 
 
+WHERE = ("pid", "node", "ray_node", "address")  # where an executor runs, as it reports it
+
+
 @dataclass(frozen=True)
 class ExecutorInfo:
     id: str
@@ -50,6 +53,7 @@ class ExecutorInfo:
     state: ExecutorState
     job: str | None
     seen_ms: int
+    where: dict[str, str] = field(default_factory=dict)  # pid, node (farm's name), ray_node (id), address
 
 
 class ExecutorRegistry:
@@ -58,8 +62,8 @@ class ExecutorRegistry:
         self.keys = keys or Keys()
         self.stale_ms = int(stale_s * 1000)
 
-    def report(self, executor_id: str, pool: str, state: ExecutorState, job: str | None = None, *, pid: int | None = None,
-               node: str = "") -> None:  # fmt: skip
+    def report(self, executor_id: str, pool: str, state: ExecutorState, job: str | None = None, *,
+               where: dict[str, str | int] | None = None) -> None:  # fmt: skip
         with translated():
             s, us = self.client.time()
             now = s * 1000 + us // 1000
@@ -68,11 +72,11 @@ class ExecutorRegistry:
                 pipe.delete(self.keys.executor(executor_id))
                 pipe.zrem(self.keys.executors(pool), executor_id)
             else:
-                extra = {"pid": pid, "node": node} if pid else {}
                 pipe.hset(
                     self.keys.executor(executor_id),
-                    mapping={"pool": pool, "state": state.value, "job": job or "", "seen": now, **extra},
-                )
+                    mapping={"pool": pool, "state": state.value, "job": job or "", "seen": now,
+                             **{k: v for k, v in (where or {}).items() if k in WHERE and v != ""}},
+                )  # fmt: skip
                 pipe.pexpire(self.keys.executor(executor_id), EXECUTOR_TTL_MS)
                 pipe.zadd(self.keys.executors(pool), {executor_id: now})
             pipe.execute()
@@ -101,10 +105,11 @@ class ExecutorRegistry:
                 pipe.hgetall(self.keys.executor(i))
             rows = pipe.execute()
         return [
-            ExecutorInfo(i, h["pool"], ExecutorState(h["state"]), h.get("job") or None, int(h["seen"]))
+            ExecutorInfo(i, h["pool"], ExecutorState(h["state"]), h.get("job") or None, int(h["seen"]),
+                         {k: h[k] for k in WHERE if h.get(k)})
             for i, h in zip(ids, rows, strict=True)
             if h
-        ]
+        ]  # fmt: skip
 
     def counts(self, pool: str) -> dict[str, int]:
         out = {s.value: 0 for s in COUNTED}

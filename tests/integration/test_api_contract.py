@@ -52,6 +52,7 @@ KNOWN_HEADERS = {"idempotency-key": ["contract-key"], "if-match": ["1", "99"]}
 EXTRA_ERRORS: dict[tuple[str, str], set[str]] = {
     ("POST", "/v1/jobs"): {"403", "409"},
     ("GET", "/v1/jobs"): {"403"},
+    ("GET", "/v1/executors"): {"403", "404"},
     ("POST", "/v1/jobs/{job_id}/rerun"): {"403", "404"},
     ("GET", "/v1/jobs/{job_id}"): {"404"},
     ("POST", "/v1/jobs/{job_id}/cancel"): {"404", "409"},

@@ -152,3 +152,22 @@ def test_executors_that_cannot_start_are_reported_and_not_retried_every_turn(sto
     assert starts == 0  # held: not a new actor every turn
     with TestClient(create_app(a.settings)) as api:
         assert 'farm_executor_start_failures_total{pool="default"} 1.0' in api.get("/metrics").text
+
+
+def test_a_stopped_autoscaler_leaves_its_executors_to_the_next_one(store, registry, autoscaler):
+    """The documented choice for `farm autoscaler` (the cluster's): stopping it leaves the
+    ready executors serving (an upgrade of the autoscaler must not take running jobs down),
+    and the next autoscaler adopts them instead of starting more. (`farm up` drains them:
+    tests/e2e/test_multinode.py.)"""
+    PolicyStore(store.client).put("default", {"kind": "reactive", "min": 2, "scale_down_delay_s": 600}, by="test")
+    first = autoscaler()
+    step_until(first, lambda: states(registry) == ["idle", "idle"], 60, "two idle executors")
+    before = sorted(e.id for e in registry.list("default"))
+    del first  # stopped: nothing drains them
+    job = store.enqueue(JobSpec(steps=[{"name": "s", "run": "true"}]), "t")
+    assert wait_done(store, job.id).state is JobState.SUCCEEDED  # they still serve
+    second = autoscaler()
+    for _ in range(5):
+        decision = second.run_once()["default"]
+        assert decision["started"] == [] and decision["drained"] == []
+    assert sorted(e.id for e in registry.list("default")) == before
