@@ -113,7 +113,8 @@ local function append(id, attempt, segments, cap, head)
         redis.call('HSET', jk, 'log_head', eid)  -- this entry (even if it runs past head) ends the head
       end
       local cut = tonumber(redis.call('HGET', jk, 'log_cut') or '0')
-      local after = redis.call('HGET', jk, 'log_head') or '0-0'
+      local after = redis.call('HGET', jk, 'log_head')
+      if not after or after == '' then after = '0-0' end  -- a requeue empties it
       while total - cut > cap do
         local rows = redis.call('XRANGE', lk, '(' .. after, '+', 'COUNT', 64)
         if #rows == 0 then break end
