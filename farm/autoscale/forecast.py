@@ -313,7 +313,8 @@ class Forecaster:
             if hi > seen_at:
                 # the arrivals seen after this one up to t + T (pending is in time order)
                 later = max(0, bisect.bisect_right(pending, hi, key=_ARRIVED) - bisect.bisect_right(pending, seen_at, key=_SEEN))
-                finished = max(0, int(last[bisect.bisect_right(at, seen_at) - 1]) + later - int(last[bisect.bisect_right(at, hi) - 1]))
+                then, after = last[bisect.bisect_right(at, seen_at) - 1], last[bisect.bisect_right(at, hi) - 1]
+                finished = max(0, int(then) + later - int(after))
             else:
                 finished = 0
             k = min(max(0, place - finished - sure[t]), K_MAX)
