@@ -27,22 +27,23 @@ from farm.queue import summarize
 from farm.store.executors import ExecutorRegistry
 from farm.store.jobs import JobStore
 from farm.store.nodes import RESTARTED, NodeBook
-from farm.store.stats import Histogram, parse
+from farm.store.stats import Histogram, parse, parse_runs
 
 # The bounded label values, exported at 0 before anything happens.
 CACHE_RESTORE_OUTCOMES = ("hit", "partial", "miss", "error")
 CACHE_SAVE_OUTCOMES = ("saved", "exists", "error")
 RETRY_REASONS = ("executor_lost",)
 DECISION_ACTIONS = ("scale_up", "scale_down", "hold")  # farm/autoscale/live.py
+RUN_OUTCOMES = ("succeeded", "failed", "cancelled")  # the RunStates a run ends in
 
 
 def _histogram(name: str, doc: str) -> HistogramMetricFamily:
     return HistogramMetricFamily(name, doc, labels=["pool"])
 
 
-def _add(family: HistogramMetricFamily, pool: str, h: Histogram) -> None:
+def _add(family: HistogramMetricFamily, pool: str | None, h: Histogram) -> None:
     buckets = [("+Inf" if b == float("inf") else repr(b), c) for b, c in h.buckets]
-    family.add_metric([pool], buckets, h.sum)
+    family.add_metric([] if pool is None else [pool], buckets, h.sum)
 
 
 class FarmCollector(Collector):
@@ -145,6 +146,18 @@ class FarmCollector(Collector):
                                     "the attempt left before they run again.", value=self.store.client.zcard(self.store.keys.fencing))  # fmt: skip
         yield from (submitted, finished, lease, retries, depth, running, oldest, executors, wait, duration, restores, saves, cache_bytes,
                     restore_s, sizing, decisions, start_failures, restarts, fencing)  # fmt: skip
+        yield from self._runs()
+
+    def _runs(self) -> Iterator[Metric]:
+        stats = parse_runs(self.store.client.hgetall(self.store.keys.runstats))
+        yield CounterMetricFamily("farm_runs_submitted", "Runs submitted (POST /v1/runs).", value=stats.submitted)
+        ended = CounterMetricFamily("farm_runs", "Runs that ended (every job ended), by outcome.", labels=["outcome"])
+        for outcome in RUN_OUTCOMES:
+            ended.add_metric([outcome], stats.finished.get(outcome, 0))
+        yield ended
+        duration = HistogramMetricFamily("farm_run_duration_seconds", "Time from a run's submit to its last job's end.")
+        _add(duration, None, stats.duration)
+        yield duration
 
 
 def make_registry(store: JobStore, registry: ExecutorRegistry, pools: list[str],

@@ -365,10 +365,78 @@ class Job(BaseModel):
     warnings: list[str] = Field(default_factory=list)  # what farm could not honour (a field the runtime ignores...)
     webhook: Literal["pending", "delivered", "failed"] | None = None
     rerun_of: str | None = None
+    run_id: str | None = None  # the run it was submitted in (POST /v1/runs)
 
     @property
     def pool(self) -> str:
         return self.spec.pool
+
+
+# -- runs: a CI pipeline's jobs, submitted, followed and cancelled as one ---------------------
+
+RUN_JOBS_MAX = 1000  # a run's jobs, whatever the setting says (the request body caps it too)
+
+
+class Supersede(_Strict):
+    """A newer run of the tenant in `group` (a branch, a pull request) cancels the older
+    ones': their queued jobs at once, their running ones killed as a cancel does."""
+
+    group: Annotated[str, Field(pattern=_NAME.pattern)]
+
+
+class RunSpec(_Strict):
+    """A run: jobs created together (all or none), followed and cancelled together."""
+
+    name: Annotated[Text, Field(min_length=1, max_length=200)]
+    jobs: Annotated[list[JobSpec], Field(min_length=1, max_length=RUN_JOBS_MAX)]
+    labels: Annotated[dict[Annotated[str, Field(pattern=_NAME.pattern)], Annotated[Text, Field(max_length=200)]], Field(max_length=32)] = (
+        Field(default_factory=dict)
+    )
+    supersede: Supersede | None = None
+    # Called once when the run ends (every job ended), signed as job webhooks are.
+    callback_url: Annotated[str, Field(max_length=2000, pattern=r"^https?://[^\s/?#]+(/[^\s]*)?$"), AfterValidator(_no_nul)] | None = None
+
+
+class RunState(StrEnum):
+    """A run's state, derived from its jobs' (`run_state`)."""
+
+    QUEUED = "queued"  # no job started yet
+    RUNNING = "running"  # a job started, and not every job ended
+    SUCCEEDED = "succeeded"  # every job succeeded
+    FAILED = "failed"  # every job ended, one did not succeed (failed, timed out, expired)
+    CANCELLED = "cancelled"  # every job ended, one was cancelled (or superseded), none failed
+
+
+def run_state(states: list[JobState], *, started: bool) -> RunState:
+    """A run's state from its jobs' states; `started`: whether any job has started."""
+    if not all(s.terminal for s in states):
+        return RunState.RUNNING if started or any(s.terminal for s in states) else RunState.QUEUED
+    if all(s == JobState.SUCCEEDED for s in states):
+        return RunState.SUCCEEDED
+    if any(s in (JobState.FAILED, JobState.TIMED_OUT, JobState.EXPIRED) for s in states):
+        return RunState.FAILED
+    return RunState.CANCELLED
+
+
+class Run(BaseModel):
+    """A run as shown: what was asked, and its jobs' states summed up."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    tenant: str
+    name: str
+    labels: dict[str, str] = Field(default_factory=dict)
+    supersede: Supersede | None = None
+    state: RunState
+    counts: dict[JobState, int]  # jobs by state
+    jobs: list[str]  # the jobs' ids, in the order submitted
+    created_at: Timestamp
+    started_at: Timestamp | None = None  # the first job's start
+    finished_at: Timestamp | None = None  # the last job's end, once every job ended
+    superseded_by: str | None = None  # the newer run that cancelled it
+    callback_url: str | None = None
+    webhook: Literal["pending", "delivered", "failed"] | None = None
 
 
 def rfc3339(ms: int | None) -> str | None:

@@ -24,6 +24,7 @@ from pydantic_settings import (
 )
 
 from farm.autoscale.policy import CapacityPolicy
+from farm.models import RUN_JOBS_MAX
 
 _config_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar("farm_config", default=None)
 
@@ -67,6 +68,7 @@ class ApiSettings(BaseModel):
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
     run_reaper: bool = True  # every API replica may run it: its steps are atomic and idempotent
     max_body_bytes: Annotated[int, Field(ge=1024, le=64 * MiB)] = MiB  # larger bodies: 413, unread
+    max_run_jobs: Annotated[int, Field(ge=1, le=RUN_JOBS_MAX)] = 500  # jobs in one run (422 past it)
     # Log followers (`?follow=true`) one tenant may hold open per API process (429 past it),
     # and how long one may follow before the stream ends (follow again with ?offset=).
     max_followers_per_tenant: Annotated[int, Field(ge=1, le=10_000)] = 20

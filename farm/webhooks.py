@@ -1,4 +1,6 @@
-"""Result webhooks: when a job with a `callback_url` ends, farm POSTs the job's JSON to it.
+"""Result webhooks: when a job with a `callback_url` ends, farm POSTs the job's JSON to it
+(`X-Farm-Event: job.finished`); when a run with one ends (its last job ended), the run's
+JSON (`X-Farm-Event: run.finished`).
 
     X-Farm-Timestamp: <unix seconds>
     X-Farm-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>.<body>" with the tenant's secret>
@@ -27,6 +29,7 @@ from farm import loops
 from farm.errors import FarmError, InvalidInput
 from farm.settings import Settings, TenantConfig
 from farm.store.jobs import JobStore, translated
+from farm.store.runs import RunStore
 
 log = logging.getLogger("farm.webhooks")
 
@@ -77,6 +80,7 @@ class Deliverer:
 
     def __init__(self, store: JobStore, settings: Settings, *, workers: int = 4) -> None:
         self.store, self.settings = store, settings
+        self.runs = RunStore(store)
         self.conf = settings.webhooks
         self.tenants = {t.name: t for t in settings.tenants}
         self.http = httpx.Client(timeout=self.conf.timeout_s, follow_redirects=False)
@@ -87,19 +91,30 @@ class Deliverer:
         list(self.pool.map(self.deliver, ids))
         return len(ids)
 
-    def deliver(self, job_id: str) -> bool:
+    def _due(self, due: str) -> tuple[str, str, str | None, bytes, str] | None:
+        """What a due entry sends: (its hash key, tenant, url, body, event); None when its
+        job or run is gone. Entries are job ids, or "run:<id>" for a run's webhook."""
         k = self.store.keys
         try:
-            job = self.store.get(job_id)
+            if due.startswith("run:"):
+                run = self.runs.get(due[4:])
+                return k.run(run.id), run.tenant, run.callback_url, run.model_dump_json().encode(), "run.finished"
+            job = self.store.get(due)
+            return k.job(job.id), job.tenant, job.spec.callback_url, job.model_dump_json().encode(), "job.finished"
         except FarmError:
+            return None
+
+    def deliver(self, due: str) -> bool:
+        k = self.store.keys
+        found = self._due(due)
+        if found is None:
             with translated():
-                self.store.client.zrem(k.webhooks, job_id)
+                self.store.client.zrem(k.webhooks, due)
             return False
-        tenant = self.tenants.get(job.tenant)
-        url = job.spec.callback_url or ""
-        body = job.model_dump_json().encode()
+        key, tenant_name, url, body, event = found
+        tenant = self.tenants.get(tenant_name)
         error = None
-        if not permitted(url, tenant):
+        if not permitted(url or "", tenant):
             error = "host not on the tenant's allowlist"
             attempts = self.conf.max_attempts  # give up at once: retrying cannot help
         else:
@@ -107,36 +122,36 @@ class Deliverer:
             headers = {
                 "Content-Type": "application/json",
                 "User-Agent": "farm-webhooks",
-                "X-Farm-Event": "job.finished",
-                "X-Farm-Delivery": job.id,
+                "X-Farm-Event": event,
+                "X-Farm-Delivery": due,
                 "X-Farm-Timestamp": ts,
-                "X-Farm-Signature": signature(tenant.webhook_secret.get_secret_value(), ts, body),
+                "X-Farm-Signature": signature(tenant.webhook_secret.get_secret_value(), ts, body),  # type: ignore[union-attr]
             }
             try:
-                r = self.http.post(url, content=body, headers=headers)
+                r = self.http.post(url or "", content=body, headers=headers)
                 if 200 <= r.status_code < 300:
                     with translated():
                         pipe = self.store.client.pipeline(transaction=True)
-                        pipe.zrem(k.webhooks, job_id)
-                        pipe.hset(k.job(job_id), "webhook", "delivered")
+                        pipe.zrem(k.webhooks, due)
+                        pipe.hset(key, "webhook", "delivered")
                         pipe.execute()
                     return True
                 error = f"HTTP {r.status_code}"
             except httpx.HTTPError as e:
                 error = f"{type(e).__name__}: {e}"
             with translated():
-                attempts = self.store.client.hincrby(k.job(job_id), "webhook_attempts", 1)
+                attempts = self.store.client.hincrby(key, "webhook_attempts", 1)
         with translated():
             pipe = self.store.client.pipeline(transaction=True)
             if attempts >= self.conf.max_attempts:
-                log.warning("webhook for job %s failed for good: %s", job_id, error)
-                pipe.zrem(k.webhooks, job_id)
-                pipe.hset(k.job(job_id), "webhook", "failed")
+                log.warning("webhook %s failed for good: %s", due, error)
+                pipe.zrem(k.webhooks, due)
+                pipe.hset(key, "webhook", "failed")
             else:
                 delay = min(self.conf.backoff_s * 2 ** (attempts - 1), self.conf.max_backoff_s)
-                log.info("webhook for job %s: %s; retry %d in %.1fs", job_id, error, attempts, delay)
+                log.info("webhook %s: %s; retry %d in %.1fs", due, error, attempts, delay)
                 s, us = self.store.client.time()
-                pipe.zadd(k.webhooks, {job_id: s * 1000 + us // 1000 + int(delay * 1000)})
+                pipe.zadd(k.webhooks, {due: s * 1000 + us // 1000 + int(delay * 1000)})
             pipe.execute()
         return False
 

@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
 from farm import __version__
-from farm.api import caches, health, jobs, pools, queue
+from farm.api import caches, health, jobs, pools, queue, runs
 from farm.api.auth import TokenBook
 from farm.api.errors import errors_as_json, farm_error, http_error, validation_error
 from farm.api.gate import Gate
@@ -30,6 +30,7 @@ from farm.settings import Settings
 from farm.store.executors import ExecutorRegistry
 from farm.store.jobs import JobStore, connect, connect_async
 from farm.store.policies import PolicyStore
+from farm.store.runs import RunStore
 from farm.webhooks import Deliverer
 
 
@@ -63,6 +64,7 @@ def create_app(settings: Settings, *, store: JobStore | None = None) -> FastAPI:
     app = FastAPI(title="farm", version=__version__, lifespan=lifespan)
     app.state.settings = settings
     app.state.store = store
+    app.state.runs = RunStore(store)
     app.state.registry = registry
     app.state.tokens = TokenBook(settings)
     app.state.metrics = make_registry(store, registry, settings.pools, {settings.executors.pool: settings.executors.count})
@@ -75,7 +77,7 @@ def create_app(settings: Settings, *, store: JobStore | None = None) -> FastAPI:
     app.add_exception_handler(FarmError, farm_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(HTTPException, http_error)
-    modules = (jobs, queue, pools, caches, health)
+    modules = (jobs, runs, queue, pools, caches, health)
     app.add_middleware(Gate, tokens=app.state.tokens, max_body_bytes=settings.api.max_body_bytes,
                        max_inflight=settings.api.max_inflight_per_tenant, routers=[m.router for m in modules])  # fmt: skip
     for module in modules:

@@ -13,8 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,21 +23,12 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from farm.errors import Conflict, NotFound, StaleAttempt, StoreUnavailable
+from farm.errors import Conflict, NotFound, StaleAttempt
 from farm.models import ArtifactInfo, CacheResult, ErrorCode, ImageResult, Job, JobSpec, JobState, StepResult, rfc3339
 from farm.store.keys import Keys
 from farm.store.lua import Scripts
-
-
-@contextmanager
-def translated() -> Iterator[None]:
-    """Map redis-py's connection errors onto the farm error tree."""
-    try:
-        yield
-    except (redis.ConnectionError, redis.TimeoutError) as e:
-        raise StoreUnavailable(f"redis unreachable: {e}") from e
-    except redis.exceptions.OutOfMemoryError as e:
-        raise StoreUnavailable(f"redis is full (maxmemory): {e}") from e
+from farm.store.paging import newest_first
+from farm.store.translate import translated
 
 
 @dataclass(frozen=True)
@@ -113,6 +103,7 @@ def job_from_hash(h: dict[str, str]) -> Job:
         warnings=json.loads(h.get("warnings") or "[]"),
         webhook=h.get("webhook") or None,
         rerun_of=h.get("rerun_of") or None,
+        run_id=h.get("run") or None,
     )
 
 
@@ -150,7 +141,12 @@ class JobStore:
         return done
 
     @staticmethod
-    def _enqueue_args(
+    def _enqueue_args(spec: JobSpec, tenant: str, **kw: Any) -> list[str]:
+        """The enqueue script's one argument (see `_enqueue_fields` for the options)."""
+        return [json.dumps(JobStore._enqueue_fields(spec, tenant, **kw))]
+
+    @staticmethod
+    def _enqueue_fields(
         spec: JobSpec,
         tenant: str,
         *,
@@ -159,30 +155,32 @@ class JobStore:
         secrets: dict[str, str] | None = None,
         rerun_of: str | None = None,
         tier: str = "unprotected",
-    ) -> list[Any]:
-        """`secrets` are the resolved values the steps will see."""
+    ) -> dict[str, str]:
+        """A job as lib.lua's `enqueue_job` takes it, every value a string. `secrets` are
+        the resolved values the steps will see."""
         body = spec.model_dump_json()
         group = spec.concurrency
-        return [
-            uuid.uuid4().hex,
-            tenant,
-            spec.pool,
-            spec.priority,
-            spec.retries,
-            spec.timeout_s * 1000,
-            body,
-            repr(float(weight)),
-            group.group if group else "",
-            group.limit if group else 0,
-            group.on_full if group else "",
-            "" if spec.queue_timeout_s is None else spec.queue_timeout_s * 1000,
-            idempotency_key or "",
-            hashlib.sha256(body.encode()).hexdigest() if idempotency_key else "",
-            spec.callback_url or "",
-            json.dumps(secrets) if secrets else "",
-            rerun_of or "",
-            tier,
-        ]
+        return {
+            "id": uuid.uuid4().hex,
+            "tenant": tenant,
+            "pool": spec.pool,
+            "priority": str(spec.priority),
+            "retries": str(spec.retries),
+            "timeout_ms": str(spec.timeout_s * 1000),
+            "spec": body,
+            "weight": repr(float(weight)),
+            "group": group.group if group else "",
+            "group_limit": str(group.limit if group else 0),
+            "on_full": group.on_full if group else "",
+            "queue_timeout_ms": "" if spec.queue_timeout_s is None else str(spec.queue_timeout_s * 1000),
+            "idem": idempotency_key or "",
+            "body": hashlib.sha256(body.encode()).hexdigest() if idempotency_key else "",
+            "callback": spec.callback_url or "",
+            "secrets": json.dumps(secrets) if secrets else "",
+            "rerun_of": rerun_of or "",
+            "tier": tier,
+            "run": "",
+        }
 
     @staticmethod
     def _submitted(got: list[Any], spec: JobSpec, tenant: str, rerun_of: str | None) -> Submitted | None:
@@ -221,29 +219,11 @@ class JobStore:
         cursor: int | None = None,
         scan_max: int = 10_000,
     ) -> tuple[list[Job], int | None]:
-        """Newest first. `cursor` is the submission sequence to continue below; the next
-        cursor is None when nothing older is left. Filters scan at most `scan_max` jobs per
-        call, so a rare state costs a bounded amount of work per page."""
+        """Newest first, `cursor` the submission sequence to continue below (store.paging)."""
         index = self.keys.jobs if tenant is None else self.keys.tenant_jobs(tenant)
-        top = "+inf" if cursor is None else f"({cursor}"
-        batch = max(limit, 200) if (state or pool) else limit
-        out: list[Job] = []
-        scanned = 0
-        while scanned < scan_max:
-            with translated():
-                rows = self.client.zrevrangebyscore(index, top, "-inf", start=0, num=batch, withscores=True)
-            if not rows:
-                return out, None
-            jobs = {j.id: j for j in self.get_many([r[0] for r in rows])}
-            for job_id, seq in rows:
-                scanned += 1
-                job = jobs.get(job_id)
-                if job and (state is None or job.state == state) and (pool is None or job.pool == pool):
-                    out.append(job)
-                    if len(out) == limit:
-                        return out, int(seq)
-            top = f"({int(rows[-1][1])}"
-        return out, int(top[1:])
+        keep = (lambda j: (state is None or j.state == state) and (pool is None or j.pool == pool)) if state or pool else None
+        return newest_first(self.client, index, limit=limit, cursor=cursor, fetch=lambda ids: {j.id: j for j in self.get_many(ids)},
+                            keep=keep, scan_max=scan_max)  # fmt: skip
 
     # -- executor side ---------------------------------------------------------------------
 

@@ -46,6 +46,13 @@ only place a key is named.
     {p}learned:{pool}       string  what the pool's policy learned (pickled), so a restarted autoscaler resumes
     {p}demand:{pool}        stream  arrivals (field a: queued_at ms) and starts (field w: wait ms), capped,
                                     read by the autoscaler
+    {p}run:{id}             hash    one run: tenant, name, labels, jobs (JSON list of ids), created/started/finished,
+                                    jobs ended and by state (n:{state}), callback, webhook
+    {p}runs                 zset    every run id by submission sequence (listing)
+    {p}tenant_runs:{tenant} zset    a tenant's run ids by submission sequence
+    {p}rungroup:{tenant}:{g} set    a tenant's runs in a supersede group that have not ended
+    {p}runs_finished        zset    ended run ids by finish time (ms), for retention
+    {p}runstats             hash    run counters and duration buckets read by /metrics
 """
 
 from __future__ import annotations
@@ -58,10 +65,10 @@ EXECUTOR_TTL_MS = 60_000  # an executor entry outlives its last report by this m
 _PER_ID = (
     "job", "log", "queue", "tenants", "pass", "waiting", "wake", "running", "tenant_jobs", "stats",
     "executors", "executor", "group", "parked", "gq", "idem", "policy", "policy_audit", "decisions", "demand", "learned",
-    "cachekeys", "cacheentry", "cachelru", "cachebytes", "fences", "logcut",
+    "cachekeys", "cacheentry", "cachelru", "cachebytes", "fences", "logcut", "run", "tenant_runs", "rungroup",
 )  # fmt: skip
 _SINGLE = ("leases", "deadlines", "qdeadlines", "finished", "webhooks", "jobs", "seq", "cacherefs", "fencing", "nodes", "instance",
-           "restarts")  # fmt: skip
+           "restarts", "runs", "runs_finished", "runstats")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -131,6 +138,27 @@ class Keys:
 
     def idempotency(self, tenant: str, key: str) -> str:
         return self._k("idem", f"{tenant}:{key}")
+
+    def run(self, run_id: str) -> str:
+        return self._k("run", run_id)
+
+    def tenant_runs(self, tenant: str) -> str:
+        return self._k("tenant_runs", tenant)
+
+    def run_group(self, tenant: str, group: str) -> str:
+        return self._k("rungroup", f"{tenant}:{group}")
+
+    @property
+    def runs(self) -> str:
+        return self._k("runs")
+
+    @property
+    def runs_finished(self) -> str:
+        return self._k("runs_finished")
+
+    @property
+    def runstats(self) -> str:
+        return self._k("runstats")
 
     def waiting(self, pool: str) -> str:
         return self._k("waiting", pool)

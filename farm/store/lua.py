@@ -2,7 +2,7 @@
 
 Each script is `lib.lua` + the script's own file, so shared helpers (the one `terminate`,
 the one `make_ready`) exist once. The first argument of every call is the JSON config with
-the key templates and histogram bounds; `Scripts.__getattr__` adds it.
+the key templates and histogram bounds; `Scripts.call` adds it.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from farm.store.keys import EXECUTOR_TTL_MS, Keys
 from farm.store.stats import DURATION_BUCKETS_S, WAIT_BUCKETS_S
 
 NAMES = ("enqueue", "claim", "heartbeat", "append_log", "finish", "cancel", "reap", "fenced", "purge", "webhook_claim", "policy_put",
-         "cache_lookup", "cache_commit", "cache_drop")  # fmt: skip
+         "cache_lookup", "cache_commit", "cache_drop", "run_submit", "run_cancel")  # fmt: skip
 
 _EDGES = re.compile(r"^-- edges: (.*)$", re.MULTILINE)
 

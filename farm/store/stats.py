@@ -50,6 +50,23 @@ def _histogram(raw: dict[str, str], name: str, bounds: tuple[float, ...]) -> His
     return Histogram(cumulative, float(raw.get(f"{name}_sum", 0.0)), int(raw.get(f"{name}_count", 0)))
 
 
+@dataclass(frozen=True)
+class RunStats:
+    """The runs' stats hash (every pool's: a run's jobs may be in several)."""
+
+    submitted: int = 0
+    finished: dict[str, int] = field(default_factory=dict)  # by outcome (a RunState that ends)
+    duration: Histogram = Histogram([], 0.0, 0)  # from submit to the last job's end
+
+
+def parse_runs(raw: dict[str, str]) -> RunStats:
+    return RunStats(
+        submitted=int(raw.get("submitted_total", 0)),
+        finished={k[len("runs_total:") :]: int(v) for k, v in raw.items() if k.startswith("runs_total:")},
+        duration=_histogram(raw, "run_duration", DURATION_BUCKETS_S),
+    )
+
+
 def parse(raw: dict[str, str]) -> PoolStats:
     """The stats hash of one pool -> PoolStats."""
 

@@ -67,6 +67,10 @@ EXTRA_ERRORS: dict[tuple[str, str], set[str]] = {
     ("GET", "/v1/pools/{name}/decisions"): {"404"},
     ("GET", "/v1/caches"): set(),
     ("DELETE", "/v1/caches/{key}"): {"404"},
+    ("POST", "/v1/runs"): {"403", "409"},
+    ("GET", "/v1/runs"): {"403"},
+    ("GET", "/v1/runs/{run_id}"): {"404"},
+    ("POST", "/v1/runs/{run_id}/cancel"): {"404"},
 }
 COMMON_ERRORS = {"401", "413", "422", "429", "503"}
 

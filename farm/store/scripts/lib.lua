@@ -13,9 +13,9 @@ local function fmt(n)
   return string.format('%.0f', n)
 end
 
--- Histogram observation: per-bucket (not cumulative) counts; /metrics accumulates them.
-local function observe(pool, name, value_s, bounds)
-  local stats = K.stats .. pool
+-- Histogram observation into a stats hash: per-bucket (not cumulative) counts; /metrics
+-- accumulates them.
+local function observe_into(stats, name, value_s, bounds)
   local idx = #bounds + 1
   for i, b in ipairs(bounds) do
     if value_s <= b then idx = i; break end
@@ -23,6 +23,10 @@ local function observe(pool, name, value_s, bounds)
   redis.call('HINCRBY', stats, name .. '_bucket:' .. idx, 1)
   redis.call('HINCRBYFLOAT', stats, name .. '_sum', value_s)
   redis.call('HINCRBY', stats, name .. '_count', 1)
+end
+
+local function observe(pool, name, value_s, bounds)
+  observe_into(K.stats .. pool, name, value_s, bounds)
 end
 
 -- What the autoscaler learns demand from: an arrival (a = queued_at) or a start (w = its
@@ -179,11 +183,37 @@ local function unqueue(id, pool, tenant, group)
   end
 end
 
+-- A job of a run ended: count it; when it was the run's last, the run ends with an outcome
+-- (the rule of farm.models.run_state), its metrics and its webhook.
+local function run_job_ended(run, state, now)
+  local rk = K.run .. run
+  redis.call('HINCRBY', rk, 'n:' .. state, 1)
+  local ended = redis.call('HINCRBY', rk, 'ended', 1)
+  local f = redis.call('HMGET', rk, 'total', 'created_at', 'tenant', 'group', 'callback',
+    'n:succeeded', 'n:failed', 'n:timed_out', 'n:expired')
+  if not f[1] or ended < tonumber(f[1]) then return end
+  local outcome = 'cancelled'
+  if tonumber(f[6] or '0') == tonumber(f[1]) then
+    outcome = 'succeeded'
+  elseif tonumber(f[7] or '0') + tonumber(f[8] or '0') + tonumber(f[9] or '0') > 0 then
+    outcome = 'failed'
+  end
+  redis.call('HSET', rk, 'finished_at', now, 'outcome', outcome)
+  redis.call('ZADD', K.runs_finished, now, run)
+  if f[4] ~= '' then redis.call('SREM', group_key('rungroup', f[3], f[4]), run) end
+  redis.call('HINCRBY', K.runstats, 'runs_total:' .. outcome, 1)
+  observe_into(K.runstats, 'run_duration', (now - tonumber(f[2])) / 1000, C.db)
+  if f[5] ~= '' then
+    redis.call('HSET', rk, 'webhook', 'pending')
+    redis.call('ZADD', K.webhooks, now, 'run:' .. run)
+  end
+end
+
 -- The one way a job reaches a terminal state
 -- (queued|running -> succeeded|failed|cancelled|timed_out|expired).
 local function terminate(id, state, err, now)
   local jk = K.job .. id
-  local f = redis.call('HMGET', jk, 'pool', 'started_at', 'state', 'attempt', 'tenant', 'group', 'callback')
+  local f = redis.call('HMGET', jk, 'pool', 'started_at', 'state', 'attempt', 'tenant', 'group', 'callback', 'run')
   local pool, started, prev, attempt = f[1], f[2], f[3], f[4]
   if prev == 'running' then unlease(id) else unqueue(id, pool, f[5], f[6]) end
   redis.call('ZREM', K.fencing, id)  -- a fence of an attempt of a job that ended: the node still clears it, nothing waits on it
@@ -198,6 +228,7 @@ local function terminate(id, state, err, now)
     redis.call('HSET', jk, 'webhook', 'pending')
     redis.call('ZADD', K.webhooks, now, id)
   end
+  if f[8] and f[8] ~= '' then run_job_ended(f[8], state, now) end
 end
 
 -- A running attempt whose executor is lost ends: the job goes back to the queue as the next
@@ -223,4 +254,71 @@ local function requeue_or_lose(id, why, now)
   note(id, attempt, why .. '; retry budget spent')
   terminate(id, 'failed', 'executor_lost', now)
   return 'lost'
+end
+
+-- An Idempotency-Key: nil the first time (it is recorded for 24 h with the id and the body's
+-- hash), else {'duplicate', id} for the same body or {'conflict', id} for another.
+local function idempotent(ik, id, body)
+  local seen = redis.call('GET', ik)
+  if not seen then
+    redis.call('SET', ik, id .. ' ' .. body, 'EX', 86400)
+    return nil
+  end
+  local sep = string.find(seen, ' ', 1, true)
+  local old = string.sub(seen, 1, sep - 1)
+  if string.sub(seen, sep + 1) == body then return {'duplicate', old} end
+  return {'conflict', old}
+end
+
+-- Queue one job. `a` holds its fields as farm.store.jobs names them (`_enqueue_fields`):
+-- id, tenant, pool, priority, retries, timeout_ms, spec (JSON), weight, group ('' for
+-- none), group_limit, on_full, queue_timeout_ms ('' for none), callback ('' for none),
+-- secrets (JSON of the resolved values, '' for none), rerun_of, tier (of the submitter's
+-- token) and run ('' for none), every one a string.
+local function enqueue_job(a, now)
+  local id, tenant, pool, group = a.id, a.tenant, a.pool, a.group
+  local priority = tonumber(a.priority)
+  local seq = redis.call('INCR', K.seq)
+  -- Dispatch order within a tenant: higher priority first, then submission order.
+  -- (100-p)*1e13 + seq stays an exact integer in a double for 10^13 submissions.
+  local qscore = fmt((100 - priority) * 1e13 + seq)
+  redis.call('HSET', K.job .. id,
+    'id', id, 'tenant', tenant, 'pool', pool, 'state', 'queued', 'attempt', 1,
+    'priority', priority, 'retries', a.retries, 'timeout_ms', a.timeout_ms, 'spec', a.spec,
+    'weight', a.weight, 'group', group, 'qscore', qscore, 'seq', seq, 'queued_at', now,
+    'ready_at', now, 'log_bytes', 0, 'callback', a.callback, 'secrets', a.secrets, 'rerun_of', a.rerun_of,
+    'tier', a.tier, 'run', a.run)
+  redis.call('ZADD', K.jobs, seq, id)
+  redis.call('ZADD', K.tenant_jobs .. tenant, seq, id)
+  redis.call('HINCRBY', K.stats .. pool, 'submitted_total', 1)
+  demand(pool, 'a', now)
+  if group ~= '' then
+    -- A group's limit is the one its latest job set.
+    redis.call('HSET', group_key('group', tenant, group), 'limit', a.group_limit)
+    if a.on_full == 'supersede' then
+      for _, old in ipairs(redis.call('SMEMBERS', group_key('gq', tenant, group))) do
+        note(old, redis.call('HGET', K.job .. old, 'attempt'), 'superseded by ' .. id)
+        terminate(old, 'cancelled', 'superseded', now)
+      end
+    end
+  end
+  if a.queue_timeout_ms ~= '' then redis.call('ZADD', K.qdeadlines, now + tonumber(a.queue_timeout_ms), id) end
+  make_ready(id, pool, tenant, qscore, group, now)
+end
+
+-- Cancel every job of a run that has not ended (queued at once; a running one's executor
+-- sees it on its next heartbeat and kills the step). Returns how many.
+local function cancel_run(run, why, err, now)
+  local ids = redis.call('HGET', K.run .. run, 'jobs')
+  if not ids then return 0 end
+  local n = 0
+  for _, id in ipairs(cjson.decode(ids)) do
+    local f = redis.call('HMGET', K.job .. id, 'state', 'attempt')
+    if f[1] == 'queued' or f[1] == 'running' then
+      note(id, f[2], why)
+      terminate(id, 'cancelled', err, now)
+      n = n + 1
+    end
+  end
+  return n
 end

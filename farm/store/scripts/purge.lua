@@ -10,4 +10,12 @@ for _, id in ipairs(ids) do
   if tenant then redis.call('ZREM', K.tenant_jobs .. tenant, id) end
   redis.call('ZREM', K.finished, id)
 end
+-- Runs go the same way, by the time their last job ended.
+for _, run in ipairs(redis.call('ZRANGEBYSCORE', K.runs_finished, '-inf', cutoff, 'LIMIT', 0, tonumber(ARGV[3]))) do
+  local tenant = redis.call('HGET', K.run .. run, 'tenant')
+  redis.call('DEL', K.run .. run)
+  redis.call('ZREM', K.runs, run)
+  if tenant then redis.call('ZREM', K.tenant_runs .. tenant, run) end
+  redis.call('ZREM', K.runs_finished, run)
+end
 return ids
