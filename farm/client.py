@@ -38,6 +38,7 @@ class FarmClient:
         found = resolve()
         self.url = (url or found.url).rstrip("/")
         token = token or found.token
+        self.token = token
         self.source = "the caller" if token and token != found.token else found.source
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
@@ -134,6 +135,20 @@ class FarmClient:
                 yield from r.iter_text()
         except httpx.TransportError as e:
             raise Unreachable(self.url, str(e) or type(e).__name__) from e
+
+    def submit_run(self, spec: dict[str, Any], *, idempotency_key: str | None = None) -> dict[str, Any]:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        return self._request("POST", "/v1/runs", json=spec, headers=headers).json()
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        return self._request("GET", f"/v1/runs/{run_id}").json()
+
+    def runs(self, **filters: Any) -> dict[str, Any]:
+        """One page of runs, newest first: filters state, name, tenant (admin), limit, cursor."""
+        return self._request("GET", "/v1/runs", params={k: v for k, v in filters.items() if v is not None}).json()
+
+    def cancel_run(self, run_id: str) -> dict[str, Any]:
+        return self._request("POST", f"/v1/runs/{run_id}/cancel").json()
 
     def close(self) -> None:
         self.http.close()

@@ -27,6 +27,6 @@ def main(debug: Annotated[bool, flag("--debug", help="On an error, show the trac
         os.environ["FARM_DEBUG"] = "1"
 
 
-from farm.cli import caches, contexts, jobs, pools, serve, simulate  # noqa: E402,F401 - each adds its commands
+from farm.cli import caches, contexts, jobs, pools, runs, serve, simulate  # noqa: E402,F401 - each adds its commands
 
 __all__ = ["app", "job_exit_code"]

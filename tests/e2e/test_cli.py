@@ -132,3 +132,50 @@ def test_the_whole_api_from_the_cli(start_farm, farm_env, tmp_path: Path):
     farm(config, "login", env["FARM_URL"], stdin="wrong-token\n", code=2)
     r = farm(config, "context", "use", "nope", code=2)
     assert "no context 'nope'" in r.stderr
+
+
+def test_runs_from_the_cli(start_farm, farm_env, tmp_path: Path):
+    proc, client = start_farm("up", "--executors", "2")
+    env = {**farm_env, "FARM_URL": str(client.base_url).rstrip("/"), "FARM_TOKEN": "e2e-admin-token"}
+    run_file = tmp_path / "run.yaml"
+    run_file.write_text(
+        "name: push main@abc\nlabels: {sha: abc}\njobs:\n"
+        "  - steps: [{name: lint, run: 'echo lint-ok; echo half-a-line | tr -d \"\\n\"'}]\n"
+        "  - steps: [{name: test, run: 'for i in 1 2 3; do echo test-$i; done'}]\n"
+        "  - steps: [{name: build, run: 'echo built'}]\n"
+    )  # fmt: skip
+    r = farm(env, "run", "submit", "-f", str(run_file))
+    lines = r.stdout.splitlines()
+    assert "[0 lint ] lint-ok" in lines and "[0 lint ] half-a-line" in lines  # a last line without its newline
+    assert [line for line in lines if line.startswith("[1 test ] test-")] == ["[1 test ] test-1", "[1 test ] test-2", "[1 test ] test-3"]
+    assert "[2 build] built" in lines
+    assert "succeeded (3 succeeded)" in r.stderr
+    run_id = r.stderr.split()[2].rstrip(":")
+
+    r = farm(env, "run", "get", run_id)
+    narrow(r.stdout)
+    assert f"run {run_id} succeeded" in r.stdout and "lint" in r.stdout and "build" in r.stdout
+    r = farm(env, "run", "ls")
+    narrow(r.stdout)
+    assert run_id[:12] in r.stdout and "push main@abc" in r.stdout
+    assert json.loads(farm(env, "run", "ls", "--state", "succeeded", "--json").stdout)["runs"][0]["id"] == run_id
+
+    failing = tmp_path / "failing.yaml"
+    failing.write_text("name: f\njobs:\n  - steps: [{name: ok, run: 'true'}]\n  - steps: [{name: bad, run: 'exit 3'}]\n")
+    r = farm(env, "run", "submit", "--wait", str(failing), code=1)
+    assert "failed (1 succeeded, 1 failed)" in r.stderr
+
+    slow = tmp_path / "slow.yaml"
+    slow.write_text("name: s\nsupersede: {group: pr-1}\njobs:\n" + "  - steps: [{name: s, run: 'sleep 60'}]\n" * 3)
+    slow_id = farm(env, "run", "submit", str(slow)).stdout.strip()
+    wait_for(lambda: json.loads(farm(env, "run", "get", slow_id, "--json").stdout)["state"] == "running", 30, what="the run started")
+    r = farm(env, "run", "cancel", slow_id)
+    assert f"run {slow_id}" in r.stdout
+    wait_for(lambda: json.loads(farm(env, "run", "get", slow_id, "--json").stdout)["state"] == "cancelled", 10, what="cancelled")
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: b\njobs:\n  - steps: [{name: a, run: 'true'}]\n  - steps: [{name: a, run: 'true', timout_s: 3}]\n")
+    r = farm(env, "run", "submit", str(bad), code=2)
+    assert "jobs[1].steps[0].timout_s: unknown field" in r.stderr and "Traceback" not in r.stderr
+    assert json.loads(farm(env, "run", "ls", "--name", "b", "--json").stdout)["runs"] == []
+    farm(env, "run", "ls", "--state", "nope", code=2)

@@ -1,0 +1,173 @@
+"""Runs from the command line: `farm run submit run.yaml [-w|-f]`, `farm run get/ls/cancel`.
+
+A run file holds `name`, `jobs` (job specs, as `farm submit` takes one), and optionally
+`labels`, `supersede: {group: ...}` and `callback_url`. With `-f`, every job's log is
+followed at once, each line prefixed with the job's index and first step."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.table import Table
+
+from farm.cli import app
+from farm.cli.jobs import Json, load_file
+from farm.cli.output import CANCELLED, FAILED, OK, Command, Group, err, flag, out, print_json
+from farm.client import FarmClient
+
+run_app = typer.Typer(cls=Group, help="Runs: a pipeline's jobs submitted, followed and cancelled as one.", no_args_is_help=True)
+app.add_typer(run_app, name="run")
+
+RUN_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+_RUN_CODES = {"succeeded": OK, "failed": FAILED, "cancelled": CANCELLED}
+ENDED = ("succeeded", "failed", "cancelled", "timed_out", "expired")
+
+
+def _counts(run: dict[str, Any]) -> str:
+    return ", ".join(f"{n} {state}" for state, n in run["counts"].items() if n) or "no jobs"
+
+
+def _summary(run: dict[str, Any]) -> str:
+    by = f", superseded by {run['superseded_by']}" if run.get("superseded_by") else ""
+    return f"run {run['id']} {run['state']} ({_counts(run)}{by})"
+
+
+def _end(run: dict[str, Any]) -> None:
+    err.print(_summary(run), highlight=False)
+    raise typer.Exit(_RUN_CODES.get(run["state"], FAILED))
+
+
+def _wait(client: FarmClient, run: dict[str, Any]) -> dict[str, Any]:
+    t0 = time.monotonic()
+    with err.status("") as status:
+        while run["finished_at"] is None:
+            status.update(f"{run['id'][:12]} {run['state']}: {_counts(run)} · {time.monotonic() - t0:.0f}s")
+            time.sleep(0.5)
+            run = client.run(run["id"])
+    return run
+
+
+def _label(i: int, spec: dict[str, Any], width: int) -> str:
+    steps = spec.get("steps") or []
+    name = steps[0].get("name", "") if steps and isinstance(steps[0], dict) else spec.get("kind", "")
+    return f"{i:>{width}} {name}"[:24]
+
+
+def _follow_all(client: FarmClient, run: dict[str, Any], specs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Every job's log at once, each whole line prefixed with its job; until the run ends."""
+    lock = threading.Lock()
+    width = len(str(len(run["jobs"]) - 1))
+    labels = [_label(i, specs[i] if i < len(specs) else {}, width) for i in range(len(run["jobs"]))]
+    pad = max(len(label) for label in labels)
+    failures: list[BaseException] = []
+
+    def follow(i: int, job_id: str) -> None:
+        own = FarmClient(client.url, client.token)  # a connection of its own: one stream each
+        prefix, rest, offset = f"[{labels[i]:<{pad}}] ", "", 0
+        try:
+            while True:
+                for text in own.follow(job_id, offset=offset):
+                    offset += len(text.encode())
+                    *lines, rest = (rest + text).split("\n")
+                    if lines:
+                        with lock:
+                            for line in lines:
+                                out.out(prefix + line, highlight=False)
+                if own.get(job_id)["state"] in ENDED:
+                    break
+            if rest:
+                with lock:
+                    out.out(prefix + rest, highlight=False)
+        except BaseException as e:  # noqa: BLE001 - reported by the caller
+            failures.append(e)
+        finally:
+            own.close()
+
+    threads = [threading.Thread(target=follow, args=(i, j), daemon=True) for i, j in enumerate(run["jobs"])]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if failures:
+        raise failures[0]
+    while (run := client.run(run["id"]))["finished_at"] is None:  # the last job's end is written with the run's
+        time.sleep(0.2)
+    return run
+
+
+@run_app.command("submit", cls=Command)
+def run_submit(
+    file: Annotated[str, typer.Argument(help="Run file (YAML/JSON): name, jobs, labels, supersede; '-' for stdin.")],
+    wait: Annotated[bool, flag("--wait", "-w", help="Wait for the end; exit 0 (succeeded), 1 (failed) or 125 (cancelled).")] = False,
+    follow: Annotated[bool, flag("--follow", "-f", help="Stream every job's log while waiting, a prefix per job.")] = False,
+    key: Annotated[Optional[str], typer.Option("--idempotency-key", help="Submit at most once per key (24 h).")] = None,
+    as_json: Json = False,
+) -> None:
+    """Submit a run: all its jobs queued at once, or none (a bad job is named by its index)."""
+    spec = load_file(file, "a run file")
+    client = FarmClient()
+    run = client.submit_run(spec, idempotency_key=key)
+    if not (wait or follow):
+        if as_json:
+            print_json(run)
+        else:
+            out.print(run["id"], highlight=False)
+        return
+    err.print(f"submitted run {run['id']}: {len(run['jobs'])} jobs", highlight=False)
+    jobs = spec.get("jobs") if isinstance(spec.get("jobs"), list) else []
+    _end(_follow_all(client, run, jobs) if follow else _wait(client, run))
+
+
+@run_app.command("get", cls=Command)
+def run_get(run_id: str, as_json: Json = False) -> None:
+    """A run: its state, and each job's."""
+    client = FarmClient()
+    run = client.run(run_id)
+    if as_json:
+        print_json(run)
+        return
+    out.print(_summary(run), highlight=False)
+    out.print(f"{run['name']} · tenant {run['tenant']} · created {run['created_at']}"
+              + (f" · finished {run['finished_at']}" if run.get("finished_at") else ""), highlight=False)  # fmt: skip
+    table = Table("#", "job", "state", "pool", "first step")
+    for i, job_id in enumerate(run["jobs"]):
+        job = client.get(job_id)
+        steps = job["spec"].get("steps") or []
+        table.add_row(str(i), job_id[:12], job["state"], job["spec"]["pool"], steps[0]["name"][:20] if steps else job["spec"]["kind"])
+    out.print(table)
+
+
+@run_app.command("ls", cls=Command)
+def run_ls(
+    state: Annotated[Optional[str], typer.Option(help=f"Only runs in this state: {', '.join(RUN_STATES)}.")] = None,
+    name: Annotated[Optional[str], typer.Option(help="Only runs of this name.")] = None,
+    tenant: Annotated[Optional[str], typer.Option(help="Only this tenant's runs (admin token).")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=100, help="How many, newest first.")] = 20,
+    as_json: Json = False,
+) -> None:
+    """List runs, newest first."""
+    if state is not None and state not in RUN_STATES:
+        raise typer.BadParameter(f"{state!r} is not a run state; use one of {', '.join(RUN_STATES)}", param_hint="--state")
+    page = FarmClient().runs(state=state, name=name, tenant=tenant, limit=limit)
+    if as_json:
+        print_json(page)
+        return
+    table = Table("run", "state", "name", "jobs", "created")
+    for r in page["runs"]:
+        table.add_row(r["id"][:12], r["state"], r["name"][:28], str(len(r["jobs"])), r["created_at"][5:19].replace("T", " "))
+    out.print(table)
+    if page.get("next_cursor"):
+        err.print(f"more: --limit, or GET /v1/runs?cursor={page['next_cursor']}", highlight=False)
+
+
+@run_app.command("cancel", cls=Command)
+def run_cancel(run_id: str, as_json: Json = False) -> None:
+    """Cancel every job of a run that has not ended (running steps are killed within 2 s)."""
+    run = FarmClient().cancel_run(run_id)
+    if as_json:
+        print_json(run)
+    else:
+        out.print(_summary(run), highlight=False)
