@@ -80,17 +80,19 @@ def farm_api(redis_url: str, data_dir: Path, workers: int) -> Iterator[int]:
         api.wait(30)
 
 
-async def _load(port: int, n: int, conns: int, spec: dict[str, Any]) -> tuple[list[str], float]:
-    body = json.dumps(spec).encode()
+async def _load(port: int, n: int, conns: int, path: str, body: dict[str, Any], per_request: int) -> tuple[list[str], float]:
+    """POST `body` to `path` n times over `conns` keep-alive connections; each 201 answer's
+    id (a run's: its jobs' ids, `per_request` of them)."""
+    raw = json.dumps(body).encode()
     request = (
-        f"POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-    ).encode() + body
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(raw)}\r\n\r\n"
+    ).encode() + raw
     per = [n // conns + (1 if i < n % conns else 0) for i in range(conns)]
 
     async def client(count: int) -> list[str]:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        ids = []
+        ids: list[str] = []
         for _ in range(count):
             writer.write(request)
             status = await reader.readline()
@@ -100,7 +102,8 @@ async def _load(port: int, n: int, conns: int, spec: dict[str, Any]) -> tuple[li
             while (line := await reader.readline()) != b"\r\n":
                 if line.lower().startswith(b"content-length:"):
                     length = int(line.split(b":")[1])
-            ids.append(json.loads(await reader.readexactly(length))["id"])
+            got = json.loads(await reader.readexactly(length))
+            ids.extend(got["jobs"] if per_request > 1 else [got["id"]])
         writer.close()
         return ids
 
@@ -111,4 +114,10 @@ async def _load(port: int, n: int, conns: int, spec: dict[str, Any]) -> tuple[li
 
 def submit_load(port: int, n: int, conns: int, spec: dict[str, Any] = NOOP) -> tuple[list[str], float]:
     """POST n jobs over `conns` keep-alive connections; (job ids, seconds taken)."""
-    return asyncio.run(_load(port, n, conns, spec))
+    return asyncio.run(_load(port, n, conns, "/v1/jobs", spec, 1))
+
+
+def submit_runs(port: int, runs: int, size: int, conns: int, spec: dict[str, Any] = NOOP) -> tuple[list[str], float]:
+    """POST `runs` runs of `size` jobs each over `conns` keep-alive connections; (job ids,
+    seconds taken)."""
+    return asyncio.run(_load(port, runs, conns, "/v1/runs", {"name": "bench", "jobs": [spec] * size}, size))

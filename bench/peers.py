@@ -8,7 +8,9 @@ the same run, like for like.
              peers; for farm, N / (last finish - first start) from the job records.
     enqueue  Celery `delay` and RQ `enqueue` from one thread; farm over HTTP
              (`farm api --workers <cores>`, --concurrency keep-alive connections from an
-             asyncio client).
+             asyncio client), a job per request.
+    runs     the same N jobs in groups of RUN_SIZE: Celery `group(...).apply_async()` from
+             one thread, farm's `POST /v1/runs` over the same HTTP client and connections.
     redis    `redis-benchmark` (Debian's redis-tools) SET/GET ops/s: the physical limit.
     claim    farm's claim latency with 100k jobs queued across 1,000 tenants.
 
@@ -30,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from harness import NOOP, farm_api, progress, submit_load
+from harness import NOOP, farm_api, progress, submit_load, submit_runs
 
 from farm.models import JobSpec, parse_rfc3339
 from farm.store.jobs import JobStore, connect
@@ -59,6 +61,9 @@ WORKER_MODULE = textwrap.dedent(
 )
 
 
+RUN_SIZE = 20  # jobs per run (about a push's fan-out on the shared trace: 18)
+
+
 def _wait_count(r: redis.Redis, n: int, timeout: float) -> float:
     """Seconds from the first to the n-th completion (counted by the tasks themselves)."""
     deadline = time.monotonic() + timeout
@@ -74,7 +79,7 @@ def _wait_count(r: redis.Redis, n: int, timeout: float) -> float:
     return (n - first) / (time.perf_counter() - t0)
 
 
-def celery(url: str, n: int, procs: int, workdir: Path) -> tuple[float, float]:
+def celery(url: str, n: int, procs: int, workdir: Path) -> tuple[float, float, float]:
     r = redis.Redis.from_url(url)
     r.flushall()
     sys.path.insert(0, str(workdir))
@@ -95,7 +100,15 @@ def celery(url: str, n: int, procs: int, workdir: Path) -> tuple[float, float]:
     finally:
         worker.terminate()
         worker.wait(30)
-    return enqueue, drain
+    r.flushall()
+    from celery import group
+
+    t0 = time.perf_counter()
+    for _ in range(n // RUN_SIZE):
+        group(benchtasks.noop.s() for _ in range(RUN_SIZE)).apply_async()
+    grouped = n // RUN_SIZE * RUN_SIZE / (time.perf_counter() - t0)
+    r.flushall()
+    return enqueue, drain, grouped
 
 
 def rq(url: str, n: int, procs: int, workdir: Path) -> tuple[float, float]:
@@ -146,10 +159,14 @@ def farm_drain(farm: Any, settings: Any, store: JobStore, n: int, procs: int) ->
     return n / (last - first)
 
 
-def farm_submit(url: str, data_dir: Path, n: int, conns: int, workers: int) -> float:
+def farm_submit(url: str, data_dir: Path, n: int, conns: int, workers: int) -> tuple[float, float]:
+    """Jobs a second submitted over HTTP: a job per request, then in runs of RUN_SIZE."""
     with farm_api(url, data_dir, workers) as port:
         submit_load(port, min(n, 500), conns)  # warm up every worker
-        return n / submit_load(port, n, conns)[1]
+        single = n / submit_load(port, n, conns)[1]
+        submit_runs(port, min(n, 500) // RUN_SIZE, RUN_SIZE, conns)
+        ids, took = submit_runs(port, n // RUN_SIZE, RUN_SIZE, conns)
+        return single, len(ids) / took
 
 
 def redis_ops(port: int, password: str) -> float | None:
@@ -200,14 +217,14 @@ def run(n: int, conns: int) -> dict[str, Any]:
             progress("redis: redis-benchmark SET/GET")
             ops = redis_ops(farm.redis.port, farm.redis.password) if farm.redis else None
             progress(f"celery: {n} tasks, prefork x{procs}")
-            celery_enqueue, celery_drain = celery(url, n, procs, workdir)
+            celery_enqueue, celery_drain, celery_group = celery(url, n, procs, workdir)
             progress(f"rq: {n} jobs, SimpleWorker x{procs}")
             rq_enqueue, rq_drain = rq(url, n, procs, workdir)
             progress(f"farm: {n} no-op jobs, {procs} noop executors")
             drain = farm_drain(farm, resolved, store, n, procs)
             progress(f"farm: {n} submits over HTTP, {conns} connections, {procs} API workers")
             store.client.flushall()
-            submit = farm_submit(url, workdir / "farm", n, conns, procs)
+            submit, submit_runs_rate = farm_submit(url, workdir / "farm", n, conns, procs)
             progress("farm: claim latency at 100k queued / 1,000 tenants")
             claim = claim_p99_ms(store)
         finally:
@@ -217,7 +234,10 @@ def run(n: int, conns: int) -> dict[str, Any]:
         "celery_drain_jobs_per_s": round(celery_drain, 1),
         "rq_drain_jobs_per_s": round(rq_drain, 1),
         "farm_submit_jobs_per_s": round(submit, 1),
+        "farm_run_submit_jobs_per_s": round(submit_runs_rate, 1),
         "celery_enqueue_jobs_per_s": round(celery_enqueue, 1),
+        "celery_group_jobs_per_s": round(celery_group, 1),
+        "run_size": RUN_SIZE,
         "rq_enqueue_jobs_per_s": round(rq_enqueue, 1),
         "redis_ops_per_s": None if ops is None else round(ops, 1),
         "claim_p99_ms_at_100k": round(claim, 3),

@@ -29,7 +29,7 @@ DASHBOARDS = sorted((REPO / "dashboards").glob("*.json"))
 
 
 # Ratios whose denominator is 0 until jobs ran: (panel, refId).
-UNDEFINED_WITHOUT_TRAFFIC = {("Cache hit ratio", "A"), ("Cache throughput", "B")}
+UNDEFINED_WITHOUT_TRAFFIC = {("Cache hit ratio", "A"), ("Cache throughput", "B"), ("Runs", "B")}
 # Only pools with a capacity policy have autoscaler decisions.
 POLICY_ONLY = "farm_autoscaler_decisions_total"
 
@@ -132,12 +132,14 @@ def test_every_panel_has_data_on_a_fresh_farm_and_after_jobs(start_farm, tmp_pat
         pools = prom.get("/api/v1/label/pool/values", params={"match[]": "farm_queue_depth"}).json()["data"]
         assert set(pools) == {"default", "elastic"}  # what the dashboards' pool variable lists
 
-        # Work while Prometheus watches: builds that pass and fail, caches missed and hit.
+        # Work while Prometheus watches: builds that pass and fail, caches missed and hit, a run.
         spec = {"steps": [{"name": "s", "run": "mkdir -p d; echo x > d/f"}], "caches": [{"key": "k", "paths": ["d"]}]}
         ids = []
         for body in (spec, spec, {"steps": [{"name": "s", "run": "exit 1"}]}, spec):
             ids.append(client.post("/v1/jobs", json=body).json()["id"])
             wait_all(client, ids, 60)
+        run = client.post("/v1/runs", json={"name": "r", "jobs": [{"steps": [{"name": "s", "run": "true"}]}] * 2}).json()
+        wait_all(client, run["jobs"], 60)
         # Every target has numbers now, the ratios too (within the rate window of the jobs), and
         # the wait panels show the quantile itself, not the fallback.
         wait_for_data(fresh=False, timeout=30)
