@@ -89,6 +89,9 @@ class FarmCollector(Collector):
         start_failures = CounterMetricFamily("farm_executor_start_failures", "Executors that could not start their runtime "
                                              "(daemon unreachable, image missing...); /v1/queue has the latest reason.",
                                              labels=["pool"])  # fmt: skip
+        turn_errors = CounterMetricFamily("farm_autoscaler_errors", "Autoscaler turns of a pool that failed (the pool kept its "
+                                          "executors that turn; the other pools went on); /decisions has the error.",
+                                          labels=["pool"])  # fmt: skip
         decisions = CounterMetricFamily("farm_autoscaler_decisions", "Autoscaler turns, by policy and action (scale_up, scale_down, hold).",
                                         labels=["pool", "policy", "action"])  # fmt: skip
         restore_s = CounterMetricFamily("farm_cache_restore_seconds", "Time spent restoring dependency caches "
@@ -136,6 +139,7 @@ class FarmCollector(Collector):
             for (policy_kind, action), n in sorted(turns.items()):
                 decisions.add_metric([pool, policy_kind, action], n)
             start_failures.add_metric([pool], stats.executor_start_failures)
+            turn_errors.add_metric([pool], stats.autoscaler_errors)
         restarts = CounterMetricFamily("farm_restarts", "Parts of the farm that died and were started again "
                                        "(redis: the embedded server; executor: a static executor; warden; autoscaler).",
                                        labels=["component"])  # fmt: skip
@@ -145,7 +149,7 @@ class FarmCollector(Collector):
         fencing = GaugeMetricFamily("farm_jobs_fencing", "Jobs whose executor was lost, waiting for their node to kill what "
                                     "the attempt left before they run again.", value=self.store.client.zcard(self.store.keys.fencing))  # fmt: skip
         yield from (submitted, finished, lease, retries, depth, running, oldest, executors, wait, duration, restores, saves, cache_bytes,
-                    restore_s, sizing, decisions, start_failures, restarts, fencing)  # fmt: skip
+                    restore_s, sizing, decisions, start_failures, turn_errors, restarts, fencing)  # fmt: skip
         yield from self._runs()
 
     def _runs(self) -> Iterator[Metric]:

@@ -23,7 +23,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from farm.autoscale.policy import CapacityPolicy
+from farm.autoscale.policy import LivePolicy
 from farm.models import RUN_JOBS_MAX
 
 _config_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar("farm_config", default=None)
@@ -244,7 +244,7 @@ class Settings(BaseSettings):
     artifacts: ArtifactSettings = ArtifactSettings()
     webhooks: WebhookSettings = WebhookSettings()
     # Capacity policies by pool (the first version of each; later ones come through the API).
-    policies: dict[str, CapacityPolicy] = Field(default_factory=dict)
+    policies: dict[str, LivePolicy] = Field(default_factory=dict)
 
     @property
     def cache_dir(self) -> Path:

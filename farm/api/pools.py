@@ -13,13 +13,13 @@ from farm.api.auth import Principal, principal
 from farm.api.errors import COMMON, CONFLICT, FORBIDDEN, NOT_FOUND
 from farm.api.gate import ADMIN_ONLY
 from farm.api.public import DecisionsPublic, PolicyHistoryPublic, PolicyPublic, PoolsPublic
-from farm.autoscale.policy import CapacityPolicy
+from farm.autoscale.policy import LivePolicy
 from farm.errors import Forbidden, NotFound
 from farm.queue import summarize
 
 router = APIRouter(prefix="/v1/pools", tags=["pools"], responses=COMMON)
 Who = Annotated[Principal, Depends(principal)]
-_POLICY: TypeAdapter = TypeAdapter(CapacityPolicy)
+_POLICY: TypeAdapter = TypeAdapter(LivePolicy)
 
 
 def _pool(request: Request, name: str) -> str:
@@ -54,7 +54,7 @@ def get_policy(name: str, request: Request, who: Who) -> dict[str, Any]:
 )
 def put_policy(
     name: str,
-    body: CapacityPolicy,
+    body: LivePolicy,
     request: Request,
     who: Who,
     if_match: Annotated[str, Header(pattern=r"^[0-9]+$", description="the version being replaced")] = None,  # type: ignore[assignment]

@@ -113,14 +113,15 @@ class DecisionPublic(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     at: Timestamp
-    policy: str
+    policy: str | None
     version: int
-    inputs: DecisionInputs
-    current: int
-    desired: int
+    inputs: DecisionInputs | None = None  # None: the turn failed (see error)
+    current: int | None = None
+    desired: int | None = None
     reason: str
-    started: list[str]
-    drained: list[str]
+    started: list[str] = Field(default_factory=list)
+    drained: list[str] = Field(default_factory=list)
+    error: str | None = None  # the turn raised: this pool did not scale that turn (the others did)
 
 
 class DecisionsPublic(BaseModel):

@@ -34,7 +34,7 @@ from typing import Any
 import redis
 from pydantic import TypeAdapter, ValidationError
 
-from farm.autoscale.policy import CapacityPolicy, Snapshot, decide
+from farm.autoscale.policy import LivePolicy, Snapshot, decide
 from farm.errors import FarmError
 from farm.models import rfc3339
 from farm.queue import summarize
@@ -47,7 +47,7 @@ from farm.store.policies import PolicyStore
 log = logging.getLogger("farm.autoscaler")
 
 NAMESPACE = "farm"
-_POLICY: TypeAdapter = TypeAdapter(CapacityPolicy)
+_POLICY: TypeAdapter = TypeAdapter(LivePolicy)
 RECORD_EVERY_S = 60.0  # a decision that changes nothing is still recorded this often
 
 
@@ -275,9 +275,27 @@ class Autoscaler:
                 out[p.name] = self._turn(p)
             except FarmError as e:
                 log.warning("pool %s: autoscaler turn skipped: %s", p.name, e)
+            except Exception as e:  # noqa: BLE001 - one pool's failure must not stop the others
+                log.exception("pool %s: autoscaler turn failed", p.name)
+                self._failed(p, e)
         if out:
             self.fleet.request({pool: d["desired"] for pool, d in out.items()})
         return out
+
+    def _failed(self, p: _Pool, e: Exception) -> None:
+        """A pool whose turn raised: counted (farm_autoscaler_errors_total) and recorded as
+        its decision, so /decisions and the dashboard say why it stopped scaling."""
+        try:
+            now = self.clock()
+            with translated():
+                self.store.client.hincrby(self.store.keys.stats(p.name), "autoscaler_errors_total", 1)
+            self.policies.record_decision(p.name, {
+                "at": rfc3339(int(now * 1000)), "policy": p.policy.kind if p.policy else None, "version": p.version,
+                "reason": "the turn failed; this pool keeps its executors until a turn succeeds",
+                "error": f"{type(e).__name__}: {str(e)[:300]}",
+            })  # fmt: skip
+        except FarmError:
+            log.warning("pool %s: could not record the failed turn", p.name)
 
     def _turn(self, p: _Pool) -> dict[str, Any]:
         now = self.clock()

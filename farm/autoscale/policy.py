@@ -177,6 +177,11 @@ CapacityPolicy = Annotated[
     Union[ReactivePolicy, ScheduledPolicy, PredictivePolicy, JenkinsPolicy, GitLabPolicy, ArcPolicy, KedaPolicy],
     Field(discriminator="kind"),
 ]
+# What a pool may run live (the API, farm.yaml, the autoscaler): farm's own kinds. The peers
+# (jenkins, gitlab, arc, keda) are models of other systems for `farm simulate` to compare
+# against; ARC's and KEDA's one-shot executors are not something farm's executors do.
+LivePolicy = Annotated[Union[ReactivePolicy, ScheduledPolicy, PredictivePolicy], Field(discriminator="kind")]
+LIVE_KINDS = ("reactive", "scheduled", "predictive")
 
 
 # -- the shared steps ------------------------------------------------------------------------

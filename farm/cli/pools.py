@@ -120,7 +120,9 @@ def policy_decisions(pool: str, limit: Annotated[int, typer.Option(min=1, max=10
         return
     table = Table("at", "now", "want", "reason")
     for d in data["decisions"]:
-        table.add_row(str(d["at"])[11:19], str(d["current"]), str(d["desired"]), d["reason"])
+        shown = lambda v: "-" if v is None else str(v)  # noqa: E731 - a failed turn decided nothing
+        table.add_row(str(d["at"])[11:19], shown(d.get("current")), shown(d.get("desired")),
+                      f"{d['reason']}: {d['error']}" if d.get("error") else d["reason"])  # fmt: skip
     out.print(table)
 
 

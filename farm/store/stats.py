@@ -40,6 +40,7 @@ class PoolStats:
     sizing: dict[str, int] = field(default_factory=dict)  # desired, min, max
     decisions: dict[tuple[str, str], int] = field(default_factory=dict)  # (policy kind, action) -> turns
     executor_start_failures: int = 0  # executors whose runtime could not start
+    autoscaler_errors: int = 0  # autoscaler turns of the pool that raised (the other pools went on)
 
 
 def _histogram(raw: dict[str, str], name: str, bounds: tuple[float, ...]) -> Histogram:
@@ -88,4 +89,5 @@ def parse(raw: dict[str, str]) -> PoolStats:
         sizing={k: int(raw[f"{k}_executors"]) for k in ("desired", "min", "max") if f"{k}_executors" in raw},
         decisions={tuple(k.split(":", 1)): v for k, v in prefixed("autoscaler_decisions_total:").items()},  # type: ignore[misc]
         executor_start_failures=int(raw.get("executor_start_failures_total", 0)),
+        autoscaler_errors=int(raw.get("autoscaler_errors_total", 0)),
     )

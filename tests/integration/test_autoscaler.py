@@ -171,3 +171,47 @@ def test_a_stopped_autoscaler_leaves_its_executors_to_the_next_one(store, regist
         decision = second.run_once()["default"]
         assert decision["started"] == [] and decision["drained"] == []
     assert sorted(e.id for e in registry.list("default")) == before
+
+
+@pytest.mark.parametrize("kind", ["jenkins", "gitlab", "arc", "keda"])
+def test_a_peer_kind_is_refused_as_a_live_policy_naming_the_kinds(make_settings, kind):
+    """The peers are models for `farm simulate`; the live autoscaler runs farm's own kinds,
+    so the API and farm.yaml refuse a peer kind instead of storing what no turn can run."""
+    settings = make_settings(admin_token="adm")
+    with TestClient(create_app(settings), headers={"Authorization": "Bearer adm"}) as api:
+        r = api.put("/v1/pools/default/policy", json={"kind": kind})
+        assert r.status_code == 422
+        msg = str(r.json()["detail"])
+        assert all(k in msg for k in ("reactive", "scheduled", "predictive")), msg
+        assert api.get("/v1/pools/default/policy").json()["policy"] is None
+    with pytest.raises(ValueError, match="reactive"):
+        make_settings(policies={"default": {"kind": kind}})
+
+
+def test_a_pool_whose_turn_raises_leaves_the_others_scaling(store, registry, autoscaler, monkeypatch):
+    import farm.autoscale.live as live
+
+    a = autoscaler(pools=["default", "broken"], executors={"count": 0}, admin_token="adm")
+    policies = PolicyStore(store.client, store.keys)
+    for pool in ("default", "broken"):
+        policies.put(pool, {"kind": "reactive", "min": 1, "max": 2}, by="test")
+    real = live.decide
+
+    def decide(snap, policy, *, now):
+        if a.pools["broken"].memory is snap.memory and a.pools["broken"].policy is policy:
+            raise KeyError("a rule that does not exist")
+        return real(snap, policy, now=now)
+
+    monkeypatch.setattr(live, "decide", decide)
+    out = a.run_once()
+    assert out["default"]["desired"] == 1 and "broken" not in out
+    step_until(a, lambda: states(registry) == ["idle"], 60, "the good pool's executor")
+    failed = policies.decisions("broken")[0]
+    assert failed["error"].startswith("KeyError") and "desired" not in failed
+    with TestClient(create_app(a.settings), headers={"Authorization": "Bearer adm"}) as api:
+        failures = len([d for d in policies.decisions("broken", 1000) if "error" in d])
+        assert failures > 1 and f'farm_autoscaler_errors_total{{pool="broken"}} {failures}.0' in api.get("/metrics").text
+        assert 'farm_autoscaler_errors_total{pool="default"} 0.0' in api.get("/metrics").text
+        shown = api.get("/v1/pools/broken/decisions").json()["decisions"][0]
+        assert shown["error"].startswith("KeyError")
+    assert registry.list("broken") == []
