@@ -29,7 +29,7 @@ from pathlib import Path
 from agents.cache import JobCaches
 from agents.containment import Containment, Fenced, Unit
 from agents.logsink import LogSink
-from agents.runtimes.base import Runtime, StepContext
+from agents.runtimes.base import ImageBuilder, Runtime, StepContext
 from agents.watch import Watch
 from agents.workspace import Workspace, give, step_env
 from farm.artifacts import ArtifactStore, DirectoryStore
@@ -140,15 +140,14 @@ class Attempt:
 
     def _build(self, build: ImageBuild, log: LogSink, env: dict[str, str]) -> ImageResult | None:
         """An image job's build; None (noted in the log) when it failed."""
-        builder = getattr(self.runtime, "build_image", None)
-        if builder is None:
+        if not isinstance(self.runtime, ImageBuilder):
             log.note(f"image jobs need the docker or dind runtime; this executor runs {self.runtime.name}")
             return None
         log.note(f"building {', '.join(build.tags)} from {build.context}/{build.dockerfile}")
         ctx = StepContext(self.claim.job_id, self.workspace.path, env, log.write, self.stop, build.network, self.claim.attempt, self.unit)
         t0 = time.monotonic()
         try:
-            image = builder(build, self.workspace.path, ctx, self.settings.images.registry)
+            image = self.runtime.build_image(build, self.workspace.path, ctx, self.settings.images.registry)
         except RuntimeFailure as e:
             log.note(str(e))
             return None

@@ -4,6 +4,9 @@ A runtime runs a step to completion and returns its exit code, or kills it as so
 `ctx.stop` is set (cancel, timeout, lost lease) and returns then. It raises RuntimeFailure
 when it cannot run the step at all (no such image, daemon unreachable): that is farm's
 fault or the setup's, not the build's, and the job fails with `runtime_error`.
+
+A runtime that can also build images (docker, dind) is an `ImageBuilder` too; an image job
+on any other runtime fails with a note saying so.
 """
 
 from __future__ import annotations
@@ -12,10 +15,10 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from agents.containment import Unit
-from farm.models import Step
+from farm.models import ImageBuild, ImageResult, Step
 
 
 @dataclass(frozen=True)
@@ -52,3 +55,14 @@ class Runtime(Protocol):
 
     def close(self) -> None:
         """Release what prepare() took."""
+
+
+@runtime_checkable
+class ImageBuilder(Protocol):
+    """A runtime that builds images (an image job's `build`): `isinstance(runtime, ImageBuilder)`."""
+
+    def build_image(self, build: ImageBuild, workspace: Path, ctx: StepContext, registry: str | None) -> ImageResult:
+        """Build from `workspace / build.context`, the output into ctx.output; tag, and push
+        to `registry` if the build asks. Abandons the build as soon as ctx.stop is set.
+        Raises RuntimeFailure when the build fails or cannot be run."""
+        ...

@@ -48,9 +48,9 @@ from pathlib import Path
 
 import docker
 import docker.errors
-import requests.exceptions
 
 from agents.runtimes.docker import DockerRuntime
+from agents.runtimes.errors import DOCKER_ERRORS, docker_errors
 from agents.workspace import workspace_root
 from farm.errors import RuntimeFailure
 from farm.settings import Settings
@@ -58,7 +58,6 @@ from farm.settings import Settings
 log = logging.getLogger("farm.dind")
 
 SOCKET = "/var/run/docker.sock"  # where steps find the private daemon
-_DOCKER_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
 
 
 @dataclass
@@ -149,12 +148,15 @@ class DindRuntime(DockerRuntime):
         """The host's daemon: where farm starts private daemons and copies images from."""
         if self._host is None and not self._no_host and (self.dind.docker_host is None or self.dind.copy_images):
             try:
-                self._host = docker.from_env(timeout=120)
-                self._host.ping()
-            except _DOCKER_ERRORS:
+                host = docker.from_env(timeout=120)
+                host.ping()
+                self._host = host
+            except DOCKER_ERRORS as e:
+                # Beside a sidecar daemon, the host's is only where images are copied from:
+                # without it, steps and builds use what the sidecar has.
                 if self.dind.docker_host is None:
-                    raise
-                self._host, self._no_host = None, True
+                    raise RuntimeFailure(f"the host's docker daemon is unreachable: {e}") from e
+                self._no_host = True
         return self._host
 
     def prepare(self) -> None:
@@ -165,10 +167,8 @@ class DindRuntime(DockerRuntime):
             self._wait_ready(self.dind.docker_host, f"the docker daemon at {self.dind.docker_host}")
         else:
             try:
-                self._start_daemon()
-            except _DOCKER_ERRORS as e:
-                self.close()
-                raise RuntimeFailure(f"cannot start a private docker daemon: {e}") from e
+                with docker_errors("cannot start a private docker daemon"):
+                    self._start_daemon()
             except RuntimeFailure:
                 self.close()
                 raise
@@ -187,7 +187,7 @@ class DindRuntime(DockerRuntime):
             host.containers.get(self.container_name).remove(force=True)
             log.warning("removed %s, left by an executor that did not drain", self.container_name)
         except docker.errors.NotFound:
-            pass
+            pass  # none left: the usual case, not a failure
         except docker.errors.APIError:  # being removed already (the node's warden fencing it): wait until it is gone
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
@@ -204,10 +204,9 @@ class DindRuntime(DockerRuntime):
             "dockerd", "--host=unix:///run/dind/docker.sock", "--bridge=none", "--iptables=false", "--ip-masq=false",
             f"--storage-driver={self.dind.storage_driver}", f"--group={(self.step_owner or (0, os.getgid()))[1]}",  # steps' gid
         ]  # fmt: skip
-        try:
+        with docker_errors(f"cannot read {self.dind.image!r} from the host's daemon",
+                           missing=f"image {self.dind.image!r} is not on the host's daemon (images/build.sh executor-dind)"):
             host.images.get(self.dind.image)  # never pulled: create would try a public registry
-        except docker.errors.ImageNotFound as e:
-            raise RuntimeFailure(f"image {self.dind.image!r} is not on the host's daemon (images/build.sh executor-dind)") from e
         container = host.containers.create(
             self.dind.image,
             command=command,
@@ -249,22 +248,22 @@ class DindRuntime(DockerRuntime):
                 self._client = docker.DockerClient(base_url=url, timeout=120)  # asks the daemon its version
                 self._url = url
                 return
-            except _DOCKER_ERRORS as e:
+            except DOCKER_ERRORS as e:  # not up yet: the loop's business, reported below if it never is
                 error = e
             if self.container_name and self._host is not None:
                 try:
                     if self._host.containers.get(self.container_name).status == "exited":
                         break
                 except docker.errors.NotFound:
-                    break
+                    break  # gone: it will not answer either
             time.sleep(0.1)
         detail = ""
         if self.container_name and self._host is not None:
             try:
                 logs = self._host.containers.get(self.container_name).logs(tail=15).decode(errors="replace")
                 detail = f"; its last words:\n{logs}"
-            except _DOCKER_ERRORS:
-                pass
+            except DOCKER_ERRORS:
+                pass  # only a detail of the failure below
         raise RuntimeFailure(f"{what} did not answer within {self.dind.start_timeout_s:.0f}s ({error}){detail}")
 
     # -- what steps and builds see ------------------------------------------------------
@@ -280,27 +279,22 @@ class DindRuntime(DockerRuntime):
         host = self.host if self.dind.copy_images else None
         if host is None:
             return  # the daemon pulls it, or the step/build says it is missing
-        try:
-            want = host.api.inspect_image(image)["Id"]
-        except docker.errors.ImageNotFound:
-            return
-        except _DOCKER_ERRORS as e:
-            raise RuntimeFailure(f"cannot read {image!r} from the host's daemon: {e}") from e
-        try:
-            if self.client.api.inspect_image(image)["Id"] == want:
-                return
-        except docker.errors.ImageNotFound:
-            pass
-        except _DOCKER_ERRORS as e:
-            raise RuntimeFailure(f"docker: {e}") from e
-        try:
+        reading = f"cannot read {image!r} from the host's daemon"
+        with docker_errors(reading):
+            try:
+                want = host.api.inspect_image(image)["Id"]
+            except docker.errors.ImageNotFound:
+                return  # not the host's to give: the step or build says it is missing
+        with docker_errors("docker"):
+            try:
+                if self.client.api.inspect_image(image)["Id"] == want:
+                    return
+            except docker.errors.ImageNotFound:
+                pass  # copied below
+        with docker_errors(reading):
             stream = host.api.get_image(image)
-        except _DOCKER_ERRORS as e:
-            raise RuntimeFailure(f"cannot read {image!r} from the host's daemon: {e}") from e
-        try:
+        with docker_errors(f"cannot copy {image!r} into the private daemon"):
             self.client.api.load_image(stream)
-        except _DOCKER_ERRORS as e:
-            raise RuntimeFailure(f"cannot copy {image!r} into the private daemon: {e}") from e
         log.info("copied %s into %s", image, self.container_name or self.dind.docker_host)
 
     def _step_mounts(self) -> dict[str, dict[str, str]]:
@@ -321,9 +315,9 @@ class DindRuntime(DockerRuntime):
                 try:
                     api.remove_container(container["Id"], force=True, v=True)
                 except docker.errors.NotFound:
-                    pass
+                    pass  # gone already: what we wanted
             api.prune_volumes()
-        except _DOCKER_ERRORS as e:
+        except DOCKER_ERRORS as e:  # best effort after the job's end, not its failure; the next end tries again
             log.warning("could not clear the private daemon after job %s: %s", job_id, e)
 
     # -- teardown -----------------------------------------------------------------------
@@ -335,7 +329,7 @@ class DindRuntime(DockerRuntime):
                 self.client.api.prune_images(filters={"dangling": False})
                 self.client.api.prune_builds()
                 log.info("pruned the layer store of %s: %d bytes of images", self.container_name, used)
-        except _DOCKER_ERRORS as e:
+        except DOCKER_ERRORS as e:  # a housekeeping chore at drain: skipped, not a failure
             log.warning("layer store prune skipped: %s", e)
 
     def close(self) -> None:
@@ -352,8 +346,8 @@ class DindRuntime(DockerRuntime):
                 container.stop(timeout=15)  # dockerd shuts its containers and store down cleanly
                 container.remove(force=True)
             except docker.errors.NotFound:
-                pass
-            except _DOCKER_ERRORS as e:
+                pass  # gone already: what we wanted
+            except DOCKER_ERRORS as e:  # teardown goes on; the next daemon of this store removes it first
                 log.warning("could not remove %s: %s", self.container_name, e)
         self.container_name = None
         if self.lease is not None:

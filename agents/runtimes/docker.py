@@ -28,10 +28,10 @@ from pathlib import Path
 
 import docker
 import docker.errors
-import requests.exceptions
 from docker.utils import parse_bytes
 
 from agents.runtimes.base import StepContext
+from agents.runtimes.errors import DOCKER_ERRORS, docker_errors
 from farm.errors import RuntimeFailure
 from farm.models import ImageBuild, ImageResult, Step
 from farm.settings import DockerSettings
@@ -126,31 +126,25 @@ class DockerRuntime:
     @property
     def client(self) -> docker.DockerClient:
         if self._client is None:
-            try:
+            with docker_errors("docker daemon unreachable"):
                 self._client = docker.from_env(timeout=60)
-            except docker.errors.DockerException as e:
-                raise RuntimeFailure(f"docker daemon unreachable: {e}") from e
         return self._client
 
     def prepare(self) -> None:
-        try:
+        with docker_errors("docker daemon unreachable"):
             self.client.ping()
-        except (docker.errors.DockerException, requests.exceptions.RequestException) as e:
-            raise RuntimeFailure(f"docker daemon unreachable: {e}") from e
-
 
     # Hooks for the dind runtime, which runs the same steps against a private daemon.
     def _ensure_image(self, image: str) -> None:
         """Make `image` available to the daemon; the host daemon has what it has."""
 
     def _has_image(self, image: str) -> bool:
-        try:
-            self.client.api.inspect_image(image)
-            return True
-        except docker.errors.ImageNotFound:
-            return False
-        except (docker.errors.DockerException, requests.exceptions.RequestException) as e:
-            raise RuntimeFailure(f"docker: {e}") from e
+        with docker_errors("docker"):
+            try:
+                self.client.api.inspect_image(image)
+            except docker.errors.ImageNotFound:  # the answer, not a failure
+                return False
+        return True
 
     def _step_mounts(self) -> dict[str, dict[str, str]]:
         return {}
@@ -166,14 +160,10 @@ class DockerRuntime:
         with ctx.unit.guard() if ctx.unit is not None else nullcontext():
             container = self._create(image, step, ctx)
         try:
-            return self._run(container, ctx)
-        except (docker.errors.DockerException, requests.exceptions.RequestException) as e:
-            raise RuntimeFailure(f"docker failed while running the step: {e}") from e
+            with docker_errors("docker failed while running the step"):
+                return self._run(container, ctx)
         finally:
-            try:
-                container.remove(force=True, v=True)  # its anonymous volumes (an image's VOLUME) too
-            except docker.errors.DockerException:
-                pass
+            self._remove_quietly(container.id)  # its anonymous volumes (an image's VOLUME) too
 
     def labels(self, ctx: StepContext) -> dict[str, str]:
         labels = {"farm.job": ctx.job_id, "farm.attempt": str(ctx.attempt)}
@@ -183,7 +173,8 @@ class DockerRuntime:
 
     def _create(self, image: str, step: Step, ctx: StepContext):  # type: ignore[no-untyped-def]
         tmpfs = {"/tmp": "rw,nosuid,nodev,size=256m"} if self.settings.read_only_rootfs else None
-        try:
+        missing = f"image {image!r} is not on the docker daemon (farm does not pull images)"
+        with docker_errors(f"cannot create a container of {image!r}", missing=missing):
             return self.client.containers.create(
                 image,
                 entrypoint=["/bin/sh", "-c"],  # a step is a shell script, whatever the image's entrypoint
@@ -203,10 +194,6 @@ class DockerRuntime:
                 labels=self.labels(ctx),
                 detach=True,
             )
-        except docker.errors.ImageNotFound as e:
-            raise RuntimeFailure(f"image {image!r} is not on the docker daemon (farm does not pull images)") from e
-        except (docker.errors.DockerException, requests.exceptions.RequestException) as e:
-            raise RuntimeFailure(f"cannot create a container of {image!r}: {e}") from e
 
     def _run(self, container, ctx: StepContext) -> int:  # type: ignore[no-untyped-def]
         container.start()
@@ -231,7 +218,7 @@ class DockerRuntime:
                 try:
                     container.kill()
                 except docker.errors.APIError:
-                    pass  # already exited
+                    pass  # it exited meanwhile: what the kill was for (not a failure to map)
                 waiter.join(10)
                 break
         reader.join(2.0)
@@ -300,10 +287,12 @@ class DockerRuntime:
         return str(got["id"])
 
     def _remove_quietly(self, container: str) -> None:
+        """Best effort, never a failure of the step: a container gone already is what we
+        wanted, and one that stays is labelled for end_job and the node's warden."""
         try:
             self.client.api.remove_container(container, force=True, v=True)
-        except (docker.errors.DockerException, requests.exceptions.RequestException):
-            pass  # gone already
+        except DOCKER_ERRORS:
+            pass
 
     def build_image(self, build: ImageBuild, workspace: Path, ctx: StepContext, registry: str | None) -> ImageResult:
         """Build on the host daemon (DooD) from the workspace, tag, and push if asked. The
@@ -318,7 +307,7 @@ class DockerRuntime:
             if not self._has_image(base) and not (registry and base.startswith(f"{registry}/")):
                 raise RuntimeFailure(f"base image {base!r} is not on the docker daemon, and farm pulls base images "
                                      f"only from images.registry ({registry or 'none is set'})")  # fmt: skip
-        try:
+        with docker_errors("docker"):
             image_id = self._run_build(build, context, ctx)
             for tag in build.tags[1:]:
                 api.tag(image_id, *_split(tag))
@@ -331,8 +320,6 @@ class DockerRuntime:
                     api.tag(image_id, repo, name)
                     digest = self._push(repo, name, ctx)
                     pushed.append(f"{repo}:{name}@{digest}")
-        except docker.errors.DockerException as e:
-            raise RuntimeFailure(f"docker: {e}") from e
         return ImageResult(id=image_id, tags=build.tags, pushed=pushed, digest=digest)
 
     def _push(self, repo: str, tag: str, ctx: StepContext) -> str:
@@ -355,8 +342,8 @@ class DockerRuntime:
         try:
             for container in self.client.containers.list(all=True, filters={"label": f"farm.job={job_id}"}):
                 container.remove(force=True, v=True)
-        except (docker.errors.DockerException, requests.exceptions.RequestException):
-            pass  # the next job's end tries again for its own; these are labelled for an operator
+        except DOCKER_ERRORS:
+            pass  # best effort after the job's end, not its failure: these are labelled for the warden and an operator
 
     def close(self) -> None:
         if self._client is not None:

@@ -4,6 +4,15 @@ Executors report themselves (state changes and a presence beat while idle); the 
 finish scripts flip busy/idle in the same step, so a job costs no extra report. An executor
 not seen for `stale_s` no longer counts. The registry is advisory (for /v1/queue, metrics
 and the autoscaler): job safety never depends on it, only on leases.
+
+An entry's state is the last one written, by whichever writer came last: the executor's
+reports (`report`, including a beat of the same state), claim.lua (busy) and finish.lua
+(idle, unless draining). It is not a state machine and has no transition table to
+enforce: the writers do not read before they write, an entry that expired comes back in
+whatever state the next report says, `stopped` deletes the entry, and the real sequences
+include starting -> draining (a drain during start), draining -> busy (a claim that raced
+the drain) and a late idle beat over draining, each corrected by the next write. What
+is checked: every state the scripts write is an ExecutorState (tests/unit).
 """
 
 from __future__ import annotations
@@ -14,7 +23,7 @@ from enum import StrEnum
 
 import redis
 
-from farm.store.jobs import translated
+from farm.store.client import translated
 from farm.store.keys import EXECUTOR_TTL_MS, Keys
 
 
@@ -25,18 +34,6 @@ class ExecutorState(StrEnum):
     DRAINING = "draining"
     STOPPED = "stopped"
 
-
-TRANSITIONS: dict[ExecutorState, frozenset[ExecutorState]] = {
-    ExecutorState.STARTING: frozenset({ExecutorState.IDLE, ExecutorState.STOPPED}),  # ready, or failed to start
-    ExecutorState.IDLE: frozenset(
-        {ExecutorState.BUSY, ExecutorState.DRAINING}  # claimed a job; asked to drain while idle
-    ),
-    ExecutorState.BUSY: frozenset(
-        {ExecutorState.IDLE, ExecutorState.DRAINING}  # job done; asked to drain mid-job
-    ),
-    ExecutorState.DRAINING: frozenset({ExecutorState.STOPPED}),  # current job (if any) done
-    ExecutorState.STOPPED: frozenset(),
-}
 
 START_FAILURE = "last_start_failure"  # stats hash field: JSON {executor, reason, at_ms} of the latest
 
