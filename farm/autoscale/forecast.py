@@ -47,12 +47,15 @@ back to the pooled, all-hours buffer until that passes.
 from __future__ import annotations
 
 import bisect
+import math
 from collections import deque
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
 
 import numpy as np
+
+from farm.autoscale.policy import MemoryDocError, doc_number, read_bool, read_int, read_list, read_number, read_object
 
 HOURS = 168
 CELLS = 2 * HOURS  # each hour of the week, quiet or active
@@ -62,6 +65,42 @@ PRIOR_S = 36000.0  # how much a parent's rate weighs in a cell, in seconds of th
 WARMUP_S = 86400.0  # history before plans by the hour are used (and checked against the waits)
 CALIBRATION_PRIOR = 50.0  # late jobs: how much the forecast is trusted before it is checked
 _ARRIVED, _SEEN = itemgetter(0), itemgetter(1)  # of a pending arrival
+
+
+# -- the forecaster as a document: its fields by kind (see Forecaster.to_doc) ------------------
+FORECASTER_SCHEMA = 1
+# finite numbers, each with the least it may be
+_SCALARS = {"window_s": 0.0, "lead_s": 0.0, "budget_share": 0.0, "replan_s": 0.0, "active_s": 0.0, "target_s": 0.0,
+            "hold_s": 0.0, "forecast": 0.0}  # fmt: skip
+_FLAGS = ("on_demand", "fallback")
+_OPTIONAL = ("seen_until", "first_seen")  # a finite number or None
+_COUNTS = ("pooled", "started", "late", "called_late")
+# the arrays: shape, dtype, and whether they hold whole numbers (counts)
+_ARRAYS = {"hist": ((CELLS, K_MAX + 1), np.float64, True), "exposure": ((CELLS,), np.float64, False),
+           "buffers": ((CELLS,), np.int64, True), "expected": ((CELLS,), np.float64, False)}  # fmt: skip
+_DOC_FIELDS = ("schema", *_SCALARS, *_FLAGS, *_OPTIONAL, *_COUNTS, "planned_at", "calibrating_from", "samples", "pending",
+               "history", "outcomes", *_ARRAYS)  # fmt: skip
+
+
+def _read_array(v: Any, what: str, shape: tuple[int, ...], dtype: type, whole: bool) -> np.ndarray:
+    """An array of this shape and dtype from a document: each value in [0, 2**53] (counts,
+    seconds, shares), and a whole number if `whole`."""
+    d = read_object(v, what, ("dtype", "shape", "data"))
+    if d["dtype"] != np.dtype(dtype).name or d["shape"] != list(shape):
+        raise MemoryDocError(f"{what}: {d['dtype']!r:.20} {d['shape']!r:.40}, not {np.dtype(dtype).name} {list(shape)}")
+    data = read_list(d["data"], f"{what}.data", length=math.prod(shape))
+    kinds = (int,) if np.issubdtype(dtype, np.integer) else (int, float)
+    if not all(type(x) in kinds for x in data):
+        raise MemoryDocError(f"{what}.data: not all {'integers' if kinds == (int,) else 'numbers'}")
+    try:
+        a = np.array(data, dtype=dtype).reshape(shape)
+    except (OverflowError, ValueError) as e:
+        raise MemoryDocError(f"{what}.data: {e}") from e
+    if not (np.isfinite(a).all() and (a >= 0).all() and (a <= 2**53).all()):
+        raise MemoryDocError(f"{what}.data: values not within [0, 2**53]")
+    if whole and (a != np.floor(a)).any():
+        raise MemoryDocError(f"{what}.data: values not whole numbers")
+    return a
 
 
 def hour_of_week(t: float) -> int:
@@ -188,6 +227,64 @@ class Forecaster:
         on_demand = policy.target_p95_s >= lead_s
         return cls(window, lead_s, on_demand, (1 - policy.quantile) * policy.safety, policy.replan_s, policy.active_s,
                    policy.target_p95_s, policy.hold_s(lead_s))  # fmt: skip
+
+    # -- as a document (what the autoscaler keeps in Redis; see policy.py's Memory.to_doc) ----
+
+    def to_doc(self) -> dict[str, Any]:
+        """What this forecaster learned as a JSON-able document: every field, the deques as
+        lists, the arrays as {"dtype", "shape", "data"} (data flat, row-major). The derived
+        `_steps` and `_k_seen` are left out: they are rebuilt from the fields."""
+        n = doc_number
+        doc: dict[str, Any] = {"schema": FORECASTER_SCHEMA}
+        doc.update({name: n(getattr(self, name)) for name in _SCALARS})
+        doc.update({name: bool(getattr(self, name)) for name in _FLAGS})
+        doc.update({name: None if getattr(self, name) is None else n(getattr(self, name)) for name in _OPTIONAL})
+        doc.update({name: int(getattr(self, name)) for name in _COUNTS})
+        doc["planned_at"], doc["calibrating_from"] = n(self.planned_at), n(self.calibrating_from)
+        doc["samples"] = [[n(t), n(k)] for t, k in self.samples]
+        doc["pending"] = [[n(t), n(seen), int(c), int(place), int(planned), n(expected)]
+                          for t, seen, c, place, planned, expected in self.pending]  # fmt: skip
+        doc["history"] = [n(t) for t in self.history]
+        doc["outcomes"] = [[int(late), n(expected)] for late, expected in self.outcomes]
+        for name, (shape, dtype, _) in _ARRAYS.items():
+            a = getattr(self, name)
+            if a.shape != shape or not np.isfinite(a).all():
+                raise ValueError(f"forecaster.{name}: shape {a.shape} or values not finite")
+            doc[name] = {"dtype": np.dtype(dtype).name, "shape": list(shape), "data": a.astype(dtype).ravel().tolist()}
+        return doc
+
+    @classmethod
+    def from_doc(cls, doc: Any) -> "Forecaster":
+        """The forecaster a document holds; MemoryDocError if it is of another schema version
+        or does not read as this one (types, lengths, shapes, values out of range)."""
+        d = read_object(doc, "forecaster", _DOC_FIELDS)
+        if type(d["schema"]) is not int or d["schema"] != FORECASTER_SCHEMA:
+            raise MemoryDocError(f"forecaster: schema {d['schema']!r:.40}, this farm reads schema {FORECASTER_SCHEMA}")
+        kw: dict[str, Any] = {name: read_number(d[name], f"forecaster.{name}", lo=lo) for name, lo in _SCALARS.items()}
+        kw.update({name: read_bool(d[name], f"forecaster.{name}") for name in _FLAGS})
+        kw.update({name: None if d[name] is None else read_number(d[name], f"forecaster.{name}") for name in _OPTIONAL})
+        kw.update({name: read_int(d[name], f"forecaster.{name}", lo=0) for name in _COUNTS})
+        kw["planned_at"] = read_number(d["planned_at"], "forecaster.planned_at", infinite=True)
+        kw["calibrating_from"] = read_number(d["calibrating_from"], "forecaster.calibrating_from", infinite=True)
+        samples = deque()
+        for i, s in enumerate(read_list(d["samples"], "forecaster.samples")):
+            what = f"forecaster.samples[{i}]"
+            t, k = read_list(s, what, length=2)
+            samples.append((read_number(t, what), read_number(k, what, lo=0)))
+        pending = deque()
+        for i, p in enumerate(read_list(d["pending"], "forecaster.pending")):
+            what = f"forecaster.pending[{i}]"
+            t, seen, c, place, planned, expected = read_list(p, what, length=6)
+            pending.append((read_number(t, what), read_number(seen, what), read_int(c, what, lo=0, hi=CELLS), read_int(place, what),
+                            read_int(planned, what, lo=0), float(read_number(expected, what, lo=0))))  # fmt: skip
+        history = deque(read_number(t, f"forecaster.history[{i}]") for i, t in enumerate(read_list(d["history"], "forecaster.history")))  # fmt: skip
+        outcomes: deque = deque(maxlen=RECENT)
+        for i, o in enumerate(read_list(d["outcomes"], "forecaster.outcomes", most=RECENT)):
+            what = f"forecaster.outcomes[{i}]"
+            late, expected = read_list(o, what, length=2)
+            outcomes.append((read_int(late, what, lo=0, hi=2), float(read_number(expected, what, lo=0))))
+        arrays = {name: _read_array(d[name], f"forecaster.{name}", *spec) for name, spec in _ARRAYS.items()}
+        return cls(samples=samples, pending=pending, history=history, outcomes=outcomes, **arrays, **kw)
 
     @property
     def jobs_seen(self) -> int:

@@ -18,6 +18,7 @@ busy one, so no running job is killed.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Annotated, Any, ClassVar, Literal, Union
@@ -199,6 +200,39 @@ class Memory:
     limits: _Limits = field(default_factory=_Limits)
     own: Any = None  # the policy's own memory
 
+    def to_doc(self, kind: str) -> dict[str, Any]:
+        """This memory, of a policy of this kind, as a JSON-able document (see "what a policy
+        learned, as a document" below)."""
+        if kind not in _OWN_DOCS:
+            raise ValueError(f"a {kind} policy's memory has no document (only {', '.join(_OWN_DOCS)})")
+        lim = self.limits
+        return {
+            "schema": MEMORY_SCHEMA, "kind": kind,
+            "limits": {"below_since": None if lim.below_since is None else doc_number(lim.below_since),
+                       "window_start": doc_number(lim.window_start), "started_in_window": int(lim.started_in_window)},
+            "own": None if self.own is None else _OWN_DOCS[kind][0](self.own),
+        }  # fmt: skip
+
+    @classmethod
+    def from_doc(cls, doc: Any, kind: str) -> "Memory":
+        """The memory a document holds, for a policy of this kind; MemoryDocError if it is of
+        another schema version, another kind, or malformed."""
+        d = read_object(doc, "memory", ("schema", "kind", "limits", "own"))
+        if type(d["schema"]) is not int or d["schema"] != MEMORY_SCHEMA:
+            raise MemoryDocError(f"memory: schema {_show(d['schema'])}, this farm reads schema {MEMORY_SCHEMA}")
+        if d["kind"] != kind:
+            raise MemoryDocError(f"memory: what a {_show(d['kind'])} policy learned, not a {kind} policy")
+        if kind not in _OWN_DOCS:
+            raise MemoryDocError(f"memory: a {kind} policy's memory has no document")
+        lim = read_object(d["limits"], "memory.limits", ("below_since", "window_start", "started_in_window"))
+        limits = _Limits(
+            below_since=None if lim["below_since"] is None else read_number(lim["below_since"], "memory.limits.below_since"),
+            window_start=read_number(lim["window_start"], "memory.limits.window_start"),
+            started_in_window=read_int(lim["started_in_window"], "memory.limits.started_in_window", lo=0),
+        )
+        own = None if d["own"] is None else _OWN_DOCS[kind][1](d["own"])
+        return cls(limits, own)
+
 
 def _enforce_bounds(desired: int, policy: _Policy) -> int:
     return max(policy.min, min(policy.max, desired))
@@ -284,7 +318,9 @@ def _window_state(w: Window, now: float, prev: _WindowState | None) -> _WindowSt
 
 @raw("scheduled")
 def _scheduled(snap: Snapshot, policy: ScheduledPolicy, now: float, own: Any) -> tuple[int, str, Any]:
-    states = list(own) if own else [None] * len(policy.windows)
+    # (a state per window, in order; a memory of other windows, e.g. kept from an older
+    # version of the policy, is started afresh: the states only cache cron arithmetic)
+    states = list(own) if own and len(own) == len(policy.windows) else [None] * len(policy.windows)
     idle, floor, why = policy.idle, 0, "no window open"
     for i, w in enumerate(policy.windows):
         states[i] = _window_state(w, now, states[i])
@@ -306,3 +342,141 @@ def _predictive(snap: Snapshot, policy: PredictivePolicy, now: float, own: Any) 
 
 def ceil_div(a: float, b: float) -> int:
     return int(math.ceil(a / b)) if b else 0
+
+
+# -- what a policy learned, as a document ----------------------------------------------------
+#
+# The autoscaler keeps each pool's Memory in Redis so a restarted one resumes (the store's
+# farm.store.learned): as a plain JSON document, never pickle, so reading one runs no code.
+# A document names its layout (`schema`) and the policy's kind:
+#
+#     {"schema": 1, "kind": "predictive",
+#      "limits": {"below_since": null | t, "window_start": t, "started_in_window": n},
+#      "own": null | the kind's own memory}
+#
+# where `own` is null for `reactive` (it learns nothing), a list of each window's
+# {"open_until", "next_open", "checked"} (or null, not yet checked) for `scheduled`, and
+# Forecaster.to_doc() for `predictive`. JSON has no infinities: "inf" and "-inf" stand for
+# them where a field may hold one. Changing a layout means a new schema number; a document
+# of another number, or one that does not read as its schema says (wrong types, lengths,
+# shapes, values out of range), raises MemoryDocError, and the caller starts afresh.
+
+MEMORY_SCHEMA = 1
+
+
+class MemoryDocError(ValueError):
+    """A document of learned memory this farm cannot take: another schema version, or malformed."""
+
+
+def doc_number(x: float) -> int | float | str:
+    """A number for a document: an int stays an int, a float a float (JSON gives both back
+    exactly), an infinity becomes "inf" or "-inf"."""
+    if isinstance(x, bool) or not isinstance(x, numbers.Real):
+        raise TypeError(f"not a number: {x!r}")
+    if isinstance(x, numbers.Integral):
+        return int(x)
+    x = float(x)
+    if math.isnan(x):
+        raise ValueError("NaN in learned memory")
+    return x if math.isfinite(x) else ("inf" if x > 0 else "-inf")
+
+
+_INT64 = 2**63
+
+
+def _show(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def read_number(v: Any, what: str, *, lo: float | None = None, infinite: bool = False) -> int | float:
+    """A finite number (or, if `infinite`, "inf"/"-inf") from a document, at least `lo`."""
+    if type(v) is int and -_INT64 <= v < _INT64 or type(v) is float and math.isfinite(v):
+        out: int | float = v
+    elif infinite and v in ("inf", "-inf"):
+        out = float(v)
+    else:
+        raise MemoryDocError(f"{what}: {_show(v)} is not a {'' if infinite else 'finite '}number")
+    if lo is not None and out < lo:
+        raise MemoryDocError(f"{what}: {_show(v)} is below {lo:g}")
+    return out
+
+
+def read_int(v: Any, what: str, *, lo: int | None = None, hi: int | None = None) -> int:
+    """An integer from a document, in [lo, hi)."""
+    if type(v) is not int or not -_INT64 <= v < _INT64:
+        raise MemoryDocError(f"{what}: {_show(v)} is not an integer")
+    if lo is not None and v < lo or hi is not None and v >= hi:
+        raise MemoryDocError(f"{what}: {v} is out of range")
+    return v
+
+
+def read_bool(v: Any, what: str) -> bool:
+    if type(v) is not bool:
+        raise MemoryDocError(f"{what}: {_show(v)} is not true or false")
+    return v
+
+
+def read_list(v: Any, what: str, *, length: int | None = None, most: int | None = None) -> list[Any]:
+    """A list from a document: of exactly `length` items, or at most `most`."""
+    if type(v) is not list:
+        raise MemoryDocError(f"{what}: {_show(v)} is not a list")
+    if length is not None and len(v) != length or most is not None and len(v) > most:
+        raise MemoryDocError(f"{what}: a list of {len(v)}, not {length if length is not None else f'at most {most}'}")
+    return v
+
+
+def read_object(v: Any, what: str, names: tuple[str, ...]) -> dict[str, Any]:
+    """An object from a document with exactly these fields."""
+    if type(v) is not dict:
+        raise MemoryDocError(f"{what}: {_show(v)} is not an object")
+    if set(v) != set(names):
+        missing, extra = sorted(set(names) - set(v)), sorted(set(v) - set(names))
+        raise MemoryDocError(f"{what}: " + "; ".join(
+            ([f"lacks {', '.join(missing)}"] if missing else []) + ([f"has unknown {', '.join(map(_show, extra))}"] if extra else [])))  # fmt: skip
+    return v
+
+
+def _reactive_own_doc(own: Any) -> Any:
+    raise ValueError(f"a reactive policy learns nothing, yet its memory holds {_show(own)}")
+
+
+def _reactive_own(doc: Any) -> Any:
+    raise MemoryDocError(f"memory.own: a reactive policy learns nothing, not {_show(doc)}")
+
+
+_WINDOW_FIELDS = ("open_until", "next_open", "checked")
+
+
+def _scheduled_own_doc(own: Any) -> list[dict[str, Any] | None]:
+    return [None if s is None else {f: doc_number(getattr(s, f)) for f in _WINDOW_FIELDS} for s in own]
+
+
+def _scheduled_own(doc: Any) -> tuple[_WindowState | None, ...]:
+    states: list[_WindowState | None] = []
+    for i, s in enumerate(read_list(doc, "memory.own")):
+        if s is None:
+            states.append(None)
+            continue
+        what = f"memory.own[{i}]"
+        s = read_object(s, what, _WINDOW_FIELDS)
+        states.append(_WindowState(**{f: read_number(s[f], f"{what}.{f}") for f in _WINDOW_FIELDS}))
+    return tuple(states)
+
+
+def _predictive_own_doc(own: Any) -> dict[str, Any]:
+    return own.to_doc()
+
+
+def _predictive_own(doc: Any) -> Any:
+    from farm.autoscale.forecast import Forecaster
+
+    return Forecaster.from_doc(doc)
+
+
+# each live kind's own memory: (to a document, from one)
+_OWN_DOCS: dict[str, tuple[Callable[[Any], Any], Callable[[Any], Any]]] = {
+    "reactive": (_reactive_own_doc, _reactive_own),
+    "scheduled": (_scheduled_own_doc, _scheduled_own),
+    "predictive": (_predictive_own_doc, _predictive_own),
+}

@@ -43,7 +43,8 @@ only place a key is named.
     {p}cachelru:{tenant}    zset    a tenant's cache entry ids by last use (ms)
     {p}cachebytes:{tenant}  hash    a tenant's cache bytes by tier
     {p}cacherefs            hash    blob digest -> entries referring to it
-    {p}learned:{pool}       string  what the pool's policy learned (pickled), so a restarted autoscaler resumes
+    {p}learned:{pool}       string  what the pool's policy learned, so a restarted autoscaler resumes: JSON
+                                    {schema, kind, limits, own} (farm.autoscale.policy.Memory.to_doc), no pickle
     {p}demand:{pool}        stream  arrivals (field a: queued_at ms) and starts (field w: wait ms), capped,
                                     read by the autoscaler
     {p}run:{id}             hash    one run: tenant, name, labels, jobs (JSON list of ids), created/started/finished,

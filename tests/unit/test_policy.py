@@ -80,6 +80,16 @@ def test_scheduled_windows_follow_cron_in_their_timezone():
     assert decide(snap(), ScheduledPolicy(windows=[Window(cron="0 9 * * *", duration_s=60, min=4)]), now=MONDAY_9 - 3600 + 30).desired == 0
 
 
+def test_a_scheduled_memory_of_other_windows_starts_afresh():
+    """A policy version with a window more (or fewer) than the memory it inherits decides
+    from its own windows instead of failing every turn."""
+    one = ScheduledPolicy(windows=[Window(cron="0 9 * * *", duration_s=3600, idle=2)])
+    two = ScheduledPolicy(windows=[Window(cron="0 9 * * *", duration_s=3600, idle=2), Window(cron="0 10 * * *", duration_s=3600, idle=7)])
+    kept = decide(snap(), one, now=MONDAY_9 + 60).memory
+    assert decide(snap(memory=kept), two, now=MONDAY_9 + 3600 + 60).desired == 7
+    assert decide(snap(memory=decide(snap(), two, now=MONDAY_9).memory), one, now=MONDAY_9 + 60).desired == 2
+
+
 def test_arc_is_min_runners_plus_assigned():
     d = decide(snap(queued=2, running=3, idle=4), ArcPolicy(min_runners=4, max=100), now=0)
     assert d.desired == 9 and ArcPolicy().one_shot
