@@ -29,11 +29,11 @@ from agents.workspace import Workspace, give
 from farm.cache import archive
 from farm.cache.archive import path_inside
 from farm.cache.blobs import DirectoryBlobStore
-from farm.cache.index import CacheIndex
 from farm.cache.scope import Scope, Tier, check_key, files_digest, render
 from farm.errors import FarmError
 from farm.models import CacheResult, CacheSpec
 from farm.settings import Settings
+from farm.store.cache_index import CacheIndex
 from farm.store.jobs import Claim, JobStore
 
 MB = 1_000_000
@@ -144,7 +144,6 @@ class JobCaches:
         self.specs = claim.spec.caches
         self.settings = settings
         self.index = CacheIndex(store.client, DirectoryBlobStore(settings.cache_dir), store.keys)
-        self.stats_key = store.keys.stats(claim.spec.pool)
         self.scope = job_scope(claim)
         self.limits = archive.Limits(settings.cache.max_entry_bytes, settings.cache.max_entry_files)
         self.results: list[CacheResult] = []
@@ -168,14 +167,10 @@ class JobCaches:
         return render(template, env=self.claim.spec.env, hash_files=self._hash_files)
 
     def _count(self, *fields: str, **amounts: float) -> None:
-        """Add 1 to each field and each amount to its field, in one round trip."""
+        """Add 1 to each field and each amount to its field of the pool's stats, in one round
+        trip; metrics are advisory, so a failure is not the job's."""
         try:
-            pipe = self.index.client.pipeline(transaction=False)
-            for field in fields:
-                pipe.hincrby(self.stats_key, field, 1)
-            for field, n in amounts.items():
-                (pipe.hincrbyfloat if isinstance(n, float) else pipe.hincrby)(self.stats_key, field, n)
-            pipe.execute()
+            self.index.count(self.claim.spec.pool, *fields, **amounts)
         except Exception:  # noqa: BLE001 - metrics are advisory
             pass
 

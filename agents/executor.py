@@ -28,8 +28,9 @@ from agents.watch import Watch
 from agents.workspace import sweep, workspace_root
 from farm.errors import FarmError, RuntimeFailure
 from farm.settings import Settings
+from farm.store.client import connect
 from farm.store.executors import ExecutorRegistry, ExecutorState
-from farm.store.jobs import JobStore, connect
+from farm.store.jobs import JobStore
 from farm.store.nodes import count_restart
 
 log = logging.getLogger("farm.executor")

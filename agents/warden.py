@@ -33,8 +33,9 @@ from agents.cache import overlays_possible, unmount_under
 from agents.containment import FENCED, Containment
 from agents.workspace import workspace_root
 from farm import loops
-from farm.settings import Settings
-from farm.store.jobs import JobStore, connect
+from farm.settings import RAY_NAMESPACE, Settings
+from farm.store.client import connect
+from farm.store.jobs import JobStore
 from farm.store.nodes import NodeBook, count_restart
 
 log = logging.getLogger("farm.warden")
@@ -275,12 +276,10 @@ def ensure_warden(settings: Settings, instance: str, plain: dict) -> object:  # 
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    from farm.autoscale.live import NAMESPACE
-
     node = node_name(settings)
     here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
     return (
         warden_actor()
-        .options(name=f"warden-{instance}-{node}", namespace=NAMESPACE, lifetime="detached", get_if_exists=True, scheduling_strategy=here)
+        .options(name=f"warden-{instance}-{node}", namespace=RAY_NAMESPACE, lifetime="detached", get_if_exists=True, scheduling_strategy=here)
         .remote(plain, node)
     )

@@ -42,7 +42,8 @@ from agents.workspace import Workspace  # noqa: E402
 from farm.cache import archive  # noqa: E402
 from farm.models import JobSpec, JobState  # noqa: E402
 from farm.settings import Settings  # noqa: E402
-from farm.store.jobs import Claim, JobStore, connect  # noqa: E402
+from farm.store.client import connect
+from farm.store.jobs import Claim, JobStore  # noqa: E402
 from farm.store.server import EmbeddedRedis  # noqa: E402
 
 REQUIREMENTS = """\

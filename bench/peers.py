@@ -35,7 +35,8 @@ import redis
 from harness import NOOP, farm_api, progress, submit_load, submit_runs
 
 from farm.models import JobSpec, parse_rfc3339
-from farm.store.jobs import JobStore, connect
+from farm.store.client import connect
+from farm.store.jobs import JobStore
 
 WORKER_MODULE = textwrap.dedent(
     """

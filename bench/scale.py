@@ -31,6 +31,7 @@ import copy
 import cProfile
 import csv
 import io
+import json
 import math
 import multiprocessing as mp
 import os
@@ -260,8 +261,9 @@ def live_turns(args: argparse.Namespace, policy: PredictivePolicy, learned: list
     demand stream, its memory the learned one; Ray left out (a fleet that starts nothing)."""
     import farm.autoscale.live as live
     from farm.settings import Settings
+    from farm.store.client import connect
     from farm.store.executors import ExecutorRegistry
-    from farm.store.jobs import JobStore, connect
+    from farm.store.jobs import JobStore
     from farm.store.policies import PolicyStore
     from farm.store.server import EmbeddedRedis
 
@@ -345,7 +347,7 @@ def _claimer_proc(url: str, pools: list[str], first: int, count: int, start_at: 
         uvloop.install()
     except ImportError:
         pass
-    from farm.store.jobs import connect, connect_async
+    from farm.store.client import connect, connect_async
     from farm.store.keys import Keys
     from farm.store.lua import Scripts
 
@@ -377,7 +379,9 @@ def _claimer_proc(url: str, pools: list[str], first: int, count: int, start_at: 
                     counts["claims"] += 1
                 if job_s:  # the job runs (exponential, mean job_s)
                     await asyncio.sleep(rng.expovariate(1 / job_s))
-                await scripts.acall("finish", got[0], got[1], "succeeded", 0, "", "[]", "[]", "", 0, "[]", "", 0, "")
+                await scripts.acall("finish", json.dumps({"id": got[0], "attempt": str(got[1]), "state": "succeeded", "exit_code": "0",
+                                                          "error": "", "steps": "[]", "artifacts": "[]", "caches": "[]", "image": "",
+                                                          "warnings": "", "log": "", "log_cap": 0, "log_head": 0}))  # fmt: skip
 
         cpu0 = time.process_time()
         await asyncio.gather(*(executor(i) for i in range(first, first + count)))
@@ -396,7 +400,8 @@ def _server_stats(client: Any) -> dict[str, float]:
 
 def claim_part(args: argparse.Namespace) -> dict[str, Any]:
     from farm.models import JobSpec, JobState
-    from farm.store.jobs import JobStore, connect
+    from farm.store.client import connect
+    from farm.store.jobs import JobStore
     from farm.store.server import EmbeddedRedis
 
     args.workdir.mkdir(parents=True, exist_ok=True)

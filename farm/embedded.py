@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from farm.errors import FarmError
-from farm.settings import Settings
+from farm.settings import RAY_NAMESPACE, Settings
 from farm.store.server import EmbeddedRedis, _write_private
 
 log = logging.getLogger("farm.up")
@@ -127,9 +127,9 @@ class EmbeddedFarm:
         warden beats, and a fresh farm first clears what a crashed one left running."""
         import ray
 
-        from agents.executor import actor_settings
-        from agents.warden import ensure_warden
-        from farm.store.jobs import JobStore, connect
+        from farm.actors import actor_settings, ensure_warden
+        from farm.store.client import connect
+        from farm.store.jobs import JobStore
 
         init_ray(address=settings.ray.address)
         self.instance = JobStore(connect(settings.redis_url or "")).instance()
@@ -137,15 +137,15 @@ class EmbeddedFarm:
         ray.get(self.warden.run_once.remote(), timeout=60)
 
     def start_autoscaler(self, settings: Settings) -> None:
-        from agents.executor import actor_settings
-        from farm.autoscale.live import NAMESPACE, autoscaler_actor
+        from farm.actors import actor_settings
+        from farm.autoscale.live import autoscaler_actor
 
         init_ray(address=settings.ray.address)
         plain = actor_settings(settings)
-        self.autoscaler = autoscaler_actor().options(name="autoscaler", namespace=NAMESPACE).remote(plain)
+        self.autoscaler = autoscaler_actor().options(name="autoscaler", namespace=RAY_NAMESPACE).remote(plain)
 
     def start_executors(self, settings: Settings) -> None:
-        from agents.executor import actor_settings, executor_actor
+        from farm.actors import actor_settings, executor_actor
 
         init_ray(address=settings.ray.address)
         actor = executor_actor()
@@ -204,15 +204,14 @@ class EmbeddedFarm:
         On a cluster farm joined, the wardens go too (a Ray of farm's own goes down whole)."""
         import ray
 
-        from farm.autoscale.live import NAMESPACE
 
         if self.warden is None or not ray.is_initialized():
             return
         wardens = []
         for actor in ray.util.list_named_actors(all_namespaces=True):
-            if actor["namespace"] == NAMESPACE and actor["name"].startswith(f"warden-{self.instance}-"):
+            if actor["namespace"] == RAY_NAMESPACE and actor["name"].startswith(f"warden-{self.instance}-"):
                 try:
-                    wardens.append(ray.get_actor(actor["name"], namespace=NAMESPACE))
+                    wardens.append(ray.get_actor(actor["name"], namespace=RAY_NAMESPACE))
                 except ValueError:
                     pass
         refs = [w.kill_all.remote() for w in wardens]
@@ -233,9 +232,9 @@ class EmbeddedFarm:
     def _scaled_executors(self) -> list[Any]:
         import ray
 
-        from farm.autoscale.live import NAMESPACE, executor_name
+        from farm.autoscale.live import executor_name
+        from farm.store.client import connect
         from farm.store.executors import ExecutorRegistry
-        from farm.store.jobs import connect
 
         found = []
         try:
@@ -246,7 +245,7 @@ class EmbeddedFarm:
             return []
         for executor_id in ids:
             try:
-                found.append(ray.get_actor(executor_name(executor_id), namespace=NAMESPACE))
+                found.append(ray.get_actor(executor_name(executor_id), namespace=RAY_NAMESPACE))
             except ValueError:
                 pass  # a static one (already in self.actors) or gone
         return found

@@ -13,21 +13,20 @@ executor target of pools without a policy (their configured static executor coun
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping
 
-import redis
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from farm.errors import FarmError
 from farm.models import TERMINAL
-from farm.queue import summarize
 from farm.store.executors import ExecutorRegistry
 from farm.store.jobs import JobStore
 from farm.store.nodes import RESTARTED, NodeBook
-from farm.store.stats import Histogram, parse, parse_runs
+from farm.store.scrape import StatsBook
+from farm.store.stats import Histogram, RunStats
+from farm.store.summary import summarize
 
 # The bounded label values, exported at 0 before anything happens.
 CACHE_RESTORE_OUTCOMES = ("hit", "partial", "miss", "error")
@@ -61,7 +60,7 @@ class FarmCollector(Collector):
         (the scrape still succeeds, so the alert can say what is wrong)."""
         try:
             families = list(self._families())
-        except (redis.RedisError, FarmError):
+        except FarmError:
             yield GaugeMetricFamily("farm_redis_up", "Whether this API replica can read Redis.", value=0)
             return
         yield GaugeMetricFamily("farm_redis_up", "Whether this API replica can read Redis.", value=1)
@@ -97,15 +96,9 @@ class FarmCollector(Collector):
         restore_s = CounterMetricFamily("farm_cache_restore_seconds", "Time spent restoring dependency caches "
                                         "(with farm_cache_bytes: restore throughput).", labels=["pool"])  # fmt: skip
 
-        pipe = self.store.client.pipeline(transaction=False)
-        for pool in self.pools:
-            pipe.hgetall(self.store.keys.stats(pool))
-            pipe.hget(self.store.keys.policy(pool), "policy")
-        raw = pipe.execute()
+        scrape = StatsBook(self.store.client, self.store.keys).scrape(self.pools)
         summaries = summarize(self.store, self.registry, self.pools)
-        for pool, summary, h, policy in zip(self.pools, summaries, raw[::2], raw[1::2], strict=True):
-            stats = parse(h)
-            kind = (json.loads(policy) or {}).get("kind") if policy else None
+        for pool, summary, (stats, kind) in zip(self.pools, summaries, scrape.pools, strict=True):
             submitted.add_metric([pool], stats.submitted)
             for outcome in sorted(TERMINAL):
                 finished.add_metric([pool, outcome.value], stats.finished.get(outcome.value, 0))
@@ -147,13 +140,12 @@ class FarmCollector(Collector):
         for component in RESTARTED:
             restarts.add_metric([component], counted.get(component, 0))
         fencing = GaugeMetricFamily("farm_jobs_fencing", "Jobs whose executor was lost, waiting for their node to kill what "
-                                    "the attempt left before they run again.", value=self.store.client.zcard(self.store.keys.fencing))  # fmt: skip
+                                    "the attempt left before they run again.", value=scrape.fencing)  # fmt: skip
         yield from (submitted, finished, lease, retries, depth, running, oldest, executors, wait, duration, restores, saves, cache_bytes,
                     restore_s, sizing, decisions, start_failures, turn_errors, restarts, fencing)  # fmt: skip
-        yield from self._runs()
+        yield from self._runs(scrape.runs)
 
-    def _runs(self) -> Iterator[Metric]:
-        stats = parse_runs(self.store.client.hgetall(self.store.keys.runstats))
+    def _runs(self, stats: RunStats) -> Iterator[Metric]:
         yield CounterMetricFamily("farm_runs_submitted", "Runs submitted (POST /v1/runs).", value=stats.submitted)
         ended = CounterMetricFamily("farm_runs", "Runs that ended (every job ended), by outcome.", labels=["outcome"])
         for outcome in RUN_OUTCOMES:

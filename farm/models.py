@@ -17,9 +17,20 @@ import re
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, WithJsonSchema, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    WithJsonSchema,
+    field_serializer,
+    field_validator,
+)
 
+from farm.cache.scope import check_template
 from farm.errors import FarmError, IllegalTransition
+from farm.paths import safe_path
 
 
 class JobState(StrEnum):
@@ -151,8 +162,6 @@ class CacheSpec(_Strict):
     def _key_template(cls, v: str | list[str]) -> str | list[str]:
         """A key is checked at submit as far as it can be without the workspace: its
         expressions parse, hashFiles paths stay inside, and the rest makes a valid key."""
-        from farm.cache.scope import check_template
-
         for template in [v] if isinstance(v, str) else v:
             try:
                 check_template(template)
@@ -163,8 +172,6 @@ class CacheSpec(_Strict):
     @field_validator("paths")
     @classmethod
     def _relative(cls, v: list[str]) -> list[str]:
-        from farm.cache.archive import safe_path
-
         try:
             return [safe_path(p) for p in v]
         except FarmError as e:
@@ -186,8 +193,6 @@ class ImageBuild(_Strict):
     @field_validator("dockerfile", "context")
     @classmethod
     def _inside(cls, v: str) -> str:
-        from farm.cache.archive import safe_path
-
         if v == ".":
             return v
         try:
@@ -370,6 +375,12 @@ class Job(BaseModel):
     @property
     def pool(self) -> str:
         return self.spec.pool
+
+    @field_serializer("spec")
+    def _shown(self, spec: JobSpec) -> JobSpec:
+        """A job leaves farm (an API answer, a webhook, `--json`) with its literal secret
+        values redacted, whichever path made it: the redaction is the serialisation's."""
+        return spec.redacted()
 
 
 # -- runs: a CI pipeline's jobs, submitted, followed and cancelled as one ---------------------

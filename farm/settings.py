@@ -107,6 +107,9 @@ class ExecutorSettings(BaseModel):
     node: Annotated[str | None, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")] = None
 
 
+RAY_NAMESPACE = "farm"  # the Ray namespace of farm's named actors (executors, wardens, the autoscaler)
+
+
 class RaySettings(BaseModel):
     # A Ray cluster to join (its GCS address, host:port, run from one of its nodes); unset,
     # `farm up` starts a Ray of its own on loopback. FARM_RAY__ADDRESS or `--ray-address`.

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from farm import loops
 from farm.errors import FarmError
-from farm.store.jobs import connect
+from farm.store.client import connect
 from farm.store.nodes import NodeBook
 
 if TYPE_CHECKING:

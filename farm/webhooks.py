@@ -26,10 +26,11 @@ from urllib.parse import urlsplit
 import httpx
 
 from farm import loops
-from farm.errors import FarmError, InvalidInput
+from farm.errors import InvalidInput, NotFound
 from farm.settings import Settings, TenantConfig
-from farm.store.jobs import JobStore, translated
+from farm.store.jobs import JobStore
 from farm.store.runs import RunStore
+from farm.store.webhooks import WebhookBook
 
 log = logging.getLogger("farm.webhooks")
 
@@ -81,37 +82,35 @@ class Deliverer:
     def __init__(self, store: JobStore, settings: Settings, *, workers: int = 4) -> None:
         self.store, self.settings = store, settings
         self.runs = RunStore(store)
+        self.book = WebhookBook(store)
         self.conf = settings.webhooks
         self.tenants = {t.name: t for t in settings.tenants}
         self.http = httpx.Client(timeout=self.conf.timeout_s, follow_redirects=False)
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="webhook")
 
     def run_once(self) -> int:
-        ids = self.store.claim_webhooks(lease_s=self.conf.timeout_s + 5, limit=100)
+        ids = self.book.claim(lease_s=self.conf.timeout_s + 5, limit=100)
         list(self.pool.map(self.deliver, ids))
         return len(ids)
 
-    def _due(self, due: str) -> tuple[str, str, str | None, bytes, str] | None:
-        """What a due entry sends: (its hash key, tenant, url, body, event); None when its
-        job or run is gone. Entries are job ids, or "run:<id>" for a run's webhook."""
-        k = self.store.keys
+    def _due(self, due: str) -> tuple[str, str | None, bytes, str] | None:
+        """What a due entry sends: (tenant, url, body, event); None when its job or run is
+        gone. Entries are job ids, or "run:<id>" for a run's webhook."""
         try:
             if due.startswith("run:"):
                 run = self.runs.get(due[4:])
-                return k.run(run.id), run.tenant, run.callback_url, run.model_dump_json().encode(), "run.finished"
+                return run.tenant, run.callback_url, run.model_dump_json().encode(), "run.finished"
             job = self.store.get(due)
-            return k.job(job.id), job.tenant, job.spec.callback_url, job.model_dump_json().encode(), "job.finished"
-        except FarmError:
+            return job.tenant, job.spec.callback_url, job.model_dump_json().encode(), "job.finished"
+        except NotFound:
             return None
 
     def deliver(self, due: str) -> bool:
-        k = self.store.keys
         found = self._due(due)
         if found is None:
-            with translated():
-                self.store.client.zrem(k.webhooks, due)
+            self.book.forget(due)
             return False
-        key, tenant_name, url, body, event = found
+        tenant_name, url, body, event = found
         tenant = self.tenants.get(tenant_name)
         error = None
         if not permitted(url or "", tenant):
@@ -130,29 +129,19 @@ class Deliverer:
             try:
                 r = self.http.post(url or "", content=body, headers=headers)
                 if 200 <= r.status_code < 300:
-                    with translated():
-                        pipe = self.store.client.pipeline(transaction=True)
-                        pipe.zrem(k.webhooks, due)
-                        pipe.hset(key, "webhook", "delivered")
-                        pipe.execute()
+                    self.book.delivered(due)
                     return True
                 error = f"HTTP {r.status_code}"
             except httpx.HTTPError as e:
                 error = f"{type(e).__name__}: {e}"
-            with translated():
-                attempts = self.store.client.hincrby(key, "webhook_attempts", 1)
-        with translated():
-            pipe = self.store.client.pipeline(transaction=True)
-            if attempts >= self.conf.max_attempts:
-                log.warning("webhook %s failed for good: %s", due, error)
-                pipe.zrem(k.webhooks, due)
-                pipe.hset(key, "webhook", "failed")
-            else:
-                delay = min(self.conf.backoff_s * 2 ** (attempts - 1), self.conf.max_backoff_s)
-                log.info("webhook %s: %s; retry %d in %.1fs", due, error, attempts, delay)
-                s, us = self.store.client.time()
-                pipe.zadd(k.webhooks, {due: s * 1000 + us // 1000 + int(delay * 1000)})
-            pipe.execute()
+            attempts = self.book.attempt_failed(due)
+        if attempts >= self.conf.max_attempts:
+            log.warning("webhook %s failed for good: %s", due, error)
+            self.book.give_up(due)
+        else:
+            delay = min(self.conf.backoff_s * 2 ** (attempts - 1), self.conf.max_backoff_s)
+            log.info("webhook %s: %s; retry %d in %.1fs", due, error, attempts, delay)
+            self.book.retry_in(due, delay)
         return False
 
     def drain(self) -> None:

@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from farm.settings import Settings
+from farm.store.client import connect
 from farm.store.executors import ExecutorRegistry
-from farm.store.jobs import JobStore, connect
+from farm.store.jobs import JobStore
 from farm.store.server import EmbeddedRedis
 
 REPO = Path(__file__).resolve().parent.parent

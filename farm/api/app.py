@@ -18,17 +18,17 @@ from farm import __version__
 from farm.api import caches, health, jobs, pools, queue, runs
 from farm.api.auth import TokenBook
 from farm.api.errors import errors_as_json, farm_error, http_error, validation_error
-from farm.api.gate import Gate
-from farm.api.jobs import Followers
+from farm.api.gate import Followers, Gate
 from farm.artifacts import DirectoryStore
 from farm.cache.blobs import DirectoryBlobStore
-from farm.cache.index import CacheIndex
 from farm.errors import FarmError
 from farm.metrics import make_registry
 from farm.reaper import Reaper
 from farm.settings import Settings
+from farm.store.cache_index import CacheIndex
+from farm.store.client import connect, connect_async
 from farm.store.executors import ExecutorRegistry
-from farm.store.jobs import JobStore, connect, connect_async
+from farm.store.jobs import JobStore
 from farm.store.policies import PolicyStore
 from farm.store.runs import RunStore
 from farm.webhooks import Deliverer
@@ -58,8 +58,7 @@ def create_app(settings: Settings, *, store: JobStore | None = None) -> FastAPI:
             thread.join(5)
         if deliverer is not None:
             deliverer.close()
-        if store.aclient is not None:
-            await store.aclient.aclose()
+        await store.aclose()
 
     app = FastAPI(title="farm", version=__version__, lifespan=lifespan)
     app.state.settings = settings

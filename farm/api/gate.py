@@ -29,7 +29,7 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from farm.api.auth import TokenBook
-from farm.errors import Unauthorized
+from farm.errors import TooManyRequests, Unauthorized
 
 ADMIN_ONLY = "x-farm-admin-only"  # openapi_extra marker of a route only the admin token may call
 
@@ -113,3 +113,22 @@ async def _refuse(scope: Scope, receive: Receive, send: Send, status: int, detai
     # The body is left unread: the server closes the connection rather than drain it.
     response = JSONResponse({"detail": detail}, status_code=status, headers={**(headers or {}), "Connection": "close"})
     await response(scope, receive, send)
+
+
+class Followers:
+    """Live log followers per tenant, in this API process: a tenant past `cap` gets a 429, so
+    one tenant's hung-up or hoarded streams cannot take the server from others."""
+
+    def __init__(self, cap: int, max_s: float) -> None:
+        self.cap, self.max_s = cap, max_s
+        self.count: dict[str, int] = {}
+
+    def admit(self, tenant: str) -> None:
+        if self.count.get(tenant, 0) >= self.cap:
+            raise TooManyRequests(f"{self.cap} log followers of tenant {tenant!r} are open already; close one or retry later")
+        self.count[tenant] = self.count.get(tenant, 0) + 1
+
+    def leave(self, tenant: str) -> None:
+        self.count[tenant] -= 1
+        if not self.count[tenant]:
+            del self.count[tenant]

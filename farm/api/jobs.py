@@ -9,19 +9,21 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
+from fastapi import APIRouter, Header, Query, Response, status
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
 from farm import permissions, secrets
-from farm.api.auth import Principal, principal
+from farm.api.auth import Principal
+from farm.api.deps import Artifacts, Config, Following, Jobs, Stopping, Tenant, Who
 from farm.api.errors import COMMON, CONFLICT, FORBIDDEN, NOT_FOUND
 from farm.artifacts import safe_name
-from farm.errors import Forbidden, InvalidInput, NotFound, TooManyRequests
+from farm.errors import Forbidden, InvalidInput, NotFound
 from farm.logtext import LogView
 from farm.models import ArtifactInfo, Job, JobSpec, JobState, unsupported
+from farm.settings import Settings, TenantConfig
 from farm.store.jobs import JobStore, Submitted
 from farm.webhooks import check_callback
 
@@ -33,14 +35,6 @@ class JobsPage(BaseModel):
     next_cursor: str | None
 
 
-async def store(request: Request) -> JobStore:
-    return request.app.state.store
-
-
-Who = Annotated[Principal, Depends(principal)]
-Store = Annotated[JobStore, Depends(store)]
-
-
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
@@ -50,24 +44,23 @@ Store = Annotated[JobStore, Depends(store)]
 )
 async def submit(
     spec: JobSpec,
-    request: Request,
     response: Response,
     who: Who,
-    jobs: Store,
+    jobs: Jobs,
+    config: Config,
+    tenant: Tenant,
     idempotency_key: Annotated[str, Header(max_length=200, pattern=r"^[\x21-\x7e]+$")] = None,  # type: ignore[assignment]
 ) -> Job:
-    pools = request.app.state.settings.pools
-    if spec.pool not in pools:
-        raise InvalidInput(f"unknown pool {spec.pool!r}; pools are: {', '.join(pools)}", ("body", "pool"))
-    got = await _submit(request, who, jobs, spec, idempotency_key=idempotency_key)
+    if spec.pool not in config.pools:
+        raise InvalidInput(f"unknown pool {spec.pool!r}; pools are: {', '.join(config.pools)}", ("body", "pool"))
+    got = await _submit(config, tenant, who, jobs, spec, idempotency_key=idempotency_key)
     if not got.created:
         response.status_code = status.HTTP_200_OK
     return got.job
 
 
-async def _submit(request: Request, who: Principal, jobs: JobStore, spec: JobSpec, **kw: Any) -> Submitted:
-    tenant = request.app.state.tenants.get(who.tenant)
-    for loc, why in unsupported(spec, request.app.state.settings.executors.runtime):
+async def _submit(config: Settings, tenant: TenantConfig | None, who: Principal, jobs: JobStore, spec: JobSpec, **kw: Any) -> Submitted:
+    for loc, why in unsupported(spec, config.executors.runtime):
         raise InvalidInput(why, ("body", *loc))  # a setting the runtime would ignore: say so now
     permissions.check_job(spec, tenant, admin=who.admin)
     check_callback(spec.callback_url, tenant)
@@ -75,10 +68,10 @@ async def _submit(request: Request, who: Principal, jobs: JobStore, spec: JobSpe
 
 
 @router.post("/{job_id}/rerun", status_code=status.HTTP_201_CREATED, response_model=Job, responses={**NOT_FOUND, **FORBIDDEN})
-async def rerun_job(job_id: str, request: Request, who: Who, jobs: Store) -> Job:
+async def rerun_job(job_id: str, who: Who, jobs: Jobs, config: Config, tenant: Tenant) -> Job:
     """Submit the same spec again as a new job linked to this one (rerun_of)."""
     spec = await run_in_threadpool(_spec_to_rerun, jobs, who, job_id)
-    return (await _submit(request, who, jobs, spec, rerun_of=job_id)).job
+    return (await _submit(config, tenant, who, jobs, spec, rerun_of=job_id)).job
 
 
 def _spec_to_rerun(jobs: JobStore, who: Principal, job_id: str) -> JobSpec:
@@ -89,7 +82,7 @@ def _spec_to_rerun(jobs: JobStore, who: Principal, job_id: str) -> JobSpec:
 @router.get("", response_model=JobsPage, responses=FORBIDDEN)
 def list_jobs(
     who: Who,
-    jobs: Store,
+    jobs: Jobs,
     state: JobState | None = None,
     pool: Annotated[str | None, Query(max_length=63)] = None,
     tenant: Annotated[str | None, Query(max_length=63, description="one tenant's jobs (the admin; a tenant sees its own)")] = None,
@@ -104,20 +97,20 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=Job, responses=NOT_FOUND)
-def get_job(job_id: str, who: Who, jobs: Store) -> Job:
+def get_job(job_id: str, who: Who, jobs: Jobs) -> Job:
     job = jobs.get(job_id)
     who.check_can_see(job)
     return job
 
 
 @router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=Job, responses={**NOT_FOUND, **CONFLICT})
-def cancel_job(job_id: str, who: Who, jobs: Store) -> Job:
+def cancel_job(job_id: str, who: Who, jobs: Jobs) -> Job:
     who.check_can_see(jobs.get(job_id))
     return jobs.cancel(job_id)
 
 
 @router.get("/{job_id}/artifacts", response_model=list[ArtifactInfo], responses=NOT_FOUND)
-def list_artifacts(job_id: str, who: Who, jobs: Store) -> list[ArtifactInfo]:
+def list_artifacts(job_id: str, who: Who, jobs: Jobs) -> list[ArtifactInfo]:
     job = jobs.get(job_id)
     who.check_can_see(job)
     return job.artifacts
@@ -134,13 +127,13 @@ _ARTIFACT = {
 
 
 @router.get("/{job_id}/artifacts/{name:path}", response_class=StreamingResponse, responses={200: _ARTIFACT, **NOT_FOUND})
-def get_artifact(job_id: str, name: str, request: Request, who: Who, jobs: Store) -> StreamingResponse:
+def get_artifact(job_id: str, name: str, who: Who, jobs: Jobs, artifacts: Artifacts) -> StreamingResponse:
     job = jobs.get(job_id)
     who.check_can_see(job)
     info = next((a for a in job.artifacts if a.name == safe_name(name)), None)
     if info is None:
         raise NotFound(f"no artifact {name!r} for job {job_id}")
-    f = request.app.state.artifacts.open(job.id, job.attempt, info.name)
+    f = artifacts.open(job.id, job.attempt, info.name)
 
     def chunks() -> Iterator[bytes]:
         with f:
@@ -154,25 +147,6 @@ def get_artifact(job_id: str, name: str, request: Request, who: Who, jobs: Store
         "Digest": f"sha-256={base64.b64encode(bytes.fromhex(info.sha256)).decode()}",
     }
     return StreamingResponse(chunks(), media_type="application/octet-stream", headers=headers)
-
-
-class Followers:
-    """Live log followers per tenant, in this API process: a tenant past `cap` gets a 429, so
-    one tenant's hung-up or hoarded streams cannot take the server from others."""
-
-    def __init__(self, cap: int, max_s: float) -> None:
-        self.cap, self.max_s = cap, max_s
-        self.count: dict[str, int] = {}
-
-    def admit(self, tenant: str) -> None:
-        if self.count.get(tenant, 0) >= self.cap:
-            raise TooManyRequests(f"{self.cap} log followers of tenant {tenant!r} are open already; close one or retry later")
-        self.count[tenant] = self.count.get(tenant, 0) + 1
-
-    def leave(self, tenant: str) -> None:
-        self.count[tenant] -= 1
-        if not self.count[tenant]:
-            del self.count[tenant]
 
 
 class _Following(StreamingResponse):
@@ -231,9 +205,10 @@ def _skip(data: str, skip: int) -> tuple[str, int]:
 @router.get("/{job_id}/log", response_class=PlainTextResponse, responses=NOT_FOUND)
 async def get_log(
     job_id: str,
-    request: Request,
     who: Who,
-    jobs: Store,
+    jobs: Jobs,
+    followers: Following,
+    stopping: Stopping,
     follow: bool = False,
     offset: Annotated[int, Query(ge=0, description="bytes of the log to skip (where an earlier read ended)")] = 0,
     timestamps: Annotated[bool, Query(description="prefix each line with the time it was written")] = False,
@@ -241,9 +216,8 @@ async def get_log(
     job = await run_in_threadpool(jobs.get, job_id)
     who.check_can_see(job)
     if follow:
-        followers: Followers = request.app.state.followers
         followers.admit(who.tenant)
-        stream = _follow(jobs, job_id, offset=offset, max_s=followers.max_s, stopping=request.app.state.stopping, timestamps=timestamps)
+        stream = _follow(jobs, job_id, offset=offset, max_s=followers.max_s, stopping=stopping, timestamps=timestamps)
         return _Following(stream, on_close=lambda: followers.leave(who.tenant))
     text = await run_in_threadpool(_whole_log, jobs, job_id, timestamps)
     return PlainTextResponse(text.encode()[offset:].decode(errors="replace") if offset else text)

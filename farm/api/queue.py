@@ -7,35 +7,34 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 
 from farm.api.auth import principal
+from farm.api.deps import Config, Jobs, Registry
 from farm.api.errors import COMMON, FORBIDDEN, NOT_FOUND
 from farm.api.gate import ADMIN_ONLY
 from farm.api.public import ExecutorsPublic, QueuePublic
 from farm.errors import NotFound
 from farm.models import rfc3339
-from farm.queue import summarize
 from farm.store.nodes import NodeBook
+from farm.store.summary import summarize
 
 router = APIRouter(prefix="/v1", tags=["queue"], dependencies=[Depends(principal)], responses=COMMON)
 
 
 @router.get("/executors", response_model=ExecutorsPublic, responses={**FORBIDDEN, **NOT_FOUND}, openapi_extra={ADMIN_ONLY: True})
-def executors(request: Request, pool: Annotated[str | None, Query(max_length=63)] = None) -> dict[str, Any]:
-    st = request.app.state
-    if pool is not None and pool not in st.settings.pools:
+def executors(config: Config, registry: Registry, pool: Annotated[str | None, Query(max_length=63)] = None) -> dict[str, Any]:
+    if pool is not None and pool not in config.pools:
         raise NotFound(f"no pool {pool}")
     found = []
-    for name in [pool] if pool else st.settings.pools:
-        for e in st.registry.list(name):
+    for name in [pool] if pool else config.pools:
+        for e in registry.list(name):
             found.append({"id": e.id, "pool": e.pool, "state": e.state.value, "job": e.job, "seen_at": rfc3339(e.seen_ms),
                           **{k: int(v) if k == "pid" else v for k, v in e.where.items()}})  # fmt: skip
     return {"executors": found}
 
 
 @router.get("/queue", response_model=QueuePublic)
-def queue(request: Request) -> dict[str, Any]:
-    st = request.app.state
-    pools = [asdict(p) for p in summarize(st.store, st.registry, st.settings.pools)]
-    return {"pools": pools, "restarts": NodeBook(st.store.client, st.store.keys).restarts()}
+def queue(config: Config, jobs: Jobs, registry: Registry) -> dict[str, Any]:
+    pools = [asdict(p) for p in summarize(jobs, registry, config.pools)]
+    return {"pools": pools, "restarts": NodeBook(jobs.client, jobs.keys).restarts()}

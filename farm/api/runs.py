@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
+from fastapi import APIRouter, Header, Query, Response, status
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from farm import permissions, secrets
-from farm.api.auth import Principal, principal
+from farm.api.auth import Principal
+from farm.api.deps import Config, Runs, Tenant, Who
 from farm.api.errors import COMMON, CONFLICT, FORBIDDEN, NOT_FOUND
 from farm.errors import Forbidden, InvalidInput, NotFound
 from farm.models import Run, RunSpec, RunState, unsupported
+from farm.settings import Settings, TenantConfig
 from farm.store.jobs import JobStore
 from farm.store.runs import RunStore
 from farm.webhooks import check_callback
@@ -25,22 +27,12 @@ class RunsPage(BaseModel):
     next_cursor: str | None
 
 
-async def store(request: Request) -> RunStore:
-    return request.app.state.runs
-
-
-Who = Annotated[Principal, Depends(principal)]
-Runs = Annotated[RunStore, Depends(store)]
-
-
-def _check(request: Request, who: Principal, spec: RunSpec) -> list[dict[str, str]]:
+def _check(settings: Settings, tenant: TenantConfig | None, who: Principal, spec: RunSpec) -> list[dict[str, str]]:
     """Every job of the run checked as a job submit checks it, its errors naming the job
     (body.jobs.<i>...); returns the jobs' fields for the run's one script call."""
-    settings = request.app.state.settings
     cap = settings.api.max_run_jobs
     if len(spec.jobs) > cap:
         raise InvalidInput(f"a run holds at most {cap} jobs (api.max_run_jobs); this one has {len(spec.jobs)}", ("body", "jobs"))
-    tenant = request.app.state.tenants.get(who.tenant)
     check_callback(spec.callback_url, tenant)
     fields = []
     for i, job in enumerate(spec.jobs):
@@ -70,15 +62,16 @@ def _check(request: Request, who: Principal, spec: RunSpec) -> list[dict[str, st
 )  # fmt: skip
 async def submit_run(
     spec: RunSpec,
-    request: Request,
     response: Response,
     who: Who,
     runs: Runs,
+    config: Config,
+    tenant: Tenant,
     idempotency_key: Annotated[str, Header(max_length=200, pattern=r"^[\x21-\x7e]+$")] = None,  # type: ignore[assignment]
 ) -> Run:
     """Queue every job of the run in one step: all of them, or none (a bad job is a 422
     naming its index). `supersede` cancels the tenant's older runs in the same group."""
-    fields = _check(request, who, spec)
+    fields = _check(config, tenant, who, spec)
     got = await runs.asubmit(spec, who.tenant, fields, idempotency_key=idempotency_key)
     if not got.created:
         response.status_code = status.HTTP_200_OK

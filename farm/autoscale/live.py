@@ -1,7 +1,7 @@
 """The live autoscaler: observe → decide → act, every `interval_s`, for each pool that has a
 capacity policy.
 
-    observe  the pool's queue and executors (farm.queue.summarize), the arrivals and starts
+    observe  the pool's queue and executors (farm.store.summary), the arrivals and starts
              since the last turn (the pool's demand stream, written by enqueue and claim)
     decide   farm.autoscale.policy.decide: the very function `farm simulate` replays
     act      start executor actors, or drain idle ones (stop claiming, finish the current
@@ -24,29 +24,28 @@ that loops it. I/O goes through the store classes and `RayFleet`; the sizing is 
 from __future__ import annotations
 
 import logging
-import pickle
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-import redis
 from pydantic import TypeAdapter, ValidationError
 
-from farm.autoscale.policy import LivePolicy, Snapshot, decide
+from farm.autoscale.policy import LivePolicy, Memory, Snapshot, decide
 from farm.errors import FarmError
 from farm.models import rfc3339
-from farm.queue import summarize
-from farm.settings import Settings
+from farm.settings import RAY_NAMESPACE, Settings
+from farm.store.demand import DemandStream
 from farm.store.executors import ExecutorRegistry, ExecutorState
-from farm.store.jobs import JobStore, translated
+from farm.store.jobs import JobStore
+from farm.store.learned import LearnedBook
 from farm.store.nodes import count_restart
 from farm.store.policies import PolicyStore
+from farm.store.summary import summarize
 
 log = logging.getLogger("farm.autoscaler")
 
-NAMESPACE = "farm"
 _POLICY: TypeAdapter = TypeAdapter(LivePolicy)
 RECORD_EVERY_S = 60.0  # a decision that changes nothing is still recorded this often
 
@@ -65,7 +64,7 @@ class RayFleet:
         self._draining: dict[Any, Any] = {}  # drain() ref -> actor handle
 
     def start(self, pool: str, n: int) -> list[str]:
-        from agents.executor import actor_settings, executor_actor
+        from farm.actors import actor_settings, executor_actor
 
         plain = actor_settings(self.settings)
         plain["executors"] = {**plain["executors"], "pool": pool}
@@ -73,7 +72,7 @@ class RayFleet:
         for _ in range(n):
             executor_id = f"{pool}-{uuid.uuid4().hex[:10]}"
             handle = executor_actor().options(
-                name=executor_name(executor_id), namespace=NAMESPACE, lifetime="detached",
+                name=executor_name(executor_id), namespace=RAY_NAMESPACE, lifetime="detached",
                 resources=self.settings.executors.resources(pool) or None,
             ).remote(executor_id, plain)  # fmt: skip
             handle.start.remote()
@@ -85,7 +84,7 @@ class RayFleet:
 
         for executor_id in executor_ids:
             try:
-                handle = ray.get_actor(executor_name(executor_id), namespace=NAMESPACE)
+                handle = ray.get_actor(executor_name(executor_id), namespace=RAY_NAMESPACE)
             except ValueError:
                 continue  # gone already
             self._draining[handle.drain.remote(None)] = handle
@@ -96,7 +95,7 @@ class RayFleet:
 
         for executor_id in executor_ids:
             try:
-                ray.kill(ray.get_actor(executor_name(executor_id), namespace=NAMESPACE))
+                ray.kill(ray.get_actor(executor_name(executor_id), namespace=RAY_NAMESPACE))
             except ValueError:
                 pass  # gone already
 
@@ -120,11 +119,6 @@ class RayFleet:
         done, _ = ray.wait(list(self._draining), num_returns=len(self._draining), timeout=0)
         for ref in done:
             ray.kill(self._draining.pop(ref))
-
-
-def _current(obj: Any) -> bool:
-    """Whether a dataclass instance has every field its class has now (or is no dataclass)."""
-    return not is_dataclass(obj) or all(hasattr(obj, f.name) for f in fields(obj))
 
 
 @dataclass
@@ -152,10 +146,8 @@ class Autoscaler:
         self.settings, self.store, self.registry, self.policies, self.fleet = settings, store, registry, policies, fleet
         self.clock = clock
         self.pools = {name: _Pool(name) for name in settings.pools}
-        # The store's client decodes replies to str; pickles need bytes.
-        pool = store.client.connection_pool
-        self._binary = redis.Redis(connection_pool=redis.ConnectionPool(
-            connection_class=pool.connection_class, **{**pool.connection_kwargs, "decode_responses": False}))  # fmt: skip
+        self.learned = LearnedBook(store.client, store.keys)
+        self.demand = DemandStream(store.client, store.keys)
 
     # -- the policy in force ---------------------------------------------------------------
 
@@ -173,55 +165,48 @@ class Autoscaler:
             return p.policy is not None
         if p.policy is None and policy is not None:
             p.memory = self._learned(p.name, policy.kind)  # a restarted autoscaler resumes
-        elif policy is None or policy.kind != p.policy.kind:
-            p.memory = None  # what one kind learned means nothing to another
+        elif policy is None or policy.kind != p.policy.kind or policy.kind != "predictive":
+            # What one kind learned means nothing to another; and a new version of a kind
+            # whose memory only follows its parameters (scheduled windows, scale-up and
+            # scale-down clocks) starts that memory afresh. The predictive kind keeps the
+            # demand it learned across versions.
+            p.memory = None
         p.version, p.policy = stored.version, policy
         log.info("pool %s: policy version %d (%s)", p.name, p.version, policy.kind if policy else "none")
         return policy is not None
 
     def _learned(self, pool: str, kind: str) -> Any:
-        """What this pool's policy had learned when it was last kept, if of this kind. Redis
-        is inside farm's trust boundary (it holds the jobs' secrets too), so pickle is safe
-        here; a memory that no longer loads (another farm version) is dropped."""
-        with translated():
-            raw = self._binary.get(self.store.keys.learned(pool))
-        if raw is None:
-            return None
+        """What this pool's policy had learned when it was last kept, if of this kind. It is
+        kept as a JSON document (Memory.to_doc), never a pickle: reading it runs no code. A
+        document this farm cannot take (another schema version, malformed, a pickle an older
+        farm kept) is dropped, and the policy starts learning afresh."""
         try:
-            stored_kind, memory = pickle.loads(raw)
-        except Exception as e:  # noqa: BLE001 - unreadable: start learning afresh
+            doc = self.learned.get(pool)
+            if doc is None or doc.get("kind", kind) != kind:
+                return None  # nothing kept, or what another kind learned
+            return Memory.from_doc(doc, kind)
+        except ValueError as e:  # MemoryDocError is one
             log.warning("pool %s: kept policy memory unreadable, starting afresh: %s", pool, e)
             return None
-        if not _current(memory) or not _current(getattr(memory, "own", None)):
-            # Unpickling restores the fields an older farm had; the code would meet the
-            # missing ones at its first use.
-            log.warning("pool %s: kept policy memory is from another farm version, starting afresh", pool)
-            return None
-        return memory if stored_kind == kind else None
 
     def _keep(self, p: _Pool, now: float) -> None:
         if p.memory is None or now - p.kept_at < self.settings.autoscaler.keep_learned_s:
             return
-        with translated():
-            self._binary.set(self.store.keys.learned(p.name), pickle.dumps((p.policy.kind, p.memory)))
+        try:
+            doc = p.memory.to_doc(p.policy.kind)
+        except (TypeError, ValueError):  # a bug: the pool scales on, its restart starts afresh
+            log.exception("pool %s: policy memory not kept", p.name)
+        else:
+            self.learned.put(p.name, doc)
         p.kept_at = now
 
     # -- observe -----------------------------------------------------------------------------
 
     def _demand(self, p: _Pool) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """Arrival times and start waits (s) since the last turn."""
-        key = self.store.keys.demand(p.name)
-        with translated():
-            if p.cursor is None:  # first turn: start from now, the past has no snapshot to go with it
-                last = self.store.client.xrevrange(key, count=1)
-                p.cursor = last[0][0] if last else "0-0"
-                return (), ()
-            rows = self.store.client.xrange(key, min=f"({p.cursor}", count=100_000)
-        if rows:
-            p.cursor = rows[-1][0]
-        arrivals = tuple(int(f["a"]) / 1000 for _, f in rows if "a" in f)
-        waits = tuple(int(f["w"]) / 1000 for _, f in rows if "w" in f)
-        return arrivals, waits
+        got = self.demand.since(p.name, p.cursor)
+        p.cursor = got.cursor
+        return got.arrivals, got.waits
 
     def observe(self, p: _Pool, now: float) -> Snapshot:
         arrivals, waits = self._demand(p)
@@ -287,8 +272,7 @@ class Autoscaler:
         its decision, so /decisions and the dashboard say why it stopped scaling."""
         try:
             now = self.clock()
-            with translated():
-                self.store.client.hincrby(self.store.keys.stats(p.name), "autoscaler_errors_total", 1)
+            self.policies.count_failed_turn(p.name)
             self.policies.record_decision(p.name, {
                 "at": rfc3339(int(now * 1000)), "policy": p.policy.kind if p.policy else None, "version": p.version,
                 "reason": "the turn failed; this pool keeps its executors until a turn succeeds",
@@ -325,12 +309,7 @@ class Autoscaler:
             "current": snap.current, "desired": d.desired, "reason": reason, "started": started, "drained": drained,
         }  # fmt: skip
         action = "scale_up" if started else ("scale_down" if drained else "hold")
-        with translated():  # for /metrics: read at scrape time by every API replica
-            pipe = self.store.client.pipeline(transaction=False)
-            stats = self.store.keys.stats(p.name)
-            pipe.hincrby(stats, f"autoscaler_decisions_total:{p.policy.kind}:{action}", 1)
-            pipe.hset(stats, mapping={"desired_executors": d.desired, "min_executors": p.policy.min, "max_executors": p.policy.max})
-            pipe.execute()
+        self.policies.count_turn(p.name, p.policy.kind, action, desired=d.desired, low=p.policy.min, high=p.policy.max)
         changed = (d.desired, snap.current, p.version) != p.recorded
         if started or drained or changed or now - p.recorded_at >= RECORD_EVERY_S:
             self.policies.record_decision(p.name, record)
@@ -347,7 +326,7 @@ class Autoscaler:
 
 
 def build_autoscaler(settings: Settings) -> Autoscaler:
-    from farm.store.jobs import connect
+    from farm.store.client import connect
 
     client = connect(settings.redis_url or "")
     return Autoscaler(

@@ -26,14 +26,10 @@ from pathlib import Path
 import zstandard
 
 from farm.cache.blobs import BlobStore
-from farm.errors import InvalidInput
+from farm.paths import UnsafeEntry, safe_path
 
 PACK_BYTES = 32 * 1024 * 1024
 FORMAT = 1
-
-
-class UnsafeEntry(InvalidInput):
-    """A path, link or file type a cache must not hold."""
 
 
 @dataclass(frozen=True)
@@ -54,14 +50,6 @@ class Saved:
 class Restored:
     bytes: int
     files: int
-
-
-def safe_path(p: str) -> str:
-    """A relative POSIX path with no '..' part; '.' parts and trailing slashes dropped."""
-    norm = posixpath.normpath(p) if p else ""
-    if not p or "\x00" in p or "\\" in p or p.startswith("/") or norm == ".." or norm.startswith("../") or norm == ".":
-        raise UnsafeEntry(f"cache path {p!r} must be relative and stay inside the workspace")
-    return norm
 
 
 def _link_ok(rel: str, target: str) -> bool:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from farm.errors import InvalidInput
+from farm.paths import safe_path
 
 
 class Tier(StrEnum):
@@ -68,8 +69,10 @@ def check_template(template: str) -> str:
 
     def hashes(patterns: list[str]) -> str:
         for p in patterns:
-            if not p or p.startswith("/") or "\\" in p or ".." in p.split("/"):
-                raise InvalidInput(f"cache key: hashFiles path {p!r} must be relative and stay inside the workspace")
+            try:
+                safe_path(p)
+            except InvalidInput:
+                raise InvalidInput(f"cache key: hashFiles path {p!r} must be relative and stay inside the workspace") from None
         return "0" * 64
 
     check_key(render(template, env=_AnyEnv(), hash_files=hashes))

@@ -143,11 +143,12 @@ def autoscaler(
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     import ray
 
-    from agents.executor import actor_settings
-    from farm.autoscale.live import NAMESPACE, autoscaler_actor
+    from farm.actors import actor_settings
+    from farm.autoscale.live import autoscaler_actor
+    from farm.settings import RAY_NAMESPACE
 
-    ray.init(address=ray_address, namespace=NAMESPACE, _node_ip_address="127.0.0.1", logging_level=logging.WARNING)
-    handle = autoscaler_actor().options(name="autoscaler", namespace=NAMESPACE, lifetime="detached", get_if_exists=True)
+    ray.init(address=ray_address, namespace=RAY_NAMESPACE, _node_ip_address="127.0.0.1", logging_level=logging.WARNING)
+    handle = autoscaler_actor().options(name="autoscaler", namespace=RAY_NAMESPACE, lifetime="detached", get_if_exists=True)
     actor = handle.remote(actor_settings(settings))
     signal.signal(signal.SIGTERM, _interrupt)
     out.print(f"farm autoscaler running on Ray at {ray_address}", highlight=False)

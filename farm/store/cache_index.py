@@ -1,5 +1,5 @@
 """The cache index in Redis: which entry a job restores, committing a saved one, listing,
-deleting and evicting. Every change is one Lua step (cache_lookup, cache_commit, cache_drop);
+deleting and evicting, and the cache's counters in the pool's stats. Every change is one Lua step (cache_lookup, cache_commit, cache_drop);
 blob files are deleted only after the index no longer refers to them.
 """
 
@@ -16,7 +16,7 @@ from farm.cache.archive import Saved
 from farm.cache.blobs import BlobStore
 from farm.cache.scope import Scope, Tier
 from farm.models import rfc3339
-from farm.store.jobs import translated
+from farm.store.client import translated
 from farm.store.keys import Keys
 from farm.store.lua import Scripts
 
@@ -125,3 +125,15 @@ class CacheIndex:
         with translated():
             h = self.client.hgetall(self.keys.cache_bytes(tenant))
         return {t.value: int(h.get(t.value, 0)) for t in Tier}
+
+    def count(self, pool: str, *fields: str, **amounts: float) -> None:
+        """Add 1 to each field and each amount to its field of the pool's stats hash (read by
+        /metrics), in one round trip."""
+        stats = self.keys.stats(pool)
+        with translated():
+            pipe = self.client.pipeline(transaction=False)
+            for name in fields:
+                pipe.hincrby(stats, name, 1)
+            for name, n in amounts.items():
+                (pipe.hincrbyfloat if isinstance(n, float) else pipe.hincrby)(stats, name, n)
+            pipe.execute()

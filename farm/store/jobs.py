@@ -19,16 +19,13 @@ from typing import Any
 
 import redis
 import redis.asyncio
-from redis.asyncio.retry import Retry as AsyncRetry
-from redis.backoff import ExponentialBackoff
-from redis.retry import Retry
 
 from farm.errors import Conflict, NotFound, StaleAttempt
 from farm.models import ArtifactInfo, CacheResult, ErrorCode, ImageResult, Job, JobSpec, JobState, StepResult, rfc3339
+from farm.store.client import translated
 from farm.store.keys import Keys
 from farm.store.lua import Scripts
 from farm.store.paging import newest_first
-from farm.store.translate import translated
 
 
 @dataclass(frozen=True)
@@ -88,7 +85,7 @@ def job_from_hash(h: dict[str, str]) -> Job:
         tenant=h["tenant"],
         state=JobState(h["state"]),
         attempt=int(h["attempt"]),
-        spec=JobSpec.model_validate_json(h["spec"]).redacted(),
+        spec=JobSpec.model_validate_json(h["spec"]),
         queued_at=rfc3339(int(h["queued_at"])),
         started_at=rfc3339(_ms(h.get("started_at"))),
         finished_at=rfc3339(_ms(h.get("finished_at"))),
@@ -191,7 +188,7 @@ class JobStore:
             raise Conflict(f"Idempotency-Key already used for job {job_id} with a different body")
         if outcome == "duplicate":
             return None
-        job = Job(id=job_id, tenant=tenant, state=JobState.QUEUED, attempt=1, spec=spec.redacted(),
+        job = Job(id=job_id, tenant=tenant, state=JobState.QUEUED, attempt=1, spec=spec,
                   queued_at=rfc3339(int(queued_at[0])), rerun_of=rerun_of)  # fmt: skip
         return Submitted(job, created=True)
 
@@ -279,22 +276,14 @@ class JobStore:
         warnings: Sequence[str] = (),
     ) -> str:
         """'ok' when recorded; 'stale' or the job's terminal state when refused."""
-        return self._call(
-            "finish",
-            job_id,
-            attempt,
-            state.value,
-            "" if exit_code is None else exit_code,
-            "" if error is None else error.value,
-            json.dumps([s.model_dump() for s in steps]),
-            json.dumps([a.model_dump() for a in artifacts]),
-            _segments(log_tail) if log_tail else "",
-            log_cap,
-            json.dumps([c.model_dump() for c in caches]),
-            image.model_dump_json() if image else "",
-            log_head_bytes(log_cap),
-            json.dumps(list(warnings)) if warnings else "",
-        )
+        return self._call("finish", json.dumps({
+            "id": job_id, "attempt": str(attempt), "state": state.value,
+            "exit_code": "" if exit_code is None else str(exit_code), "error": "" if error is None else error.value,
+            "steps": json.dumps([s.model_dump() for s in steps]), "artifacts": json.dumps([a.model_dump() for a in artifacts]),
+            "caches": json.dumps([c.model_dump() for c in caches]), "image": image.model_dump_json() if image else "",
+            "warnings": json.dumps(list(warnings)) if warnings else "",
+            "log": _segments(log_tail) if log_tail else "", "log_cap": log_cap, "log_head": log_head_bytes(log_cap),
+        }))  # fmt: skip
 
     # -- control ---------------------------------------------------------------------------
 
@@ -319,10 +308,6 @@ class JobStore:
         with translated():
             self.client.set(self.keys.instance, uuid.uuid4().hex[:12], nx=True)
             return self.client.get(self.keys.instance)  # type: ignore[return-value]
-
-    def claim_webhooks(self, *, lease_s: float, limit: int) -> list[str]:
-        """Ids of jobs whose result webhook is due, leased to the caller for lease_s."""
-        return list(self._call("webhook_claim", int(lease_s * 1000), limit))
 
     def purge(self, retention_s: int, limit: int = 1000) -> list[str]:
         return list(self._call("purge", retention_s * 1000, limit))
@@ -358,6 +343,16 @@ class JobStore:
         with translated():
             return {k: int(v) for k, v in (await self.aclient.hgetall(self.keys.logcut(job_id))).items()}
 
+    async def aping(self) -> None:
+        """Whether Redis answers, on the asyncio client (StoreUnavailable if not)."""
+        assert self.aclient is not None
+        with translated():
+            await self.aclient.ping()
+
+    async def aclose(self) -> None:
+        if self.aclient is not None:
+            await self.aclient.aclose()
+
     async def aexists(self, job_id: str) -> bool:
         assert self.aclient is not None
         with translated():
@@ -377,23 +372,3 @@ class JobStore:
         with translated():
             s, us = self.client.time()
         return s * 1000 + us // 1000
-
-
-def _options(socket_timeout: float) -> dict[str, object]:
-    return {"decode_responses": True, "health_check_interval": 30, "socket_keepalive": True,
-            "retry_on_error": [redis.ConnectionError], "socket_timeout": socket_timeout, "socket_connect_timeout": 5.0}  # fmt: skip
-
-
-def connect(url: str, *, socket_timeout: float = 10.0) -> redis.Redis:
-    """A client that returns str and survives brief server restarts (the embedded server
-    restarts in place; executors must keep going). No call waits on the server longer than
-    `socket_timeout` (a blocking command's own timeout must stay under it), so a stuck
-    server never holds a thread for good."""
-    return redis.Redis.from_url(url, retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=5), **_options(socket_timeout))
-
-
-def connect_async(url: str, *, socket_timeout: float = 10.0) -> redis.asyncio.Redis:
-    """The asyncio twin of `connect`, for the API's event loop."""
-    return redis.asyncio.Redis.from_url(
-        url, retry=AsyncRetry(ExponentialBackoff(cap=1.0, base=0.05), retries=5), **_options(socket_timeout)
-    )

@@ -14,7 +14,8 @@ import logging
 import redis
 
 from farm.errors import FarmError
-from farm.store.jobs import JobStore, translated
+from farm.store.client import translated
+from farm.store.jobs import JobStore
 from farm.store.keys import Keys
 
 RESTARTED = ("redis", "executor", "warden", "autoscaler")  # what `farm_restarts_total{component}` counts

@@ -7,7 +7,7 @@ from typing import TypeVar
 
 import redis
 
-from farm.store.translate import translated
+from farm.store.client import translated
 
 T = TypeVar("T")
 

@@ -16,7 +16,7 @@ import redis
 
 from farm.errors import Conflict
 from farm.models import rfc3339
-from farm.store.jobs import translated
+from farm.store.client import translated
 from farm.store.keys import Keys
 from farm.store.lua import Scripts
 
@@ -80,6 +80,20 @@ class PolicyStore:
             pipe.lpush(self.keys.decisions(pool), json.dumps(decision))
             pipe.ltrim(self.keys.decisions(pool), 0, DECISIONS_KEPT - 1)
             pipe.execute()
+
+    def count_turn(self, pool: str, kind: str, action: str, *, desired: int, low: int, high: int) -> None:
+        """An autoscaler turn in the pool's stats (read by /metrics in every API replica): its
+        action, and the desired size with the policy's bounds."""
+        stats = self.keys.stats(pool)
+        with translated():
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hincrby(stats, f"autoscaler_decisions_total:{kind}:{action}", 1)
+            pipe.hset(stats, mapping={"desired_executors": desired, "min_executors": low, "max_executors": high})
+            pipe.execute()
+
+    def count_failed_turn(self, pool: str) -> None:
+        with translated():
+            self.client.hincrby(self.keys.stats(pool), "autoscaler_errors_total", 1)
 
     def decisions(self, pool: str, limit: int = 100) -> list[dict[str, Any]]:
         with translated():

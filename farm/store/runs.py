@@ -19,7 +19,8 @@ from typing import Any
 
 from farm.errors import Conflict, NotFound
 from farm.models import JobState, Run, RunSpec, RunState, Supersede, rfc3339, run_state
-from farm.store.jobs import JobStore, translated
+from farm.store.client import translated
+from farm.store.jobs import JobStore
 from farm.store.paging import newest_first
 
 

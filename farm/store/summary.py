@@ -1,6 +1,6 @@
 """What each pool looks like right now: queued, running, oldest wait, executors by state.
 
-One function for /v1/queue, /metrics and (later) the autoscaler's observation.
+One function for /v1/queue, /v1/pools, /metrics and the autoscaler's observation.
 """
 
 from __future__ import annotations
@@ -8,8 +8,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from farm.store.client import translated
 from farm.store.executors import START_FAILURE, ExecutorRegistry
-from farm.store.jobs import JobStore, translated
+from farm.store.jobs import JobStore
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 import signal
 
-from farm.store.jobs import JobStore, connect
+from farm.store.client import connect
+from farm.store.jobs import JobStore
 from farm.store.server import EmbeddedRedis
 
 

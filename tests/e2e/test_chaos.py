@@ -17,8 +17,9 @@ from pathlib import Path
 
 import httpx
 
+from farm.store.client import connect
 from farm.store.executors import ExecutorRegistry
-from farm.store.jobs import JobStore, connect
+from farm.store.jobs import JobStore
 from farm.store.server import EmbeddedRedis
 from tests.e2e.conftest import cmdline, process_tree
 

@@ -18,7 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from farm.store.jobs import JobStore, connect
+from farm.store.client import connect
+from farm.store.jobs import JobStore
 from farm.store.server import EmbeddedRedis
 from tests.conftest import REPO, wait_for
 from tests.e2e.conftest import process_tree

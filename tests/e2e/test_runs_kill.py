@@ -8,7 +8,7 @@ import time
 
 import httpx
 
-from farm.store.jobs import connect
+from farm.store.client import connect
 from farm.store.keys import Keys
 from farm.store.server import EmbeddedRedis
 

@@ -11,8 +11,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from farm.store.client import connect
 from farm.store.executors import ExecutorRegistry
-from farm.store.jobs import connect
 from farm.store.server import EmbeddedRedis
 from tests.conftest import wait_for
 from tests.e2e.conftest import cmdline, process_tree, wait_all

@@ -1,14 +1,15 @@
 """The live autoscaler on real Redis and Ray: observe -> decide -> act, stepped with run_once."""
 
-import pickle
+import json
 
 import pytest
 import ray
 from fastapi.testclient import TestClient
 
 from farm.api import create_app
-from farm.autoscale.live import NAMESPACE, build_autoscaler, executor_name
+from farm.autoscale.live import build_autoscaler, executor_name
 from farm.models import JobSpec, JobState
+from farm.settings import RAY_NAMESPACE
 from farm.store.executors import ExecutorState
 from farm.store.policies import PolicyStore
 from tests.conftest import wait_for
@@ -31,7 +32,7 @@ def autoscaler(ray_session, make_settings):
         for pool in a.settings.pools:
             for e in a.registry.list(pool):
                 try:
-                    ray.kill(ray.get_actor(executor_name(e.id), namespace=NAMESPACE))
+                    ray.kill(ray.get_actor(executor_name(e.id), namespace=RAY_NAMESPACE))
                 except ValueError:
                     pass
 
@@ -104,17 +105,25 @@ def test_a_restarted_autoscaler_resumes_what_the_policy_learned(store, registry,
     first.run_once()
     learned = first.pools["default"].memory.own
     assert learned is not None and learned.jobs_seen == 5  # five arrivals seen
+    # What it kept is a JSON document that names its schema: text, not a pickle.
+    key = first.store.keys.learned("default")
+    kept = store.client.get(key)  # the store's client decodes to str: a pickle would not
+    doc = json.loads(kept)
+    assert kept.startswith("{") and doc["schema"] == 1 and doc["kind"] == "predictive" and doc["own"]["schema"] == 1
+    assert len(doc["own"]["pending"]) == 5  # the five arrivals, their deficits not yet known
     second = autoscaler(autoscaler={"lead_s": 60})  # a new process: nothing in memory
     second.run_once()
     assert second.pools["default"].memory.own.jobs_seen == 5
-    # What an older farm kept lacks the fields added since: dropped, not met mid-turn.
-    key = second.store.keys.learned("default")
-    kind, memory = pickle.loads(second._binary.get(key))
-    del memory.own.__dict__["pending"]
-    second._binary.set(key, pickle.dumps((kind, memory)))
-    older = autoscaler(autoscaler={"lead_s": 60})
-    older.run_once()
-    assert older.pools["default"].memory.own.jobs_seen == 0
+    # A document this farm cannot take starts learning afresh, not a failed turn: another
+    # schema version, one missing a field, a pickle an older farm kept.
+    unreadable = [{**doc, "schema": 2}, {**doc, "own": {k: v for k, v in doc["own"].items() if k != "pending"}},
+                  b"\x80\x04\x95\x10\x00\x00\x00\x00\x00\x00\x00"]  # fmt: skip
+    for value in unreadable:
+        store.client.set(key, value if isinstance(value, bytes) else json.dumps(value))
+        older = autoscaler(autoscaler={"lead_s": 60})
+        assert older.run_once()["default"]["policy"] == "predictive"
+        assert older.pools["default"].memory.own.jobs_seen == 0
+        assert json.loads(store.client.get(key))["schema"] == 1  # and what it learns since is kept anew
     PolicyStore(store.client).put("default", {"kind": "reactive", "max": 0}, by="admin")
     third = autoscaler()
     third.run_once()  # another kind learned nothing it could use
@@ -122,7 +131,7 @@ def test_a_restarted_autoscaler_resumes_what_the_policy_learned(store, registry,
 
 
 def test_executors_that_cannot_start_are_reported_and_not_retried_every_turn(store, registry, autoscaler):
-    from farm.queue import summarize
+    from farm.store.summary import summarize
 
     PolicyStore(store.client).put("default", {"kind": "reactive", "buffer": 1, "scale_down_delay_s": 0}, by="test")
     # A dind runtime whose daemon never answers: every executor fails to start.
@@ -142,7 +151,7 @@ def test_executors_that_cannot_start_are_reported_and_not_retried_every_turn(sto
 
     def gone():
         try:
-            ray.get_actor(executor_name(failed), namespace=NAMESPACE)
+            ray.get_actor(executor_name(failed), namespace=RAY_NAMESPACE)
             return False
         except ValueError:
             return True

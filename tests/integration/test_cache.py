@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from farm.cache import archive
 from farm.cache.archive import Limits, UnsafeEntry
 from farm.cache.blobs import CorruptBlob, DirectoryBlobStore
-from farm.cache.index import CacheIndex
 from farm.cache.scope import Scope, Tier, render
+from farm.store.cache_index import CacheIndex
 
 P, U = Tier.PROTECTED, Tier.UNPROTECTED
 

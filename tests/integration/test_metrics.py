@@ -113,8 +113,9 @@ def test_promtool_check_metrics_reports_nothing(store, make_settings, run_execut
 
 
 def test_an_unreachable_redis_is_reported_not_a_failed_scrape():
+    from farm.store.client import connect
     from farm.store.executors import ExecutorRegistry
-    from farm.store.jobs import JobStore, connect
+    from farm.store.jobs import JobStore
     from farm.store.server import free_port
 
     store = JobStore(connect(f"redis://127.0.0.1:{free_port()}/0"))  # nothing listens there

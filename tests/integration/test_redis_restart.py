@@ -3,7 +3,8 @@
 import time
 
 from farm.models import JobSpec, JobState
-from farm.store.jobs import JobStore, connect
+from farm.store.client import connect
+from farm.store.jobs import JobStore
 from farm.store.server import EmbeddedRedis
 
 

@@ -64,3 +64,15 @@ def test_rfc3339_round_trip():
     assert s == "2026-11-26T06:09:00.247Z"
     assert int(parse_rfc3339(s).timestamp() * 1000) == 1795673340247
     assert rfc3339(None) is None
+
+
+def test_a_job_leaves_farm_with_its_literal_secrets_redacted():
+    """The store keeps the spec as submitted; whatever serialises a Job (an API answer, a
+    webhook body, --json) shows literal secret values as *** and references as they are."""
+    from farm.models import Job
+
+    spec = JobSpec.model_validate({"steps": [{"name": "s", "run": "true"}], "secrets": {"A": "lit-value-1234", "B": {"ref": "vault"}}})
+    job = Job(id="j", tenant="t", state="queued", attempt=1, spec=spec, queued_at="2026-11-30T00:00:00.000Z")
+    for shown in (job.model_dump_json(), str(job.model_dump()), str(job.model_dump(mode="json"))):
+        assert "lit-value-1234" not in shown and "***" in shown and "vault" in shown
+    assert job.spec.secrets["A"] == "lit-value-1234"  # kept inside: a rerun needs it

@@ -1,4 +1,4 @@
--- Shared helpers, prepended to every script by farm.store.scripts (one copy of each idea).
+-- Shared helpers, prepended to every script by farm.store.lua (one copy of each idea).
 -- ARGV[1] is the JSON config: {k = key templates (farm.store.keys), wb/db = histogram
 -- bounds in seconds for queue wait and job duration}. Times are Redis server ms.
 local C = cjson.decode(ARGV[1])

@@ -1,0 +1,80 @@
+"""What a route may ask for, as `Annotated` aliases: the one way handlers reach the app's
+parts (no `request.app.state` in a route). Each dependency only reads app.state (no I/O),
+so they are async: FastAPI calls them on the event loop, without a thread-pool hop."""
+
+from __future__ import annotations
+
+import threading
+from typing import Annotated
+
+from fastapi import Depends, Request
+from prometheus_client import CollectorRegistry
+
+from farm.api.auth import Principal, principal
+from farm.api.gate import Followers
+from farm.artifacts import DirectoryStore
+from farm.settings import Settings, TenantConfig
+from farm.store.cache_index import CacheIndex
+from farm.store.executors import ExecutorRegistry
+from farm.store.jobs import JobStore
+from farm.store.policies import PolicyStore
+from farm.store.runs import RunStore
+
+
+async def _settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+async def _jobs(request: Request) -> JobStore:
+    return request.app.state.store
+
+
+async def _runs(request: Request) -> RunStore:
+    return request.app.state.runs
+
+
+async def _registry(request: Request) -> ExecutorRegistry:
+    return request.app.state.registry
+
+
+async def _policies(request: Request) -> PolicyStore:
+    return request.app.state.policies
+
+
+async def _caches(request: Request) -> CacheIndex:
+    return request.app.state.caches
+
+
+async def _artifacts(request: Request) -> DirectoryStore:
+    return request.app.state.artifacts
+
+
+async def _tenant(request: Request, who: Annotated[Principal, Depends(principal)]) -> TenantConfig | None:
+    """The caller's tenant settings (None for the admin, or a tenant without any)."""
+    return request.app.state.tenants.get(who.tenant)
+
+
+async def _metrics(request: Request) -> CollectorRegistry:
+    return request.app.state.metrics
+
+
+async def _stopping(request: Request) -> threading.Event:
+    return request.app.state.stopping
+
+
+async def _followers(request: Request) -> Followers:
+    return request.app.state.followers
+
+
+Who = Annotated[Principal, Depends(principal)]
+Config = Annotated[Settings, Depends(_settings)]
+Jobs = Annotated[JobStore, Depends(_jobs)]
+Runs = Annotated[RunStore, Depends(_runs)]
+Registry = Annotated[ExecutorRegistry, Depends(_registry)]
+Policies = Annotated[PolicyStore, Depends(_policies)]
+Caches = Annotated[CacheIndex, Depends(_caches)]
+Artifacts = Annotated[DirectoryStore, Depends(_artifacts)]
+Tenant = Annotated[TenantConfig | None, Depends(_tenant)]
+Stopping = Annotated[threading.Event, Depends(_stopping)]
+Following = Annotated[Followers, Depends(_followers)]
+MetricsRegistry = Annotated[CollectorRegistry, Depends(_metrics)]
