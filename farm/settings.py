@@ -23,7 +23,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from farm.autoscale.policy import LivePolicy
+from farm.autoscale.policy import DEFAULT_LEAD_S, LivePolicy
 from farm.models import RUN_JOBS_MAX
 
 _config_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar("farm_config", default=None)
@@ -119,7 +119,7 @@ class RaySettings(BaseModel):
 class AutoscalerSettings(BaseModel):
     enabled: bool = True  # pools without a capacity policy are left alone either way
     interval_s: Annotated[float, Field(gt=0, le=600)] = 2.0  # one observe -> decide -> act turn
-    lead_s: Annotated[float, Field(gt=0)] = 10.0  # provisioning lead time assumed until one is measured
+    lead_s: Annotated[float, Field(gt=0)] = DEFAULT_LEAD_S  # provisioning lead time assumed until one is measured
     start_timeout_s: Annotated[float, Field(gt=0)] = 300.0  # an executor not ready by then is given up
     keep_learned_s: Annotated[float, Field(ge=0)] = 300.0  # how often what a policy learned is kept in Redis
 

@@ -21,11 +21,19 @@ import math
 import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import cache
 from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # -- data in and out -------------------------------------------------------------------------
+
+
+# The provisioning lead time (asking for an executor -> it taking a job) assumed until one is
+# measured: the live autoscaler's start (settings.autoscaler.lead_s), a snapshot's default and
+# `farm simulate --lead`. A minute is a cloud VM or a pod on a new node; a farm on warm Ray
+# nodes measures seconds within its first starts.
+DEFAULT_LEAD_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -39,7 +47,7 @@ class Snapshot:
     idle_ages_s: tuple[float, ...] = ()  # how long each idle executor has been idle, longest first
     arrivals: tuple[float, ...] = ()  # submission times since the previous decision
     waits: tuple[float, ...] = ()  # how long each job started since the previous decision waited
-    lead_s: float = 60.0  # measured provisioning lead time
+    lead_s: float = DEFAULT_LEAD_S  # measured provisioning lead time
     memory: Any = None  # what the policy learned so far (opaque to the caller)
 
     @property
@@ -260,22 +268,23 @@ def _delay_scale_down(snap: Snapshot, desired: int, policy: _Policy, lim: _Limit
 
 
 RawDecide = Callable[[Snapshot, Any, float, Any], tuple[int, str, Any]]
-_RAW: dict[str, RawDecide] = {}
 
 
-def raw(kind: str) -> Callable[[RawDecide], RawDecide]:
-    """Register the raw sizing rule of a policy kind (its own memory in, its own memory out)."""
+@cache
+def rules() -> dict[str, RawDecide]:
+    """Every policy kind's raw sizing rule (its own memory in, its own memory out): the one
+    registry of kinds, which `decide()`, the API (LivePolicy) and `farm simulate`
+    (CapacityPolicy) all follow; a test holds it to the unions. The peers' rules live in
+    farm.autoscale.peers, which needs this module's types, hence the import here."""
+    from farm.autoscale import peers
 
-    def register(fn: RawDecide) -> RawDecide:
-        _RAW[kind] = fn
-        return fn
-
-    return register
+    return {"reactive": _reactive, "scheduled": _scheduled, "predictive": _predictive,
+            "jenkins": peers.jenkins, "gitlab": peers.gitlab, "arc": peers.arc, "keda": peers.keda}  # fmt: skip
 
 
 def decide(snap: Snapshot, policy: _Policy, *, now: float) -> Decision:
     memory: Memory = snap.memory if isinstance(snap.memory, Memory) else Memory()
-    desired, reason, own = _RAW[policy.kind](snap, policy, now, memory.own)  # type: ignore[attr-defined]
+    desired, reason, own = rules()[policy.kind](snap, policy, now, memory.own)  # type: ignore[attr-defined]
     desired = _enforce_bounds(desired, policy)
     desired, lim = _limit_scale_up(snap, desired, policy, memory.limits, now)
     desired, lim = _delay_scale_down(snap, desired, policy, lim, now)
@@ -287,7 +296,6 @@ def decide(snap: Snapshot, policy: _Policy, *, now: float) -> Decision:
 # -- farm's own policies ---------------------------------------------------------------------
 
 
-@raw("reactive")
 def _reactive(snap: Snapshot, policy: ReactivePolicy, now: float, own: Any) -> tuple[int, str, Any]:
     return snap.queued + snap.running + policy.buffer, f"queued {snap.queued} + running {snap.running} + buffer {policy.buffer}", own
 
@@ -316,7 +324,6 @@ def _window_state(w: Window, now: float, prev: _WindowState | None) -> _WindowSt
     return _WindowState(open_until=last_open + w.duration_s, next_open=nxt, checked=now)
 
 
-@raw("scheduled")
 def _scheduled(snap: Snapshot, policy: ScheduledPolicy, now: float, own: Any) -> tuple[int, str, Any]:
     # (a state per window, in order; a memory of other windows, e.g. kept from an older
     # version of the policy, is started afresh: the states only cache cron arithmetic)
@@ -330,7 +337,6 @@ def _scheduled(snap: Snapshot, policy: ScheduledPolicy, now: float, own: Any) ->
     return desired, f"{why}: queued {snap.queued} + running {snap.running} + idle {idle}", tuple(states)
 
 
-@raw("predictive")
 def _predictive(snap: Snapshot, policy: PredictivePolicy, now: float, own: Any) -> tuple[int, str, Any]:
     from farm.autoscale.forecast import Forecaster
 

@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from farm.autoscale.policy import DEFAULT_LEAD_S
 from farm.cli import app
 from farm.cli.output import Command, err, flag, out
 
@@ -179,7 +180,7 @@ def simulate(
                                                  help="Replay each value of one parameter, from FROM to TO by STEP, "
                                                  "and name the cheapest that meets the p95 target.")] = None,
     lead: Annotated[float, typer.Option(metavar="SECONDS", help="Provisioning lead time: from asking for an executor "
-                                        "to it taking a job.")] = 60.0,
+                                        "to it taking a job.")] = DEFAULT_LEAD_S,
     target_p95: Annotated[float, typer.Option(metavar="SECONDS", help="The p95 queue-wait target: the peers are tuned "
                                               "to it, and a row over it is marked ✗.")] = 15.0,
     split_pools: Annotated[bool, flag("--split-pools", help="Replay each pool of the trace on its own, instead of all "

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from farm.autoscale.policy import Snapshot, decide
+from farm.autoscale.policy import DEFAULT_LEAD_S, Snapshot, decide
 from farm.sim.trace import Trace
 
 ARRIVE, READY, DONE, TICK = 0, 1, 2, 3
@@ -39,7 +39,7 @@ class Result:
     killed_jobs: int
     reversals_per_hour: float
     clairvoyant_hours: float
-    lead_s: float = 60.0
+    lead_s: float = DEFAULT_LEAD_S
     # (time, demand = running + queued, provisioned executors) at each decision, when recorded
     series: tuple[tuple[float, int, int], ...] = ()
     # each job's wait, in trace order, and the policy's own memory at the end, when recorded
@@ -88,7 +88,7 @@ Replay = Callable[[int, int], None]
 
 
 def simulate(  # type: ignore[no-untyped-def]
-    trace: Trace, policy, *, lead_s: float = 60.0, name: str | None = None, params: dict | None = None, record: bool = False,
+    trace: Trace, policy, *, lead_s: float = DEFAULT_LEAD_S, name: str | None = None, params: dict | None = None, record: bool = False,
     progress: Replay | None = None,
 ) -> Result:  # fmt: skip
     if not trace.submitted:

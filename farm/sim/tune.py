@@ -24,7 +24,6 @@ from farm.autoscale.policy import (
     ReactivePolicy,
     ScheduledPolicy,
 )
-from farm.sim import peers as _peers  # noqa: F401  (registers the peers' sizing rules)
 from farm.sim.simulator import Replay, Result, simulate
 from farm.sim.trace import Trace
 

@@ -7,7 +7,7 @@ import pytest
 
 PURE = [
     "farm.models", "farm.errors", "farm.settings", "farm.store.keys", "farm.store.stats", "farm.secrets",
-    "farm.autoscale.policy", "farm.autoscale.forecast", "farm.sim.trace", "farm.sim.simulator", "farm.sim.peers", "farm.sim.tune",
+    "farm.autoscale.policy", "farm.autoscale.forecast", "farm.sim.trace", "farm.sim.simulator", "farm.autoscale.peers", "farm.sim.tune",
 ]
 IO = ["redis", "docker", "ray", "fastapi", "httpx"]
 

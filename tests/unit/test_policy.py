@@ -3,7 +3,6 @@
 import pytest
 from pydantic import ValidationError
 
-import farm.sim.peers  # noqa: F401  (registers the peers)
 from farm.autoscale.policy import (
     ArcPolicy,
     GitLabPeriod,
@@ -185,3 +184,25 @@ def test_policies_refuse_bad_parameters():
 def test_predictive_keeps_no_buffer_when_the_target_allows_a_boot():
     d = decide(snap(running=3, arrivals=(0.0, 0.0, 0.0), lead_s=60), PredictivePolicy(target_p95_s=60), now=0)
     assert d.desired == 3 and "no buffer" in d.reason
+
+
+def test_one_registry_of_kinds_decides_for_every_kind_whatever_was_imported():
+    """rules() has a rule for exactly the kinds the unions accept, and decide() works for
+    each in a fresh interpreter that imported nothing but farm.autoscale.policy (the peers'
+    rules once needed farm.sim.peers imported somewhere first)."""
+    import subprocess
+    import sys
+    import typing
+
+    from farm.autoscale.policy import LIVE_KINDS, CapacityPolicy, LivePolicy, rules
+
+    def kinds(union):
+        return {m.model_fields["kind"].default for m in typing.get_args(typing.get_args(union)[0])}
+
+    assert set(rules()) == kinds(CapacityPolicy) and set(LIVE_KINDS) == kinds(LivePolicy) <= kinds(CapacityPolicy)
+    code = ("import typing, sys\nfrom farm.autoscale.policy import CapacityPolicy, Snapshot, decide\n"
+            "for m in typing.get_args(typing.get_args(CapacityPolicy)[0]):\n"
+            "    decide(Snapshot(queued=1, running=0, starting=0, idle=0), m(), now=1.7e9)\n"
+            "print('farm.sim' in sys.modules)")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "False"

@@ -1,6 +1,7 @@
 """Peer autoscalers, reimplemented from their own source and docs so that farm's policies can
-be compared with what teams run today. Pure, like farm's own (they register their sizing
-rule with `farm.autoscale.policy.raw`; the shared steps apply to them too).
+be compared with what teams run today (`farm simulate`; a pool runs farm's own kinds live).
+Pure, like farm's own: their rules are in farm.autoscale.policy.rules(), and the shared
+steps apply to them too.
 
 Each keeps to the published behaviour; where a knob had to be chosen for a sweep, the
 docstring says which and why.
@@ -11,10 +12,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from farm.autoscale.policy import ArcPolicy, GitLabPolicy, JenkinsPolicy, KedaPolicy, Snapshot, raw
+from farm.autoscale.policy import ArcPolicy, GitLabPolicy, JenkinsPolicy, KedaPolicy, Snapshot
 
 
-@raw("jenkins")
 def jenkins(snap: Snapshot, p: JenkinsPolicy, now: float, own: Any) -> tuple[int, str, Any]:
     """Jenkins core `NodeProvisioner.StandardStrategyImpl` (jenkinsci/jenkins,
     core/src/main/java/hudson/slaves/NodeProvisioner.java) with the kubernetes plugin's
@@ -74,7 +74,6 @@ def _period(p: GitLabPolicy, now: float) -> tuple[int, float]:
     return idle, idle_time
 
 
-@raw("gitlab")
 def gitlab(snap: Snapshot, p: GitLabPolicy, now: float, own: Any) -> tuple[int, str, Any]:
     """GitLab Runner's taskscaler (gitlab.com/gitlab-org/fleeting/taskscaler), as configured
     by `[runners.autoscaler]` and its `[[runners.autoscaler.policy]]` periods (docs: "Docker
@@ -97,7 +96,6 @@ def gitlab(snap: Snapshot, p: GitLabPolicy, now: float, own: Any) -> tuple[int, 
     return desired, f"idle target {target} (idle_count {idle_count}), {waiting} waiting", own
 
 
-@raw("arc")
 def arc(snap: Snapshot, p: ArcPolicy, now: float, own: Any) -> tuple[int, str, Any]:
     """actions-runner-controller runner scale sets (actions/actions-runner-controller,
     gha-runner-scale-set listener): desired runners = min(maxRunners, minRunners + jobs
@@ -108,7 +106,6 @@ def arc(snap: Snapshot, p: ArcPolicy, now: float, own: Any) -> tuple[int, str, A
     return min(p.max, p.min_runners + assigned), f"minRunners {p.min_runners} + assigned {assigned}", own
 
 
-@raw("keda")
 def keda(snap: Snapshot, p: KedaPolicy, now: float, own: Any) -> tuple[int, str, Any]:
     """KEDA ScaledJob with scalingStrategy `accurate` (kedacore/keda,
     pkg/scaling/executor/scale_jobs.go): every pollingInterval (30 s),
