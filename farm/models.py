@@ -99,14 +99,33 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def _no_nul(v: str) -> str:
-    # A NUL cannot reach a process (an argument, an environment value, a path): refused here
-    # rather than failing on the executor.
+    # A NUL cannot reach a process (an argument, an environment value, a path), and a lone
+    # surrogate (JSON's "\ud800") cannot be stored as UTF-8: refused here rather than
+    # failing later.
     if "\x00" in v:
         raise ValueError("must not contain a NUL character")
+    if not v.isascii():
+        try:
+            v.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("must be valid Unicode text (a lone surrogate cannot be stored)") from None
     return v
 
 
 Text = Annotated[str, AfterValidator(_no_nul)]
+
+
+def _shown_as_is(v: str) -> str:
+    # A name shows in tables, logs and terminals: no control or format characters (an
+    # escape sequence, a right-to-left override, a line separator) that would make it show
+    # as something else.
+    if not v.isprintable():
+        bad = next(c for c in v if not c.isprintable())
+        raise ValueError(f"must not contain control or format characters (U+{ord(bad):04X})")
+    return v
+
+
+Name = Annotated[str, AfterValidator(_no_nul), AfterValidator(_shown_as_is)]  # text a person reads in a table or a log line
 Timestamp = Annotated[str, WithJsonSchema({"type": "string", "format": "date-time"})]  # as rfc3339() writes it
 
 
@@ -115,7 +134,7 @@ class _Strict(BaseModel):
 
 
 class Step(_Strict):
-    name: Annotated[Text, Field(min_length=1, max_length=200)]
+    name: Annotated[Name, Field(min_length=1, max_length=200)]
     run: Annotated[Text, Field(min_length=1, max_length=100_000)]
     image: Annotated[Text | None, Field(default=None, max_length=500)] = None
 
@@ -398,9 +417,9 @@ class Supersede(_Strict):
 class RunSpec(_Strict):
     """A run: jobs created together (all or none), followed and cancelled together."""
 
-    name: Annotated[Text, Field(min_length=1, max_length=200)]
+    name: Annotated[Name, Field(min_length=1, max_length=200)]
     jobs: Annotated[list[JobSpec], Field(min_length=1, max_length=RUN_JOBS_MAX)]
-    labels: Annotated[dict[Annotated[str, Field(pattern=_NAME.pattern)], Annotated[Text, Field(max_length=200)]], Field(max_length=32)] = (
+    labels: Annotated[dict[Annotated[str, Field(pattern=_NAME.pattern)], Annotated[Name, Field(max_length=200)]], Field(max_length=32)] = (
         Field(default_factory=dict)
     )
     supersede: Supersede | None = None
@@ -409,24 +428,14 @@ class RunSpec(_Strict):
 
 
 class RunState(StrEnum):
-    """A run's state, derived from its jobs' (`run_state`)."""
+    """A run's state, from its jobs' (counted on the run as they start and end: store/runs.py,
+    and lib.lua `run_job_ended` for the outcome)."""
 
     QUEUED = "queued"  # no job started yet
     RUNNING = "running"  # a job started, and not every job ended
     SUCCEEDED = "succeeded"  # every job succeeded
     FAILED = "failed"  # every job ended, one did not succeed (failed, timed out, expired)
     CANCELLED = "cancelled"  # every job ended, one was cancelled (or superseded), none failed
-
-
-def run_state(states: list[JobState], *, started: bool) -> RunState:
-    """A run's state from its jobs' states; `started`: whether any job has started."""
-    if not all(s.terminal for s in states):
-        return RunState.RUNNING if started or any(s.terminal for s in states) else RunState.QUEUED
-    if all(s == JobState.SUCCEEDED for s in states):
-        return RunState.SUCCEEDED
-    if any(s in (JobState.FAILED, JobState.TIMED_OUT, JobState.EXPIRED) for s in states):
-        return RunState.FAILED
-    return RunState.CANCELLED
 
 
 class Run(BaseModel):

@@ -49,6 +49,8 @@ class TenantConfig(BaseModel):
     # Permissions that reach past a job's own attempt (farm/permissions.py); the admin has both.
     allow_host_network: bool = False  # `network: host` reaches the node's loopback services
     git_url_prefixes: list[str] = Field(default_factory=list)  # sources beyond https/ssh, e.g. file:///srv/mirrors/
+    # The most jobs the tenant may have queued at once (429 past it); None: api.max_queued_per_tenant.
+    max_queued: Annotated[int | None, Field(ge=1, le=10_000_000)] = None
 
 
 class RedisSettings(BaseModel):
@@ -69,6 +71,9 @@ class ApiSettings(BaseModel):
     run_reaper: bool = True  # every API replica may run it: its steps are atomic and idempotent
     max_body_bytes: Annotated[int, Field(ge=1024, le=64 * MiB)] = MiB  # larger bodies: 413, unread
     max_run_jobs: Annotated[int, Field(ge=1, le=RUN_JOBS_MAX)] = 500  # jobs in one run (422 past it)
+    # Jobs one tenant may have queued at once (429 past it; tenants[].max_queued overrides it,
+    # the admin has none): Redis holds the queue, and one tenant must not fill it for all.
+    max_queued_per_tenant: Annotated[int, Field(ge=1, le=10_000_000)] = 10_000
     # Log followers (`?follow=true`) one tenant may hold open per API process (429 past it),
     # and how long one may follow before the stream ends (follow again with ?offset=).
     max_followers_per_tenant: Annotated[int, Field(ge=1, le=10_000)] = 20

@@ -12,12 +12,13 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from pydantic_core import PydanticSerializationError
 from starlette.exceptions import HTTPException
 
 from farm import __version__
 from farm.api import caches, health, jobs, pools, queue, runs
 from farm.api.auth import TokenBook
-from farm.api.errors import errors_as_json, farm_error, http_error, validation_error
+from farm.api.errors import errors_as_json, farm_error, http_error, unstorable, validation_error
 from farm.api.gate import Followers, Gate
 from farm.artifacts import DirectoryStore
 from farm.cache.blobs import DirectoryBlobStore
@@ -76,6 +77,7 @@ def create_app(settings: Settings, *, store: JobStore | None = None) -> FastAPI:
     app.add_exception_handler(FarmError, farm_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(PydanticSerializationError, unstorable)
     modules = (jobs, runs, queue, pools, caches, health)
     app.add_middleware(Gate, tokens=app.state.tokens, max_body_bytes=settings.api.max_body_bytes,
                        max_inflight=settings.api.max_inflight_per_tenant, routers=[m.router for m in modules])  # fmt: skip

@@ -100,7 +100,8 @@ def _short(value: Any) -> str | None:
     if value is None or isinstance(value, dict | list):
         return None  # a whole object or list is the request itself: never echoed
     text = value if isinstance(value, str) else repr(value)
-    return text if len(text) <= INPUT_PREFIX else text[:INPUT_PREFIX] + "…"
+    text = text if len(text) <= INPUT_PREFIX else text[:INPUT_PREFIX] + "…"
+    return text.encode("utf-8", "backslashreplace").decode()  # a lone surrogate is shown escaped, not re-sent
 
 
 def field_errors(errors: Any) -> list[dict[str, Any]]:
@@ -129,6 +130,13 @@ async def http_error(request: Request, exc: Exception) -> Response:
         return JSONResponse({"detail": [{"loc": ["body"], "msg": f"the body cannot be parsed as JSON{why}", "type": "json_invalid"}]},
                             status_code=422)  # fmt: skip
     return await http_exception_handler(request, exc)
+
+
+async def unstorable(request: Request, exc: Exception) -> JSONResponse:
+    """Input that validated but cannot be serialised to be stored (text with a lone
+    surrogate where no field check caught it): the caller's input, so a 422, not a 500."""
+    return JSONResponse({"detail": [{"loc": ["body"], "msg": "the body holds text that is not valid Unicode (a lone surrogate)",
+                                     "type": "value_error"}]}, status_code=422)  # fmt: skip
 
 
 async def farm_error(request: Request, exc: Exception) -> JSONResponse:

@@ -64,7 +64,16 @@ async def _submit(config: Settings, tenant: TenantConfig | None, who: Principal,
         raise InvalidInput(why, ("body", *loc))  # a setting the runtime would ignore: say so now
     permissions.check_job(spec, tenant, admin=who.admin)
     check_callback(spec.callback_url, tenant)
-    return await jobs.asubmit(spec, who.tenant, weight=who.weight, secrets=secrets.resolve(spec, tenant), tier=who.tier, **kw)
+    return await jobs.asubmit(spec, who.tenant, weight=who.weight, secrets=secrets.resolve(spec, tenant), tier=who.tier,
+                              max_queued=queue_quota(config, tenant, who), **kw)  # fmt: skip
+
+
+def queue_quota(config: Settings, tenant: TenantConfig | None, who: Principal) -> int | None:
+    """The most jobs the caller may have queued: the tenant's own, else the setting; the
+    admin has none."""
+    if who.admin:
+        return None
+    return tenant.max_queued if tenant is not None and tenant.max_queued else config.api.max_queued_per_tenant
 
 
 @router.post("/{job_id}/rerun", status_code=status.HTTP_201_CREATED, response_model=Job, responses={**NOT_FOUND, **FORBIDDEN})

@@ -12,6 +12,7 @@ from farm import permissions, secrets
 from farm.api.auth import Principal
 from farm.api.deps import Config, Runs, Tenant, Who
 from farm.api.errors import COMMON, CONFLICT, FORBIDDEN, NOT_FOUND
+from farm.api.jobs import queue_quota
 from farm.errors import Forbidden, InvalidInput, NotFound
 from farm.models import Run, RunSpec, RunState, unsupported
 from farm.settings import Settings, TenantConfig
@@ -71,8 +72,9 @@ async def submit_run(
 ) -> Run:
     """Queue every job of the run in one step: all of them, or none (a bad job is a 422
     naming its index). `supersede` cancels the tenant's older runs in the same group."""
-    fields = _check(config, tenant, who, spec)
-    got = await runs.asubmit(spec, who.tenant, fields, idempotency_key=idempotency_key)
+    # Checking 500 jobs is work: in the thread pool, not on the loop other tenants share.
+    fields = await run_in_threadpool(_check, config, tenant, who, spec)
+    got = await runs.asubmit(spec, who.tenant, fields, idempotency_key=idempotency_key, max_queued=queue_quota(config, tenant, who))
     if not got.created:
         response.status_code = status.HTTP_200_OK
     return got.run

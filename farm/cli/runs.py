@@ -16,7 +16,7 @@ from rich.table import Table
 from farm.cli import app
 from farm.cli.jobs import Json, load_file
 from farm.cli.output import CANCELLED, FAILED, OK, Command, Group, err, flag, out, print_json
-from farm.client import FarmClient
+from farm.client import ApiError, FarmClient
 
 run_app = typer.Typer(cls=Group, help="Runs: a pipeline's jobs submitted, followed and cancelled as one.", no_args_is_help=True)
 app.add_typer(run_app, name="run")
@@ -56,35 +56,59 @@ def _label(i: int, spec: dict[str, Any], width: int) -> str:
     return f"{i:>{width}} {name}"[:24]
 
 
+FOLLOW_AT_ONCE = 8  # logs followed at once (a tenant may hold api.max_followers_per_tenant, 20 by default)
+LINE_MAX = 64 * 1024  # a line longer than this without its newline is printed in pieces
+
+
 def _follow_all(client: FarmClient, run: dict[str, Any], specs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Every job's log at once, each whole line prefixed with its job; until the run ends."""
+    """Every job's log, each whole line prefixed with its job, until the run ends. At most
+    FOLLOW_AT_ONCE are followed at a time (the rest wait their turn, and print their log
+    from its start), so a big run stays under the server's cap on open followers."""
     lock = threading.Lock()
+    slots = threading.Semaphore(FOLLOW_AT_ONCE)
     width = len(str(len(run["jobs"]) - 1))
     labels = [_label(i, specs[i] if i < len(specs) else {}, width) for i in range(len(run["jobs"]))]
     pad = max(len(label) for label in labels)
     failures: list[BaseException] = []
 
     def follow(i: int, job_id: str) -> None:
-        own = FarmClient(client.url, client.token)  # a connection of its own: one stream each
-        prefix, rest, offset = f"[{labels[i]:<{pad}}] ", "", 0
-        try:
-            while True:
-                for text in own.follow(job_id, offset=offset):
-                    offset += len(text.encode())
-                    *lines, rest = (rest + text).split("\n")
-                    if lines:
-                        with lock:
-                            for line in lines:
-                                out.out(prefix + line, highlight=False)
-                if own.get(job_id)["state"] in ENDED:
-                    break
-            if rest:
-                with lock:
-                    out.out(prefix + rest, highlight=False)
-        except BaseException as e:  # noqa: BLE001 - reported by the caller
-            failures.append(e)
-        finally:
-            own.close()
+        prefix, pieces, held, offset = f"[{labels[i]:<{pad}}] ", [], 0, 0
+
+        def emit(lines: list[str]) -> None:
+            with lock:
+                for line in lines:
+                    out.out(prefix + line, highlight=False)
+
+        with slots:
+            own = FarmClient(client.url, client.token)  # a connection of its own: one stream each
+            try:
+                while True:
+                    try:
+                        for text in own.follow(job_id, offset=offset):
+                            offset += len(text.encode())
+                            *whole, last = text.split("\n")
+                            if whole:
+                                emit(["".join(pieces) + whole[0], *whole[1:]])
+                                pieces, held = [], 0
+                            if last:
+                                pieces.append(last)
+                                held += len(last)
+                                if held > LINE_MAX:
+                                    emit(["".join(pieces)])
+                                    pieces, held = [], 0
+                    except ApiError as e:
+                        if e.status != 429:
+                            raise
+                        time.sleep(1.0)  # the server's cap on followers: try again shortly
+                        continue
+                    if own.get(job_id)["state"] in ENDED:
+                        break
+                if pieces:
+                    emit(["".join(pieces)])
+            except BaseException as e:  # noqa: BLE001 - reported by the caller
+                failures.append(e)
+            finally:
+                own.close()
 
     threads = [threading.Thread(target=follow, args=(i, j), daemon=True) for i, j in enumerate(run["jobs"])]
     for t in threads:

@@ -20,7 +20,7 @@ from typing import Any
 import redis
 import redis.asyncio
 
-from farm.errors import Conflict, NotFound, StaleAttempt
+from farm.errors import Conflict, NotFound, StaleAttempt, TooManyRequests
 from farm.models import ArtifactInfo, CacheResult, ErrorCode, ImageResult, Job, JobSpec, JobState, StepResult, rfc3339
 from farm.store.client import translated
 from farm.store.keys import Keys
@@ -55,6 +55,14 @@ class ReapReport:
     timed_out: int
     expired: int
     fencing: int = 0  # leases expired on a node with a live warden: requeued once it confirms the kill
+
+
+class QueueFull(TooManyRequests):
+    """The tenant has as many jobs queued as it may (its quota): 429, retry later."""
+
+    def __init__(self, tenant: str, queued: int) -> None:
+        super().__init__(f"tenant {tenant!r} has {queued:,} jobs queued, as many as it may (api.max_queued_per_tenant, "
+                         "tenants[].max_queued): retry when some have started, or cancel some")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -152,9 +160,11 @@ class JobStore:
         secrets: dict[str, str] | None = None,
         rerun_of: str | None = None,
         tier: str = "unprotected",
+        max_queued: int | None = None,
     ) -> dict[str, str]:
         """A job as lib.lua's `enqueue_job` takes it, every value a string. `secrets` are
-        the resolved values the steps will see."""
+        the resolved values the steps will see; `max_queued` the most jobs the tenant may
+        have queued (None: no limit)."""
         body = spec.model_dump_json()
         group = spec.concurrency
         return {
@@ -177,6 +187,7 @@ class JobStore:
             "rerun_of": rerun_of or "",
             "tier": tier,
             "run": "",
+            "max_queued": "" if max_queued is None else str(max_queued),
         }
 
     @staticmethod
@@ -184,6 +195,8 @@ class JobStore:
         """The new job from what the enqueue script answered (without reading it back);
         None for a duplicate, which the caller reads."""
         outcome, job_id, *queued_at = got
+        if outcome == "full":
+            raise QueueFull(tenant, int(job_id))
         if outcome == "conflict":
             raise Conflict(f"Idempotency-Key already used for job {job_id} with a different body")
         if outcome == "duplicate":

@@ -54,6 +54,7 @@ only place a key is named.
     {p}rungroup:{tenant}:{g} set    a tenant's runs in a supersede group that have not ended
     {p}runs_finished        zset    ended run ids by finish time (ms), for retention
     {p}runstats             hash    run counters and duration buckets read by /metrics
+    {p}tqueued              hash    tenant -> jobs it has queued (the submit quota)
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ _PER_ID = (
     "cachekeys", "cacheentry", "cachelru", "cachebytes", "fences", "logcut", "run", "tenant_runs", "rungroup",
 )  # fmt: skip
 _SINGLE = ("leases", "deadlines", "qdeadlines", "finished", "webhooks", "jobs", "seq", "cacherefs", "fencing", "nodes", "instance",
-           "restarts", "runs", "runs_finished", "runstats")  # fmt: skip
+           "restarts", "runs", "runs_finished", "runstats", "tqueued")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -160,6 +161,10 @@ class Keys:
     @property
     def runstats(self) -> str:
         return self._k("runstats")
+
+    @property
+    def tqueued(self) -> str:
+        return self._k("tqueued")
 
     def waiting(self, pool: str) -> str:
         return self._k("waiting", pool)

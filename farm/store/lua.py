@@ -30,6 +30,18 @@ def source(name: str) -> str:
     return resources.files("farm.store").joinpath("scripts", f"{name}.lua").read_text()
 
 
+@cache
+def script(name: str) -> str:
+    """lib.lua and the script, with the script's `#!lua flags=...` line first if it has one.
+    `allow-oom` marks the scripts that end, free or keep going work already taken (claim,
+    heartbeat, finish, cancel, reap, fence, purge...): they run even when Redis is at
+    maxmemory, so a full Redis refuses new submits but never strands running jobs or an
+    operator's cancel."""
+    own = source(name)
+    head, _, rest = own.partition("\n") if own.startswith("#!") else ("", "", own)
+    return (head + "\n" if head else "") + source("lib") + "\n" + rest
+
+
 def declared_edges(name: str) -> set[tuple[str, str]]:
     """The `-- edges:` line of a script, as (src, dst) pairs; lets a test hold the scripts
     to the transition table in farm.models."""
@@ -52,9 +64,8 @@ class Scripts:
                 "ex_ttl": EXECUTOR_TTL_MS,
             }
         )
-        lib = source("lib")
-        self._scripts = {n: client.register_script(lib + "\n" + source(n)) for n in NAMES}
-        self._ascripts = {n: aclient.register_script(lib + "\n" + source(n)) for n in NAMES} if aclient else {}
+        self._scripts = {n: client.register_script(script(n)) for n in NAMES}
+        self._ascripts = {n: aclient.register_script(script(n)) for n in NAMES} if aclient else {}
 
     def call(self, name: str, *args: Any, client: redis.Redis | None = None) -> Any:
         return self._scripts[name](keys=[], args=[self._config, *args], client=client)

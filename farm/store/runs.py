@@ -1,5 +1,5 @@
 """RunStore: runs in Redis. A run is its jobs, created in one script call (all or none), and
-a hash that counts them as they end; its state is derived from its jobs' (models.run_state).
+a hash that counts them as they start and end; its state follows from those counts.
 
 Invariants (enforced by the scripts, tested against a real server):
 - Every job of a run exists from the moment the run does, and carries the run's id.
@@ -7,6 +7,8 @@ Invariants (enforced by the scripts, tested against a real server):
   written then, in the same step as that job's end (lib.lua `run_job_ended`).
 - A tenant has at most one run in a supersede group that has not ended: a new one cancels
   the others' unfinished jobs first.
+- The run's hash counts its jobs as they start and end (n:running, n:<end state>), so a
+  run is read in one round trip whatever its size, also after retention purged its jobs.
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from farm.errors import Conflict, NotFound
-from farm.models import JobState, Run, RunSpec, RunState, Supersede, rfc3339, run_state
+from farm.models import JobState, Run, RunSpec, RunState, Supersede, rfc3339
 from farm.store.client import translated
-from farm.store.jobs import JobStore
+from farm.store.jobs import JobStore, QueueFull
 from farm.store.paging import newest_first
 
 
@@ -44,11 +46,12 @@ class RunStore:
     # -- submit ------------------------------------------------------------------------------
 
     @staticmethod
-    def _args(spec: RunSpec, tenant: str, jobs: list[dict[str, str]], idempotency_key: str | None) -> str:
+    def _args(spec: RunSpec, tenant: str, jobs: list[dict[str, str]], idempotency_key: str | None, max_queued: int | None) -> str:
         """The run_submit script's argument; `jobs` are the jobs' fields (JobStore._enqueue_fields)."""
         body = spec.model_dump_json()
         return json.dumps(
             {
+                "max_queued": "" if max_queued is None else str(max_queued),
                 "id": uuid.uuid4().hex,
                 "tenant": tenant,
                 "name": spec.name,
@@ -61,65 +64,63 @@ class RunStore:
             }
         )
 
-    def submit(self, spec: RunSpec, tenant: str, jobs: list[dict[str, str]], *, idempotency_key: str | None = None) -> SubmittedRun:
+    def submit(self, spec: RunSpec, tenant: str, jobs: list[dict[str, str]], *, idempotency_key: str | None = None,
+               max_queued: int | None = None) -> SubmittedRun:  # fmt: skip
         """Queue every job of the run in one step. With an idempotency key, a repeat of the
         same body within 24 h gets the first run back (created=False); the same key with
         another body is a Conflict."""
-        got = self.jobs._call("run_submit", self._args(spec, tenant, jobs, idempotency_key))
-        return self._submitted(got)
+        got = self.jobs._call("run_submit", self._args(spec, tenant, jobs, idempotency_key, max_queued))
+        return self._submitted(got, tenant)
 
-    async def asubmit(self, spec: RunSpec, tenant: str, jobs: list[dict[str, str]], *, idempotency_key: str | None = None) -> SubmittedRun:
+    async def asubmit(self, spec: RunSpec, tenant: str, jobs: list[dict[str, str]], *, idempotency_key: str | None = None,
+                      max_queued: int | None = None) -> SubmittedRun:  # fmt: skip
         """`submit` on the asyncio client (the API's path)."""
         with translated():
-            got = await self.jobs._scripts.acall("run_submit", self._args(spec, tenant, jobs, idempotency_key))
+            got = await self.jobs._scripts.acall("run_submit", self._args(spec, tenant, jobs, idempotency_key, max_queued))
             outcome, run_id, *_ = got
+            if outcome == "full":
+                raise QueueFull(tenant, int(run_id))
             if outcome == "conflict":
                 raise Conflict(f"Idempotency-Key already used for run {run_id} with a different body")
             return SubmittedRun(await self.aget(run_id), created=outcome == "created")
 
-    def _submitted(self, got: list[Any]) -> SubmittedRun:
+    def _submitted(self, got: list[Any], tenant: str) -> SubmittedRun:
         outcome, run_id, *_ = got
+        if outcome == "full":
+            raise QueueFull(tenant, int(run_id))
         if outcome == "conflict":
             raise Conflict(f"Idempotency-Key already used for run {run_id} with a different body")
         return SubmittedRun(self.get(run_id), created=outcome == "created")
 
     # -- read --------------------------------------------------------------------------------
 
-    _JOB_FIELDS = ("state", "started_at", "finished_at")
-
     def get(self, run_id: str) -> Run:
         with translated():
             h = self.jobs.client.hgetall(self.keys.run(run_id))
-            if not h:
-                raise NotFound(f"no run {run_id}")
-            pipe = self.jobs.client.pipeline(transaction=False)
-            ids = json.loads(h["jobs"])
-            for job_id in ids:
-                pipe.hmget(self.keys.job(job_id), *self._JOB_FIELDS)
-            return self._run(h, ids, pipe.execute())
+        if not h:
+            raise NotFound(f"no run {run_id}")
+        return self._run(h)
 
     async def aget(self, run_id: str) -> Run:
         assert self.jobs.aclient is not None
         with translated():
             h = await self.jobs.aclient.hgetall(self.keys.run(run_id))
-            if not h:
-                raise NotFound(f"no run {run_id}")
-            pipe = self.jobs.aclient.pipeline(transaction=False)
-            ids = json.loads(h["jobs"])
-            for job_id in ids:
-                pipe.hmget(self.keys.job(job_id), *self._JOB_FIELDS)
-            return self._run(h, ids, await pipe.execute())
+        if not h:
+            raise NotFound(f"no run {run_id}")
+        return self._run(h)
 
     @staticmethod
-    def _run(h: dict[str, str], ids: list[str], rows: list[list[str | None]]) -> Run:
-        """A run from its hash and its jobs' (state, started_at, finished_at); a job purged
-        by retention before its run is left out of the counts."""
-        states = [JobState(r[0]) for r in rows if r[0]]
-        starts = [int(r[1]) for r in rows if r[0] and r[1]]
-        counts = {s: 0 for s in JobState}
-        for s in states:
-            counts[s] += 1
-        state = RunState(h["outcome"]) if h.get("outcome") else run_state(states, started=bool(starts))
+    def _run(h: dict[str, str]) -> Run:
+        """A run from its hash alone: the jobs running and ended are counted there as they
+        change (the rest are queued), and its state follows (models.RunState's rule)."""
+        total = int(h["total"])
+        counts = {s: int(h.get(f"n:{s.value}", 0)) for s in JobState if s is not JobState.QUEUED}
+        counts[JobState.QUEUED] = max(0, total - sum(counts.values()))
+        ended = sum(n for s, n in counts.items() if s.terminal)
+        if h.get("outcome"):
+            state = RunState(h["outcome"])
+        else:
+            state = RunState.RUNNING if h.get("started_at") or ended else RunState.QUEUED
         return Run(
             id=h["id"],
             tenant=h["tenant"],
@@ -127,10 +128,10 @@ class RunStore:
             labels=json.loads(h.get("labels") or "{}"),
             supersede=Supersede(group=h["group"]) if h.get("group") else None,
             state=state,
-            counts=counts,
-            jobs=ids,
+            counts={s: counts[s] for s in JobState},
+            jobs=json.loads(h["jobs"]),
             created_at=rfc3339(int(h["created_at"])),
-            started_at=rfc3339(min(starts)) if starts else None,
+            started_at=rfc3339(_ms(h.get("started_at"))),
             finished_at=rfc3339(_ms(h.get("finished_at"))),
             superseded_by=h.get("superseded_by") or None,
             callback_url=h.get("callback") or None,

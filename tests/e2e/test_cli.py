@@ -160,6 +160,11 @@ def test_runs_from_the_cli(start_farm, farm_env, tmp_path: Path):
     assert run_id[:12] in r.stdout and "push main@abc" in r.stdout
     assert json.loads(farm(env, "run", "ls", "--state", "succeeded", "--json").stdout)["runs"][0]["id"] == run_id
 
+    wide = tmp_path / "wide.yaml"  # more jobs than the CLI follows at once (8): the rest wait their turn
+    wide.write_text("name: wide\njobs:\n" + "".join(f"  - steps: [{{name: j{i}, run: 'echo out-{i}'}}]\n" for i in range(12)))
+    lines = farm(env, "run", "submit", "-f", str(wide)).stdout.splitlines()
+    assert all(any(line.endswith(f"] out-{i}") for line in lines) for i in range(12)), lines
+
     failing = tmp_path / "failing.yaml"
     failing.write_text("name: f\njobs:\n  - steps: [{name: ok, run: 'true'}]\n  - steps: [{name: bad, run: 'exit 3'}]\n")
     r = farm(env, "run", "submit", "--wait", str(failing), code=1)

@@ -202,3 +202,65 @@ def test_retention_purges_ended_runs(api, store):
     assert store.purge(0) == run["jobs"]
     assert api.get(f"/v1/runs/{run['id']}").status_code == 404
     assert api.get("/v1/runs").json()["runs"] == []
+
+
+def test_a_tenant_past_its_queue_quota_gets_a_429_and_others_do_not(make_settings, store, run_executor):
+    """A tenant may have api.max_queued_per_tenant jobs queued (runs count every job): past
+    it a 429 says so, other tenants and the admin go on, and the quota frees as jobs start
+    or are cancelled."""
+    settings = make_settings(admin_token=ADMIN, tenants=[{"name": "alice", "token_sha256": hash_token(ALICE)},
+                                                         {"name": "bob", "token_sha256": hash_token(BOB)}],
+                             api={"run_reaper": False, "max_queued_per_tenant": 5}, executors={"kill_grace_s": 0.2})  # fmt: skip
+    with TestClient(create_app(settings), headers=auth(ALICE)) as api:
+        run = api.post("/v1/runs", json={"name": "r", "jobs": [job("sleep 30")] * 4}).json()
+        r = api.post("/v1/runs", json={"name": "r2", "jobs": [job()] * 2})
+        assert r.status_code == 429 and "4 jobs queued" in r.json()["detail"] and "max_queued_per_tenant" in r.json()["detail"]
+        assert api.post("/v1/jobs", json=job()).status_code == 201  # the fifth
+        assert api.post("/v1/jobs", json=job()).status_code == 429
+        assert api.post("/v1/runs", json={"name": "b", "jobs": [job()] * 5}, headers=auth(BOB)).status_code == 201
+        assert api.post("/v1/runs", json={"name": "a", "jobs": [job()] * 5}, headers=auth(ADMIN)).status_code == 201
+        api.post(f"/v1/jobs/{run['jobs'][3]}/cancel")  # a cancelled job leaves the queue
+        assert api.post("/v1/jobs", json=job()).status_code == 201
+        run_executor(settings)  # a started job leaves the queue too
+        wait_for(lambda: api.get(f"/v1/jobs/{run['jobs'][0]}").json()["state"] == "running", 20, what="a job started")
+        assert api.post("/v1/jobs", json=job()).status_code == 201
+        assert api.post("/v1/jobs", json=job()).status_code == 429
+        api.post(f"/v1/runs/{run['id']}/cancel")
+    queued = {t: sum(1 for j in store.list(tenant=t, limit=100)[0] if j.state.value == "queued") for t in ("alice", "bob")}
+    assert {t: int(store.client.hget(store.keys.tqueued, t) or 0) for t in queued} == queued  # the counter is the truth
+
+
+def test_a_run_is_counted_on_its_own_hash_as_its_jobs_start_and_end(api, settings, store, run_executor):
+    """GET /v1/runs/{id} reads one hash whatever the run's size: the jobs running and ended
+    are counted there as they change."""
+    run = api.post("/v1/runs", json={"name": "r", "jobs": [job("sleep 2"), job("true"), job("exit 1")]}).json()
+    assert api.get(f"/v1/runs/{run['id']}").json()["counts"]["queued"] == 3
+    run_executor(settings)
+    wait_for(lambda: api.get(f"/v1/runs/{run['id']}").json()["counts"]["running"] == 1, 20, what="the first job running")
+    got = api.get(f"/v1/runs/{run['id']}").json()
+    assert (got["state"], got["counts"]["queued"], got["started_at"] is not None) == ("running", 2, True)
+    wait_for(lambda: api.get(f"/v1/runs/{run['id']}").json()["finished_at"] is not None, 30, what="the run")
+    got = api.get(f"/v1/runs/{run['id']}").json()
+    assert {k: v for k, v in got["counts"].items() if v} == {"succeeded": 2, "failed": 1} and got["state"] == "failed"
+
+
+@pytest.mark.parametrize(
+    ("body", "in_job"),
+    [
+        ('{"name": "\\ud800", "jobs": [{"steps": [{"name": "s", "run": "true"}]}]}', False),
+        ('{"name": "r", "labels": {"a": "\\udfff"}, "jobs": [{"steps": [{"name": "s", "run": "true"}]}]}', False),
+        ('{"name": "r", "jobs": [{"steps": [{"name": "s", "run": "echo \\ud83d"}]}]}', True),
+        ('{"name": "r", "jobs": [{"env": {"A": "\\ud800"}, "steps": [{"name": "s", "run": "true"}]}]}', True),
+        ('{"name": "a\\u202eb", "jobs": [{"steps": [{"name": "s", "run": "true"}]}]}', False),
+        ('{"name": "r", "jobs": [{"steps": [{"name": "\\u001b[31mred", "run": "true"}]}]}', True),
+    ],
+)
+def test_text_that_cannot_be_stored_or_shown_as_is_is_a_422(api, store, body, in_job):
+    """A lone surrogate (no UTF-8 for it) and control or format characters in a name (an
+    escape sequence, a right-to-left override) are 422s, in a run and in a job alone."""
+    r = api.post("/v1/runs", content=body.encode(), headers={"Content-Type": "application/json"})
+    assert r.status_code == 422, r.text
+    assert jobs_in_redis(store) == 0
+    single = body.split('"jobs": [', 1)[1].rsplit("]", 1)[0]
+    alone = api.post("/v1/jobs", content=single.encode(), headers={"Content-Type": "application/json"})
+    assert alone.status_code == (422 if in_job else 201), alone.text

@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- edges: none
 -- Drop cache entries: by id (ARGV mode 'ids', then ids), or evict a tenant's least recently
 -- used entries until it is within quota (ARGV 'evict', tenant, quota bytes, bytes reserved

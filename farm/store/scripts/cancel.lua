@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- edges: queued->cancelled, running->cancelled
 -- Cancel a job (queued|running -> cancelled). ARGV id.
 -- Returns the state it was in ('queued'/'running' means it is cancelled now), or 'gone'.

@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- edges: queued->running
 -- An executor takes the next job of a pool under a lease (queued -> running): the tenant
 -- with the lowest stride pass, its best job; a job whose concurrency group is full is
@@ -40,6 +41,8 @@ for _ = 1, 100 do
       redis.call('ZREM', K.waiting .. pool, id)
       redis.call('ZREM', K.qdeadlines, id)
       redis.call('HSET', jk, 'state', 'running', 'executor', executor, 'node', ARGV[6] or '', 'started_at', now)
+      queued_by(tenant, -1)
+      run_running(id, 1, now)
       redis.call('ZADD', K.leases, now + lease_ms, id)
       redis.call('ZADD', K.deadlines, now + tonumber(f[3]) + grace_ms, id)
       redis.call('SADD', K.running .. pool, id)

@@ -1,11 +1,17 @@
 -- edges: (new)->queued, queued->cancelled
 -- Submit a job. ARGV[2]: JSON of its fields (lib.lua `enqueue_job`), and idem (the
 -- Idempotency-Key, '' for none) and body (the sha256 of the spec, with a key).
--- Returns {'created', id, queued_at_ms} | {'duplicate', id} (same key, same body) | {'conflict', id}.
+-- max_queued ('' for none): the most jobs the tenant may have queued.
+-- Returns {'created', id, queued_at_ms} | {'duplicate', id} (same key, same body) | {'conflict', id}
+-- | {'full', jobs the tenant has queued}.
 local a = cjson.decode(ARGV[2])
 if a.idem ~= '' then
   local seen = idempotent(K.idem .. a.tenant .. ':' .. a.idem, a.id, a.body)
   if seen then return seen end
+end
+if a.max_queued ~= '' then
+  local has = tonumber(redis.call('HGET', K.tqueued, a.tenant) or '0')
+  if has + 1 > tonumber(a.max_queued) then return {'full', has} end
 end
 local now = now_ms()
 enqueue_job(a, now)

@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- edges: running->queued, running->failed
 -- A node's warden confirms that nothing of a fenced attempt runs there any more: the job
 -- goes back to the queue as the next attempt (or fails, its retry budget spent).

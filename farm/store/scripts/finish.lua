@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- edges: running->succeeded, running->failed, running->timed_out
 -- An executor records the end of its attempt (running -> succeeded|failed|timed_out).
 -- ARGV[2]: JSON of the attempt's end (JobStore.finish): id, attempt, state, exit_code and

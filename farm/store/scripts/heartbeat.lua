@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- edges: none
 -- Renew a running attempt's lease. ARGV id, attempt, lease_ms.
 -- Returns 'ok', 'stale' (another attempt is current), 'gone', or the job's state when it

@@ -13,6 +13,22 @@ local function fmt(n)
   return string.format('%.0f', n)
 end
 
+-- Jobs a tenant has queued, kept as they enter and leave the queue (the submit scripts
+-- refuse a tenant past its quota). Never below 0: a farm from before the counter starts
+-- at 0 with jobs already queued.
+local function queued_by(tenant, delta)
+  local n = redis.call('HINCRBY', K.tqueued, tenant, delta)
+  if n < 0 then redis.call('HSET', K.tqueued, tenant, 0) end
+end
+
+-- A run's jobs running now (n:running on the run's hash), kept as they start and stop.
+local function run_running(id, delta, now)
+  local run = redis.call('HGET', K.job .. id, 'run')
+  if not run or run == '' then return end
+  redis.call('HINCRBY', K.run .. run, 'n:running', delta)
+  if delta > 0 then redis.call('HSETNX', K.run .. run, 'started_at', now) end
+end
+
 -- Histogram observation into a stats hash: per-bucket (not cumulative) counts; /metrics
 -- accumulates them.
 local function observe_into(stats, name, value_s, bounds)
@@ -184,7 +200,8 @@ local function unqueue(id, pool, tenant, group)
 end
 
 -- A job of a run ended: count it; when it was the run's last, the run ends with an outcome
--- (the rule of farm.models.run_state), its metrics and its webhook.
+-- (farm.models.RunState: succeeded if all did, failed if one failed, timed out or expired,
+-- else cancelled), its metrics and its webhook.
 local function run_job_ended(run, state, now)
   local rk = K.run .. run
   redis.call('HINCRBY', rk, 'n:' .. state, 1)
@@ -215,7 +232,13 @@ local function terminate(id, state, err, now)
   local jk = K.job .. id
   local f = redis.call('HMGET', jk, 'pool', 'started_at', 'state', 'attempt', 'tenant', 'group', 'callback', 'run')
   local pool, started, prev, attempt = f[1], f[2], f[3], f[4]
-  if prev == 'running' then unlease(id) else unqueue(id, pool, f[5], f[6]) end
+  if prev == 'running' then
+    unlease(id)
+    run_running(id, -1, now)
+  else
+    unqueue(id, pool, f[5], f[6])
+    queued_by(f[5], -1)
+  end
   redis.call('ZREM', K.fencing, id)  -- a fence of an attempt of a job that ended: the node still clears it, nothing waits on it
   redis.call('HSET', jk, 'state', state, 'error', err, 'finished_at', now)
   redis.call('ZADD', K.finished, now, id)
@@ -244,6 +267,8 @@ local function requeue_or_lose(id, why, now)
   if f[7] and f[7] ~= '' then redis.call('ZREM', K.fences .. f[7], id) end
   if attempt <= tonumber(f[2]) then
     unlease(id)
+    run_running(id, -1, now)
+    queued_by(f[5], 1)
     redis.call('HSET', jk, 'state', 'queued', 'attempt', attempt + 1, 'executor', '', 'node', '',
       'error', 'executor_lost', 'ready_at', now, 'log_bytes', 0, 'log_cut', 0, 'log_head', '')
     note(id, attempt, why .. '; requeued as attempt ' .. (attempt + 1))
@@ -291,6 +316,7 @@ local function enqueue_job(a, now)
   redis.call('ZADD', K.jobs, seq, id)
   redis.call('ZADD', K.tenant_jobs .. tenant, seq, id)
   redis.call('HINCRBY', K.stats .. pool, 'submitted_total', 1)
+  queued_by(tenant, 1)
   demand(pool, 'a', now)
   if group ~= '' then
     -- A group's limit is the one its latest job set.

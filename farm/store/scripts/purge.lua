@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- edges: none
 -- Retention: delete jobs that ended more than retention_ms ago, with their logs.
 -- ARGV retention_ms, limit. Returns the purged ids.

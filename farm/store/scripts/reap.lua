@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- edges: running->queued, running->failed, running->timed_out, queued->expired
 -- Server-side recovery, run by any number of reapers. ARGV limit, node_timeout_ms.
 -- An expired lease means the attempt's executor is lost, but its processes may live on. If

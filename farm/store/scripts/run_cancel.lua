@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- edges: queued->cancelled, running->cancelled
 -- Cancel a run: every job of it that has not ended. ARGV[2] run id.
 -- Returns 'gone', or the number of jobs cancelled now (0: the run had ended).

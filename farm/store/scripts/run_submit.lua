@@ -3,12 +3,17 @@
 -- name, labels (JSON), group (supersede, '' for none), callback, idem, body (sha256 of the
 -- run, with a key), jobs: [the fields of each job, as enqueue takes them]}. A run in a
 -- supersede group first cancels the tenant's older runs in that group that have not ended.
--- Returns {'created', id, created_ms} | {'duplicate', id} | {'conflict', id}.
+-- max_queued ('' for none): the most jobs the tenant may have queued, these included.
+-- Returns {'created', id, created_ms} | {'duplicate', id} | {'conflict', id} | {'full', jobs queued}.
 local r = cjson.decode(ARGV[2])
 if r.idem ~= '' then
   -- (a space never occurs in a tenant's name or a key: a run's keys and a job's never meet)
   local seen = idempotent(K.idem .. r.tenant .. ' run:' .. r.idem, r.id, r.body)
   if seen then return seen end
+end
+if r.max_queued ~= '' then
+  local has = tonumber(redis.call('HGET', K.tqueued, r.tenant) or '0')
+  if has + #r.jobs > tonumber(r.max_queued) then return {'full', has} end
 end
 local now = now_ms()
 if r.group ~= '' then

@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- edges: none
 -- Lease due result webhooks to one deliverer: each claimed id is pushed lease_ms into the
 -- future, so another deliverer does not send it at the same time; a deliverer that dies
