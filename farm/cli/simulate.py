@@ -172,8 +172,12 @@ def simulate(
                                         help="The trace: a CSV with the columns submitted_ts, duration_s, pool "
                                         "and tenant, one job a row.")],
     policy: Annotated[str, typer.Option(metavar="NAME", help="reactive, scheduled, predictive, jenkins, gitlab, arc, "
-                                        "keda, or all: farm's predictive and every peer, tuned with hindsight to the "
-                                        "target.")] = "predictive",
+                                        "keda, or all: farm's predictive and every peer, tuned to the target (--tune)."
+                                        )] = "predictive",
+    tune_by: Annotated[str, typer.Option("--tune", metavar="HOW", help="With --policy all, how the peers' knobs are "
+                                         "chosen: past (re-chosen every week from the weeks before it, as an operator "
+                                         "retuning weekly can) or hindsight (once, from the whole trace: an oracle).")
+                       ] = "past",
     set_: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", show_default=False,
                                                       help="Set a policy parameter (a JSON value); repeat for more.")] = None,
     sweep: Annotated[Optional[str], typer.Option(metavar="KEY=FROM:TO:STEP", show_default=False,
@@ -192,7 +196,7 @@ def simulate(
                                                  help="Also write a PNG of demand against capacity over the trace's "
                                                  "second week (up to 8 of the results).")] = None,
 ) -> None:  # fmt: skip
-    """Replay a recorded trace through a capacity policy (or all of them, peers tuned with hindsight)."""
+    """Replay a recorded trace through a capacity policy (or all of them, the peers tuned to the target)."""
     from farm.sim import tune
     from farm.sim.trace import TraceError, parse
 
@@ -202,6 +206,8 @@ def simulate(
     except (OSError, TraceError) as e:
         err.print(f"[red]cannot read trace:[/red] {e}")
         raise typer.Exit(2) from e
+    if tune_by not in ("past", "hindsight"):
+        raise _usage(f"--tune is past or hindsight, not {tune_by!r}")
     if policy != "all" and policy not in tune.POLICIES:
         err.print(f"[red]unknown policy {policy!r}[/red]; use one of {', '.join([*tune.POLICIES, 'all'])}")
         raise typer.Exit(2)
@@ -226,7 +232,7 @@ def simulate(
             prefix = f"{tr.pool} " if len(traces) > 1 else ""
             try:
                 if policy == "all":
-                    for stage in tune.stages(tr, target_p95, lead):
+                    for stage in tune.stages(tr, target_p95, lead, tune_by):
                         knob = tune.KNOBS.get(stage.policy)
                         task = tracker.task(prefix + stage.policy, stage.max_runs,
                                             f"tuning {knob}…" if knob else _replaying(tr))  # fmt: skip
@@ -260,8 +266,9 @@ def simulate(
             chosen = results[:8]
             by_pool = {t.pool: t for t in traces}
             task = tracker.task("plot", len(chosen), "replaying to record…")
-            rerun = [replay(by_pool[r.pool], tune.build(r.policy, r.params), lead_s=lead, name=r.policy, params=r.params,
-                            record=True, progress=task.replay) for r in chosen]  # fmt: skip
+            rerun = [replay(by_pool[r.pool], r.schedule[0][1] if r.schedule else tune.build(r.policy, r.params), lead_s=lead,
+                            name=r.policy, params=r.params, record=True, progress=task.replay, schedule=r.schedule)
+                     for r in chosen]  # fmt: skip
             task.note("drawing…")
             week_plot(rerun, plot)
             task.finish(f"written to {plot}")
@@ -285,6 +292,9 @@ def simulate(
         (err if as_json else out).print(f"plot written to {plot}", markup=False, highlight=False, soft_wrap=True)
 
 
+_TUNING = {"past": "past weeks", "hindsight": "oracle"}
+
+
 def _print_table(results: list[Result], target_p95: float, *, wide: bool, multi_pool: bool, swept: str | None) -> None:
     """80 columns by default (policy, the swept value, executor-h, efficiency, p95, killed; the
     pool when there are several); every column under `wide`, at the width it needs. Cells are
@@ -298,6 +308,7 @@ def _print_table(results: list[Result], target_p95: float, *, wide: bool, multi_
     columns: list[tuple[str, Callable[[Result], Text | str], bool, bool]] = [  # header, cell, shown by default, a figure
         ("pool", lambda r: Text(r.pool), multi_pool, False),
         ("policy", lambda r: Text(r.policy), True, False),
+        ("tuning", lambda r: Text(_TUNING.get(r.tuning, "")), any(r.tuning for r in results), False),
         ("params", lambda r: Text(_brief(r.params)), False, False),
         *([(swept, lambda r: Text(str(r.params.get(swept, ""))), True, True)] if swept and not wide else []),
         ("executor-h", lambda r: f"{r.executor_hours:,.0f}", True, True),
@@ -326,3 +337,8 @@ def _print_table(results: list[Result], target_p95: float, *, wide: bool, multi_
         out.print(table)
     if any(r.wait_p95_s > target_p95 for r in results):
         out.print(f"{MISS} misses the p95 target of {target_p95:g}s", markup=False, highlight=False)
+    if any(r.tuning == "past" for r in results):
+        out.print("past weeks: the knob re-chosen every week from the weeks before it (the first week: the default)",
+                  markup=False, highlight=False)  # fmt: skip
+    if any(r.tuning == "hindsight" for r in results):
+        out.print("oracle: tuned with hindsight (oracle) on this very trace, which no operator can", markup=False, highlight=False)

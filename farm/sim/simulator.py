@@ -14,7 +14,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,9 +45,14 @@ class Result:
     # each job's wait, in trace order, and the policy's own memory at the end, when recorded
     job_waits: tuple[float, ...] = ()
     memory: Any = None
+    # How a peer's knob was chosen (farm.sim.tune): "past" (re-chosen every week from the
+    # weeks before it), "hindsight" (once, from the whole trace), None (not tuned)
+    tuning: str | None = None
+    # the policies in force from each time on, when they changed during the replay
+    schedule: tuple[tuple[float, Any], ...] = ()
 
     def row(self) -> dict:
-        out = {k: v for k, v in self.__dict__.items() if k not in ("series", "job_waits", "memory")}
+        out = {k: v for k, v in self.__dict__.items() if k not in ("series", "job_waits", "memory", "schedule")}
         for k, v in out.items():
             if isinstance(v, float):
                 out[k] = round(v, 3)
@@ -89,10 +94,17 @@ Replay = Callable[[int, int], None]
 
 def simulate(  # type: ignore[no-untyped-def]
     trace: Trace, policy, *, lead_s: float = DEFAULT_LEAD_S, name: str | None = None, params: dict | None = None, record: bool = False,
-    progress: Replay | None = None,
+    progress: Replay | None = None, schedule: Sequence[tuple[float, Any]] = (),
 ) -> Result:  # fmt: skip
+    """Replay the trace through the policy. `schedule`: (from, policy) pairs in time order,
+    each in force from its time on (`policy` until the first), all of `policy`'s kind: an
+    operator changing a knob as the replay goes (farm.sim.tune's past tuning)."""
     if not trace.submitted:
         raise ValueError("empty trace")
+    if any(p.kind != policy.kind for _, p in schedule):
+        raise ValueError("a schedule keeps its policy's kind")
+    changes = list(schedule)
+    in_force = policy
     jobs = len(trace.submitted)
     # one comparison per arrival when nobody listens: report_at is then never reached
     step = max(1, jobs // 100)
@@ -149,7 +161,9 @@ def simulate(  # type: ignore[no-untyped-def]
             idle.append((executor, now))
 
     def act(now: float) -> None:
-        nonlocal memory, arrivals, started, starting, next_id, seq, last_direction, reversals
+        nonlocal memory, arrivals, started, starting, next_id, seq, last_direction, reversals, in_force
+        while changes and now >= changes[0][0]:
+            in_force = changes.pop(0)[1]
         snap = Snapshot(
             queued=len(queue), running=busy, starting=starting, idle=len(idle),
             idle_ages_s=tuple(now - since for _, since in idle) if ages else (), arrivals=tuple(arrivals), waits=tuple(started),
@@ -158,7 +172,7 @@ def simulate(  # type: ignore[no-untyped-def]
         arrivals, started = [], []
         if record:
             series.append((now, busy + len(queue), snap.current))
-        d = decide(snap, policy, now=now)
+        d = decide(snap, in_force, now=now)
         memory = d.memory
         for _ in range(d.to_start):
             started_at[next_id] = now
@@ -234,4 +248,5 @@ def simulate(  # type: ignore[no-untyped-def]
         series=tuple(series),
         job_waits=tuple(job_waits or ()),
         memory=memory.own if record and memory is not None else None,
+        schedule=tuple(schedule),
     )

@@ -39,6 +39,23 @@ def test_simulate_json(small_trace):
     assert row["params"] == {"buffer": 2} and row["jobs"] == 80 and row["killed_jobs"] == 0
 
 
+def test_all_says_how_each_peer_was_tuned(small_trace):
+    """--tune past (the default) re-chooses each peer's knob weekly; --tune hindsight is the
+    oracle, labelled so; the JSON says which row had which."""
+    for how, label in (("past", "past"), ("hindsight", "hindsight")):
+        r = CliRunner().invoke(app, ["simulate", "--trace", str(small_trace), "--policy", "all", "--tune", how, "--json"])
+        assert r.exit_code == 0, r.output
+        rows = {row["policy"]: row for row in json.loads(r.stdout)}
+        assert rows["predictive"]["tuning"] is None
+        assert {row["tuning"] for name, row in rows.items() if name != "predictive"} == {label}
+    past = json.loads(CliRunner().invoke(app, ["simulate", "--trace", str(small_trace), "--policy", "all", "--json"]).stdout)
+    assert all(isinstance(next(iter(row["params"].values())), list) for row in past if row["tuning"] == "past")  # a value a week
+    shown = CliRunner().invoke(app, ["simulate", "--trace", str(small_trace), "--policy", "all", "--tune", "hindsight"], env=NARROW)
+    assert "hindsight (oracle)" in shown.stdout
+    bad = CliRunner().invoke(app, ["simulate", "--trace", str(small_trace), "--policy", "all", "--tune", "future"])
+    assert bad.exit_code == 2 and "past or hindsight" in bad.output
+
+
 def test_simulate_sweep_reports_the_cheapest(small_trace):
     r = CliRunner().invoke(app, ["simulate", "--trace", str(small_trace), "--policy", "arc", "--sweep", "min_runners=0:4:1",
                                  "--target-p95", "15"], env=NARROW)
@@ -121,10 +138,11 @@ def test_all_fits_80_columns_and_shows_progress(small_trace):
     lines = r.stdout.splitlines()
     assert max(len(line) for line in lines) <= 80, r.stdout
     header = [c.strip() for c in re.split(r"[┃]", lines[1])]
-    assert header[1:-1] == ["policy", "executor-h", "efficiency", "wait p95", "killed"]
+    assert header[1:-1] == ["policy", "tuning", "executor-h", "efficiency", "wait p95", "killed"]
     rows = table_rows(r.stdout)
     assert set(rows) == set(POLICIES)
-    unbroken = r"│\s+[\d,]+ │\s+[\d.]+% │\s+\d+s │\s+0 │$"  # every figure of a row on its line
+    assert all(("past weeks" in row) == (name != "predictive") for name, row in rows.items()), rows  # the peers: tuned on past weeks
+    unbroken = r"│\s+[\d,]+ │\s+[\d.]+% │\s+\d+s( ✗)? │\s+0 │$"  # every figure of a row on its line
     assert all(re.search(unbroken, row) for row in rows.values()), rows
     # progress on stderr: not a terminal, so one line as each policy starts and one as it ends, and nothing more
     progress = r.stderr.splitlines()
@@ -139,10 +157,10 @@ def test_wide_shows_every_column(small_trace):
                            env=NARROW)
     assert r.exit_code == 0, r.output
     header = [c.strip() for c in re.split(r"[┃]", r.stdout.splitlines()[1])]
-    assert header[1:-1] == ["pool", "policy", "params", "executor-h", "busy-h", "efficiency", "wait p50", "wait p95", "wait p99",
-                            "killed", "reversals/h", "clairvoyant-h"]  # fmt: skip
+    assert header[1:-1] == ["pool", "policy", "tuning", "params", "executor-h", "busy-h", "efficiency", "wait p50", "wait p95",
+                            "wait p99", "killed", "reversals/h", "clairvoyant-h"]  # fmt: skip
     rows = [line for line in r.stdout.splitlines() if line.startswith("│ ")]
-    assert len(rows) == 12 and all(re.search(r"│ (linux|mac) +│ \w+ +│ \w+=", row) for row in rows), r.stdout
+    assert len(rows) == 12 and all(re.search(r"│ (linux|mac) +│ \w+ +│ [\w ]* +│ \w+=", row) for row in rows), r.stdout
     assert "linux arc" in r.stderr and "mac gitlab" in r.stderr  # a task per pool and policy
     # parameters are shown as they are, not taken for rich markup
     periods = '[{"hours_of_week": [0, 1, 2], "idle_count": 0}]'
