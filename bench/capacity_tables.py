@@ -14,7 +14,8 @@ from pathlib import Path
 def setting(row: dict) -> str:
     params = dict(row["params"])
     periods = params.pop("periods", None)
-    text = ", ".join(f"{k} {v}" for k, v in params.items())
+    # a knob re-chosen weekly (--tune past) is a value a week: "buffer 0→17→17…"
+    text = ", ".join(f"{k} {'→'.join(map(str, v)) if isinstance(v, list) else v}" for k, v in params.items())
     if periods:
         text += f", quiet hours off {len(periods[0]['hours_of_week'])}"
     return text
@@ -29,8 +30,9 @@ def table(rows: list[dict]) -> str:
            "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
         miss = " ✗" if r["wait_p95_s"] > target else ""
+        tuned = {"past": " (past weeks)", "hindsight": " (oracle)"}.get(r.get("tuning") or "", "")
         out.append(
-            f"| {r['policy']}{miss} | {setting(r)} | {r['executor_hours']:,.0f} | {r['executor_hours'] / clairvoyant:.2f} "
+            f"| {r['policy']}{tuned}{miss} | {setting(r)} | {r['executor_hours']:,.0f} | {r['executor_hours'] / clairvoyant:.2f} "
             f"| {r['efficiency']:.1%} | {r['wait_p50_s']:.0f} s | {r['wait_p95_s']:.0f} s | {r['wait_p99_s']:.0f} s "
             f"| {r['killed_jobs']} | {r['reversals_per_hour']:.2f} |"
         )
