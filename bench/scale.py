@@ -40,6 +40,8 @@ import random
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -57,6 +59,21 @@ WEEK = 7 * 86400
 INTERVAL_S = 2.0  # the live autoscaler's default turn (settings.autoscaler.interval_s)
 BUSY_SHARE = 0.6  # of the decide part's executors busy on average over the turns measured (the buffer is the rest)
 TARGETS = {"decide_p99_ms": 100.0, "claim_p99_ms": 20.0, "sim_wall_s": 60.0}
+
+
+@contextmanager
+def valkey(workdir: Path) -> Iterator[tuple[str, str]]:
+    """An embedded Valkey of its own under workdir, stopped on the way out: (its URL, its dir)."""
+    from farm.store.server import EmbeddedRedis
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="redis-", dir=workdir) as tmp:
+        server = EmbeddedRedis(Path(tmp))
+        url = server.start()
+        try:
+            yield url, tmp
+        finally:
+            server.stop()
 
 
 def pct(values: list[float], q: float) -> float:
@@ -265,67 +282,60 @@ def live_turns(args: argparse.Namespace, policy: PredictivePolicy, learned: list
     from farm.store.executors import ExecutorRegistry
     from farm.store.jobs import JobStore
     from farm.store.policies import PolicyStore
-    from farm.store.server import EmbeddedRedis
 
     sources = len(learned)
     names = [f"pool-{i}" for i in range(args.pools)]
-    args.workdir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="redis-", dir=args.workdir) as tmp:
-        server = EmbeddedRedis(Path(tmp))
-        url = server.start()
-        try:
-            client = connect(url)
-            store, registry = JobStore(client), ExecutorRegistry(client)
-            keys = store.keys
-            for name in names:
-                PolicyStore(client).put(name, policy.model_dump(mode="json"), by="bench")
-            s_, us = client.time()
-            seen = s_ * 1000 + us // 1000 + 3_600_000  # listed (not stale) for the next hour
-            pipe = client.pipeline(transaction=False)
-            for i, name in enumerate(names):
-                snap = learned[i % sources][1][0][1]
-                for e in range(int(per_pool)):
-                    ex = f"{name}-{e:04d}"
-                    pipe.hset(keys.executor(ex), mapping={"pool": name, "state": "busy" if e < snap.running else "idle",
-                                                          "job": "", "seen": seen})  # fmt: skip
-                    pipe.zadd(keys.executors(name), {ex: seen})
-            pipe.execute()
-            clock = {"now": learned[0][1][0][0] - INTERVAL_S}
-            settings = Settings.load(data_dir=Path(tmp), pools=names, executors={"count": 0, "pool": names[0]})
-            a = live.Autoscaler(settings, store=store, registry=registry, policies=PolicyStore(client), fleet=_Fleet(),  # type: ignore[arg-type]
-                                clock=lambda: clock["now"])  # fmt: skip
-            a.run_once()  # loads the policies, starts reading the demand streams
-            for i, name in enumerate(names):
-                a.pools[name].memory = copy.deepcopy(learned[i % sources][0])
-            spent = [0.0]
-            real = live.decide
+    with valkey(args.workdir) as (url, tmp):
+        client = connect(url)
+        store, registry = JobStore(client), ExecutorRegistry(client)
+        keys = store.keys
+        for name in names:
+            PolicyStore(client).put(name, policy.model_dump(mode="json"), by="bench")
+        s_, us = client.time()
+        seen = s_ * 1000 + us // 1000 + 3_600_000  # listed (not stale) for the next hour
+        pipe = client.pipeline(transaction=False)
+        for i, name in enumerate(names):
+            snap = learned[i % sources][1][0][1]
+            for e in range(int(per_pool)):
+                ex = f"{name}-{e:04d}"
+                pipe.hset(keys.executor(ex), mapping={"pool": name, "state": "busy" if e < snap.running else "idle",
+                                                      "job": "", "seen": seen})  # fmt: skip
+                pipe.zadd(keys.executors(name), {ex: seen})
+        pipe.execute()
+        clock = {"now": learned[0][1][0][0] - INTERVAL_S}
+        settings = Settings.load(data_dir=Path(tmp), pools=names, executors={"count": 0, "pool": names[0]})
+        a = live.Autoscaler(settings, store=store, registry=registry, policies=PolicyStore(client), fleet=_Fleet(),  # type: ignore[arg-type]
+                            clock=lambda: clock["now"])  # fmt: skip
+        a.run_once()  # loads the policies, starts reading the demand streams
+        for i, name in enumerate(names):
+            a.pools[name].memory = copy.deepcopy(learned[i % sources][0])
+        spent = [0.0]
+        real = live.decide
 
-            def timed(*x: Any, **kw: Any) -> Any:
-                t0 = time.perf_counter()
-                try:
-                    return real(*x, **kw)
-                finally:
-                    spent[0] += time.perf_counter() - t0
-
-            live.decide = timed  # type: ignore[assignment]
-            turns, decided = [], []
+        def timed(*x: Any, **kw: Any) -> Any:
+            t0 = time.perf_counter()
             try:
-                for k in range(min(args.live_turns, args.turns)):
-                    pipe = client.pipeline(transaction=False)
-                    for i, name in enumerate(names):
-                        for t in learned[i % sources][1][k][1].arrivals:
-                            pipe.xadd(keys.demand(name), {"a": int(t * 1000)})
-                    pipe.execute()
-                    clock["now"] = learned[0][1][k][0]
-                    spent[0] = 0.0
-                    t0 = time.perf_counter()
-                    a.run_once()
-                    turns.append((time.perf_counter() - t0) * 1000)
-                    decided.append(spent[0] * 1000)
+                return real(*x, **kw)
             finally:
-                live.decide = real  # type: ignore[assignment]
+                spent[0] += time.perf_counter() - t0
+
+        live.decide = timed  # type: ignore[assignment]
+        turns, decided = [], []
+        try:
+            for k in range(min(args.live_turns, args.turns)):
+                pipe = client.pipeline(transaction=False)
+                for i, name in enumerate(names):
+                    for t in learned[i % sources][1][k][1].arrivals:
+                        pipe.xadd(keys.demand(name), {"a": int(t * 1000)})
+                pipe.execute()
+                clock["now"] = learned[0][1][k][0]
+                spent[0] = 0.0
+                t0 = time.perf_counter()
+                a.run_once()
+                turns.append((time.perf_counter() - t0) * 1000)
+                decided.append(spent[0] * 1000)
         finally:
-            server.stop()
+            live.decide = real  # type: ignore[assignment]
     progress(f"decide: {len(turns)} whole autoscaler turns on Valkey: p50 {pct(turns, 50):.0f} ms, of which decide "
              f"{pct(decided, 50):.1f} ms")  # fmt: skip
     return {
@@ -402,67 +412,60 @@ def claim_part(args: argparse.Namespace) -> dict[str, Any]:
     from farm.models import JobSpec, JobState
     from farm.store.client import connect
     from farm.store.jobs import JobStore
-    from farm.store.server import EmbeddedRedis
 
-    args.workdir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="redis-", dir=args.workdir) as tmp:
-        server = EmbeddedRedis(Path(tmp))
-        url = server.start()
-        try:
-            client = connect(url)
-            store = JobStore(client)
-            pools = [f"pool-{i}" for i in range(args.claim_pools)]
-            specs = {p: JobSpec.model_validate({"pool": p, "steps": [{"name": "noop", "run": "true"}]}) for p in pools}
-            # Each script's server time alone (one client, one call at a time, scripts loaded).
-            probes = 200
-            for _ in range(probes + 1):
-                store.enqueue(specs[pools[0]], "probe")
-            first = store.claim(pools[0], "probe", lease_s=600, grace_s=5)
-            assert first is not None
-            store.finish(first.job_id, first.attempt, JobState.SUCCEEDED, exit_code=0, error=None, steps=[])
-            s0 = _server_stats(client)
-            held = [store.claim(pools[0], "probe", lease_s=600, grace_s=5) for _ in range(probes)]
-            s1 = _server_stats(client)
-            for c in held:
-                assert c is not None
-                store.finish(c.job_id, c.attempt, JobState.SUCCEEDED, exit_code=0, error=None, steps=[])
-            s2 = _server_stats(client)
-            probe_claim_us, probe_finish_us = (s1["usec"] - s0["usec"]) / probes, (s2["usec"] - s1["usec"]) / probes
+    with valkey(args.workdir) as (url, tmp):
+        client = connect(url)
+        store = JobStore(client)
+        pools = [f"pool-{i}" for i in range(args.claim_pools)]
+        specs = {p: JobSpec.model_validate({"pool": p, "steps": [{"name": "noop", "run": "true"}]}) for p in pools}
+        # Each script's server time alone (one client, one call at a time, scripts loaded).
+        probes = 200
+        for _ in range(probes + 1):
+            store.enqueue(specs[pools[0]], "probe")
+        first = store.claim(pools[0], "probe", lease_s=600, grace_s=5)
+        assert first is not None
+        store.finish(first.job_id, first.attempt, JobState.SUCCEEDED, exit_code=0, error=None, steps=[])
+        s0 = _server_stats(client)
+        held = [store.claim(pools[0], "probe", lease_s=600, grace_s=5) for _ in range(probes)]
+        s1 = _server_stats(client)
+        for c in held:
+            assert c is not None
+            store.finish(c.job_id, c.attempt, JobState.SUCCEEDED, exit_code=0, error=None, steps=[])
+        s2 = _server_stats(client)
+        probe_claim_us, probe_finish_us = (s1["usec"] - s0["usec"]) / probes, (s2["usec"] - s1["usec"]) / probes
 
-            jobs = args.claim_jobs
-            progress(f"claim: enqueueing {jobs:,} jobs over {len(pools)} pools x {args.claim_tenants} tenants")
-            pipe = client.pipeline(transaction=False)
-            for i in range(jobs):
-                pool = pools[i % len(pools)]
-                store._scripts.call("enqueue", *store._enqueue_args(specs[pool], f"tenant-{(i // len(pools)) % args.claim_tenants}"),
-                                    client=pipe)  # fmt: skip
-                if (i + 1) % 5000 == 0:
-                    pipe.execute()
-            pipe.execute()
+        jobs = args.claim_jobs
+        progress(f"claim: enqueueing {jobs:,} jobs over {len(pools)} pools x {args.claim_tenants} tenants")
+        pipe = client.pipeline(transaction=False)
+        for i in range(jobs):
+            pool = pools[i % len(pools)]
+            store._scripts.call("enqueue", *store._enqueue_args(specs[pool], f"tenant-{(i // len(pools)) % args.claim_tenants}"),
+                                client=pipe)  # fmt: skip
+            if (i + 1) % 5000 == 0:
+                pipe.execute()
+        pipe.execute()
 
-            procs = max(1, min(args.claim_procs, args.claimers))
-            per = [args.claimers // procs + (1 if i < args.claimers % procs else 0) for i in range(procs)]
-            ctx = mp.get_context("spawn")
-            q = ctx.Queue()
-            start_at = time.time() + 3.0 + 0.002 * args.claimers  # every connection made by then
-            measure_at, stop_at = start_at + args.claim_warmup_s, start_at + args.claim_warmup_s + args.claim_seconds
-            workers = [ctx.Process(target=_claimer_proc, args=(url, pools, sum(per[:i]), n, start_at, measure_at, stop_at,
-                                                                  args.claim_job_ms / 1000, q))
-                       for i, n in enumerate(per)]  # fmt: skip
-            for w in workers:
-                w.start()
-            progress(f"claim: {args.claimers} claimers in {procs} processes, jobs of {args.claim_job_ms:g} ms, "
-                     f"{args.claim_warmup_s:g} s warm-up, {args.claim_seconds:g} s measured")  # fmt: skip
-            time.sleep(max(0.0, measure_at - time.time()))
-            a = _server_stats(client)
-            time.sleep(max(0.0, stop_at - time.time()))
-            b = _server_stats(client)
-            results = [q.get(timeout=120) for _ in workers]
-            for w in workers:
-                w.join(30)
-            left = client.zcard(store.keys.waiting(pools[0])) * len(pools)
-        finally:
-            server.stop()
+        procs = max(1, min(args.claim_procs, args.claimers))
+        per = [args.claimers // procs + (1 if i < args.claimers % procs else 0) for i in range(procs)]
+        ctx = mp.get_context("spawn")
+        q = ctx.Queue()
+        start_at = time.time() + 3.0 + 0.002 * args.claimers  # every connection made by then
+        measure_at, stop_at = start_at + args.claim_warmup_s, start_at + args.claim_warmup_s + args.claim_seconds
+        workers = [ctx.Process(target=_claimer_proc, args=(url, pools, sum(per[:i]), n, start_at, measure_at, stop_at,
+                                                              args.claim_job_ms / 1000, q))
+                   for i, n in enumerate(per)]  # fmt: skip
+        for w in workers:
+            w.start()
+        progress(f"claim: {args.claimers} claimers in {procs} processes, jobs of {args.claim_job_ms:g} ms, "
+                 f"{args.claim_warmup_s:g} s warm-up, {args.claim_seconds:g} s measured")  # fmt: skip
+        time.sleep(max(0.0, measure_at - time.time()))
+        a = _server_stats(client)
+        time.sleep(max(0.0, stop_at - time.time()))
+        b = _server_stats(client)
+        results = [q.get(timeout=120) for _ in workers]
+        for w in workers:
+            w.join(30)
+        left = client.zcard(store.keys.waiting(pools[0])) * len(pools)
     lat = [x * 1000 for r in results for x in r["lat"]]
     claims = sum(r["claims"] for r in results)
     empty = sum(r["empty"] for r in results)

@@ -5,6 +5,7 @@ so they are async: FastAPI calls them on the event loop, without a thread-pool h
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -58,6 +59,23 @@ async def _metrics(request: Request) -> CollectorRegistry:
     return request.app.state.metrics
 
 
+@dataclass(frozen=True)
+class Caller:
+    """Who submits and what under: the caller, its tenant's settings, the farm's settings and
+    the job store, as one dependency (a submit is the hot path: each dependency FastAPI
+    resolves costs the request time)."""
+
+    who: Principal
+    tenant: TenantConfig | None
+    config: Settings
+    jobs: JobStore
+
+
+async def _caller(request: Request, who: Annotated[Principal, Depends(principal)]) -> Caller:
+    state = request.app.state
+    return Caller(who, state.tenants.get(who.tenant), state.settings, state.store)
+
+
 async def _stopping(request: Request) -> threading.Event:
     return request.app.state.stopping
 
@@ -76,5 +94,6 @@ Caches = Annotated[CacheIndex, Depends(_caches)]
 Artifacts = Annotated[DirectoryStore, Depends(_artifacts)]
 Tenant = Annotated[TenantConfig | None, Depends(_tenant)]
 Stopping = Annotated[threading.Event, Depends(_stopping)]
+Submitter = Annotated[Caller, Depends(_caller)]
 Following = Annotated[Followers, Depends(_followers)]
 MetricsRegistry = Annotated[CollectorRegistry, Depends(_metrics)]

@@ -17,7 +17,7 @@ from starlette.types import Receive, Scope, Send
 
 from farm import permissions, secrets
 from farm.api.auth import Principal
-from farm.api.deps import Artifacts, Config, Following, Jobs, Stopping, Tenant, Who
+from farm.api.deps import Artifacts, Config, Following, Jobs, Stopping, Submitter, Tenant, Who
 from farm.api.errors import COMMON, CONFLICT, FORBIDDEN, NOT_FOUND
 from farm.artifacts import safe_name
 from farm.errors import Forbidden, InvalidInput, NotFound
@@ -45,15 +45,13 @@ class JobsPage(BaseModel):
 async def submit(
     spec: JobSpec,
     response: Response,
-    who: Who,
-    jobs: Jobs,
-    config: Config,
-    tenant: Tenant,
+    caller: Submitter,
     idempotency_key: Annotated[str, Header(max_length=200, pattern=r"^[\x21-\x7e]+$")] = None,  # type: ignore[assignment]
 ) -> Job:
+    config = caller.config
     if spec.pool not in config.pools:
         raise InvalidInput(f"unknown pool {spec.pool!r}; pools are: {', '.join(config.pools)}", ("body", "pool"))
-    got = await _submit(config, tenant, who, jobs, spec, idempotency_key=idempotency_key)
+    got = await _submit(config, caller.tenant, caller.who, caller.jobs, spec, idempotency_key=idempotency_key)
     if not got.created:
         response.status_code = status.HTTP_200_OK
     return got.job

@@ -9,10 +9,8 @@ if a.idem ~= '' then
   local seen = idempotent(K.idem .. a.tenant .. ':' .. a.idem, a.id, a.body)
   if seen then return seen end
 end
-if a.max_queued ~= '' then
-  local has = tonumber(redis.call('HGET', K.tqueued, a.tenant) or '0')
-  if has + 1 > tonumber(a.max_queued) then return {'full', has} end
-end
+local full = over_quota(a.tenant, 1, a.max_queued)
+if full then return full end
 local now = now_ms()
 enqueue_job(a, now)
 return {'created', a.id, now}

@@ -21,6 +21,15 @@ local function queued_by(tenant, delta)
   if n < 0 then redis.call('HSET', K.tqueued, tenant, 0) end
 end
 
+-- {'full', jobs queued} when `n` more jobs would take the tenant past `max` ('' for no
+-- limit), else nil.
+local function over_quota(tenant, n, max)
+  if max == '' then return nil end
+  local has = tonumber(redis.call('HGET', K.tqueued, tenant) or '0')
+  if has + n > tonumber(max) then return {'full', has} end
+  return nil
+end
+
 -- A run's jobs running now (n:running on the run's hash), kept as they start and stop.
 local function run_running(id, delta, now)
   local run = redis.call('HGET', K.job .. id, 'run')

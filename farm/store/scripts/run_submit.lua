@@ -11,10 +11,8 @@ if r.idem ~= '' then
   local seen = idempotent(K.idem .. r.tenant .. ' run:' .. r.idem, r.id, r.body)
   if seen then return seen end
 end
-if r.max_queued ~= '' then
-  local has = tonumber(redis.call('HGET', K.tqueued, r.tenant) or '0')
-  if has + #r.jobs > tonumber(r.max_queued) then return {'full', has} end
-end
+local full = over_quota(r.tenant, #r.jobs, r.max_queued)
+if full then return full end
 local now = now_ms()
 if r.group ~= '' then
   local gk = group_key('rungroup', r.tenant, r.group)
