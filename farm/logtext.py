@@ -17,6 +17,11 @@ def marker(cut_bytes: int) -> str:
     return f"[farm] --- {cut_bytes:,} bytes of output cut here: an attempt's log keeps its first and its last bytes ---\n"
 
 
+def late_marker(cut_bytes: int) -> str:
+    return (f"[farm] --- {cut_bytes:,} bytes of output cut before this line while this follow was behind: an attempt's log "
+            "keeps its first and its last bytes ---\n")
+
+
 class LogView:
     def __init__(self, cuts: dict[str, int], *, timestamps: bool = False) -> None:
         self.cuts = cuts
@@ -28,6 +33,12 @@ class LogView:
         text = data
         if entry_id in self.cuts:
             text += ("" if text.endswith("\n") or not text else "\n") + marker(self.cuts[entry_id])
+        return self._stamp(entry_id, text) if self.timestamps else text
+
+    def late_cut(self, entry_id: str, cut_bytes: int) -> str:
+        """A follower's marker for output cut before it read it (it had passed where the
+        whole log puts the marker), after the last entry it read."""
+        text = ("" if self._line_start else "\n") + late_marker(cut_bytes)
         return self._stamp(entry_id, text) if self.timestamps else text
 
     def _stamp(self, entry_id: str, text: str) -> str:

@@ -156,6 +156,9 @@ def get_artifact(job_id: str, name: str, who: Who, jobs: Jobs, artifacts: Artifa
     return StreamingResponse(chunks(), media_type="application/octet-stream", headers=headers)
 
 
+SNAPSHOT = 500  # log entries a follow reads at a time
+
+
 class _Following(StreamingResponse):
     """A follow's response: its follower slot is given back however the stream ends (the
     job ended, the client hung up, the server is stopping)."""
@@ -179,23 +182,49 @@ async def _follow(
     cancels it (Starlette listens for the disconnect), and no thread waits on Redis."""
     after, skip = "-", offset
     view = LogView(await jobs.alog_cuts(job_id), timestamps=timestamps)
+    # Of the attempt being followed: its output bytes this follow received, and those a
+    # marker already stood for. A log over its cap loses the oldest output after its head as
+    # it grows; a follow that was behind never gets those entries, which were the very next
+    # ones it would have read. So when news comes, the entries left and the attempt's
+    # output bytes are read in one step, and what is neither received, marked nor still
+    # there was cut right here: a marker says so before the rest (LogView.late_cut).
+    attempt, received, marked = None, 0, 0
     deadline = time.monotonic() + max_s
     while time.monotonic() < deadline:
         if stopping.is_set():
             yield "[farm] the server is stopping; follow again with ?offset= to go on\n"
             return
-        chunks = await jobs.aread_log(job_id, after, block_ms=500)
+        if not await jobs.aread_log(job_id, after, block_ms=500, count=1):  # wait for news
+            if not await jobs.aexists(job_id):
+                return  # purged while we followed
+            continue
+        chunks, position = await jobs.alog_snapshot(job_id, after, count=SNAPSHOT)
+        if position is None:
+            return
+        ours = [c for c in chunks if c.data and not c.kept and c.attempt == attempt]
+        if attempt is not None and position.attempt == attempt and len(chunks) < SNAPSHOT and all(
+            c.attempt in (attempt, None) for c in chunks
+        ):
+            missed = position.log_bytes - received - marked - sum(len(c.data.encode()) for c in ours if c.data)
+            if missed > 0:
+                marked += missed
+                data, skip = _skip(view.late_cut(after, missed), skip)
+                if data:
+                    yield data
         for c in chunks:
             if c.end_state is not None:
                 return
+            if c.attempt != attempt:
+                attempt, received, marked = c.attempt, 0, 0
             if c.data:
+                if not c.kept:
+                    received += len(c.data.encode())
+                marked += view.cuts.get(c.entry_id, 0)
                 data, skip = _skip(view.feed(c.entry_id, c.data), skip)
                 if data:
                     yield data
         if chunks:
             after = chunks[-1].entry_id
-        elif not await jobs.aexists(job_id):
-            return  # purged while we followed
     yield f"[farm] log follow ended after {max_s:.0f}s; follow again with ?offset= to go on\n"
 
 

@@ -46,6 +46,20 @@ class LogChunk:
     entry_id: str
     data: str | None  # None for the end marker
     end_state: JobState | None = None
+    attempt: int | None = None  # the attempt that wrote it
+    kept: bool = False  # one of farm's own lines (never cut, not counted in the attempt's log_bytes)
+
+
+def _chunk(entry_id: str, f: dict[str, str]) -> LogChunk:
+    return LogChunk(entry_id, f.get("d"), JobState(f["e"]) if "e" in f else None, int(f["a"]) if f.get("a") else None, "k" in f)
+
+
+@dataclass(frozen=True)
+class LogPosition:
+    """Where an attempt's log stands: which attempt, and its output bytes so far."""
+
+    attempt: int
+    log_bytes: int
 
 
 @dataclass(frozen=True)
@@ -333,9 +347,7 @@ class JobStore:
         with translated():
             lo = after if after == "-" else f"({after}"
             rows = self.client.xrange(key, lo, "+", count=count)
-        return [
-            LogChunk(eid, f.get("d"), JobState(f["e"]) if "e" in f else None) for eid, f in rows
-        ]
+        return [_chunk(eid, f) for eid, f in rows]
 
     async def aread_log(self, job_id: str, after: str = "-", *, block_ms: int, count: int = 500) -> list[LogChunk]:
         """`read_log` with block_ms on the asyncio client: a follower waits without holding a
@@ -344,7 +356,20 @@ class JobStore:
         with translated():
             got = await self.aclient.xread({self.keys.log(job_id): "0-0" if after == "-" else after}, count=count, block=block_ms)
         rows = got[0][1] if got else []
-        return [LogChunk(eid, f.get("d"), JobState(f["e"]) if "e" in f else None) for eid, f in rows]
+        return [_chunk(eid, f) for eid, f in rows]
+
+    async def alog_snapshot(self, job_id: str, after: str, *, count: int = 500) -> tuple[list[LogChunk], LogPosition | None]:
+        """The entries after `after` and where the attempt's log stands, read in one step,
+        so what a follower has received, the entries still there and the attempt's output
+        bytes can be compared (None: the job is gone)."""
+        assert self.aclient is not None
+        with translated():
+            pipe = self.aclient.pipeline(transaction=True)
+            pipe.xrange(self.keys.log(job_id), "-" if after == "-" else f"({after}", "+", count=count)
+            pipe.hmget(self.keys.job(job_id), "attempt", "log_bytes")
+            rows, (attempt, log_bytes) = await pipe.execute()
+        chunks = [_chunk(eid, f) for eid, f in rows]
+        return chunks, None if attempt is None else LogPosition(int(attempt), int(log_bytes or 0))
 
     def log_cuts(self, job_id: str) -> dict[str, int]:
         """Where output was cut from the log (over its cap): entry id -> bytes cut after it."""

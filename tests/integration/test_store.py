@@ -183,3 +183,42 @@ def test_a_long_output_is_cut_in_pieces_that_stay_whole_characters(store: JobSto
     text = "é€😀" * 2000  # 2, 3 and 4 bytes a character: pieces of 1 KiB must not split one
     store.append_log(job.id, 1, text, cap=20_000)
     assert "".join(c.data for c in store.read_log(job.id, count=1000) if c.data and not c.data.startswith("[farm]")) == text
+
+
+def test_a_follow_that_was_behind_says_what_was_cut_before_it_read_it(redis_url):
+    """A follower reads the head, then the attempt writes far past its cap before the
+    follower reads on: the entries it had not read are gone. Once it has caught up it says
+    so, with the bytes it missed, and what it received and what its markers stand for add
+    up to what the attempt wrote."""
+    import asyncio
+    import re
+    import threading
+
+    from farm.api.jobs import _follow
+    from farm.store.client import connect, connect_async
+
+    store = JobStore(connect(redis_url), aclient=connect_async(redis_url))
+    job = store.enqueue(spec(), "t")
+    store.claim("default", "ex1", **LEASE)
+    store.append_log(job.id, 1, "HEAD-" + "h" * 195 + "\n", cap=1000)  # the head (200 bytes)
+
+    async def follow() -> str:
+        out, gen = [], _follow(store, job.id, offset=0, max_s=10, stopping=threading.Event(), timestamps=False)
+        out.append(await gen.__anext__())  # the follower has read the head...
+        for i in range(30):  # ...and falls behind while 3,000 bytes go in (the cap keeps 1,000)
+            store.append_log(job.id, 1, f"line {i:02d} " + "m" * 91 + "\n", cap=1000)
+        store.finish(job.id, 1, JobState.SUCCEEDED, exit_code=0, error=None, steps=[], log_tail="the end\n", log_cap=1000)
+        async for text in gen:
+            out.append(text)
+        await store.aclose()
+        return "".join(out)
+
+    text = asyncio.run(follow())
+    markers = re.findall(r"\[farm\] --- ([\d,]+) bytes of output cut", text)
+    assert markers, text
+    received = sum(len(line) + 1 for line in text.splitlines() if not line.startswith("[farm]"))
+    produced = int(store.client.hget(store.keys.job(job.id), "log_bytes"))
+    assert received + sum(int(m.replace(",", "")) for m in markers) == produced
+    assert text.rstrip().endswith("the end") and "line 29" in text and "line 00" not in text
+    gap = text.index("while this follow was behind")  # where the cut output was: between the head and what is left
+    assert text.index("HEAD-") < gap < text.index("line 29") and not re.search(r"line \d\d", text[text.index("HEAD-") : gap])
