@@ -338,7 +338,6 @@ def _print_table(results: list[Result], target_p95: float, *, wide: bool, multi_
     if any(r.wait_p95_s > target_p95 for r in results):
         out.print(f"{MISS} misses the p95 target of {target_p95:g}s", markup=False, highlight=False)
     if any(r.tuning == "past" for r in results):
-        out.print("past weeks: the knob re-chosen every week from the weeks before it (the first week: the default)",
-                  markup=False, highlight=False)  # fmt: skip
+        out.print("past weeks: knob re-chosen weekly from the weeks before (week 1: the default)", markup=False, highlight=False)
     if any(r.tuning == "hindsight" for r in results):
         out.print("oracle: tuned with hindsight (oracle) on this very trace, which no operator can", markup=False, highlight=False)

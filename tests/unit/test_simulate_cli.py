@@ -52,6 +52,8 @@ def test_all_says_how_each_peer_was_tuned(small_trace):
     assert all(isinstance(next(iter(row["params"].values())), list) for row in past if row["tuning"] == "past")  # a value a week
     shown = CliRunner().invoke(app, ["simulate", "--trace", str(small_trace), "--policy", "all", "--tune", "hindsight"], env=NARROW)
     assert "hindsight (oracle)" in shown.stdout
+    past_table = CliRunner().invoke(app, ["simulate", "--trace", str(small_trace), "--policy", "all"], env=NARROW).stdout
+    assert "past weeks: knob re-chosen weekly from the weeks before (week 1: the default)" in past_table.splitlines()  # one line
     bad = CliRunner().invoke(app, ["simulate", "--trace", str(small_trace), "--policy", "all", "--tune", "future"])
     assert bad.exit_code == 2 and "past or hindsight" in bad.output
 
