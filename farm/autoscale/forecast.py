@@ -228,6 +228,12 @@ class Forecaster:
         return cls(window, lead_s, on_demand, (1 - policy.quantile) * policy.safety, policy.replan_s, policy.active_s,
                    policy.target_p95_s, policy.hold_s(lead_s))  # fmt: skip
 
+    def follows(self, policy: Any) -> bool:
+        """Whether this forecaster was made for the policy's wait target and budget: what it
+        learned (deficits against the target's window) means nothing under other ones."""
+        return (self.target_s, self.budget_share, self.replan_s, self.active_s) == (
+            policy.target_p95_s, (1 - policy.quantile) * policy.safety, policy.replan_s, policy.active_s)  # fmt: skip
+
     # -- as a document (what the autoscaler keeps in Redis; see policy.py's Memory.to_doc) ----
 
     def to_doc(self) -> dict[str, Any]:

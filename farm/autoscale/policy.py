@@ -340,7 +340,9 @@ def _scheduled(snap: Snapshot, policy: ScheduledPolicy, now: float, own: Any) ->
 def _predictive(snap: Snapshot, policy: PredictivePolicy, now: float, own: Any) -> tuple[int, str, Any]:
     from farm.autoscale.forecast import Forecaster
 
-    fc: Forecaster = own if own is not None else Forecaster.new(policy, snap.lead_s)
+    # A new version of the policy with another target or budget starts learning afresh (its
+    # min and max alone keep what was learned).
+    fc: Forecaster = own if own is not None and own.follows(policy) else Forecaster.new(policy, snap.lead_s)
     fc = fc.observe(snap.arrivals, now, snap.queued + snap.running, snap.waits)
     buffer, why = fc.buffer(now)
     return snap.queued + snap.running + buffer, f"queued {snap.queued} + running {snap.running} + {why}", fc

@@ -425,3 +425,19 @@ def test_scheduled_and_predictive_own_memories_are_checked_too():
         Memory.from_doc(predictive, "predictive")
     with pytest.raises(ValueError, match="no document"):
         Memory().to_doc("jenkins")  # a peer's memory is never kept: no peer runs live
+
+
+def test_a_new_target_starts_learning_afresh_and_new_bounds_do_not():
+    """What the forecaster learned is deficits against the target's window: a policy version
+    with another target (or budget) starts afresh; one that only moves min/max goes on."""
+    from farm.autoscale.policy import PredictivePolicy, Snapshot, decide
+
+    t, memory = 1_757_006_747.0, None
+    for i in range(50):
+        d = decide(Snapshot(queued=1, running=0, starting=0, idle=0, arrivals=(t + i,), memory=memory), PredictivePolicy(), now=t + i)
+        memory = d.memory
+    assert memory.own.jobs_seen == 50
+    bounds = decide(Snapshot(queued=0, running=0, starting=0, idle=0, memory=memory), PredictivePolicy(min=1, max=9), now=t + 60)
+    assert bounds.memory.own.jobs_seen == 50
+    target = decide(Snapshot(queued=0, running=0, starting=0, idle=0, memory=memory), PredictivePolicy(target_p95_s=60), now=t + 60)
+    assert target.memory.own.jobs_seen == 0 and target.memory.own.target_s == 60
