@@ -7,6 +7,7 @@ task starts and one as it ends. The table fits 80 columns; `--wide` adds the res
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -178,6 +179,9 @@ def simulate(
                                          "chosen: past (re-chosen every week from the weeks before it, as an operator "
                                          "retuning weekly can) or hindsight (once, from the whole trace: an oracle).")
                        ] = "past",
+    warm_weeks: Annotated[int, typer.Option(min=0, max=520, metavar="K", help="Replay the trace's first K weeks as every "
+                                            "policy's warm-up on known demand and score only the weeks after (a pool "
+                                            "moving to farm with its history as the seed).")] = 0,
     set_: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", show_default=False,
                                                       help="Set a policy parameter (a JSON value); repeat for more.")] = None,
     sweep: Annotated[Optional[str], typer.Option(metavar="KEY=FROM:TO:STEP", show_default=False,
@@ -219,6 +223,9 @@ def simulate(
         params[key] = _parse_value(value)
     if policy == "predictive":
         params.setdefault("target_p95_s", target_p95)
+    for tr in traces:
+        if warm_weeks and _scored(tr, warm_weeks) is None:
+            raise _usage(f"--warm-weeks {warm_weeks}: the trace{f' of pool {tr.pool}' if len(traces) > 1 else ''} is shorter than that")
     swept: tuple[str, list[float | int]] | None = None
     if sweep:
         if policy == "all":
@@ -232,7 +239,7 @@ def simulate(
             prefix = f"{tr.pool} " if len(traces) > 1 else ""
             try:
                 if policy == "all":
-                    for stage in tune.stages(tr, target_p95, lead, tune_by):
+                    for stage in tune.stages(tr, target_p95, lead, tune_by, warm_weeks):
                         knob = tune.KNOBS.get(stage.policy)
                         task = tracker.task(prefix + stage.policy, stage.max_runs,
                                             f"tuning {knob}…" if knob else _replaying(tr))  # fmt: skip
@@ -247,13 +254,13 @@ def simulate(
                     key, values = swept
                     task = tracker.task(f"{prefix}{policy} {key}", len(values), f"{len(values)} values…")
                     for v in values:
-                        r = tune.run(tr, policy, {**params, key: v}, lead, replay=task.replay)
+                        r = tune.run(tr, policy, {**params, key: v}, lead, replay=task.replay, score_from=_scored(tr, warm_weeks))
                         task.note(f"{key}={v}: {_figures(r)}")
                         results.append(r)
                     task.finish(f"{len(values)} values replayed")
                 else:
                     task = tracker.task(prefix + policy, 1, _replaying(tr))
-                    r = tune.run(tr, policy, params, lead, replay=task.replay)
+                    r = tune.run(tr, policy, params, lead, replay=task.replay, score_from=_scored(tr, warm_weeks))
                     task.finish(_figures(r))
                     results.append(r)
             except (ValidationError, ValueError) as e:
@@ -273,6 +280,7 @@ def simulate(
             week_plot(rerun, plot)
             task.finish(f"written to {plot}")
 
+    results = [dataclasses.replace(r, warm_weeks=warm_weeks) for r in results]
     if as_json:
         print(json.dumps([r.row() for r in results]))
     else:
@@ -290,6 +298,15 @@ def simulate(
                 out.print(f"{prefix}no setting in the sweep meets p95 ≤ {target_p95:g}s", markup=False, highlight=False)
     if plot is not None:
         (err if as_json else out).print(f"plot written to {plot}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _scored(trace: Any, warm_weeks: int) -> float | None:
+    """When scoring starts after `warm_weeks` of warm-up; None: from the start, or (with
+    warm-up weeks) never: the trace is shorter than they are."""
+    from farm.sim.tune import WEEK_S
+
+    start = trace.submitted[0] + warm_weeks * WEEK_S
+    return start if warm_weeks and start <= trace.submitted[-1] else None
 
 
 _TUNING = {"past": "past weeks", "hindsight": "oracle"}

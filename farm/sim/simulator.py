@@ -11,6 +11,7 @@ one-shot executors (ARC, KEDA, Jenkins' kubernetes agents) stop after their one 
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
 from collections import deque
@@ -50,6 +51,7 @@ class Result:
     tuning: str | None = None
     # the policies in force from each time on, when they changed during the replay
     schedule: tuple[tuple[float, Any], ...] = ()
+    warm_weeks: int = 0  # the trace's first weeks replayed as the policy's warm-up, not scored
 
     def row(self) -> dict:
         out = {k: v for k, v in self.__dict__.items() if k not in ("series", "job_waits", "memory", "schedule")}
@@ -94,11 +96,14 @@ Replay = Callable[[int, int], None]
 
 def simulate(  # type: ignore[no-untyped-def]
     trace: Trace, policy, *, lead_s: float = DEFAULT_LEAD_S, name: str | None = None, params: dict | None = None, record: bool = False,
-    progress: Replay | None = None, schedule: Sequence[tuple[float, Any]] = (),
+    progress: Replay | None = None, schedule: Sequence[tuple[float, Any]] = (), score_from: float | None = None,
 ) -> Result:  # fmt: skip
     """Replay the trace through the policy. `schedule`: (from, policy) pairs in time order,
     each in force from its time on (`policy` until the first), all of `policy`'s kind: an
-    operator changing a knob as the replay goes (farm.sim.tune's past tuning)."""
+    operator changing a knob as the replay goes (farm.sim.tune's past tuning).
+    `score_from`: the figures count only from then on (the jobs submitted since, the
+    executor and busy time since, the reversals since): the time before it is the policy's
+    warm-up on known demand (`farm simulate --warm-weeks`)."""
     if not trace.submitted:
         raise ValueError("empty trace")
     if any(p.kind != policy.kind for _, p in schedule):
@@ -138,15 +143,23 @@ def simulate(  # type: ignore[no-untyped-def]
     ages = policy.uses_idle_ages  # building them for every decision is a third of a replay
     durations = trace.durations
     submitted = trace.submitted
+    scored = -math.inf if score_from is None else score_from
+    ran = 0  # jobs started
+    busy_s = 0.0  # executor time running jobs, from `scored` on
 
     def stop(executor: int, now: float) -> None:
         nonlocal provisioned
-        provisioned += now - started_at.pop(executor)
+        since = max(started_at.pop(executor), scored)
+        if now > since:
+            provisioned += now - since
 
     def run(executor: int, job: int, now: float) -> None:
-        nonlocal busy, seq
+        nonlocal busy, seq, ran, busy_s
         busy += 1
-        waits.append(now - submitted[job])
+        ran += 1
+        if submitted[job] >= scored:
+            waits.append(now - submitted[job])
+        busy_s += max(0.0, now + durations[job] - max(now, scored))
         if job_waits is not None:
             job_waits[job] = now - submitted[job]
         started.append(now - submitted[job])
@@ -184,7 +197,7 @@ def simulate(  # type: ignore[no-untyped-def]
             executor, _since = idle.popleft()
             stop(executor, now)
         direction = 1 if d.to_start else (-1 if d.to_drain else 0)
-        if direction and last_direction and direction != last_direction:
+        if direction and last_direction and direction != last_direction and now >= scored:
             reversals += 1
         if direction:
             last_direction = direction
@@ -220,7 +233,7 @@ def simulate(  # type: ignore[no-untyped-def]
             act(now)
             heapq.heappush(events, (now + tick, seq, TICK, 0))
             seq += 1
-        if kind != TICK and now >= last_arrival and not queue and not busy and len(waits) == len(submitted):
+        if kind != TICK and now >= last_arrival and not queue and not busy and ran == len(submitted):
             break  # every job has run; what is still provisioned stops now
     for executor in list(started_at):
         stop(executor, now)
@@ -228,8 +241,10 @@ def simulate(  # type: ignore[no-untyped-def]
         progress(jobs, jobs)
 
     waits.sort()
-    busy_hours = sum(durations) / 3600
-    hours = (now - submitted[0]) / 3600 or 1.0
+    busy_hours = busy_s / 3600
+    hours = (now - max(submitted[0], scored)) / 3600 or 1.0
+    first = bisect.bisect_left(submitted, scored)
+    judged = trace if first == 0 else Trace(trace.pool, submitted[first:], durations[first:])
     return Result(
         policy=name or policy.kind,
         params=params or {},
@@ -243,7 +258,7 @@ def simulate(  # type: ignore[no-untyped-def]
         wait_p99_s=percentile(waits, 99),
         killed_jobs=0,
         reversals_per_hour=reversals / hours,
-        clairvoyant_hours=clairvoyant_hours(trace, lead_s),
+        clairvoyant_hours=clairvoyant_hours(judged, lead_s) if judged.submitted else 0.0,
         lead_s=lead_s,
         series=tuple(series),
         job_waits=tuple(job_waits or ()),

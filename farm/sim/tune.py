@@ -54,8 +54,9 @@ def build(name: str, params: dict[str, Any]):  # type: ignore[no-untyped-def]
     return POLICIES[name].model_validate(params)
 
 
-def run(trace: Trace, name: str, params: dict[str, Any], lead_s: float, *, replay: Replay | None = None) -> Result:
-    return simulate(trace, build(name, params), lead_s=lead_s, name=name, params=params, progress=replay)
+def run(trace: Trace, name: str, params: dict[str, Any], lead_s: float, *, replay: Replay | None = None,
+        score_from: float | None = None) -> Result:  # fmt: skip
+    return simulate(trace, build(name, params), lead_s=lead_s, name=name, params=params, progress=replay, score_from=score_from)
 
 
 def bisection_runs(lo: int, hi: int) -> int:
@@ -65,7 +66,7 @@ def bisection_runs(lo: int, hi: int) -> int:
 
 def cheapest(
     trace: Trace, name: str, knob: str, target_p95_s: float, lead_s: float, *, base: dict[str, Any] | None = None,
-    lo: int = 0, hi: int = 128, progress: Progress = lambda _: None, replay: Replay | None = None,
+    lo: int = 0, hi: int = 128, progress: Progress = lambda _: None, replay: Replay | None = None, score_from: float | None = None,
 ) -> Result | None:  # fmt: skip
     """The smallest integer knob value whose p95 wait meets the target (bisection): at most
     1 + bisection_runs(lo, hi) replays."""
@@ -74,7 +75,7 @@ def cheapest(
 
     def at(v: int) -> Result:
         if v not in cache:
-            cache[v] = run(trace, name, {**base, knob: v}, lead_s, replay=replay)
+            cache[v] = run(trace, name, {**base, knob: v}, lead_s, replay=replay, score_from=score_from)
             progress(f"{name} {knob}={v}: p95 {cache[v].wait_p95_s:.0f}s, {cache[v].executor_hours:,.0f} h")
         return cache[v]
 
@@ -90,12 +91,13 @@ def cheapest(
 
 
 def gitlab_calendar(
-    trace: Trace, target_p95_s: float, lead_s: float, progress: Progress = lambda _: None, *, replay: Replay | None = None
+    trace: Trace, target_p95_s: float, lead_s: float, progress: Progress = lambda _: None, *, replay: Replay | None = None,
+    score_from: float | None = None,
 ) -> Result | None:  # fmt: skip
     """GitLab periods tuned with hindsight: per hour of the week, idle_count or nothing,
     turning off the quietest hours (by jobs in the trace) greedily while p95 holds.
     At most GITLAB_CALENDAR_RUNS replays."""
-    flat = cheapest(trace, "gitlab", "idle_count", target_p95_s, lead_s, progress=progress, replay=replay)
+    flat = cheapest(trace, "gitlab", "idle_count", target_p95_s, lead_s, progress=progress, replay=replay, score_from=score_from)
     if flat is None:
         return None
     counts = [0] * 168
@@ -113,13 +115,13 @@ def gitlab_calendar(
         results: dict[int, Result] = {}
         while lo < hi:  # the most hours off that still meets the target
             mid = (lo + hi + 1) // 2
-            results[mid] = run(trace, "gitlab", with_off(n, mid), lead_s, replay=replay)
+            results[mid] = run(trace, "gitlab", with_off(n, mid), lead_s, replay=replay, score_from=score_from)
             progress(f"gitlab idle_count={n}, {mid} quiet hours off: p95 {results[mid].wait_p95_s:.0f}s")
             if results[mid].wait_p95_s <= target_p95_s:
                 lo = mid
             else:
                 hi = mid - 1
-        r = results.get(lo) or run(trace, "gitlab", with_off(n, lo), lead_s, replay=replay)
+        r = results.get(lo) or run(trace, "gitlab", with_off(n, lo), lead_s, replay=replay, score_from=score_from)
         if r.wait_p95_s <= target_p95_s and r.executor_hours < best.executor_hours:
             best = r
     return best
@@ -136,7 +138,7 @@ def week_starts(trace: Trace) -> list[float]:
 
 def past_tuned(
     trace: Trace, name: str, knob: str, target_p95_s: float, lead_s: float, *, base: dict[str, Any] | None = None,
-    lo: int = 0, hi: int = 128, progress: Progress = lambda _: None, replay: Replay | None = None,
+    lo: int = 0, hi: int = 128, progress: Progress = lambda _: None, replay: Replay | None = None, score_from: float | None = None,
 ) -> Result:  # fmt: skip
     """The peer with its knob re-chosen at the start of every week: the cheapest value in
     lo..hi whose p95 wait met the target over all the weeks before (hi when none did),
@@ -171,7 +173,8 @@ def past_tuned(
         chosen.append(a)
     progress(f"{name} {knob} by week: {', '.join(map(str, chosen))}")
     schedule = [(t, build(name, {**base, knob: v})) for t, v in zip([trace.submitted[0], *starts], chosen, strict=True)]
-    r = simulate(trace, schedule[0][1], lead_s=lead_s, name=name, params={**base, knob: chosen}, progress=replay, schedule=schedule)
+    r = simulate(trace, schedule[0][1], lead_s=lead_s, name=name, params={**base, knob: chosen}, progress=replay, schedule=schedule,
+                 score_from=score_from)  # fmt: skip
     return replace(r, tuning="past")
 
 
@@ -198,30 +201,35 @@ class Stage:
     go: Callable[[Progress, Replay | None], Result | None]  # (progress, replay) -> its result, None if none meets the target
 
 
-def stages(trace: Trace, target_p95_s: float, lead_s: float, tuning: str = "past") -> list[Stage]:
+def stages(trace: Trace, target_p95_s: float, lead_s: float, tuning: str = "past", warm_weeks: int = 0) -> list[Stage]:
     """What `everything` does, one policy at a time. `tuning`: "past" (each peer's knob
     re-chosen weekly from the weeks before) or "hindsight" (chosen once from the whole
-    trace; the GitLab calendar too)."""
+    trace; the GitLab calendar too). `warm_weeks`: the first weeks are replayed as every
+    policy's warm-up on known demand (a pool switched over from another system, with its
+    history as the seed) and only the weeks after are scored; hindsight tunes on those."""
+    score_from = trace.submitted[0] + warm_weeks * WEEK_S if warm_weeks else None
+    if warm_weeks and score_from is not None and score_from > trace.submitted[-1]:
+        raise ValueError(f"the trace is shorter than its {warm_weeks} warm-up week(s)")
 
     def predictive(progress: Progress, replay: Replay | None) -> Result:
-        r = run(trace, "predictive", {"target_p95_s": target_p95_s}, lead_s, replay=replay)
+        r = run(trace, "predictive", {"target_p95_s": target_p95_s}, lead_s, replay=replay, score_from=score_from)
         progress(f"predictive: p95 {r.wait_p95_s:.0f}s, {r.executor_hours:,.0f} h")
-        return r
+        return replace(r, warm_weeks=warm_weeks)
 
     def peer(name: str) -> Callable[[Progress, Replay | None], Result | None]:
         if tuning == "past":
-            return lambda progress, replay: past_tuned(trace, name, KNOBS[name], target_p95_s, lead_s, progress=progress,
-                                                       replay=replay)  # fmt: skip
+            return lambda progress, replay: replace(past_tuned(trace, name, KNOBS[name], target_p95_s, lead_s, progress=progress,
+                                                               replay=replay, score_from=score_from), warm_weeks=warm_weeks)  # fmt: skip
 
         def hindsight(progress: Progress, replay: Replay | None) -> Result | None:
-            r = cheapest(trace, name, KNOBS[name], target_p95_s, lead_s, progress=progress, replay=replay)
-            return None if r is None else replace(r, tuning="hindsight")
+            r = cheapest(trace, name, KNOBS[name], target_p95_s, lead_s, progress=progress, replay=replay, score_from=score_from)
+            return None if r is None else replace(r, tuning="hindsight", warm_weeks=warm_weeks)
 
         return hindsight
 
     def calendar(progress: Progress, replay: Replay | None) -> Result | None:
-        r = gitlab_calendar(trace, target_p95_s, lead_s, progress, replay=replay)
-        return None if r is None else replace(r, tuning="hindsight")
+        r = gitlab_calendar(trace, target_p95_s, lead_s, progress, replay=replay, score_from=score_from)
+        return None if r is None else replace(r, tuning="hindsight", warm_weeks=warm_weeks)
 
     if tuning == "past":
         runs = past_runs(trace)
@@ -237,10 +245,10 @@ def stages(trace: Trace, target_p95_s: float, lead_s: float, tuning: str = "past
 
 def everything(
     trace: Trace, target_p95_s: float, lead_s: float, progress: Progress = lambda _: None, *, replay: Replay | None = None,
-    tuning: str = "past",
+    tuning: str = "past", warm_weeks: int = 0,
 ) -> list[Result]:  # fmt: skip
     """farm's predictive policy untuned (its only inputs are the target and the lead time),
     and every peer tuned (see the module's docstring) to the cheapest setting that meets the
     target."""
-    results = (stage.go(progress, replay) for stage in stages(trace, target_p95_s, lead_s, tuning))
+    results = (stage.go(progress, replay) for stage in stages(trace, target_p95_s, lead_s, tuning, warm_weeks))
     return [r for r in results if r is not None]

@@ -58,6 +58,17 @@ def test_all_says_how_each_peer_was_tuned(small_trace):
     assert bad.exit_code == 2 and "past or hindsight" in bad.output
 
 
+def test_warm_weeks_score_the_weeks_after_the_warm_up(tmp_path):
+    rows = ["submitted_ts,duration_s,pool,tenant"] + [f"{1_757_000_000 + d * 86400 + h * 3600},300,p,t" for d in range(9) for h in (9, 10, 14)]
+    trace = tmp_path / "two-weeks.csv"
+    trace.write_text("\n".join(rows) + "\n")
+    whole = json.loads(CliRunner().invoke(app, ["simulate", "--trace", str(trace), "--json"]).stdout)[0]
+    warm = json.loads(CliRunner().invoke(app, ["simulate", "--trace", str(trace), "--warm-weeks", "1", "--json"]).stdout)[0]
+    assert (whole["warm_weeks"], warm["warm_weeks"]) == (0, 1) and warm["jobs"] == whole["jobs"] - 21
+    r = CliRunner().invoke(app, ["simulate", "--trace", str(trace), "--warm-weeks", "3"])
+    assert r.exit_code == 2 and "shorter" in r.output
+
+
 def test_simulate_sweep_reports_the_cheapest(small_trace):
     r = CliRunner().invoke(app, ["simulate", "--trace", str(small_trace), "--policy", "arc", "--sweep", "min_runners=0:4:1",
                                  "--target-p95", "15"], env=NARROW)

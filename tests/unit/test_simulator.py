@@ -121,3 +121,35 @@ def test_a_schedule_changes_the_policy_at_its_times():
     assert min(both.job_waits[:n]) == 60 and max(both.job_waits[later:]) == 0  # from then on its 4 were ready
     with pytest.raises(ValueError, match="kind"):
         simulate(tr, ReactivePolicy(), schedule=[(week2, ArcPolicy())])
+
+
+def test_warm_weeks_score_only_the_weeks_after_them():
+    """With score_from, the jobs, their waits, the executor and busy time and the
+    clairvoyant bound count from then on; the replay before it is the policy's warm-up."""
+    tr = _weekly_bursts([4, 4])
+    week2 = tr.submitted[0] + 7 * 86400
+    fast = {"tick_s": 600.0}
+    whole = simulate(tr, ReactivePolicy(buffer=0, **fast), lead_s=60)
+    later = simulate(tr, ReactivePolicy(buffer=0, **fast), lead_s=60, score_from=week2)
+    n = sum(1 for t in tr.submitted if t >= week2)
+    assert later.jobs == n == whole.jobs // 2
+    assert later.busy_hours == pytest.approx(whole.busy_hours / 2, rel=0.01)
+    assert later.executor_hours == pytest.approx(whole.executor_hours / 2, rel=0.05)
+    assert later.clairvoyant_hours == pytest.approx(whole.clairvoyant_hours / 2, rel=0.05)
+    # a buffer learned in the first week only shows in the second's figures
+    tuned = simulate(tr, ReactivePolicy(buffer=0, **fast), lead_s=60, score_from=week2, schedule=[(week2 - 3600, ReactivePolicy(buffer=4, **fast))])
+    assert tuned.wait_p95_s == 0 and later.wait_p95_s == 60
+
+
+def test_every_policy_of_all_is_scored_after_the_same_warm_up():
+    from farm.sim.tune import past_tuned, stages
+
+    tr = _weekly_bursts([3, 6, 6])
+    scored = tr.submitted[0] + 7 * 86400
+    n = sum(1 for t in tr.submitted if t >= scored)
+    predictive = stages(tr, 15, 60, "past", warm_weeks=1)[0].go(lambda _: None, None)
+    assert (predictive.policy, predictive.jobs, predictive.warm_weeks) == ("predictive", n, 1)
+    peer = past_tuned(tr, "reactive", "buffer", 15, 60, base={"tick_s": 600.0}, score_from=scored)
+    assert peer.jobs == n and peer.params["buffer"][1] > 0  # week 2, the first scored, runs what week 1 needed
+    with pytest.raises(ValueError, match="shorter"):
+        stages(tr, 15, 60, "past", warm_weeks=5)
