@@ -42,7 +42,9 @@ def test_actors_run_jobs_and_drain_after_the_current_one(store, actors, tmp_path
     flag = tmp_path / "go"
     long = store.enqueue(JobSpec(steps=[{"name": "w", "run": f"while [ ! -e {flag} ]; do sleep 0.05; done"}]), "t")
     wait_for(lambda: store.get(long.id).state is JobState.RUNNING, 5, what="the long job to start")
-    busy = next(h for h in handles if ray.get(h.status.remote())["job"] == long.id)
+    # the claim marks the job running in Redis a moment before its executor records it as its own
+    busy = wait_for(lambda: next((h for h in handles if ray.get(h.status.remote())["job"] == long.id), None), 5,
+                    what="an executor to say it runs the long job")  # fmt: skip
     assert ray.get(busy.drain.remote(0.3)) is False  # still running its job
     flag.touch()
     assert ray.get(busy.drain.remote(10)) is True
