@@ -18,6 +18,8 @@ from farm.cli.output import Command, Group, SpecError, err, flag, job_exit_code,
 from farm.client import FarmClient
 
 Json = Annotated[bool, flag("--json", help="Print JSON instead of a table.")]
+Wait = Annotated[bool, flag("--wait", "-w", help="Wait for the end; exit 0, 1, 124 or 125 by how it ended.")]
+Follow = Annotated[bool, flag("--follow", "-f", help="Stream the log while waiting.")]
 jobs_app = typer.Typer(cls=Group, help="Jobs: list them.", no_args_is_help=True)
 artifacts_app = typer.Typer(cls=Group, help="A job's artifacts: list them, download one.", no_args_is_help=True)
 app.add_typer(jobs_app, name="jobs")
@@ -94,8 +96,8 @@ def _run_or_wait(client: FarmClient, job: dict[str, Any], wait: bool, follow: bo
 def submit(
     ctx: typer.Context,
     file: Annotated[Optional[str], typer.Argument(help="Job spec (YAML/JSON), '-' for stdin; or `-- CMD...`.")] = None,
-    wait: Annotated[bool, flag("--wait", "-w", help="Wait for the end; exit 0, 1, 124 or 125 by how it ended.")] = False,
-    follow: Annotated[bool, flag("--follow", "-f", help="Stream the log while waiting.")] = False,
+    wait: Wait = False,
+    follow: Follow = False,
     pool: Annotated[Optional[str], typer.Option(help="Pool (for `-- CMD`).")] = None,
     image: Annotated[Optional[str], typer.Option(help="Step image (for `-- CMD`, docker and dind runtimes).")] = None,
     timeout: Annotated[Optional[int], typer.Option(help="timeout_s (for `-- CMD`).")] = None,
@@ -125,8 +127,8 @@ def submit(
 @app.command(cls=Command)
 def rerun(
     job_id: str,
-    wait: Annotated[bool, flag("--wait", "-w", help="Wait for the end; exit 0, 1, 124 or 125 by how it ended.")] = False,
-    follow: Annotated[bool, flag("--follow", "-f", help="Stream the log while waiting.")] = False,
+    wait: Wait = False,
+    follow: Follow = False,
 ) -> None:
     """Submit a job's spec again as a new job (its `rerun_of` names this one)."""
     client = FarmClient()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any, Optional
 
 import typer
@@ -65,11 +66,9 @@ def _follow_all(client: FarmClient, run: dict[str, Any], specs: list[dict[str, A
     FOLLOW_AT_ONCE are followed at a time (the rest wait their turn, and print their log
     from its start), so a big run stays under the server's cap on open followers."""
     lock = threading.Lock()
-    slots = threading.Semaphore(FOLLOW_AT_ONCE)
     width = len(str(len(run["jobs"]) - 1))
     labels = [_label(i, specs[i] if i < len(specs) else {}, width) for i in range(len(run["jobs"]))]
     pad = max(len(label) for label in labels)
-    failures: list[BaseException] = []
 
     def follow(i: int, job_id: str) -> None:
         prefix, pieces, held, offset = f"[{labels[i]:<{pad}}] ", [], 0, 0
@@ -79,44 +78,36 @@ def _follow_all(client: FarmClient, run: dict[str, Any], specs: list[dict[str, A
                 for line in lines:
                     out.out(prefix + line, highlight=False)
 
-        with slots:
-            own = FarmClient(client.url, client.token)  # a connection of its own: one stream each
-            try:
-                while True:
-                    try:
-                        for text in own.follow(job_id, offset=offset):
-                            offset += len(text.encode())
-                            *whole, last = text.split("\n")
-                            if whole:
-                                emit(["".join(pieces) + whole[0], *whole[1:]])
+        own = FarmClient(client.url, client.token)  # a connection of its own: one stream each
+        try:
+            while True:
+                try:
+                    for text in own.follow(job_id, offset=offset):
+                        offset += len(text.encode())
+                        *whole, last = text.split("\n")
+                        if whole:
+                            emit(["".join(pieces) + whole[0], *whole[1:]])
+                            pieces, held = [], 0
+                        if last:
+                            pieces.append(last)
+                            held += len(last)
+                            if held > LINE_MAX:
+                                emit(["".join(pieces)])
                                 pieces, held = [], 0
-                            if last:
-                                pieces.append(last)
-                                held += len(last)
-                                if held > LINE_MAX:
-                                    emit(["".join(pieces)])
-                                    pieces, held = [], 0
-                    except ApiError as e:
-                        if e.status != 429:
-                            raise
-                        time.sleep(1.0)  # the server's cap on followers: try again shortly
-                        continue
-                    if own.get(job_id)["state"] in ENDED:
-                        break
-                if pieces:
-                    emit(["".join(pieces)])
-            except BaseException as e:  # noqa: BLE001 - reported by the caller
-                failures.append(e)
-            finally:
-                own.close()
+                except ApiError as e:
+                    if e.status != 429:
+                        raise
+                    time.sleep(1.0)  # the server's cap on followers: try again shortly
+                    continue
+                if own.get(job_id)["state"] in ENDED:
+                    break
+            if pieces:
+                emit(["".join(pieces)])
+        finally:
+            own.close()
 
-    threads = [threading.Thread(target=follow, args=(i, j), daemon=True) for i, j in enumerate(run["jobs"])]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if failures:
-        raise failures[0]
+    with ThreadPoolExecutor(FOLLOW_AT_ONCE, thread_name_prefix="follow") as pool:
+        list(pool.map(follow, range(len(run["jobs"])), run["jobs"]))  # a follow's error is raised here
     while (run := client.run(run["id"]))["finished_at"] is None:  # the last job's end is written with the run's
         time.sleep(0.2)
     return run

@@ -223,9 +223,10 @@ def simulate(
         params[key] = _parse_value(value)
     if policy == "predictive":
         params.setdefault("target_p95_s", target_p95)
-    for tr in traces:
-        if warm_weeks and _scored(tr, warm_weeks) is None:
-            raise _usage(f"--warm-weeks {warm_weeks}: the trace{f' of pool {tr.pool}' if len(traces) > 1 else ''} is shorter than that")
+    try:
+        scored = {tr.pool: tune.scored_from(tr, warm_weeks) for tr in traces}
+    except ValueError as e:
+        raise _usage(f"--warm-weeks {warm_weeks}: {e}") from e
     swept: tuple[str, list[float | int]] | None = None
     if sweep:
         if policy == "all":
@@ -254,13 +255,13 @@ def simulate(
                     key, values = swept
                     task = tracker.task(f"{prefix}{policy} {key}", len(values), f"{len(values)} values…")
                     for v in values:
-                        r = tune.run(tr, policy, {**params, key: v}, lead, replay=task.replay, score_from=_scored(tr, warm_weeks))
+                        r = tune.run(tr, policy, {**params, key: v}, lead, replay=task.replay, score_from=scored[tr.pool])
                         task.note(f"{key}={v}: {_figures(r)}")
                         results.append(r)
                     task.finish(f"{len(values)} values replayed")
                 else:
                     task = tracker.task(prefix + policy, 1, _replaying(tr))
-                    r = tune.run(tr, policy, params, lead, replay=task.replay, score_from=_scored(tr, warm_weeks))
+                    r = tune.run(tr, policy, params, lead, replay=task.replay, score_from=scored[tr.pool])
                     task.finish(_figures(r))
                     results.append(r)
             except (ValidationError, ValueError) as e:
@@ -298,15 +299,6 @@ def simulate(
                 out.print(f"{prefix}no setting in the sweep meets p95 ≤ {target_p95:g}s", markup=False, highlight=False)
     if plot is not None:
         (err if as_json else out).print(f"plot written to {plot}", markup=False, highlight=False, soft_wrap=True)
-
-
-def _scored(trace: Any, warm_weeks: int) -> float | None:
-    """When scoring starts after `warm_weeks` of warm-up; None: from the start, or (with
-    warm-up weeks) never: the trace is shorter than they are."""
-    from farm.sim.tune import WEEK_S
-
-    start = trace.submitted[0] + warm_weeks * WEEK_S
-    return start if warm_weeks and start <= trace.submitted[-1] else None
 
 
 _TUNING = {"past": "past weeks", "hindsight": "oracle"}

@@ -136,6 +136,17 @@ def week_starts(trace: Trace) -> list[float]:
     return [t0 + k * WEEK_S for k in range(1, int((end - t0) // WEEK_S) + 1) if t0 + k * WEEK_S <= end]
 
 
+def scored_from(trace: Trace, warm_weeks: int) -> float | None:
+    """When the figures start after `warm_weeks` of warm-up (None: from the start);
+    ValueError if the trace is no longer than its warm-up."""
+    if not warm_weeks:
+        return None
+    start = trace.submitted[0] + warm_weeks * WEEK_S
+    if start > trace.submitted[-1]:
+        raise ValueError(f"the trace is shorter than its {warm_weeks} warm-up week(s)")
+    return start
+
+
 def past_tuned(
     trace: Trace, name: str, knob: str, target_p95_s: float, lead_s: float, *, base: dict[str, Any] | None = None,
     lo: int = 0, hi: int = 128, progress: Progress = lambda _: None, replay: Replay | None = None, score_from: float | None = None,
@@ -207,9 +218,7 @@ def stages(trace: Trace, target_p95_s: float, lead_s: float, tuning: str = "past
     trace; the GitLab calendar too). `warm_weeks`: the first weeks are replayed as every
     policy's warm-up on known demand (a pool switched over from another system, with its
     history as the seed) and only the weeks after are scored; hindsight tunes on those."""
-    score_from = trace.submitted[0] + warm_weeks * WEEK_S if warm_weeks else None
-    if warm_weeks and score_from is not None and score_from > trace.submitted[-1]:
-        raise ValueError(f"the trace is shorter than its {warm_weeks} warm-up week(s)")
+    score_from = scored_from(trace, warm_weeks)
 
     def predictive(progress: Progress, replay: Replay | None) -> Result:
         r = run(trace, "predictive", {"target_p95_s": target_p95_s}, lead_s, replay=replay, score_from=score_from)

@@ -21,7 +21,7 @@ for _ = 1, 100 do
   if #popped > 0 then
     local id = popped[1]
     local jk = K.job .. id
-    local f = redis.call('HMGET', jk, 'state', 'attempt', 'timeout_ms', 'ready_at', 'group', 'weight', 'spec', 'secrets', 'tier')
+    local f = redis.call('HMGET', jk, 'state', 'attempt', 'timeout_ms', 'ready_at', 'group', 'weight', 'spec', 'secrets', 'tier', 'run')
     local group = f[5]
     local gk = (group and group ~= '') and group_key('group', tenant, group) or nil
     if f[1] ~= 'queued' then
@@ -42,7 +42,7 @@ for _ = 1, 100 do
       redis.call('ZREM', K.qdeadlines, id)
       redis.call('HSET', jk, 'state', 'running', 'executor', executor, 'node', ARGV[6] or '', 'started_at', now)
       queued_by(tenant, -1)
-      run_running(id, 1, now)
+      run_running(f[10], 1, now)
       redis.call('ZADD', K.leases, now + lease_ms, id)
       redis.call('ZADD', K.deadlines, now + tonumber(f[3]) + grace_ms, id)
       redis.call('SADD', K.running .. pool, id)

@@ -30,9 +30,9 @@ local function over_quota(tenant, n, max)
   return nil
 end
 
--- A run's jobs running now (n:running on the run's hash), kept as they start and stop.
-local function run_running(id, delta, now)
-  local run = redis.call('HGET', K.job .. id, 'run')
+-- A run's jobs running now (n:running on the run's hash), kept as they start and stop;
+-- `run` is the job's run field, read by the caller with the rest ('' or nil: no run).
+local function run_running(run, delta, now)
   if not run or run == '' then return end
   redis.call('HINCRBY', K.run .. run, 'n:running', delta)
   if delta > 0 then redis.call('HSETNX', K.run .. run, 'started_at', now) end
@@ -243,7 +243,7 @@ local function terminate(id, state, err, now)
   local pool, started, prev, attempt = f[1], f[2], f[3], f[4]
   if prev == 'running' then
     unlease(id)
-    run_running(id, -1, now)
+    run_running(f[8], -1, now)
   else
     unqueue(id, pool, f[5], f[6])
     queued_by(f[5], -1)
@@ -269,14 +269,14 @@ end
 -- is gone. Returns 'requeued' or 'lost'.
 local function requeue_or_lose(id, why, now)
   local jk = K.job .. id
-  local f = redis.call('HMGET', jk, 'attempt', 'retries', 'pool', 'qscore', 'tenant', 'group', 'node')
+  local f = redis.call('HMGET', jk, 'attempt', 'retries', 'pool', 'qscore', 'tenant', 'group', 'node', 'run')
   local attempt, pool = tonumber(f[1]), f[3]
   redis.call('HDEL', jk, 'fence')
   redis.call('ZREM', K.fencing, id)
   if f[7] and f[7] ~= '' then redis.call('ZREM', K.fences .. f[7], id) end
   if attempt <= tonumber(f[2]) then
     unlease(id)
-    run_running(id, -1, now)
+    run_running(f[8], -1, now)
     queued_by(f[5], 1)
     redis.call('HSET', jk, 'state', 'queued', 'attempt', attempt + 1, 'executor', '', 'node', '',
       'error', 'executor_lost', 'ready_at', now, 'log_bytes', 0, 'log_cut', 0, 'log_head', '')
