@@ -116,6 +116,13 @@ class FarmClient:
         headers = {"If-Match": str(if_match)} if if_match is not None else None
         return self._request("PUT", f"/v1/pools/{pool}/policy", json=policy, headers=headers).json()
 
+    def seed_policy(self, pool: str, hours: list[dict[str, Any]], last_hour: int | None = None) -> dict[str, Any]:
+        body = {"hours": hours} if last_hour is None else {"hours": hours, "last_hour": last_hour}
+        return self._request("POST", f"/v1/pools/{pool}/policy/seed", json=body).json()
+
+    def demand_history(self, pool: str) -> dict[str, Any]:
+        return self._request("GET", f"/v1/pools/{pool}/history").json()
+
     def policy_history(self, pool: str, limit: int = 100) -> dict[str, Any]:
         return self._request("GET", f"/v1/pools/{pool}/policy/history", params={"limit": limit}).json()
 

@@ -29,6 +29,7 @@ from farm.settings import Settings
 from farm.store.cache_index import CacheIndex
 from farm.store.client import connect, connect_async
 from farm.store.executors import ExecutorRegistry
+from farm.store.history import DemandHistory
 from farm.store.jobs import JobStore
 from farm.store.policies import PolicyStore
 from farm.store.runs import RunStore
@@ -71,6 +72,7 @@ def create_app(settings: Settings, *, store: JobStore | None = None) -> FastAPI:
     app.state.artifacts = artifacts
     app.state.tenants = {t.name: t for t in settings.tenants}
     app.state.policies = PolicyStore(store.client, store.keys)
+    app.state.history = DemandHistory(store.client, store.keys)
     app.state.caches = CacheIndex(store.client, DirectoryBlobStore(settings.cache_dir), store.keys)
     app.state.stopping = threading.Event()  # set when the server starts to stop: followers end
     app.state.followers = Followers(settings.api.max_followers_per_tenant, settings.api.follow_max_s)

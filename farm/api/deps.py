@@ -17,6 +17,7 @@ from farm.artifacts import DirectoryStore
 from farm.settings import Settings, TenantConfig
 from farm.store.cache_index import CacheIndex
 from farm.store.executors import ExecutorRegistry
+from farm.store.history import DemandHistory
 from farm.store.jobs import JobStore
 from farm.store.policies import PolicyStore
 from farm.store.runs import RunStore
@@ -40,6 +41,10 @@ async def _registry(request: Request) -> ExecutorRegistry:
 
 async def _policies(request: Request) -> PolicyStore:
     return request.app.state.policies
+
+
+async def _history(request: Request) -> DemandHistory:
+    return request.app.state.history
 
 
 async def _caches(request: Request) -> CacheIndex:
@@ -90,6 +95,7 @@ Jobs = Annotated[JobStore, Depends(_jobs)]
 Runs = Annotated[RunStore, Depends(_runs)]
 Registry = Annotated[ExecutorRegistry, Depends(_registry)]
 Policies = Annotated[PolicyStore, Depends(_policies)]
+History = Annotated[DemandHistory, Depends(_history)]
 Caches = Annotated[CacheIndex, Depends(_caches)]
 Artifacts = Annotated[DirectoryStore, Depends(_artifacts)]
 Tenant = Annotated[TenantConfig | None, Depends(_tenant)]

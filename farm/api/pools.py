@@ -3,19 +3,22 @@ the autoscaler's decisions."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query
-from pydantic import TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
-from farm.api.deps import Config, Jobs, Policies, Registry, Who
+from farm.api.deps import Config, History, Jobs, Policies, Registry, Who
 from farm.api.errors import COMMON, CONFLICT, FORBIDDEN, NOT_FOUND
 from farm.api.gate import ADMIN_ONLY
-from farm.api.public import DecisionsPublic, PolicyHistoryPublic, PolicyPublic, PoolsPublic
+from farm.api.public import DecisionsPublic, HistoryPublic, PolicyHistoryPublic, PolicyPublic, PoolsPublic, SeedPublic
 from farm.autoscale.policy import LivePolicy
-from farm.errors import Forbidden, NotFound
+from farm.errors import Forbidden, InvalidInput, NotFound
+from farm.models import rfc3339
 from farm.settings import Settings
+from farm.sim.history import HOUR_S, MAX_BIN, MAX_HOUR, MAX_PER_BIN, MAX_PER_SECOND, WEEK_HOURS, Hour, jobs, shift_into
 from farm.store.summary import summarize
 
 router = APIRouter(prefix="/v1/pools", tags=["pools"], responses=COMMON)
@@ -26,6 +29,38 @@ def _pool(config: Settings, name: str) -> str:
     if name not in config.pools:
         raise NotFound(f"no pool {name}")
     return name
+
+
+Second = Annotated[int, Field(ge=0, le=HOUR_S - 1)]
+Bin = Annotated[int, Field(ge=0, le=MAX_BIN)]
+
+
+class SeedHour(BaseModel):
+    """One hour of demand (farm.sim.history's form; `farm policy seed` builds it from a trace)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    hour: int = Field(ge=0, le=MAX_HOUR, description="hours since 1970-01-01 00:00 UTC")
+    arrivals: list[tuple[Second, Annotated[int, Field(ge=1, le=MAX_PER_SECOND)]]] = Field(
+        max_length=HOUR_S, description="[second of the hour, jobs that arrived then], each second once")
+    durations: list[tuple[Bin, Annotated[int, Field(ge=1, le=MAX_PER_BIN)]]] = Field(
+        max_length=MAX_BIN + 1, description="[bin, jobs], each bin once; bin b holds durations near 1.05**b - 1 s")  # fmt: skip
+
+    @field_validator("arrivals", "durations")
+    @classmethod
+    def _once(cls, v: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        keys = [k for k, _ in v]
+        if len(set(keys)) != len(keys):
+            raise ValueError("a second or bin is given more than once")
+        return v
+
+
+class SeedBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    hours: list[SeedHour] = Field(min_length=1, max_length=52 * WEEK_HOURS)
+    last_hour: int | None = Field(None, ge=0, le=MAX_HOUR, description="the last hour of a seed sent in parts (each part moves"
+                                  " as the whole does); by default this body's last")  # fmt: skip
 
 
 def _shown(stored: Any) -> dict[str, Any]:
@@ -78,3 +113,53 @@ def policy_history(name: str, who: Who, config: Config, policies: Policies, limi
 @router.get("/{name}/decisions", response_model=DecisionsPublic, responses=NOT_FOUND)
 def decisions(name: str, who: Who, config: Config, policies: Policies, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
     return {"decisions": policies.decisions(_pool(config, name), limit)}
+
+
+@router.post(
+    "/{name}/policy/seed",
+    response_model=SeedPublic,
+    responses={**NOT_FOUND, **FORBIDDEN},
+    openapi_extra={ADMIN_ONLY: True},
+)
+def seed_policy(name: str, body: SeedBody, who: Who, config: Config, history: History) -> dict[str, Any]:
+    """Seed the pool's demand history with a trace's hours (admin token only): a farm moving
+    from Jenkins or Actions gives its predictive policy the weeks it already knows. The hours
+    move by whole weeks (each keeps its hour of the week) to end in the week before now; those
+    then older than autoscaler.history_weeks are left out; each one written replaces the
+    pool's history for that hour. Audited in the policy's history; the autoscaler learns again
+    from the history on its next turn if the pool's policy is predictive (or when it becomes
+    so). Bodies over api.max_body_bytes: send the hours in parts (the CLI does)."""
+    if not who.admin:
+        raise Forbidden("seeding a pool's demand history needs the admin token")
+    pool = _pool(config, name)
+    hours: dict[int, Hour] = {}
+    for i, h in enumerate(body.hours):
+        if h.hour in hours:
+            raise InvalidInput(f"hour {h.hour} is given twice", ("body", "hours", i, "hour"))
+        hours[h.hour] = Hour(dict(h.arrivals), dict(h.durations))
+    now = time.time()
+    kept, weeks, left_out = shift_into(hours, now, config.autoscaler.history_weeks * WEEK_HOURS, body.last_hour)
+    summary = {
+        "jobs": jobs(kept.values()), "hours": len(kept), "first": _hour_at(min(kept)) if kept else None,
+        "last": _hour_at(max(kept)) if kept else None, "weeks_moved": weeks, "hours_left_out": left_out,
+    }  # fmt: skip
+    seeded = history.seed(pool, kept, by=who.tenant, at_ms=int(now * 1000), summary=summary)
+    return {"pool": pool, "seeded": seeded, **summary}
+
+
+@router.get("/{name}/history", response_model=HistoryPublic, responses=NOT_FOUND)
+def demand_history(name: str, who: Who, config: Config, history: History, policies: Policies) -> dict[str, Any]:
+    """What the pool's demand history holds (hours kept, jobs in them): what a predictive
+    policy learns from when it is switched on or seeded."""
+    pool = _pool(config, name)
+    hours = history.hours(pool)
+    with_jobs = [h for h, hour in hours.items() if hour.jobs]
+    return {
+        "pool": pool, "jobs": jobs(hours.values()), "hours": len(with_jobs),
+        "first": _hour_at(min(with_jobs)) if with_jobs else None, "last": _hour_at(max(with_jobs)) if with_jobs else None,
+        "keep_weeks": config.autoscaler.history_weeks, "seeded": policies.get(pool).seeded,
+    }  # fmt: skip
+
+
+def _hour_at(hour: int) -> str:
+    return rfc3339(hour * HOUR_S * 1000)

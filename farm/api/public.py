@@ -80,8 +80,20 @@ class PoolsPublic(BaseModel):
     pools: list[PoolPublic]
 
 
+class SeedSummary(BaseModel):
+    """What a seed of the pool's demand history wrote (farm.sim.history)."""
+
+    jobs: int = Field(description="jobs in the hours written")
+    hours: int = Field(description="hours written (each replaces the pool's history for that hour)")
+    first: Timestamp | None = Field(description="the first hour written, after moving")
+    last: Timestamp | None = Field(description="the last hour written, after moving")
+    weeks_moved: int = Field(description="whole weeks the hours were moved by, so they end in the week before now")
+    hours_left_out: int = Field(description="hours older than autoscaler.history_weeks, not written")
+
+
 class PolicyChange(BaseModel):
-    """One entry of a pool's policy audit trail (newest first)."""
+    """One entry of a pool's policy audit trail (newest first): a change of the policy, or a
+    seed of its demand history (then `before` and `after` are the policy it left in force)."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -90,6 +102,24 @@ class PolicyChange(BaseModel):
     at: Timestamp
     before: dict[str, Any] | None
     after: dict[str, Any] | None
+    seed: SeedSummary | None = None
+
+
+class SeedPublic(SeedSummary):
+    pool: str
+    seeded: int = Field(description="seeds of this pool so far; the autoscaler learns again on each")
+
+
+class HistoryPublic(BaseModel):
+    """What the pool's demand history holds: what a predictive policy learns from."""
+
+    pool: str
+    jobs: int
+    hours: int = Field(description="hours with demand kept")
+    first: Timestamp | None
+    last: Timestamp | None
+    keep_weeks: int = Field(description="autoscaler.history_weeks: older hours are dropped")
+    seeded: int
 
 
 class PolicyHistoryPublic(BaseModel):

@@ -292,6 +292,19 @@ class Forecaster:
         arrays = {name: _read_array(d[name], f"forecaster.{name}", *spec) for name, spec in _ARRAYS.items()}
         return cls(samples=samples, pending=pending, history=history, outcomes=outcomes, **arrays, **kw)
 
+    def resume(self, now: float) -> "Forecaster":
+        """Go on live at `now` after learning from a replay: what the replay imagined after
+        now (the pool's path while its last jobs ran out) is dropped, the time until now is
+        not counted as spent in any hour, and the next observation plans afresh."""
+        while self.samples and self.samples[-1][0] > now:
+            self.samples.pop()
+        while self.pending and self.pending[-1][0] > now:
+            self.pending.pop()
+        self._steps = None
+        self.seen_until = None
+        self.planned_at = float("-inf")
+        return self
+
     @property
     def jobs_seen(self) -> int:
         """Arrivals taken in: those whose deficit is counted and those still pending."""

@@ -17,6 +17,12 @@ stored is seeded from `farm.yaml` once. A new version takes effect on the next t
 policy learned is kept while its kind stays the same. The provisioning lead time is
 measured: from asking for an executor to its first report as ready.
 
+Every pool's demand, with a policy or not, is kept by hour for `history_weeks`
+(farm.store.history). A pool switched to the predictive policy (or given a new wait target,
+or seeded from a trace with `farm policy seed`) learns from that history before it scales
+on its own: the replay runs on a thread beside the turns, and until it is done the policy
+starts cold, as it would have.
+
 `Autoscaler.run_once()` is one turn (tests step it); `autoscaler_actor()` is the Ray actor
 that loops it. I/O goes through the store classes and `RayFleet`; the sizing is pure.
 """
@@ -27,7 +33,8 @@ import logging
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
@@ -36,8 +43,10 @@ from farm.autoscale.policy import LivePolicy, Memory, Snapshot, decide
 from farm.errors import FarmError
 from farm.models import rfc3339
 from farm.settings import RAY_NAMESPACE, Settings
-from farm.store.demand import DemandStream
+from farm.sim.history import WEEK_HOURS, Hour, hour_of, learn, to_trace
+from farm.store.demand import Demand, DemandStream
 from farm.store.executors import ExecutorRegistry, ExecutorState
+from farm.store.history import DemandHistory
 from farm.store.jobs import JobStore
 from farm.store.learned import LearnedBook
 from farm.store.nodes import count_restart
@@ -136,6 +145,12 @@ class _Pool:
     kept_at: float = 0.0  # when the policy's memory was last written to Redis
     failed_starts: int = 0  # executors in a row that could not start
     hold_starts_until: float = 0.0  # no new executors before this (backing off failed starts)
+    hour: tuple[int, Hour] | None = None  # the latest hour of demand history written, as written
+    trimmed_at: float = 0.0
+    seeded: int = -1  # the policy's seed count last seen (-1: not read yet)
+    wants_history: bool = False  # the policy should learn from the demand history
+    learning: Future | None = None  # that replay, running
+    learning_seeded: int = -1  # the seed count it started with
 
 
 class Autoscaler:
@@ -148,6 +163,8 @@ class Autoscaler:
         self.pools = {name: _Pool(name) for name in settings.pools}
         self.learned = LearnedBook(store.client, store.keys)
         self.demand = DemandStream(store.client, store.keys)
+        self.history = DemandHistory(store.client, store.keys)
+        self._learner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="farm-learn")
 
     # -- the policy in force ---------------------------------------------------------------
 
@@ -156,6 +173,9 @@ class Autoscaler:
         if stored.policy is None and p.name in self.settings.policies:
             self.policies.seed({p.name: self.settings.policies[p.name]})
             stored = self.policies.get(p.name)
+        if stored.seeded != p.seeded:
+            p.wants_history = p.wants_history or p.seeded >= 0  # seeded since the last turn: learn again
+            p.seeded = stored.seeded
         if stored.version == p.version:
             return p.policy is not None
         try:
@@ -165,12 +185,19 @@ class Autoscaler:
             return p.policy is not None
         if p.policy is None and policy is not None:
             p.memory = self._learned(p.name, policy.kind)  # a restarted autoscaler resumes
+            fresh = p.memory is None
         elif policy is None or policy.kind != p.policy.kind or policy.kind != "predictive":
             # What one kind learned means nothing to another; and a new version of a kind
             # whose memory only follows its parameters (scheduled windows, scale-up and
             # scale-down clocks) starts that memory afresh. The predictive kind keeps the
             # demand it learned across versions.
             p.memory = None
+            fresh = True
+        else:  # a new predictive version: what it learned holds unless its target or budget moved
+            own = p.memory.own if p.memory is not None else None
+            fresh = own is None or not own.follows(policy)
+        if policy is not None and policy.kind == "predictive" and fresh:
+            p.wants_history = True
         p.version, p.policy = stored.version, policy
         log.info("pool %s: policy version %d (%s)", p.name, p.version, policy.kind if policy else "none")
         return policy is not None
@@ -202,14 +229,70 @@ class Autoscaler:
 
     # -- observe -----------------------------------------------------------------------------
 
-    def _demand(self, p: _Pool) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        """Arrival times and start waits (s) since the last turn."""
+    def _demand(self, p: _Pool, now: float) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Arrival times and start waits (s) since the last turn; the demand history takes
+        them in."""
         got = self.demand.since(p.name, p.cursor)
         p.cursor = got.cursor
+        self._keep_history(p, got, now)
         return got.arrivals, got.waits
 
+    def _keep_history(self, p: _Pool, got: Demand, now: float) -> None:
+        """Add a turn's arrivals (to their hours) and attempts' ends (to this hour) to the
+        pool's demand history; once an hour, drop what is older than history_weeks."""
+        if got.arrivals or got.durations:
+            new: dict[int, Hour] = {}
+            for t in got.arrivals:
+                new.setdefault(hour_of(t), Hour()).arrive(t)
+            for d in got.durations:
+                new.setdefault(hour_of(now), Hour()).ended(d)
+            merged = {}
+            for h, hour in new.items():
+                base = p.hour[1] if p.hour is not None and p.hour[0] == h else (self.history.get(p.name, h) or Hour())
+                merged[h] = base.merge(hour)
+            latest = max(merged)
+            if p.hour is None or latest >= p.hour[0]:
+                p.hour = (latest, merged[latest])
+            self.history.put(p.name, merged)
+        if now - p.trimmed_at >= 3600:
+            self.history.trim(p.name, hour_of(now) - self.settings.autoscaler.history_weeks * WEEK_HOURS)
+            p.trimmed_at = now
+
+    def _learn(self, p: _Pool, lead_s: float) -> None:
+        """Learn the predictive policy's forecaster from the pool's demand history when it is
+        wanted (a switch to the policy, a new target, a seed): the replay runs on the
+        learner's thread; its outcome replaces the memory on the first turn after it is done,
+        if it still follows the policy and no seed came meanwhile (else it is learned again)."""
+        if p.learning is not None:
+            if not p.learning.done():
+                return
+            done, p.learning = p.learning, None
+            try:
+                own = done.result()
+            except Exception:  # noqa: BLE001 - a bug: the policy goes on learning live
+                log.exception("pool %s: learning from the demand history failed", p.name)
+                return
+            if p.policy.kind == "predictive" and own is not None and own.follows(p.policy) and p.learning_seeded == p.seeded:
+                p.memory = Memory(own=own.resume(self.clock()))
+                p.kept_at = 0.0  # keep it at once: a restart resumes from it
+                log.info("pool %s: the predictive policy learned %d jobs of demand history", p.name, own.jobs_seen)
+            else:
+                p.wants_history = p.wants_history or p.policy.kind == "predictive"
+            return
+        if not p.wants_history:
+            return
+        p.wants_history = False
+        if p.policy.kind != "predictive":
+            return
+        trace = to_trace(p.name, self.history.hours(p.name))
+        if trace is None:
+            return  # nothing seen yet: it learns live
+        p.learning_seeded = p.seeded
+        p.learning = self._learner.submit(learn, trace, p.policy, lead_s)
+        log.info("pool %s: learning from %d jobs of demand history", p.name, len(trace))
+
     def observe(self, p: _Pool, now: float) -> Snapshot:
-        arrivals, waits = self._demand(p)
+        arrivals, waits = self._demand(p, now)
         summary = summarize(self.store, self.registry, [p.name])[0]
         executors = self.registry.list(p.name)
         seen = {e.id: e.state for e in executors}
@@ -256,6 +339,7 @@ class Autoscaler:
         for p in self.pools.values():
             try:
                 if not self._load_policy(p):
+                    self._demand(p, self.clock())  # its history is kept all the same
                     continue
                 out[p.name] = self._turn(p)
             except FarmError as e:
@@ -284,6 +368,8 @@ class Autoscaler:
     def _turn(self, p: _Pool) -> dict[str, Any]:
         now = self.clock()
         snap = self.observe(p, now)
+        self._learn(p, snap.lead_s)
+        snap = replace(snap, memory=p.memory)
         d = decide(snap, p.policy, now=now)
         p.memory = d.memory
         self._keep(p, now)
@@ -315,6 +401,10 @@ class Autoscaler:
             self.policies.record_decision(p.name, record)
             p.recorded, p.recorded_at = (d.desired, snap.current, p.version), now
         return record
+
+    def close(self) -> None:
+        """Stop learning (a replay under way is left to finish on its own, unread)."""
+        self._learner.shutdown(wait=False, cancel_futures=True)
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
@@ -355,6 +445,7 @@ def _actor_class():  # type: ignore[no-untyped-def]
             adopts them)."""
             self.stop_event.set()
             self.thread.join(10)
+            self.autoscaler.close()
             return [i for p in self.autoscaler.pools.values() for i in p.launched]
 
     return AutoscalerActor

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
@@ -69,6 +70,21 @@ def pools_ls(as_json: Json = False) -> None:
     out.print(table)
 
 
+@pools_app.command("history", cls=Command)
+def pools_history(pool: str, as_json: Json = False) -> None:
+    """What the pool's demand history holds: what a predictive policy learns from when it is
+    switched on or seeded (`farm policy seed`)."""
+    data = FarmClient().demand_history(pool)
+    if as_json:
+        print_json(data)
+        return
+    if not data["jobs"]:
+        out.print(f"pool {pool}: no demand kept yet (kept {data['keep_weeks']} weeks)", highlight=False)
+        return
+    out.print(f"pool {pool}: {data['jobs']} jobs over {data['hours']} hours, {data['first']} to {data['last']}"
+              f" (kept {data['keep_weeks']} weeks; seeded {data['seeded']}×)", highlight=False)  # fmt: skip
+
+
 @policy_app.command("get", cls=Command)
 def policy_get(pool: str, as_json: Json = False) -> None:
     """The pool's policy, and who set it when."""
@@ -98,6 +114,68 @@ def policy_set(
         out.print(f"pool {pool}: policy version {data['version']}", highlight=False)
 
 
+SEED_PART_BYTES = 512 * 1024  # a seed request's body stays under the API's 1 MiB default
+
+
+@policy_app.command("seed", cls=Command)
+def policy_seed(
+    pool: str,
+    trace: Annotated[Path, typer.Option("--trace", "-t", help="CSV: submitted_ts,duration_s,pool,tenant (one job a row).",
+                                        exists=True, dir_okay=False)],
+    trace_pool: Annotated[Optional[str], typer.Option("--trace-pool", help="Take the trace's rows of this pool (default: "
+                                                      "POOL's rows if it has any, else every row).")] = None,
+    as_json: Json = False,
+) -> None:  # fmt: skip
+    """Seed the pool's demand history from a trace (admin token): a farm moving from Jenkins or
+    Actions gives the predictive policy the weeks it already knows, so it has no cold week.
+    The trace's hours move by whole weeks to end before now; the seed is audited in
+    `farm policy history`; the autoscaler learns from it on its next turn."""
+    from farm.sim.history import from_trace
+    from farm.sim.trace import TraceError, parse
+
+    try:
+        with trace.open() as f:
+            traces = {t.pool: t for t in parse(f, split_pools=True)}
+    except (OSError, TraceError) as e:
+        err.print(f"[red]cannot read trace:[/red] {e}")
+        raise typer.Exit(2) from e
+    name = trace_pool or (pool if pool in traces else None)
+    if name is not None and name not in traces:
+        err.print(f"[red]the trace has no rows of pool {name!r}[/red]; its pools: {', '.join(sorted(traces))}", highlight=False)
+        raise typer.Exit(2)
+    if name is None:
+        with trace.open() as f:
+            chosen = parse(f)[0]
+    else:
+        chosen = traces[name]
+    hours = [{"hour": h, "arrivals": doc["a"], "durations": doc["d"]} for h, doc in
+             ((h, hour.to_doc()) for h, hour in sorted(from_trace(chosen).items()))]  # fmt: skip
+    parts: list[list[dict[str, Any]]] = [[]]
+    size = 0
+    for h in hours:
+        n = len(json.dumps(h))
+        if parts[-1] and size + n > SEED_PART_BYTES:
+            parts.append([])
+            size = 0
+        parts[-1].append(h)
+        size += n
+    client = FarmClient()
+    results = []
+    for i, part in enumerate(parts, start=1):
+        if len(parts) > 1 and not as_json:
+            err.print(f"part {i}/{len(parts)}: {len(part)} hours", highlight=False)
+        results.append(client.seed_policy(pool, part, hours[-1]["hour"]))
+    if as_json:
+        print_json(results[-1] if len(results) == 1 else results)
+        return
+    written = sum(r["hours"] for r in results)
+    left_out = sum(r["hours_left_out"] for r in results)
+    last = results[-1]
+    out.print(f"pool {pool}: seeded {sum(r['jobs'] for r in results)} jobs over {written} hours of {len(chosen)} in the trace"
+              f" (moved {last['weeks_moved']} weeks to end before now; {left_out} hours older than the history kept left out)",
+              highlight=False)  # fmt: skip
+
+
 @policy_app.command("history", cls=Command)
 def policy_history(pool: str, limit: Annotated[int, typer.Option(min=1, max=1000)] = 20, as_json: Json = False) -> None:
     """Who changed the pool's policy, when, and from what to what."""
@@ -107,6 +185,9 @@ def policy_history(pool: str, limit: Annotated[int, typer.Option(min=1, max=1000
         return
     table = Table("version", "by", "at", "kind", "was")
     for c in data["changes"]:
+        if seed := c.get("seed"):
+            table.add_row(str(c["version"]), c["by"], str(c["at"]), f"seed: {seed['jobs']} jobs, {seed['hours']} hours", "")
+            continue
         table.add_row(str(c["version"]), c["by"], str(c["at"]), _kind(c.get("after")), _kind(c.get("before")))
     out.print(table)
 

@@ -182,6 +182,9 @@ def simulate(
     warm_weeks: Annotated[int, typer.Option(min=0, max=520, metavar="K", help="Replay the trace's first K weeks as every "
                                             "policy's warm-up on known demand and score only the weeks after (a pool "
                                             "moving to farm with its history as the seed).")] = 0,
+    warm_as_kept: Annotated[bool, flag("--warm-as-kept", help="With --warm-weeks: replay the warm-up weeks as the "
+                                       "live farm keeps a pool's demand (each arrival's second, its hour's durations) "
+                                       "rather than the trace's own rows.")] = False,
     set_: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", show_default=False,
                                                       help="Set a policy parameter (a JSON value); repeat for more.")] = None,
     sweep: Annotated[Optional[str], typer.Option(metavar="KEY=FROM:TO:STEP", show_default=False,
@@ -227,6 +230,12 @@ def simulate(
         scored = {tr.pool: tune.scored_from(tr, warm_weeks) for tr in traces}
     except ValueError as e:
         raise _usage(f"--warm-weeks {warm_weeks}: {e}") from e
+    if warm_as_kept:
+        from farm.sim.history import as_kept
+
+        if not warm_weeks:
+            raise _usage("--warm-as-kept replays the warm-up weeks as kept: give --warm-weeks too")
+        traces = [as_kept(tr, scored[tr.pool]) for tr in traces]  # type: ignore[arg-type]
     swept: tuple[str, list[float | int]] | None = None
     if sweep:
         if policy == "all":

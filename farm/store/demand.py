@@ -1,5 +1,5 @@
-"""A pool's demand stream, as the autoscaler reads it: the arrivals (queued_at) and the
-queue waits of starts since its last turn. The enqueue and claim scripts write it (lib.lua
+"""A pool's demand stream, as the autoscaler reads it: the arrivals (queued_at), the
+queue waits of starts and how long the attempts that ended ran, since its last turn. The enqueue and claim scripts write it (lib.lua
 `demand`), capped at 100k entries a pool."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from farm.store.keys import Keys
 class Demand:
     arrivals: tuple[float, ...]  # queued_at, in seconds of the server's clock
     waits: tuple[float, ...]  # queue waits of the starts, in seconds
+    durations: tuple[float, ...]  # how long the attempts that ended ran, in seconds
     cursor: str  # where the next read goes on from
 
 
@@ -30,10 +31,11 @@ class DemandStream:
         with translated():
             if cursor is None:
                 last = self.client.xrevrange(key, count=1)
-                return Demand((), (), last[0][0] if last else "0-0")
+                return Demand((), (), (), last[0][0] if last else "0-0")
             rows = self.client.xrange(key, min=f"({cursor}", count=100_000)
         return Demand(
             tuple(int(f["a"]) / 1000 for _, f in rows if "a" in f),
             tuple(int(f["w"]) / 1000 for _, f in rows if "w" in f),
+            tuple(int(f["d"]) / 1000 for _, f in rows if "d" in f),
             rows[-1][0] if rows else cursor,
         )

@@ -34,8 +34,8 @@ only place a key is named.
     {p}stats:{pool}         hash    counters and histogram buckets read by /metrics
     {p}executors:{pool}     zset    executor ids by last-seen time (ms)
     {p}executor:{id}        hash    one executor: pool, state, job, pid
-    {p}policy:{pool}        hash    the pool's capacity policy: version, policy (JSON), by, at
-    {p}policy_audit:{pool}  list    every policy change, newest first: version, by, at, before, after
+    {p}policy:{pool}        hash    the pool's capacity policy: version, policy (JSON), by, at; seeded (seeds so far)
+    {p}policy_audit:{pool}  list    every policy change, newest first: version, by, at, before, after (or seed)
     {p}decisions:{pool}     list    the autoscaler's recent decisions, newest first
     {p}cachekeys:{tenant}|{repo} zset  cache entries of a repository, lex-ordered members
                                     "<key>\0<tier>\0<ref>\0<entry id>" (exact and prefix lookups)
@@ -45,8 +45,10 @@ only place a key is named.
     {p}cacherefs            hash    blob digest -> entries referring to it
     {p}learned:{pool}       string  what the pool's policy learned, so a restarted autoscaler resumes: JSON
                                     {schema, kind, limits, own} (farm.autoscale.policy.Memory.to_doc), no pickle
-    {p}demand:{pool}        stream  arrivals (field a: queued_at ms) and starts (field w: wait ms), capped,
-                                    read by the autoscaler
+    {p}demand:{pool}        stream  arrivals (field a: queued_at ms), starts (field w: wait ms) and attempts'
+                                    ends (field d: ran ms), capped, read by the autoscaler
+    {p}history:{pool}       hash    hour since the epoch -> that hour's demand, JSON {a: arrivals by second,
+                                    d: durations by bin} (farm.sim.history), the last autoscaler.history_weeks
     {p}run:{id}             hash    one run: tenant, name, labels, jobs (JSON list of ids), created/started/finished,
                                     jobs ended and by state (n:{state}), callback, webhook
     {p}runs                 zset    every run id by submission sequence (listing)
@@ -66,7 +68,7 @@ EXECUTOR_TTL_MS = 60_000  # an executor entry outlives its last report by this m
 
 _PER_ID = (
     "job", "log", "queue", "tenants", "pass", "waiting", "wake", "running", "tenant_jobs", "stats",
-    "executors", "executor", "group", "parked", "gq", "idem", "policy", "policy_audit", "decisions", "demand", "learned",
+    "executors", "executor", "group", "parked", "gq", "idem", "policy", "policy_audit", "decisions", "demand", "history", "learned",
     "cachekeys", "cacheentry", "cachelru", "cachebytes", "fences", "logcut", "run", "tenant_runs", "rungroup",
 )  # fmt: skip
 _SINGLE = ("leases", "deadlines", "qdeadlines", "finished", "webhooks", "jobs", "seq", "cacherefs", "fencing", "nodes", "instance",
@@ -137,6 +139,9 @@ class Keys:
 
     def demand(self, pool: str) -> str:
         return self._k("demand", pool)
+
+    def history(self, pool: str) -> str:
+        return self._k("history", pool)
 
     def idempotency(self, tenant: str, key: str) -> str:
         return self._k("idem", f"{tenant}:{key}")

@@ -30,6 +30,7 @@ class StoredPolicy:
     policy: dict[str, Any] | None
     by: str | None
     at: str | None
+    seeded: int = 0  # demand-history seeds so far (farm.store.history): each makes the autoscaler learn again
 
 
 class PolicyStore:
@@ -41,9 +42,10 @@ class PolicyStore:
     def get(self, pool: str) -> StoredPolicy:
         with translated():
             h = self.client.hgetall(self.keys.policy(pool))
-        if not h:
-            return StoredPolicy(pool, 0, None, None, None)
-        return StoredPolicy(pool, int(h["version"]), json.loads(h["policy"]), h.get("by"), rfc3339(int(h["at"])))
+        seeded = int(h.get("seeded", 0))
+        if "version" not in h:  # none set (a seed may come first)
+            return StoredPolicy(pool, 0, None, None, None, seeded)
+        return StoredPolicy(pool, int(h["version"]), json.loads(h["policy"]), h.get("by"), rfc3339(int(h["at"])), seeded)
 
     def put(self, pool: str, policy: dict[str, Any], *, by: str, expected_version: int | None = None) -> StoredPolicy:
         with translated():

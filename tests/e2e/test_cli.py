@@ -116,9 +116,15 @@ def test_the_whole_api_from_the_cli(start_farm, farm_env, tmp_path: Path):
     r = farm(env, "policy", "set", "default", "-f", str(tmp_path / "policy.yaml"), "--if-match", "0", code=2)
     assert "409" in r.stderr
     assert json.loads(farm(env, "policy", "get", "default", "--json").stdout)["policy"]["kind"] == "reactive"
+    trace = tmp_path / "jenkins.csv"  # a farm moving from Jenkins seeds the pool's demand history
+    trace.write_text("submitted_ts,duration_s,pool,tenant\n" + "".join(f"{1_600_000_000 + 600 * i},{60 + i},linux,t\n" for i in range(40)))
+    r = farm(env, "policy", "seed", "default", "--trace", str(trace), "--trace-pool", "mac", code=2)
+    assert "no rows of pool 'mac'" in r.stderr and "linux" in r.stderr
+    assert "seeded 40 jobs" in farm(env, "policy", "seed", "default", "--trace", str(trace)).stdout
+    assert json.loads(farm(env, "pools", "history", "default", "--json").stdout)["jobs"] >= 40  # and what this farm saw
     r = farm(env, "policy", "history", "default")
     narrow(r.stdout)
-    assert "reactive" in r.stdout
+    assert "reactive" in r.stdout and "seed: 40 jobs" in r.stdout
     farm(env, "policy", "decisions", "default")
     r = farm(env, "queue")
     narrow(r.stdout)

@@ -65,6 +65,8 @@ EXTRA_ERRORS: dict[tuple[str, str], set[str]] = {
     ("PUT", "/v1/pools/{name}/policy"): {"403", "404", "409"},
     ("GET", "/v1/pools/{name}/policy/history"): {"404"},
     ("GET", "/v1/pools/{name}/decisions"): {"404"},
+    ("POST", "/v1/pools/{name}/policy/seed"): {"403", "404"},
+    ("GET", "/v1/pools/{name}/history"): {"404"},
     ("GET", "/v1/caches"): set(),
     ("DELETE", "/v1/caches/{key}"): {"404"},
     ("POST", "/v1/runs"): {"403", "409"},

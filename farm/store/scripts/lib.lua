@@ -54,8 +54,8 @@ local function observe(pool, name, value_s, bounds)
   observe_into(K.stats .. pool, name, value_s, bounds)
 end
 
--- What the autoscaler learns demand from: an arrival (a = queued_at) or a start (w = its
--- queue wait), both in ms. Capped: an autoscaler away longer than the cap misses the oldest.
+-- What the autoscaler learns demand from: an arrival (a = queued_at), a start (w = its
+-- queue wait) or an attempt's end (d = how long it ran), all in ms. Capped: an autoscaler away longer than the cap misses the oldest.
 local function demand(pool, field, value)
   redis.call('XADD', K.demand .. pool, 'MAXLEN', '~', 100000, '*', field, value)
 end
@@ -254,6 +254,7 @@ local function terminate(id, state, err, now)
   redis.call('HINCRBY', K.stats .. pool, 'finished_total:' .. state, 1)
   if prev == 'running' and started and started ~= '' then
     observe(pool, 'duration', (now - tonumber(started)) / 1000, C.db)
+    demand(pool, 'd', now - tonumber(started))
   end
   redis.call('XADD', K.log .. id, '*', 'a', attempt, 'e', state)
   if f[7] and f[7] ~= '' then

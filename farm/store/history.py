@@ -1,0 +1,83 @@
+"""Each pool's demand history by hour (farm.sim.history), kept at `{p}history:{pool}`: one hash
+field an hour, its JSON. The autoscaler writes the hours it sees and trims those older than
+`autoscaler.history_weeks`; a seed (`POST /v1/pools/{name}/policy/seed`) writes a trace's
+hours in one step with its audit entry and a bump of the policy's `seeded` count, which the
+autoscaler takes as its cue to learn again."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import redis
+
+from farm.sim.history import Hour
+from farm.store.client import translated
+from farm.store.keys import Keys
+
+log = logging.getLogger("farm.history")
+
+
+class DemandHistory:
+    def __init__(self, client: redis.Redis, keys: Keys | None = None) -> None:
+        self.client = client  # decodes replies to str
+        self.keys = keys or Keys()
+
+    def hours(self, pool: str) -> dict[int, Hour]:
+        """Every hour kept; one that is not well formed (written by hand, or by another farm)
+        is left out, with a warning."""
+        with translated():
+            raw = self.client.hgetall(self.keys.history(pool))
+        out = {}
+        for field, text in raw.items():
+            try:
+                out[int(field)] = Hour.from_doc(json.loads(text), f"history {field}")
+            except (ValueError, RecursionError) as e:  # HistoryError and JSONDecodeError are ValueErrors
+                log.warning("pool %s: demand history hour %r left out: %s", pool, field[:20], e)
+        return out
+
+    def get(self, pool: str, hour: int) -> Hour | None:
+        with translated():
+            text = self.client.hget(self.keys.history(pool), str(hour))
+        if text is None:
+            return None
+        try:
+            return Hour.from_doc(json.loads(text), f"history {hour}")
+        except (ValueError, RecursionError) as e:
+            log.warning("pool %s: demand history hour %d starts afresh: %s", pool, hour, e)
+            return None
+
+    def put(self, pool: str, hours: Mapping[int, Hour]) -> None:
+        if hours:
+            with translated():
+                self.client.hset(self.keys.history(pool), mapping=_docs(hours))
+
+    def trim(self, pool: str, oldest: int) -> int:
+        """Drop the hours before `oldest`; how many went."""
+        key = self.keys.history(pool)
+        with translated():
+            old = [f for f in self.client.hkeys(key) if not f.isdigit() or int(f) < oldest]
+            if old:
+                self.client.hdel(key, *old)
+        return len(old)
+
+    def seed(self, pool: str, hours: Mapping[int, Hour], *, by: str, at_ms: int, summary: dict[str, Any]) -> int:
+        """Write a seed's hours (replacing those hours), bump the pool's `seeded` count and
+        audit it, in one transaction; the new count."""
+        with translated():
+            version = int(self.client.hget(self.keys.policy(pool), "version") or 0)
+            policy = json.loads(self.client.hget(self.keys.policy(pool), "policy") or "null")
+            entry = {"version": version, "by": by, "at": at_ms, "before": policy, "after": policy, "seed": summary}
+            pipe = self.client.pipeline(transaction=True)
+            if hours:
+                pipe.hset(self.keys.history(pool), mapping=_docs(hours))
+            pipe.hincrby(self.keys.policy(pool), "seeded", 1)
+            pipe.lpush(self.keys.policy_audit(pool), json.dumps(entry))
+            pipe.ltrim(self.keys.policy_audit(pool), 0, 999)
+            return int(pipe.execute()[-3])
+
+
+def _docs(hours: Mapping[int, Hour]) -> dict[str, str]:
+    return {str(h): json.dumps(hour.to_doc(), separators=(",", ":")) for h, hour in hours.items()}

@@ -1,0 +1,130 @@
+"""No cold week (issue 16): every pool's demand is kept by hour in Redis, a trace seeds it over
+the API (admin only, audited), and a pool switched to the predictive policy, or seeded, learns
+from it before it scales on its own. Real Redis and API; a fake clock and a stub fleet for the
+autoscaler (as test_autoscaler_turns.py)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from farm.api import create_app
+from farm.autoscale.live import Autoscaler
+from farm.models import JobSpec, JobState
+from farm.settings import hash_token
+from farm.sim.history import HOUR_S, from_trace
+from farm.store.executors import ExecutorRegistry
+from farm.store.history import DemandHistory
+from farm.store.policies import PolicyStore
+from tests.integration.test_autoscaler_turns import StubFleet
+from tests.unit.test_history import bursty
+
+ADMIN, TEAM = "history-admin", "history-team"
+
+
+@pytest.fixture
+def farm(store, make_settings):
+    settings = make_settings(admin_token=ADMIN, executors={"count": 0}, tenants=[{"name": "team", "token_sha256": hash_token(TEAM)}])
+    clock = {"now": time.time()}
+    registry = ExecutorRegistry(store.client, store.keys)
+    policies = PolicyStore(store.client, store.keys)
+    autoscaler = Autoscaler(settings, store=store, registry=registry, policies=policies, fleet=StubFleet(),  # type: ignore[arg-type]
+                            clock=lambda: clock["now"])  # fmt: skip
+    with TestClient(create_app(settings)) as api:
+        yield api, autoscaler, policies, clock
+
+
+def auth(token):
+    return {"Authorization": f"Bearer {token}"}
+
+
+def turn(autoscaler, clock, advance=2.0):
+    clock["now"] += advance
+    return autoscaler.run_once()
+
+
+def learned(autoscaler, clock, pool="default", timeout=60.0):
+    """Turns until the pool's learning from its history is done and taken in."""
+    p = autoscaler.pools[pool]
+    deadline = time.monotonic() + timeout
+    while p.learning is None and time.monotonic() < deadline:
+        turn(autoscaler, clock)
+    assert p.learning is not None, "no learning started"
+    p.learning.result(timeout=timeout)
+    turn(autoscaler, clock)
+    assert p.learning is None
+    return p.memory.own
+
+
+def seed_body(trace):
+    return {"hours": [{"hour": h, "arrivals": d["a"], "durations": d["d"]} for h, d in
+                      ((h, hour.to_doc()) for h, hour in sorted(from_trace(trace).items()))]}  # fmt: skip
+
+
+def test_the_autoscaler_keeps_every_pools_demand_by_hour_policy_or_not(farm, store):
+    api, autoscaler, policies, clock = farm
+    turn(autoscaler, clock)  # the first turn starts reading the demand stream where it is
+    spec = JobSpec.model_validate({"steps": [{"name": "s", "run": "true"}]})
+    for _ in range(3):
+        store.submit(spec, "t")
+    claimed = store.claim("default", "e1", lease_s=30, grace_s=5)
+    assert store.finish(claimed.job_id, claimed.attempt, JobState.SUCCEEDED, exit_code=0, error=None, steps=[]) == "ok"
+    turn(autoscaler, clock)
+    hours = DemandHistory(store.client, store.keys).hours("default")
+    assert sum(h.jobs for h in hours.values()) == 3  # a pool with no policy: its demand is kept all the same
+    assert sum(sum(h.durations.values()) for h in hours.values()) == 1  # the attempt that ended
+    summary = api.get("/v1/pools/default/history", headers=auth(TEAM)).json()
+    assert (summary["jobs"], summary["hours"], summary["keep_weeks"], summary["seeded"]) == (3, 1, 8, 0)
+    store.submit(spec, "t")  # a later turn adds to the same hour, not over it
+    turn(autoscaler, clock)
+    assert sum(h.jobs for h in DemandHistory(store.client, store.keys).hours("default").values()) == 4
+
+
+def test_a_seeded_pool_switched_to_predictive_starts_from_the_seed_not_a_cold_week(farm, store):
+    api, autoscaler, policies, clock = farm
+    trace = bursty(9, start=1_600_000_000.0)  # nine days, long ago: the seed moves to end before now
+    assert api.post("/v1/pools/default/policy/seed", json=seed_body(trace), headers=auth(TEAM)).status_code == 403
+    r = api.post("/v1/pools/default/policy/seed", json=seed_body(trace), headers=auth(ADMIN))
+    assert r.status_code == 200, r.text
+    seed = r.json()
+    assert (seed["jobs"], seed["seeded"], seed["hours_left_out"]) == (len(trace), 1, 0) and seed["weeks_moved"] > 0
+    last = int(seed["last"][:4])  # moved into this week
+    assert last == time.gmtime().tm_year or last == time.gmtime().tm_year - 1
+    audit = api.get("/v1/pools/default/policy/history", headers=auth(TEAM)).json()["changes"]
+    assert audit[0]["by"] == "admin" and audit[0]["seed"]["jobs"] == len(trace) and audit[0]["before"] is None
+
+    r = api.put("/v1/pools/default/policy", json={"kind": "predictive", "target_p95_s": 15, "max": 50}, headers=auth(ADMIN))
+    assert r.status_code == 200
+    own = learned(autoscaler, clock)
+    assert own.jobs_seen == len(trace) and not own.warming_up  # its plan by the hour, from its first turn
+    d = turn(autoscaler, clock)["default"]
+    assert "planned for hour-of-week" in d["reason"] or "fallback" in d["reason"], d["reason"]
+
+    # a second seed (more weeks) is learned again; a policy change that keeps the target is not
+    more = bursty(14, seed=2, start=1_600_000_000.0)
+    assert api.post("/v1/pools/default/policy/seed", json=seed_body(more), headers=auth(ADMIN)).json()["seeded"] == 2
+    own = learned(autoscaler, clock)
+    assert own.jobs_seen >= len(more)
+    api.put("/v1/pools/default/policy", json={"kind": "predictive", "target_p95_s": 15, "max": 60}, headers=auth(ADMIN))
+    turn(autoscaler, clock)
+    assert autoscaler.pools["default"].learning is None and autoscaler.pools["default"].memory.own is own
+
+
+def test_bad_seeds_are_refused_with_the_field_named(farm):
+    api = farm[0]
+    hour = {"hour": 470_000, "arrivals": [[1, 2]], "durations": [[40, 2]]}
+    cases = [
+        ({"hours": [{**hour, "arrivals": [[1, 2], [1, 3]]}]}, ["body", "hours", 0, "arrivals"]),
+        ({"hours": [{**hour, "arrivals": [[3600, 1]]}]}, ["body", "hours", 0, "arrivals", 0, 0]),
+        ({"hours": [hour, hour]}, ["body", "hours", 1, "hour"]),
+        ({"hours": []}, ["body", "hours"]),
+        ({"hours": [{**hour, "colour": "red"}]}, ["body", "hours", 0, "colour"]),
+    ]
+    for body, loc in cases:
+        r = api.post("/v1/pools/default/policy/seed", json=body, headers=auth(ADMIN))
+        assert r.status_code == 422, (body, r.text)
+        assert any(e["loc"][: len(loc)] == loc for e in r.json()["detail"]), r.text
+    assert api.post("/v1/pools/nope/policy/seed", json={"hours": [hour]}, headers=auth(ADMIN)).status_code == 404
+    assert hour["hour"] * HOUR_S < time.time()
