@@ -84,6 +84,8 @@ class Executor:
             unmount_under(self.workspaces)  # what a crash of this slot left mounted (overlays, DinD's bind mount)
         self.runtime.prepare()
         self.sweep_workspaces()
+        if self.settings.executors.startup_delay_s:
+            self._drain.wait(self.settings.executors.startup_delay_s)  # a stand-in boot; a drain cuts it short
         self._report(ExecutorState.IDLE)
 
     def sweep_workspaces(self) -> None:

@@ -92,6 +92,9 @@ class ExecutorSettings(BaseModel):
     runtime: Literal["local", "docker", "dind", "noop"] = "local"
     pool: str = "default"
     idle_wait_s: Annotated[float, Field(gt=0, le=60)] = 1.0  # longest block on the wake list
+    # An executor waits this long after it is ready before it first reports so: a stand-in for a
+    # VM's or pod's boot, for benchmarks on one machine (bench/twin.py). 0 on a real farm.
+    startup_delay_s: Annotated[float, Field(ge=0, le=3600)] = 0.0
     kill_grace_s: Annotated[float, Field(ge=0, le=60)] = 0.5  # SIGTERM -> SIGKILL
     # Processes an attempt of the local runtime may have at once (its cgroup's pids.max):
     # a fork bomb stops there, and is killed with its attempt. None: no limit.

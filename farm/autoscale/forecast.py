@@ -292,6 +292,21 @@ class Forecaster:
         arrays = {name: _read_array(d[name], f"forecaster.{name}", *spec) for name, spec in _ARRAYS.items()}
         return cls(samples=samples, pending=pending, history=history, outcomes=outcomes, **arrays, **kw)
 
+    def still_until(self, now: float) -> float:
+        """While the pool is still (nothing in it, nothing arriving), the next time an
+        observation would do more than add time to the cell it is in: a new hour (for now or
+        for now + L, the buffer's look-ahead), the pool turning active or quiet (an arrival
+        entering or leaving (t - active_s, t - L], for t = now or now + L), a replan, or a
+        pending deficit to count."""
+        lead, hour = self.lead_s, 3600.0
+        times = [(math.floor(now / hour) + 1) * hour, (math.floor((now + lead) / hour) + 1) * hour - lead,
+                 self.planned_at + self.replan_s]  # fmt: skip
+        for a in self.history:
+            times += (a + lead, a + self.active_s, a + self.active_s - lead)
+        if self.pending:
+            times.append(self.pending[0][0] + self.target_s)
+        return min((t for t in times if t > now), default=math.inf)
+
     def resume(self, now: float) -> "Forecaster":
         """Go on live at `now` after learning from a replay: what the replay imagined after
         now (the pool's path while its last jobs ran out) is dropped, the time until now is

@@ -62,6 +62,18 @@ def jenkins(snap: Snapshot, p: JenkinsPolicy, now: float, own: Any) -> tuple[int
     return desired, f"{why}; spare {p.spare}", memory
 
 
+def _ages_cross(snap: Snapshot, now: float, limit: float) -> float:
+    """When the next idle executor younger than `limit` reaches it."""
+    return min((now + limit - age for age in snap.idle_ages_s if age < limit), default=math.inf)
+
+
+def jenkins_still(snap: Snapshot, p: JenkinsPolicy, now: float, own: Any) -> float:
+    """Still, nothing is provisioned (the queue is empty): the load statistics' moving
+    averages catch up over the clock ticks missed with the same still counts, so only an
+    idle agent outliving its retention changes anything."""
+    return math.inf if p.one_shot else _ages_cross(snap, now, p.idle_minutes * 60)
+
+
 def _period(p: GitLabPolicy, now: float) -> tuple[int, float]:
     from farm.autoscale.forecast import hour_of_week
 
@@ -96,6 +108,13 @@ def gitlab(snap: Snapshot, p: GitLabPolicy, now: float, own: Any) -> tuple[int, 
     return desired, f"idle target {target} (idle_count {idle_count}), {waiting} waiting", own
 
 
+def gitlab_still(snap: Snapshot, p: GitLabPolicy, now: float, own: Any) -> float:
+    """An idle instance outliving its idle_time, or a new hour (a period may start)."""
+    _, idle_time = _period(p, now)
+    hour = (math.floor(now / 3600) + 1) * 3600.0 if p.periods else math.inf
+    return min(hour, _ages_cross(snap, now, idle_time))
+
+
 def arc(snap: Snapshot, p: ArcPolicy, now: float, own: Any) -> tuple[int, str, Any]:
     """actions-runner-controller runner scale sets (actions/actions-runner-controller,
     gha-runner-scale-set listener): desired runners = min(maxRunners, minRunners + jobs
@@ -108,15 +127,15 @@ def arc(snap: Snapshot, p: ArcPolicy, now: float, own: Any) -> tuple[int, str, A
 
 def keda(snap: Snapshot, p: KedaPolicy, now: float, own: Any) -> tuple[int, str, Any]:
     """KEDA ScaledJob with scalingStrategy `accurate` (kedacore/keda,
-    pkg/scaling/executor/scale_jobs.go): every pollingInterval (30 s),
+    pkg/scaling/executor/scale_jobs.go): every pollingInterval (30 s, on a timer: once in each
+    interval of the clock, whatever arrives between),
     maxScale = min(maxReplicaCount, ceil(queueLength / targetValue)); if maxScale + running
     > maxReplicaCount it creates maxReplicaCount - running jobs, else maxScale - pending
     jobs. Each job takes one message and exits (`one_shot`); minReplicaCount keeps that
     many jobs waiting, the buffer a hindsight sweep tunes.
     """
-    last = own if own is not None else float("-inf")
-    if now - last < p.polling_interval_s:
-        return snap.current, "between polls", last
+    if own is not None and math.floor(now / p.polling_interval_s) == math.floor(own / p.polling_interval_s):
+        return snap.current, "between polls", own
     max_scale = min(p.max, math.ceil(snap.queued / p.target_queue_length))
     if max_scale + snap.running > p.max:
         new = p.max - snap.running
@@ -124,3 +143,9 @@ def keda(snap: Snapshot, p: KedaPolicy, now: float, own: Any) -> tuple[int, str,
         new = max_scale - snap.starting
     new = max(new, p.min_replicas - snap.idle - snap.starting, 0)
     return snap.current + new, f"accurate: queue {snap.queued}, pending {snap.starting}, min {p.min_replicas}", now
+
+
+def keda_still(snap: Snapshot, p: KedaPolicy, now: float, own: Any) -> float:
+    """A poll finds nothing to do while the idle jobs cover minReplicaCount; else the next
+    interval's poll starts some."""
+    return math.inf if snap.idle >= p.min_replicas else (math.floor(now / p.polling_interval_s) + 1) * p.polling_interval_s

@@ -282,6 +282,41 @@ def rules() -> dict[str, RawDecide]:
             "jenkins": peers.jenkins, "gitlab": peers.gitlab, "arc": peers.arc, "keda": peers.keda}  # fmt: skip
 
 
+# When a still pool (nothing queued, running or starting) will next see a decision that does
+# something, or a memory that the ticks between would have changed otherwise than the next
+# decision will: each kind's own part (see still_until).
+RawStill = Callable[[Snapshot, Any, float, Any], float]
+
+
+@cache
+def stills() -> dict[str, RawStill]:
+    from farm.autoscale import peers
+
+    return {"reactive": _never, "arc": _never, "scheduled": _scheduled_still, "predictive": _predictive_still,
+            "jenkins": peers.jenkins_still, "gitlab": peers.gitlab_still, "keda": peers.keda_still}  # fmt: skip
+
+
+def still_until(snap: Snapshot, policy: _Policy, memory: Any, now: float) -> float:
+    """For a still pool whose decision at `now` did nothing: the time before which every
+    decision would do nothing too, while nothing arrives, and would leave the memory as the
+    next decision after it will find it anyway. `farm simulate` skips those ticks (a quiet
+    night is thousands of them); the figures are the same as deciding at each one (a test
+    holds every kind to that). `now` when nothing can be said."""
+    if snap.queued or snap.running or snap.starting or not isinstance(memory, Memory):
+        return now
+    lim, until = memory.limits, math.inf
+    if lim.below_since is not None:  # fewer wanted: the drain comes after the hold
+        until = lim.below_since + policy.hold_s(snap.lead_s)
+    rate = policy.scale_up_per_min
+    if rate is not None and lim.started_in_window >= rate and lim.window_start + 60 > now:  # more wanted, held by the rate
+        until = min(until, lim.window_start + 60)
+    return min(until, stills()[policy.kind](snap, policy, now, memory.own))  # type: ignore[attr-defined]
+
+
+def _never(snap: Snapshot, policy: Any, now: float, own: Any) -> float:
+    return math.inf
+
+
 def decide(snap: Snapshot, policy: _Policy, *, now: float) -> Decision:
     memory: Memory = snap.memory if isinstance(snap.memory, Memory) else Memory()
     desired, reason, own = rules()[policy.kind](snap, policy, now, memory.own)  # type: ignore[attr-defined]
@@ -335,6 +370,17 @@ def _scheduled(snap: Snapshot, policy: ScheduledPolicy, now: float, own: Any) ->
             idle, floor, why = max(idle, w.idle), max(floor, w.min), f"window {w.cron!r} open"
     desired = max(floor, snap.queued + snap.running + idle)
     return desired, f"{why}: queued {snap.queued} + running {snap.running} + idle {idle}", tuple(states)
+
+
+def _scheduled_still(snap: Snapshot, policy: ScheduledPolicy, now: float, own: Any) -> float:
+    """The next time a window opens or closes (when its state is computed again)."""
+    if own is None or len(own) != len(policy.windows):
+        return now
+    return min((min(s.next_open, s.open_until if s.open_until > s.checked else math.inf) for s in own), default=math.inf)
+
+
+def _predictive_still(snap: Snapshot, policy: PredictivePolicy, now: float, own: Any) -> float:
+    return now if own is None else own.still_until(now)
 
 
 def _predictive(snap: Snapshot, policy: PredictivePolicy, now: float, own: Any) -> tuple[int, str, Any]:

@@ -3,8 +3,12 @@
 Model: one pool, FIFO. An executor asked for at time t is ready at t + lead and counts as
 provisioned (it costs) from t until it stops. A ready or freed executor takes the oldest
 waiting job at once. The policy decides on every tick (its `tick_s`) and, when it reacts
-to events (`on_arrival`), on every arrival and completion; the decision's starts are asked
-for at once and its drains stop the longest-idle executors. Scale-down is idle-only, so no
+to events (`on_arrival`), once at every instant where jobs arrived or finished, after all
+of that instant's events (a push's fan-out arrives in one second: one decision sees the
+whole burst, as a live autoscaler's turn does); the decision's starts are asked for at once
+and its drains stop the longest-idle executors. While the pool is still (nothing queued,
+running or starting) the ticks at which the policy would do nothing are skipped
+(farm.autoscale.policy.still_until): the figures are those of deciding at every one. Scale-down is idle-only, so no
 job is ever killed (`killed_jobs` counts busy executors stopped, and is 0 by construction);
 one-shot executors (ARC, KEDA, Jenkins' kubernetes agents) stop after their one job.
 """
@@ -19,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from farm.autoscale.policy import DEFAULT_LEAD_S, Snapshot, decide
+from farm.autoscale.policy import DEFAULT_LEAD_S, Snapshot, decide, still_until
 from farm.sim.trace import Trace
 
 ARRIVE, READY, DONE, TICK = 0, 1, 2, 3
@@ -97,13 +101,16 @@ Replay = Callable[[int, int], None]
 def simulate(  # type: ignore[no-untyped-def]
     trace: Trace, policy, *, lead_s: float = DEFAULT_LEAD_S, name: str | None = None, params: dict | None = None, record: bool = False,
     progress: Replay | None = None, schedule: Sequence[tuple[float, Any]] = (), score_from: float | None = None,
+    skip_still: bool = True,
 ) -> Result:  # fmt: skip
     """Replay the trace through the policy. `schedule`: (from, policy) pairs in time order,
     each in force from its time on (`policy` until the first), all of `policy`'s kind: an
     operator changing a knob as the replay goes (farm.sim.tune's past tuning).
     `score_from`: the figures count only from then on (the jobs submitted since, the
     executor and busy time since, the reversals since): the time before it is the policy's
-    warm-up on known demand (`farm simulate --warm-weeks`)."""
+    warm-up on known demand (`farm simulate --warm-weeks`). `skip_still`: skip the ticks of
+    a still pool at which nothing would happen (False decides at each: the same figures,
+    slower; the tests compare the two)."""
     if not trace.submitted:
         raise ValueError("empty trace")
     if any(p.kind != policy.kind for _, p in schedule):
@@ -114,12 +121,11 @@ def simulate(  # type: ignore[no-untyped-def]
     # one comparison per arrival when nobody listens: report_at is then never reached
     step = max(1, jobs // 100)
     report_at = step if progress is not None else -1
+    # Arrivals are read in trace order beside a heap of the other events (readies, ends,
+    # ticks): the heap stays as small as the pool, not the trace. At the same time, an
+    # arrival goes before the heap's events, as it did when arrivals were in the heap first.
     events: list[tuple[float, int, int, int]] = []
     seq = 0
-    for i, t in enumerate(trace.submitted):
-        events.append((t, seq, ARRIVE, i))
-        seq += 1
-    heapq.heapify(events)
     tick = policy.tick_s if policy.kind != "keda" else min(policy.tick_s, policy.polling_interval_s)
     heapq.heappush(events, (trace.submitted[0], seq, TICK, 0))
     seq += 1
@@ -173,7 +179,9 @@ def simulate(  # type: ignore[no-untyped-def]
         else:
             idle.append((executor, now))
 
-    def act(now: float) -> None:
+    def act(now: float) -> float | None:
+        """Decide; for a still pool whose decision did nothing, until when the ticks may be
+        skipped (None: they may not)."""
         nonlocal memory, arrivals, started, starting, next_id, seq, last_direction, reversals, in_force
         while changes and now >= changes[0][0]:
             in_force = changes.pop(0)[1]
@@ -201,10 +209,25 @@ def simulate(  # type: ignore[no-untyped-def]
             reversals += 1
         if direction:
             last_direction = direction
+            return None
+        if not skip_still or queue or busy or starting:
+            return None
+        return still_until(snap, in_force, memory, now)
 
     now = submitted[0]
-    while events:
-        now, _, kind, x = heapq.heappop(events)
+    next_job = 0
+    react = policy.on_arrival
+    dirty = False  # an arrival or an end since the last decision
+    inf = math.inf
+    while True:
+        t_arrive = submitted[next_job] if next_job < jobs else inf
+        if events and events[0][0] < t_arrive:
+            now, _, kind, x = heapq.heappop(events)
+        elif t_arrive < inf:
+            now, kind, x = t_arrive, ARRIVE, next_job
+            next_job += 1
+        else:
+            break
         if kind == ARRIVE:
             if x == report_at:
                 progress(x, jobs)  # type: ignore[misc]
@@ -216,8 +239,7 @@ def simulate(  # type: ignore[no-untyped-def]
                 run(executor, queue.popleft(), now)
             else:
                 queue.append(x)
-            if policy.on_arrival:
-                act(now)
+            dirty = react
         elif kind == READY:
             starting -= 1
             take(x, now)
@@ -227,12 +249,25 @@ def simulate(  # type: ignore[no-untyped-def]
                 stop(x, now)
             else:
                 take(x, now)
-            if policy.on_arrival:
-                act(now)
+            dirty = react
         else:  # TICK
-            act(now)
-            heapq.heappush(events, (now + tick, seq, TICK, 0))
+            until = act(now)
+            dirty = False
+            nxt = now + tick
+            if until is not None:
+                # Nothing happens before `until` or the next arrival (a still pool has no
+                # other event coming) or the next change of policy: the next tick is the
+                # last one before the first of them, on the same grid.
+                until = min(until, submitted[next_job] if next_job < jobs else inf, changes[0][0] if changes else inf)
+                if until < inf:
+                    k = math.ceil((until - now) / tick) - 1
+                    if k > 1:
+                        nxt = now + k * tick
+            heapq.heappush(events, (nxt, seq, TICK, 0))
             seq += 1
+        if dirty and not (next_job < jobs and submitted[next_job] == now) and not (events and events[0][0] == now):
+            act(now)  # the last event of this instant
+            dirty = False
         if kind != TICK and now >= last_arrival and not queue and not busy and ran == len(submitted):
             break  # every job has run; what is still provisioned stops now
     for executor in list(started_at):

@@ -32,6 +32,17 @@ def test_a_buffer_absorbs_a_burst():
     assert late.wait_p95_s == 60  # three of the five wait a full boot
 
 
+def test_a_burst_is_decided_on_once_after_all_of_its_instant_and_ends_likewise():
+    jobs = [(0, 30)] * 5 + [(100, 30)] * 3  # two pushes' fan-outs, each at one second; each burst ends at one second
+    r = simulate(trace(jobs), ReactivePolicy(tick_s=1000), lead_s=10, record=True)
+    times = [t for t, _, _ in r.series]
+    assert times.count(0.0) == 1 and times.count(100.0) == 1  # one decision per instant, not one per job
+    assert times.count(40.0) == 1 and times.count(130.0) == 1  # the ends of a burst: one decision too (the second ran at once on the idle five)
+    seen = {t: demand for t, demand, _ in r.series}
+    assert (seen[0.0], seen[100.0]) == (5, 3)  # each saw its whole burst
+    assert r.wait_p95_s == 10  # and started its executors at once
+
+
 def test_one_shot_executors_cost_a_boot_per_job():
     jobs = [(0, 100), (500, 100)]
     reuse = simulate(trace(jobs), ReactivePolicy(buffer=1, scale_down_delay_s=10_000), lead_s=60)
@@ -153,3 +164,27 @@ def test_every_policy_of_all_is_scored_after_the_same_warm_up():
     assert peer.jobs == n and peer.params["buffer"][1] > 0  # week 2, the first scored, runs what week 1 needed
     with pytest.raises(ValueError, match="shorter"):
         stages(tr, 15, 60, "past", warm_weeks=5)
+
+
+STILL_CASES = [
+    ("predictive", {"target_p95_s": 15}, 60), ("predictive", {"target_p95_s": 60}, 180), ("predictive", {"target_p95_s": 90}, 60),
+    ("reactive", {"buffer": 4}, 60), ("reactive", {"buffer": 2, "scale_up_per_min": 3, "scale_down_delay_s": 300}, 60),
+    ("scheduled", {"idle": 1, "windows": [{"cron": "0 8 * * 1-5", "duration_s": 36000, "idle": 6}]}, 60),
+    ("arc", {"min_runners": 3}, 60), ("jenkins", {"spare": 2}, 60), ("jenkins", {"spare": 1, "one_shot": False, "idle_minutes": 5}, 60),
+    ("gitlab", {"idle_count": 2}, 60), ("gitlab", {"idle_count": 1, "periods": [{"hours_of_week": list(range(8, 20)), "idle_count": 5}]}, 60),
+    ("keda", {"min_replicas": 2}, 60), ("keda", {"min_replicas": 0}, 180),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name, params, lead", STILL_CASES, ids=[f"{n}-{i}" for i, (n, _, _) in enumerate(STILL_CASES)])
+def test_skipping_a_still_pools_idle_ticks_changes_no_figure(name, params, lead):
+    from farm.sim.tune import build
+    from tests.unit.test_history import bursty
+
+    for seed in (1, 2):
+        t = bursty(3, seed=seed)
+        every = simulate(t, build(name, params), lead_s=lead, skip_still=False, record=True)
+        skipped = simulate(t, build(name, params), lead_s=lead, record=True)
+        assert skipped.row() == every.row()
+        assert skipped.job_waits == every.job_waits
+        assert len(skipped.series) < 0.9 * len(every.series)  # the quiet hours were skipped
