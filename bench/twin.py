@@ -74,7 +74,7 @@ def slices(trace: Trace, names: list[str]) -> list[tuple[str, float, float]]:
             day = max(days, key=lambda d: (days[d], -d))
             out.append((f"peak day {time.strftime('%a %Y-%m-%d', time.gmtime(day * DAY))}", day * DAY, (day + 1) * DAY))
         elif name == "weekend":
-            sats = [d for d in days if (d + 4) % 7 == 2 and days.get(d + 1)]  # 1970-01-01 was a Thursday
+            sats = [d for d in days if time.gmtime(d * DAY).tm_wday == 5 and days.get(d + 1)]
             if not sats:
                 raise SystemExit("the trace has no full weekend")
             sat = min(sats, key=lambda d: (days[d] + days[d + 1], d))

@@ -31,7 +31,10 @@ buffer per cell minimising executor-hours subject to the expected late jobs stay
 (1 - quantile) * safety of all jobs, spending that budget where a buffer costs most per late
 job saved. The budget is divided by how the plans so far fared (jobs that really waited
 longer than T, against the late jobs those plans expected): a plan picks the hours that
-looked quiet, and some of them were only lucky.
+looked quiet, and some of them were only lucky. When the last RECENT jobs fared worse than
+all of them, it is divided by that instead, so a surge (the shared trace's last full week
+has a fifth more jobs than the weeks before, and under the cumulative ratio alone twice the
+late jobs its plans expected) is answered within the week.
 
 Until it has a day of history it plans nothing by the hour: the buffer is the largest
 deficit seen so far (the widest fan-out, for all hours), and those jobs do not calibrate the
@@ -553,7 +556,12 @@ class Forecaster:
         # waited longer than the target against the late jobs those plans expected (a plan
         # picks the cells that looked quiet, and some of them were only lucky).
         week = expected_week(self.hist, self.exposure, PRIOR_S)
-        ratio = min(max((self.late + CALIBRATION_PRIOR) / (self.forecast + CALIBRATION_PRIOR), 0.5), 4.0)
+        # ... or by how the recent jobs' plans fared, when that is worse: a week busier than
+        # the weeks before (a release) is met within the week, not diluted by them.
+        recent_late, recent_expected = sum(o for o, _ in self.outcomes), sum(e for _, e in self.outcomes)
+        ratio = max((self.late + CALIBRATION_PRIOR) / (self.forecast + CALIBRATION_PRIOR),
+                    (recent_late + CALIBRATION_PRIOR) / (recent_expected + CALIBRATION_PRIOR))  # fmt: skip
+        ratio = min(max(ratio, 0.5), 4.0)
         self.buffers = plan(week, week_exposure(self.exposure, PRIOR_S), self.budget_share * week.sum() / ratio)
         counts = week.sum(axis=1)
         late_cells = _late(week)[np.arange(CELLS), self.buffers]
