@@ -24,8 +24,12 @@ sim_wait_p95_s. Hours are in the slice's own (uncompressed) time: live seconds x
 Target: executor-hours within 10 %, p95 wait within max(2 s, 20 %) (compressed seconds, as
 measured), no job killed, on every slice.
 
+Each slice's live records are kept (--keep DIR, a JSON file a slice), and `--replay FILE...`
+runs only the simulator's side again on records kept before (the live side takes the
+slice's compressed time, 30 minutes for the two defaults).
+
 Usage: python bench/twin.py [--json] [--trace FILE] [--pool windows] [--factor 144] [--lead 180]
-           [--target-p95 60] [--interval 0.5] [--slices peak,weekend]
+           [--target-p95 60] [--interval 0.5] [--slices peak,weekend] [--keep DIR] [--replay FILE...]
 """
 
 from __future__ import annotations
@@ -235,7 +239,18 @@ def main() -> None:
     ap.add_argument("--max", type=int, default=60, help="the policy's max executors")
     ap.add_argument("--slices", default="peak,weekend")
     ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--keep", type=Path, default=None, help="keep each slice's live records here")
+    ap.add_argument("--replay", type=Path, nargs="+", default=None, help="the simulator's side only, on kept records")
     args = ap.parse_args()
+    if args.replay:
+        rows = []
+        for path in args.replay:
+            kept = json.loads(path.read_text())
+            for k in ("factor", "lead", "target_p95", "interval", "max"):
+                setattr(args, k, kept["args"][k])
+            rows.append(compare(args, kept["slice"], kept["jobs"], kept["live"]))
+        show(rows, args.json)
+        return
     with args.trace.open() as fh:
         traces = {t.pool: t for t in parse(fh, split_pools=True)}
     if args.pool not in traces:
@@ -248,20 +263,34 @@ def main() -> None:
         progress(f"{name}: {len(jobs)} jobs, {(end - start) / args.factor / 60:.0f} min compressed (x{args.factor:g})")
         with tempfile.TemporaryDirectory(prefix="twin-", dir=args.workdir) as tmp:
             live = run_live(args, jobs, Path(tmp))
-        sim_s, sim_p95 = run_sim(args, live)
-        f = args.factor
-        row = {
-            "slice": name, "jobs": len(jobs), "factor": f,
-            "live_executor_hours": round(live["executor_s"] * f / 3600, 2), "sim_executor_hours": round(sim_s * f / 3600, 2),
-            "live_wait_p95_s": round(live["wait_p95_s"], 2), "sim_wait_p95_s": round(sim_p95, 2), "killed_jobs": live["killed"],
-            "measured_lead_s": round(live["lead_s"], 2), "executors_started": live["executors"],
-        }  # fmt: skip
-        hours_ok = abs(row["sim_executor_hours"] - row["live_executor_hours"]) <= 0.10 * row["live_executor_hours"]
-        wait_ok = abs(sim_p95 - live["wait_p95_s"]) <= max(2.0, 0.2 * live["wait_p95_s"])
-        row["meets_target"] = hours_ok and wait_ok and live["killed"] == 0
-        rows.append(row)
-        progress(f"  {json.dumps(row)}")
-    if args.json:
+        if args.keep:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            kept = {"slice": name, "jobs": len(jobs), "live": live,
+                    "args": {k: getattr(args, k) for k in ("factor", "lead", "target_p95", "interval", "max")}}  # fmt: skip
+            (args.keep / f"live-{name.split()[0]}-{int(start)}.json").write_text(json.dumps(kept))
+        rows.append(compare(args, name, len(jobs), live))
+        progress(f"  {json.dumps(rows[-1])}")
+    show(rows, args.json)
+
+
+def compare(args: argparse.Namespace, name: str, jobs: int, live: dict[str, Any]) -> dict[str, Any]:
+    """The slice's row: the live farm's figures beside the simulator's on the same jobs."""
+    sim_s, sim_p95 = run_sim(args, live)
+    f = args.factor
+    row = {
+        "slice": name, "jobs": jobs, "factor": f,
+        "live_executor_hours": round(live["executor_s"] * f / 3600, 2), "sim_executor_hours": round(sim_s * f / 3600, 2),
+        "live_wait_p95_s": round(live["wait_p95_s"], 2), "sim_wait_p95_s": round(sim_p95, 2), "killed_jobs": live["killed"],
+        "measured_lead_s": round(live["lead_s"], 2), "executors_started": live["executors"],
+    }  # fmt: skip
+    hours_ok = abs(row["sim_executor_hours"] - row["live_executor_hours"]) <= 0.10 * row["live_executor_hours"]
+    wait_ok = abs(sim_p95 - live["wait_p95_s"]) <= max(2.0, 0.2 * live["wait_p95_s"])
+    row["meets_target"] = hours_ok and wait_ok and live["killed"] == 0
+    return row
+
+
+def show(rows: list[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
         print(json.dumps(rows))
     else:
         for row in rows:

@@ -26,19 +26,31 @@ class Trace:
 
 def parse(lines: Iterable[str], *, split_pools: bool = False) -> list[Trace]:
     """One trace for all rows (pool "all"), or one per pool with split_pools."""
-    reader = csv.DictReader(lines)
-    missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
+    reader = csv.reader(lines)
+    header = next(reader, None) or []
+    missing = [c for c in REQUIRED if c not in header]
     if missing:
         raise TraceError(f"trace lacks columns: {', '.join(missing)} (needs {', '.join(REQUIRED)})")
+    at, took, in_pool = header.index("submitted_ts"), header.index("duration_s"), header.index("pool")
     rows: dict[str, list[tuple[float, float]]] = {}
+    one = rows.setdefault("all", []) if not split_pools else None
     for n, row in enumerate(reader, start=2):
+        if not row:
+            continue  # a blank line
         try:
-            t, d = float(row["submitted_ts"]), float(row["duration_s"])
-        except (TypeError, ValueError) as e:
+            t, d = float(row[at]), float(row[took])
+        except (IndexError, ValueError) as e:
             raise TraceError(f"line {n}: submitted_ts and duration_s must be numbers") from e
         if d < 0:
             raise TraceError(f"line {n}: negative duration")
-        rows.setdefault(row["pool"] if split_pools else "all", []).append((t, d))
+        if one is not None:
+            one.append((t, d))
+        else:
+            try:
+                rows.setdefault(row[in_pool], []).append((t, d))
+            except IndexError as e:
+                raise TraceError(f"line {n}: no pool") from e
+    rows = {pool: jobs for pool, jobs in rows.items() if jobs}
     if not rows:
         raise TraceError("trace has no jobs")
     out = []
