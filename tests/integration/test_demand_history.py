@@ -110,6 +110,10 @@ def test_a_seeded_pool_switched_to_predictive_starts_from_the_seed_not_a_cold_we
     api.put("/v1/pools/default/policy", json={"kind": "predictive", "target_p95_s": 15, "max": 60}, headers=auth(ADMIN))
     turn(autoscaler, clock)
     assert autoscaler.pools["default"].learning is None and autoscaler.pools["default"].memory.own is own
+    # a new wait target: what was learned meant the old one, so it is learned again from the history
+    api.put("/v1/pools/default/policy", json={"kind": "predictive", "target_p95_s": 30, "max": 60}, headers=auth(ADMIN))
+    retargeted = learned(autoscaler, clock)
+    assert retargeted is not own and retargeted.target_s == 30 and not retargeted.warming_up
 
 
 def test_bad_seeds_are_refused_with_the_field_named(farm):
