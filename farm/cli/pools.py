@@ -104,10 +104,17 @@ def policy_set(
     pool: str,
     file: Annotated[str, typer.Option("--file", "-f", help="The policy (YAML/JSON), '-' for stdin.")],
     if_match: Annotated[Optional[int], typer.Option("--if-match", help="Refuse (409) unless this is the current version.")] = None,
+    seed_trace: Annotated[Optional[Path], typer.Option("--seed-trace", help="First seed the pool's demand history from this "
+                                                       "trace (as `farm policy seed`).", exists=True, dir_okay=False)] = None,
+    trace_pool: TracePool = None,
     as_json: Json = False,
-) -> None:
+) -> None:  # fmt: skip
     """Replace the pool's policy (admin token); try it with `farm simulate` first."""
-    data = FarmClient().set_policy(pool, load_file(file, "a policy file"), if_match)
+    policy = load_file(file, "a policy file")
+    client = FarmClient()
+    if seed_trace is not None:
+        _seed(client, pool, seed_trace, trace_pool, as_json)
+    data = client.set_policy(pool, policy, if_match)
     if as_json:
         print_json(data)
     else:
@@ -117,37 +124,48 @@ def policy_set(
 SEED_PART_BYTES = 512 * 1024  # a seed request's body stays under the API's 1 MiB default
 
 
+TracePool = Annotated[Optional[str], typer.Option("--trace-pool", help="Take the trace's rows of this pool (default: POOL's "
+                                                  "rows if it has any, else every row).")]  # fmt: skip
+
+
 @policy_app.command("seed", cls=Command)
 def policy_seed(
     pool: str,
     trace: Annotated[Path, typer.Option("--trace", "-t", help="CSV: submitted_ts,duration_s,pool,tenant (one job a row).",
                                         exists=True, dir_okay=False)],
-    trace_pool: Annotated[Optional[str], typer.Option("--trace-pool", help="Take the trace's rows of this pool (default: "
-                                                      "POOL's rows if it has any, else every row).")] = None,
+    trace_pool: TracePool = None,
     as_json: Json = False,
 ) -> None:  # fmt: skip
     """Seed the pool's demand history from a trace (admin token): a farm moving from Jenkins or
     Actions gives the predictive policy the weeks it already knows, so it has no cold week.
     The trace's hours move by whole weeks to end before now; the seed is audited in
     `farm policy history`; the autoscaler learns from it on its next turn."""
+    results = _seed(FarmClient(), pool, trace, trace_pool, as_json)
+    if as_json:
+        print_json(results[-1] if len(results) == 1 else results)
+
+
+def _seed(client: FarmClient, pool: str, trace: Path, trace_pool: str | None, quiet: bool) -> list[dict[str, Any]]:
+    """Send the trace's rows of the pool as hours of demand history, in parts under the
+    API's body limit; what each part wrote."""
     from farm.sim.history import from_trace
     from farm.sim.trace import TraceError, parse
 
     try:
         with trace.open() as f:
             traces = {t.pool: t for t in parse(f, split_pools=True)}
+        name = trace_pool or (pool if pool in traces else None)
+        if name is None:
+            with trace.open() as f:
+                (chosen,) = parse(f)
+        elif name in traces:
+            chosen = traces[name]
+        else:
+            err.print(f"[red]the trace has no rows of pool {name!r}[/red]; its pools: {', '.join(sorted(traces))}", highlight=False)
+            raise typer.Exit(2)
     except (OSError, TraceError) as e:
         err.print(f"[red]cannot read trace:[/red] {e}")
         raise typer.Exit(2) from e
-    name = trace_pool or (pool if pool in traces else None)
-    if name is not None and name not in traces:
-        err.print(f"[red]the trace has no rows of pool {name!r}[/red]; its pools: {', '.join(sorted(traces))}", highlight=False)
-        raise typer.Exit(2)
-    if name is None:
-        with trace.open() as f:
-            chosen = parse(f)[0]
-    else:
-        chosen = traces[name]
     hours = [{"hour": h, "arrivals": doc["a"], "durations": doc["d"]} for h, doc in
              ((h, hour.to_doc()) for h, hour in sorted(from_trace(chosen).items()))]  # fmt: skip
     parts: list[list[dict[str, Any]]] = [[]]
@@ -159,21 +177,18 @@ def policy_seed(
             size = 0
         parts[-1].append(h)
         size += n
-    client = FarmClient()
     results = []
     for i, part in enumerate(parts, start=1):
-        if len(parts) > 1 and not as_json:
+        if len(parts) > 1 and not quiet:
             err.print(f"part {i}/{len(parts)}: {len(part)} hours", highlight=False)
         results.append(client.seed_policy(pool, part, hours[-1]["hour"]))
-    if as_json:
-        print_json(results[-1] if len(results) == 1 else results)
-        return
-    written = sum(r["hours"] for r in results)
-    left_out = sum(r["hours_left_out"] for r in results)
-    last = results[-1]
-    out.print(f"pool {pool}: seeded {sum(r['jobs'] for r in results)} jobs over {written} hours of {len(chosen)} in the trace"
-              f" (moved {last['weeks_moved']} weeks to end before now; {left_out} hours older than the history kept left out)",
-              highlight=False)  # fmt: skip
+    if not quiet:
+        written = sum(r["hours"] for r in results)
+        left_out = sum(r["hours_left_out"] for r in results)
+        out.print(f"pool {pool}: seeded {sum(r['jobs'] for r in results)} of the trace's {len(chosen)} jobs over {written} hours"
+                  f" (moved {results[-1]['weeks_moved']} weeks to end before now; {left_out} hours older than the history"
+                  " kept left out)", highlight=False)  # fmt: skip
+    return results
 
 
 @policy_app.command("history", cls=Command)

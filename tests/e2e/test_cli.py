@@ -120,8 +120,10 @@ def test_the_whole_api_from_the_cli(start_farm, farm_env, tmp_path: Path):
     trace.write_text("submitted_ts,duration_s,pool,tenant\n" + "".join(f"{1_600_000_000 + 600 * i},{60 + i},linux,t\n" for i in range(40)))
     r = farm(env, "policy", "seed", "default", "--trace", str(trace), "--trace-pool", "mac", code=2)
     assert "no rows of pool 'mac'" in r.stderr and "linux" in r.stderr
-    assert "seeded 40 jobs" in farm(env, "policy", "seed", "default", "--trace", str(trace)).stdout
+    assert "seeded 40 of the trace's 40 jobs" in farm(env, "policy", "seed", "default", "--trace", str(trace)).stdout
     assert json.loads(farm(env, "pools", "history", "default", "--json").stdout)["jobs"] >= 40  # and what this farm saw
+    r = farm(env, "policy", "set", "default", "-f", str(tmp_path / "policy.yaml"), "--seed-trace", str(trace))
+    assert "seeded 40 of" in r.stdout and "policy version 2" in r.stdout  # a seed, then the policy that learns from it
     r = farm(env, "policy", "history", "default")
     narrow(r.stdout)
     assert "reactive" in r.stdout and "seed: 40 jobs" in r.stdout
