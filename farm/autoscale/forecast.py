@@ -438,19 +438,25 @@ class Forecaster:
         at, _, last = self._steps
         k_seen = self._largest_k()
         sure: dict[float, int] = {}
+        # The jobs finished by t + T, by (t, when seen): a burst's arrivals share both, and
+        # popping one of them takes one from each count below, so the difference holds.
+        finished_by: dict[tuple[float, float], int] = {}
         pending, target = self.pending, self.target_s
         while pending and pending[0][0] + target <= now:
             t, seen_at, c, place, planned, expected = pending.popleft()
             if t not in sure:
                 sure[t] = self._sure_steps(t)
-            hi = t + target
-            if hi > seen_at:
-                # the arrivals seen after this one up to t + T (pending is in time order)
-                later = max(0, bisect.bisect_right(pending, hi, key=_ARRIVED) - bisect.bisect_right(pending, seen_at, key=_SEEN))
-                then, after = last[bisect.bisect_right(at, seen_at) - 1], last[bisect.bisect_right(at, hi) - 1]
-                finished = max(0, int(then) + later - int(after))
-            else:
-                finished = 0
+            finished = finished_by.get((t, seen_at))
+            if finished is None:
+                hi = t + target
+                if hi > seen_at:
+                    # the arrivals seen after this one up to t + T (pending is in time order)
+                    later = max(0, bisect.bisect_right(pending, hi, key=_ARRIVED) - bisect.bisect_right(pending, seen_at, key=_SEEN))
+                    then, after = last[bisect.bisect_right(at, seen_at) - 1], last[bisect.bisect_right(at, hi) - 1]
+                    finished = max(0, int(then) + later - int(after))
+                else:
+                    finished = 0
+                finished_by[(t, seen_at)] = finished
             k = min(max(0, place - finished - sure[t]), K_MAX)
             self.called_late += k > planned
             if t >= self.calibrating_from - self.lead_s:
@@ -480,15 +486,20 @@ class Forecaster:
             if not ordered:
                 self._steps = steps = None
         m = len(arrivals)
+        history, pending, warming = self.history, self.pending, self.warming_up
+        last_t = None
         for j, t in enumerate(arrivals):
-            if self.first_seen is None:
-                self.first_seen = t
-            while self.history and self.history[0] <= t - self.active_s:
-                self.history.popleft()
-            c = cell(t, self._active_at(t))
-            self.history.append(t)
-            expected = 0.0 if self.warming_up else float(self.expected[c])  # a warm-up buffer is no forecast
-            self.pending.append((t, now, c, in_pool - (m - 1 - j), self._planned(c), expected))
+            if t != last_t:  # a burst's arrivals share their second: its cell, plan and forecast
+                last_t = t
+                if self.first_seen is None:
+                    self.first_seen = t
+                while history and history[0] <= t - self.active_s:
+                    history.popleft()
+                c = cell(t, self._active_at(t))
+                expected = 0.0 if warming else float(self.expected[c])  # a warm-up buffer is no forecast
+                planned = self._planned(c)
+            history.append(t)
+            pending.append((t, now, c, in_pool - (m - 1 - j), planned, expected))
             self.forecast += expected
         self.samples.append((now, in_pool))
         if steps is not None:

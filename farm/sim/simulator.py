@@ -78,19 +78,21 @@ def clairvoyant_hours(trace: Trace, lead_s: float) -> float:
     executor from (arrival - lead) at the latest to its end; an executor freed before a
     later arrival serves it for the idle gap if that is cheaper than a new one's lead.
     Greedy: each job takes the executor that freed most recently (smallest gap)."""
-    import bisect
-
-    free: list[float] = []  # end times of executors available for reuse, sorted
+    running: list[float] = []  # heap: end times of the executors still busy
+    freed: list[float] = []  # end times of the executors free now, ascending (the most recent last)
     total = 0.0
     for t, d in zip(trace.submitted, trace.durations, strict=True):
-        i = bisect.bisect_right(free, t) - 1
-        if i >= 0 and t - free[i] < lead_s:
-            total += t - free[i]
-            free.pop(i)
+        while running and running[0] <= t:
+            freed.append(heapq.heappop(running))  # they come out in order
+        if freed and t - freed[-1] < lead_s:
+            total += t - freed.pop()
         else:
             total += lead_s
         total += d
-        bisect.insort(free, t + d)
+        heapq.heappush(running, t + d)
+        if len(freed) > 64 and freed[0] <= t - lead_s:
+            # freed a lead or more before this arrival: never reused, by it or a later one
+            del freed[: bisect.bisect_right(freed, t - lead_s)]
     return total / 3600
 
 
