@@ -244,6 +244,8 @@ def simulate(  # type: ignore[no-untyped-def]
             dirty = react
         elif kind == READY:
             starting -= 1
+            if not queue:
+                dirty = react  # it came up to no job: the policy may not want it now
             take(x, now)
         elif kind == DONE:
             busy -= 1
