@@ -98,7 +98,10 @@ class Contract:
         """The job's step containers still there, found by the runtimes' `farm.job` label:
         on the host's daemon, and for dind on the executor's private daemon too."""
         filters = {"label": f"farm.job={job.id}", **({"status": "running"} if running else {})}
-        return [c.name for client in self.daemons for c in client.containers.list(all=not running, filters=filters)]
+        # sparse: the list as the daemon answered it, without inspecting each container after
+        # (one removed in between, as a cancelled step's is, would be a 404 here)
+        return [name for client in self.daemons for c in client.containers.list(all=not running, filters=filters, sparse=True)
+                for name in c.attrs.get("Names", [c.id])]  # fmt: skip
 
     def gone(self, job: Job, marker: str) -> bool:
         return not processes(marker) and not self.containers(job)
