@@ -83,10 +83,10 @@ def test_cancel_kills_the_container_and_removes_it(store, docker_settings, run_e
     wait_for(lambda: "started" in full_log(store, job.id), 60, what="the container to start")
     t0 = time.monotonic()
     store.cancel(job.id)
-    wait_for(lambda: not client.containers.list(filters={"label": f"farm.job={job.id}", "status": "running"}), 2.0,
+    wait_for(lambda: not client.containers.list(filters={"label": f"farm.job={job.id}", "status": "running"}, sparse=True), 2.0,
              what="the container to be killed")
     assert time.monotonic() - t0 < 2.0
-    wait_for(lambda: not client.containers.list(all=True, filters={"label": f"farm.job={job.id}"}), 10,
+    wait_for(lambda: not client.containers.list(all=True, filters={"label": f"farm.job={job.id}"}, sparse=True), 10,
              what="the container to be removed")
 
 
