@@ -122,9 +122,16 @@ class Farm:
             ready.put(False)
 
         threading.Thread(target=read, daemon=True).start()
-        if not ready.get(timeout=180):
+        try:
+            started = ready.get(timeout=180)
+        except queue.Empty:
+            started = False
+        if not started:
+            self.stop()  # it may still be starting: it is ours to end
             raise SystemExit(f"farm up did not start; see {workdir / 'farm.log'}")
         self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
+
+    client: httpx.Client | None = None
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -134,7 +141,8 @@ class Farm:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
-        self.client.close()
+        if self.client is not None:
+            self.client.close()
 
 
 def ts(text: str) -> float:

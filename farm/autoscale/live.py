@@ -272,6 +272,8 @@ class Autoscaler:
             except Exception:  # noqa: BLE001 - a bug: the policy goes on learning live
                 log.exception("pool %s: learning from the demand history failed", p.name)
                 return
+            if own is None:
+                return  # no history yet: it learns live
             if p.policy.kind == "predictive" and own is not None and own.follows(p.policy) and p.learning_seeded == p.seeded:
                 p.memory = Memory(own=own.resume(self.clock()))
                 p.kept_at = 0.0  # keep it at once: a restart resumes from it
@@ -284,12 +286,17 @@ class Autoscaler:
         p.wants_history = False
         if p.policy.kind != "predictive":
             return
-        trace = to_trace(p.name, self.history.hours(p.name))
-        if trace is None:
-            return  # nothing seen yet: it learns live
         p.learning_seeded = p.seeded
-        p.learning = self._learner.submit(learn, trace, p.policy, lead_s)
-        log.info("pool %s: learning from %d jobs of demand history", p.name, len(trace))
+        p.learning = self._learner.submit(self._learn_history, p.name, p.policy, lead_s)
+
+    def _learn_history(self, pool: str, policy: Any, lead_s: float) -> Any:
+        """On the learner's thread: read the pool's demand history (eight weeks of a busy pool
+        is megabytes: not on the turn) and replay it through the policy; None if it is empty."""
+        trace = to_trace(pool, self.history.hours(pool))
+        if trace is None:
+            return None
+        log.info("pool %s: learning from %d jobs of demand history", pool, len(trace))
+        return learn(trace, policy, lead_s)
 
     def observe(self, p: _Pool, now: float) -> Snapshot:
         arrivals, waits = self._demand(p, now)

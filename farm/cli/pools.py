@@ -148,26 +148,27 @@ def policy_seed(
 def _seed(client: FarmClient, pool: str, trace: Path, trace_pool: str | None, quiet: bool) -> list[dict[str, Any]]:
     """Send the trace's rows of the pool as hours of demand history, in parts under the
     API's body limit; what each part wrote."""
-    from farm.sim.history import from_trace
+    from farm.sim.history import Hour, from_trace
     from farm.sim.trace import TraceError, parse
 
     try:
         with trace.open() as f:
             traces = {t.pool: t for t in parse(f, split_pools=True)}
-        name = trace_pool or (pool if pool in traces else None)
-        if name is None:
-            with trace.open() as f:
-                (chosen,) = parse(f)
-        elif name in traces:
-            chosen = traces[name]
-        else:
-            err.print(f"[red]the trace has no rows of pool {name!r}[/red]; its pools: {', '.join(sorted(traces))}", highlight=False)
-            raise typer.Exit(2)
     except (OSError, TraceError) as e:
         err.print(f"[red]cannot read trace:[/red] {e}")
         raise typer.Exit(2) from e
+    name = trace_pool or (pool if pool in traces else None)
+    if name is not None and name not in traces:
+        err.print(f"[red]the trace has no rows of pool {name!r}[/red]; its pools: {', '.join(sorted(traces))}", highlight=False)
+        raise typer.Exit(2)
+    chosen = [traces[name]] if name is not None else list(traces.values())  # the named pool's rows, or every row
+    merged: dict[int, Hour] = {}
+    for t in chosen:
+        for h, hour in from_trace(t).items():
+            merged[h] = merged[h].merge(hour) if h in merged else hour
+    total = sum(len(t) for t in chosen)
     hours = [{"hour": h, "arrivals": doc["a"], "durations": doc["d"]} for h, doc in
-             ((h, hour.to_doc()) for h, hour in sorted(from_trace(chosen).items()))]  # fmt: skip
+             ((h, hour.to_doc()) for h, hour in sorted(merged.items()))]  # fmt: skip
     parts: list[list[dict[str, Any]]] = [[]]
     size = 0
     for h in hours:
@@ -185,7 +186,7 @@ def _seed(client: FarmClient, pool: str, trace: Path, trace_pool: str | None, qu
     if not quiet:
         written = sum(r["hours"] for r in results)
         left_out = sum(r["hours_left_out"] for r in results)
-        out.print(f"pool {pool}: seeded {sum(r['jobs'] for r in results)} of the trace's {len(chosen)} jobs over {written} hours"
+        out.print(f"pool {pool}: seeded {sum(r['jobs'] for r in results)} of the trace's {total} jobs over {written} hours"
                   f" (moved {results[-1]['weeks_moved']} weeks to end before now; {left_out} hours older than the history"
                   " kept left out)", highlight=False)  # fmt: skip
     return results

@@ -8,9 +8,10 @@ of that instant's events (a push's fan-out arrives in one second: one decision s
 whole burst, as a live autoscaler's turn does); the decision's starts are asked for at once
 and its drains stop the longest-idle executors. While the pool is still (nothing queued,
 running or starting) the ticks at which the policy would do nothing are skipped
-(farm.autoscale.policy.still_until): the figures are those of deciding at every one. Scale-down is idle-only, so no
-job is ever killed (`killed_jobs` counts busy executors stopped, and is 0 by construction);
-one-shot executors (ARC, KEDA, Jenkins' kubernetes agents) stop after their one job.
+(farm.autoscale.policy.still_until): the figures are those of deciding at every one.
+Scale-down is idle-only, so no job is ever killed (`killed_jobs` counts busy executors
+stopped, and is 0 by construction); one-shot executors (ARC, KEDA, Jenkins' kubernetes
+agents) stop after their one job.
 """
 
 from __future__ import annotations

@@ -30,24 +30,13 @@ class DemandHistory:
         is left out, with a warning."""
         with translated():
             raw = self.client.hgetall(self.keys.history(pool))
-        out = {}
-        for field, text in raw.items():
-            try:
-                out[int(field)] = Hour.from_doc(json.loads(text), f"history {field}")
-            except (ValueError, RecursionError) as e:  # HistoryError and JSONDecodeError are ValueErrors
-                log.warning("pool %s: demand history hour %r left out: %s", pool, field[:20], e)
-        return out
+        hours = ((field, _read(pool, field, text)) for field, text in raw.items())
+        return {int(field): hour for field, hour in hours if hour is not None}
 
     def get(self, pool: str, hour: int) -> Hour | None:
         with translated():
             text = self.client.hget(self.keys.history(pool), str(hour))
-        if text is None:
-            return None
-        try:
-            return Hour.from_doc(json.loads(text), f"history {hour}")
-        except (ValueError, RecursionError) as e:
-            log.warning("pool %s: demand history hour %d starts afresh: %s", pool, hour, e)
-            return None
+        return None if text is None else _read(pool, str(hour), text)
 
     def put(self, pool: str, hours: Mapping[int, Hour]) -> None:
         if hours:
@@ -67,9 +56,9 @@ class DemandHistory:
         """Write a seed's hours (replacing those hours), bump the pool's `seeded` count and
         audit it, in one transaction; the new count."""
         with translated():
-            version = int(self.client.hget(self.keys.policy(pool), "version") or 0)
-            policy = json.loads(self.client.hget(self.keys.policy(pool), "policy") or "null")
-            entry = {"version": version, "by": by, "at": at_ms, "before": policy, "after": policy, "seed": summary}
+            version, policy = self.client.hmget(self.keys.policy(pool), ["version", "policy"])
+            entry = {"version": int(version or 0), "by": by, "at": at_ms, "before": json.loads(policy or "null"),
+                     "after": json.loads(policy or "null"), "seed": summary}  # fmt: skip
             pipe = self.client.pipeline(transaction=True)
             if hours:
                 pipe.hset(self.keys.history(pool), mapping=_docs(hours))
@@ -77,6 +66,18 @@ class DemandHistory:
             pipe.lpush(self.keys.policy_audit(pool), json.dumps(entry))
             pipe.ltrim(self.keys.policy_audit(pool), 0, 999)
             return int(pipe.execute()[-3])
+
+
+def _read(pool: str, field: str, text: str) -> Hour | None:
+    """A kept hour; None (with a warning) if it is not well formed (written by hand, or by
+    another farm): that hour is left out, or starts afresh."""
+    try:
+        if not field.isdigit():
+            raise ValueError("the field is not an hour")
+        return Hour.from_doc(json.loads(text), f"history {field}")
+    except (ValueError, RecursionError) as e:  # HistoryError and JSONDecodeError are ValueErrors
+        log.warning("pool %s: demand history hour %r left out: %s", pool, field[:20], e)
+        return None
 
 
 def _docs(hours: Mapping[int, Hour]) -> dict[str, str]:
