@@ -114,6 +114,11 @@ class Attempt:
                 self.server_says = answer
                 self._halt(StopReason.ABORTED)
 
+    def _context(self, env: dict[str, str], network: str) -> StepContext:
+        c = self.claim
+        return StepContext(c.job_id, self.workspace.path, env, self.log.write, self.stop, network, c.attempt, self.unit,
+                           tenant=c.tenant, tier=c.tier)  # fmt: skip
+
     def _collect(self, log: LogSink) -> None:
         """Keep the files the spec's artifact patterns match, within the size caps."""
         caps = self.settings.artifacts
@@ -141,10 +146,10 @@ class Attempt:
     def _build(self, build: ImageBuild, log: LogSink, env: dict[str, str]) -> ImageResult | None:
         """An image job's build; None (noted in the log) when it failed."""
         if not isinstance(self.runtime, ImageBuilder):
-            log.note(f"image jobs need the docker or dind runtime; this executor runs {self.runtime.name}")
+            log.note(f"image jobs need the docker, dind or sandbox runtime; this executor runs {self.runtime.name}")
             return None
         log.note(f"building {', '.join(build.tags)} from {build.context}/{build.dockerfile}")
-        ctx = StepContext(self.claim.job_id, self.workspace.path, env, log.write, self.stop, build.network, self.claim.attempt, self.unit)
+        ctx = self._context(env, build.network)
         t0 = time.monotonic()
         try:
             image = self.runtime.build_image(build, self.workspace.path, ctx, self.settings.images.registry)
@@ -188,7 +193,7 @@ class Attempt:
                 if state is not JobState.SUCCEEDED or self.stop.is_set():
                     break
                 log.line(f"--- step {step.name}")  # a reader folds the log at these lines
-                ctx = StepContext(c.job_id, path, env, log.write, self.stop, spec.network, c.attempt, self.unit)
+                ctx = self._context(env, spec.network)
                 started, t0 = rfc3339(int(time.time() * 1000)), time.monotonic()
                 code = self.runtime.run_step(step, ctx)
                 took = round(time.monotonic() - t0, 3)

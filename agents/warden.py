@@ -72,7 +72,7 @@ class Warden:
     @property
     def docker(self):  # type: ignore[no-untyped-def]
         """The host's daemon, for the docker and dind runtimes (None when unreachable)."""
-        if self.runtime not in ("docker", "dind"):
+        if self.runtime not in ("docker", "dind", "sandbox"):
             return None
         if self._docker is None:
             import docker

@@ -344,11 +344,11 @@ def unsupported(spec: JobSpec, runtime: str) -> list[tuple[tuple[str | int, ...]
         return []
     found: list[tuple[tuple[str | int, ...], str]] = []
     if spec.kind == "image":
-        found.append((("kind",), "image jobs need the docker or dind runtime; this farm runs steps on the host (local)"))
+        found.append((("kind",), "image jobs need the docker, dind or sandbox runtime; this farm runs steps on the host (local)"))
     for i, step in enumerate(spec.steps):
         if step.image:
             found.append((("steps", i, "image"), f"the local runtime runs steps on the host, not in {step.image!r}; "
-                                                 "images need the docker or dind runtime"))  # fmt: skip
+                                                 "images need the docker, dind or sandbox runtime"))  # fmt: skip
     return found
 
 

@@ -89,7 +89,7 @@ class ApiSettings(BaseModel):
 
 class ExecutorSettings(BaseModel):
     count: Annotated[int, Field(ge=0, le=1000)] = 2
-    runtime: Literal["local", "docker", "dind", "noop"] = "local"
+    runtime: Literal["local", "docker", "dind", "sandbox", "noop"] = "local"
     pool: str = "default"
     idle_wait_s: Annotated[float, Field(gt=0, le=60)] = 1.0  # longest block on the wake list
     # An executor waits this long after it is ready before it first reports so: a stand-in for a
@@ -202,6 +202,23 @@ class DockerSettings(BaseModel):
     read_only_rootfs: bool = False  # the image's filesystem read-only; /tmp a tmpfs, /workspace writable
 
 
+class SandboxSettings(BaseModel):
+    """The sandbox runtime (agents/runtimes/sandbox.py): steps in gVisor on the node's daemon,
+    image builds rootless in a user namespace (agents/runtimes/rootless.py)."""
+
+    # The daemon's names for runsc (dockerd's `runtimes`): one with "--network=none" for the
+    # default, one with "--network=host" for tenants allowed `network: host`.
+    docker_runtime: str = "runsc"
+    host_network_runtime: str = "runsc-host"
+    user: Annotated[str, Field(pattern=r"^[1-9][0-9]{0,9}:[1-9][0-9]{0,9}$")] = "65532:65532"  # never root
+    tmp_bytes: Annotated[int, Field(ge=MiB)] = 256 * MiB  # /tmp, a tmpfs: the root filesystem is read-only
+    # Rootless image builds: the unprivileged user buildah runs as (it needs a range in
+    # /etc/subuid and /etc/subgid), and where the layer stores live, one per tenant and tier.
+    build_user: str = "farm-build"
+    build_store_dir: Path | None = None  # default <data_dir>/rootless
+    build_store_max_bytes: Annotated[int, Field(ge=0)] = 20 * 1024 * MiB  # per store; over it, pruned after a build
+
+
 class DindSettings(BaseModel):
     """The dind runtime: a private Docker daemon per executor (agents/runtimes/dind.py)."""
 
@@ -255,6 +272,7 @@ class Settings(BaseSettings):
     retention: RetentionSettings = RetentionSettings()
     docker: DockerSettings = DockerSettings()
     dind: DindSettings = DindSettings()
+    sandbox: SandboxSettings = SandboxSettings()
     artifacts: ArtifactSettings = ArtifactSettings()
     webhooks: WebhookSettings = WebhookSettings()
     # Capacity policies by pool (the first version of each; later ones come through the API).
@@ -271,6 +289,10 @@ class Settings(BaseSettings):
     @property
     def dind_dir(self) -> Path:
         return self.dind.store_dir or self.data_dir / "dind"
+
+    @property
+    def rootless_dir(self) -> Path:
+        return self.sandbox.build_store_dir or self.data_dir / "rootless"
 
     @property
     def artifact_dir(self) -> Path:

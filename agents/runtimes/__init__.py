@@ -15,6 +15,10 @@ def make_runtime(settings: Settings, executor_id: str = "") -> Runtime:
         from agents.runtimes.docker import DockerRuntime
 
         return DockerRuntime(settings.docker)
+    if settings.executors.runtime == "sandbox":
+        from agents.runtimes.sandbox import SandboxRuntime
+
+        return SandboxRuntime(settings)
     if settings.executors.runtime == "noop":
         from agents.runtimes.noop import NoopRuntime
 

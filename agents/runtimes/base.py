@@ -31,6 +31,10 @@ class StepContext:
     network: str = "none"
     attempt: int = 1
     unit: Unit | None = None  # the attempt's containment on this node (agents/containment.py)
+    # Whose job this is: what a runtime keeps between jobs (layer stores, build caches) is
+    # kept apart by tenant and by trust tier ("protected" | "unprotected", farm/cache/scope.py).
+    tenant: str = "-"
+    tier: str = "unprotected"
 
 
 class Runtime(Protocol):

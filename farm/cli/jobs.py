@@ -99,7 +99,7 @@ def submit(
     wait: Wait = False,
     follow: Follow = False,
     pool: Annotated[Optional[str], typer.Option(help="Pool (for `-- CMD`).")] = None,
-    image: Annotated[Optional[str], typer.Option(help="Step image (for `-- CMD`, docker and dind runtimes).")] = None,
+    image: Annotated[Optional[str], typer.Option(help="Step image (for `-- CMD`, docker, dind and sandbox runtimes).")] = None,
     timeout: Annotated[Optional[int], typer.Option(help="timeout_s (for `-- CMD`).")] = None,
 ) -> None:
     """Submit a job from a file, or a one-step job from a command: `farm submit -- make test`."""

@@ -76,7 +76,7 @@ def up(
     port: Annotated[Optional[int], typer.Option(help="Port to serve on.")] = None,
     data_dir: Annotated[Optional[Path], typer.Option(help="Where farm keeps its data (default ~/.farm).")] = None,
     executors: Annotated[Optional[int], typer.Option(help="Executor slots to start.")] = None,
-    runtime: Annotated[Optional[str], typer.Option(help="local | docker (DooD) | dind | noop")] = None,
+    runtime: Annotated[Optional[str], typer.Option(help="local | docker (DooD) | dind | sandbox (gVisor) | noop")] = None,
     drain_timeout: Annotated[float, typer.Option(help="Seconds running jobs get to finish on stop; then they are killed and run again on the next start.")] = 5.0,
     ray_address: Annotated[Optional[str], typer.Option(help="Join this Ray cluster (GCS host:port, from one of its nodes) "
                                                             "instead of starting one.")] = None,  # fmt: skip

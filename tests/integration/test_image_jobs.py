@@ -96,7 +96,7 @@ def test_image_jobs_need_the_docker_runtime(store, make_settings, run_executor, 
     done = wait_done(store, store.enqueue(JobSpec(kind="image", source={"git": {"url": url}},
                                                   build={"context": "app", "tags": ["x/y:1"]}), "t").id)  # fmt: skip
     assert done.state is JobState.FAILED and done.error is ErrorCode.BUILD_FAILED
-    assert "image jobs need the docker or dind runtime" in full_log(store, done.id)
+    assert "image jobs need the docker, dind or sandbox runtime" in full_log(store, done.id)
 
 
 @pytest.mark.parametrize("how", ["cancel", "timeout"])

@@ -1,4 +1,4 @@
-"""The runtime contract: what every runtime (local, docker, dind) does alike, checked the
+"""The runtime contract: what every runtime (local, docker, dind, sandbox) does alike, checked the
 same way for each, driven as farm drives it: a real executor loop claiming jobs from a real
 Redis, steps on the real Docker daemon (or the executor's private one). No mocks.
 
@@ -38,6 +38,7 @@ RUNTIMES = [
     pytest.param("local", id="local"),
     pytest.param("docker", id="docker", marks=pytest.mark.docker),
     pytest.param("dind", id="dind", marks=pytest.mark.docker),
+    pytest.param("sandbox", id="sandbox", marks=pytest.mark.docker),
 ]
 
 TIMEOUT_S = 3  # time enough for a container to start and print on a busy machine before the kill
@@ -103,8 +104,25 @@ class Contract:
         return [name for client in self.daemons for c in client.containers.list(all=not running, filters=filters, sparse=True)
                 for name in c.attrs.get("Names", [c.id])]  # fmt: skip
 
+    def alive(self, job: Job, marker: str) -> list[str]:
+        """The step's processes holding `marker`: seen in this kernel's /proc, and for a
+        gVisor sandbox, whose processes live in gVisor's own kernel and not in this one's,
+        as `ps` inside the job's running containers lists them."""
+        found = [str(pid) for pid in processes(marker)]
+        if self.runtime == "sandbox":
+            import docker.errors
+
+            for name in self.containers(job, running=True):
+                try:
+                    out = self.daemons[0].containers.get(name.lstrip("/")).exec_run(["ps", "-o", "args"]).output
+                except docker.errors.APIError:
+                    continue  # it ended between the list and the exec
+                found += [f"{name}: {line}" for line in out.decode(errors="replace").splitlines()
+                          if marker in line and not line.startswith("ps")]  # fmt: skip
+        return found
+
     def gone(self, job: Job, marker: str) -> bool:
-        return not processes(marker) and not self.containers(job)
+        return not self.alive(job, marker) and not self.containers(job)
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +140,7 @@ def rt(request: pytest.FixtureRequest, redis_server: EmbeddedRedis, contract_sto
     runtime: str = request.param
     pool = f"contract-{runtime}"
     overrides: dict[str, object] = {"executors": {"runtime": runtime, "pool": pool}, "pools": [pool]}
-    if runtime in ("docker", "dind"):
+    if runtime in ("docker", "dind", "sandbox"):
         overrides["docker"] = {"default_image": request.getfixturevalue("docker_image")}  # fails in CI without Docker
     if runtime == "dind":
         overrides["dind"] = {"image": request.getfixturevalue("dind_image")}
@@ -150,7 +168,7 @@ def rt(request: pytest.FixtureRequest, redis_server: EmbeddedRedis, contract_sto
 
 
 def test_image_builders_are_the_runtimes_that_build(rt):
-    assert isinstance(rt.executor.executor.runtime, ImageBuilder) is (rt.runtime in ("docker", "dind"))
+    assert isinstance(rt.executor.executor.runtime, ImageBuilder) is (rt.runtime in ("docker", "dind", "sandbox"))
 
 
 def test_env_and_secrets_reach_the_step(rt):
@@ -195,23 +213,23 @@ def test_a_step_that_ignores_sigterm_is_killed_at_its_timeout(rt):
     marker = unique_sleep()
     script = f"trap '' TERM; echo started; sleep {marker}; echo not-killed"
     job = rt.submit(timeout_s=TIMEOUT_S, steps=[{"name": "stubborn", "run": script}])
-    wait_for(lambda: "started" in rt.log(job) and processes(marker), JOB_S, what="the step's sleep to start")
+    wait_for(lambda: "started" in rt.log(job) and rt.alive(job, marker), JOB_S, what="the step's sleep to start")
     done = rt.wait(job, TIMEOUT_S + JOB_S)
     log = rt.log(job)
     assert (done.state, done.error) == (JobState.TIMED_OUT, ErrorCode.TIMEOUT), log
     ran = (parse_rfc3339(done.finished_at) - parse_rfc3339(done.started_at)).total_seconds()  # type: ignore[arg-type]
     assert TIMEOUT_S <= ran <= TIMEOUT_S + KILL_MARGIN_S, f"ended {ran:.2f}s after its start, timeout_s={TIMEOUT_S}"
     assert "not-killed" not in log and f"timed out after {TIMEOUT_S}s" in log
-    wait_for(lambda: rt.gone(job, marker), 2, what=f"the step to be gone: {processes(marker)} {rt.containers(job)}")
+    wait_for(lambda: rt.gone(job, marker), 2, what=f"the step to be gone: {rt.alive(job, marker)} {rt.containers(job)}")
 
 
 def test_cancel_kills_the_running_step_within_two_seconds(rt):
     marker = unique_sleep()
     job = rt.submit(steps=[{"name": "hang", "run": f"trap '' TERM; echo started; sleep {marker}"}])
-    wait_for(lambda: "started" in rt.log(job) and processes(marker), JOB_S, what="the step to start")
+    wait_for(lambda: "started" in rt.log(job) and rt.alive(job, marker), JOB_S, what="the step to start")
     t0 = time.monotonic()
     assert rt.store.cancel(job.id).state is JobState.CANCELLED
-    wait_for(lambda: not processes(marker) and not rt.containers(job, running=True), CANCEL_S + CANCEL_MARGIN_S,
+    wait_for(lambda: not rt.alive(job, marker) and not rt.containers(job, running=True), CANCEL_S + CANCEL_MARGIN_S,
              interval=0.02, what="the cancelled step to be killed")  # fmt: skip
     killed_in = time.monotonic() - t0
     assert killed_in < CANCEL_S + CANCEL_MARGIN_S, killed_in
@@ -229,7 +247,7 @@ def test_nothing_of_an_attempt_is_left_after_it(rt):
     job = rt.submit(steps=[{"name": "leave", "run": f"(trap '' TERM; sleep {marker}) >/dev/null 2>&1 & echo left-behind"}])
     done = rt.wait(job)
     assert done.state is JobState.SUCCEEDED and "left-behind" in rt.log(job), rt.log(job)
-    wait_for(lambda: rt.gone(job, marker), 5, what=f"the leftovers to go: {processes(marker)} {rt.containers(job)}")
+    wait_for(lambda: rt.gone(job, marker), 5, what=f"the leftovers to go: {rt.alive(job, marker)} {rt.containers(job)}")
     wait_for(lambda: not rt.workspace(job).exists(), 10, what="the workspace to be removed")
 
 
