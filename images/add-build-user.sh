@@ -9,7 +9,9 @@ set -euo pipefail
 user=${FARM_BUILD_USER:-farm-build}
 range=${FARM_BUILD_SUBIDS:-1000000-1065535}
 if ! id -u "$user" >/dev/null 2>&1; then
-  useradd --system --create-home --home-dir "/var/lib/$user" --shell /usr/sbin/nologin "$user"
+  # The executor image's uid (images/executor-sandbox) where it is free, so stores keep one owner.
+  uid=(); getent passwd 10002 >/dev/null || getent group 10002 >/dev/null || uid=(--uid 10002 --user-group)
+  useradd --system "${uid[@]}" --create-home --home-dir "/var/lib/$user" --shell /usr/sbin/nologin "$user"
 fi
 grep -q "^$user:" /etc/subuid 2>/dev/null || usermod --add-subuids "$range" "$user"
 grep -q "^$user:" /etc/subgid 2>/dev/null || usermod --add-subgids "$range" "$user"

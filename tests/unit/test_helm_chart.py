@@ -33,6 +33,13 @@ NON_DEFAULT = {
     "dashboards": {"enabled": False},
     "networkPolicy": {"enabled": False},
 }
+# The sandbox group on, as an operator who prepared tainted nodes would set it.
+SANDBOX = {
+    "ray": {"workerGroups": {"sandbox": {
+        "enabled": True, "runtimeClassName": "runc", "maxReplicas": 20,
+        "tolerations": [{"key": "farm-sandbox", "operator": "Exists", "effect": "NoSchedule"}],
+    }}},
+}  # fmt: skip
 
 
 def render(values: dict) -> list[dict]:
@@ -59,7 +66,7 @@ def test_the_chart_lints_clean():
     assert report["errors"] == [] and all(m["severity"] < 2 for m in report["messages"]), report
 
 
-@pytest.mark.parametrize("values", [{}, NON_DEFAULT], ids=["defaults", "non-default"])
+@pytest.mark.parametrize("values", [{}, NON_DEFAULT, SANDBOX], ids=["defaults", "non-default", "sandbox"])
 def test_every_rendered_manifest_validates(values, tmp_path):
     docs = render(values)
     kinds = sorted(d["kind"] for d in docs)
@@ -79,6 +86,33 @@ def test_every_rendered_manifest_validates(values, tmp_path):
                 assert run.returncode == 0, run.stdout + run.stderr
         else:
             kubernetes_validate.validate(doc, K8S, strict=True)
+
+
+def groups(values: dict) -> dict[str, dict]:
+    ray = next(d for d in render(values) if d["kind"] == "RayCluster")
+    return {g["groupName"]: g for g in ray["spec"]["workerGroupSpecs"]}
+
+
+def farm_yaml(values: dict, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """The settings executors get: farm.yaml under the autoscaler's environment, which starts
+    them and hands them its settings (its data dir included)."""
+    from farm.settings import Settings
+
+    docs = render(values)
+    config = next(d for d in docs if d["kind"] == "ConfigMap" and "farm.yaml" in d["data"])
+    (tmp_path / "farm.yaml").write_text(config["data"]["farm.yaml"])
+    head = next(d for d in docs if d["kind"] == "RayCluster")["spec"]["headGroupSpec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for c in head["containers"] if c["name"] == "autoscaler" for e in c["env"]}
+    return Settings.load(tmp_path / "farm.yaml", data_dir=env["FARM_DATA_DIR"])
+
+
+@pytest.mark.parametrize("values", [{}, SANDBOX, {"ray": {"workerGroups": {"sandbox": {"enabled": True, "buildStoreHostPath": "/srv/b"}}}}],
+                         ids=["defaults", "sandbox", "sandbox-node-store"])  # fmt: skip
+def test_every_worker_group_is_a_valid_pod(values):
+    """Each group's pod template, as the Pod KubeRay makes of it, against the API's own schema."""
+    for name, group in groups(values).items():
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"worker-{name}"}, "spec": group["template"]["spec"]}
+        kubernetes_validate.validate(pod, K8S, strict=True)
 
 
 def test_values_change_what_is_rendered():
@@ -133,8 +167,73 @@ def test_a_dind_only_chart_runs_executors_on_the_pods_daemon(tmp_path):
     assert settings.dind.docker_host == "unix:///var/run/dind/docker.sock"
 
 
+def test_the_sandbox_group_runs_steps_in_gvisor_and_builds_rootless_unprivileged(tmp_path):
+    from agents.workspace import workspace_root
+
+    assert "sandbox" not in groups({})  # its nodes need preparing: off until asked for
+    group = groups(SANDBOX)["sandbox"]
+    assert group["maxReplicas"] == 20 and group["rayStartParams"]["resources"] == '{"farm-sandbox": 4}'
+    spec = group["template"]["spec"]
+    assert spec["runtimeClassName"] == "runc" and spec["nodeSelector"] == {"farm-sandbox": "true"}
+    assert spec["tolerations"][0]["key"] == "farm-sandbox"
+    assert not any(spec.get(k) for k in ("hostNetwork", "hostPID", "hostIPC"))
+    # One container, farm's: no sidecar, not privileged, /proc masked as usual, every capability
+    # dropped but those farm itself uses (builds drop to farm-build), the profiles named.
+    [worker] = spec["containers"]
+    sc = worker["securityContext"]
+    assert sc["privileged"] is False and sc["capabilities"]["drop"] == ["ALL"] and "procMount" not in sc
+    assert set(sc["capabilities"]["add"]) == {"CHOWN", "DAC_OVERRIDE", "FOWNER", "KILL", "SETUID", "SETGID", "SYS_ADMIN"}
+    assert sc["allowPrivilegeEscalation"] is True  # newuidmap/newgidmap's file capabilities
+    assert sc["seccompProfile"] == sc["appArmorProfile"] == {"type": "Unconfined"}
+    assert spec.get("hostUsers") is not False  # the node's socket is the host's root's
+    assert "FARM_ADMIN_TOKEN" not in {e["name"] for e in worker["env"]}
+    # The node's socket reaches farm's container only (steps are containers the runtime makes
+    # with the workspace alone); the workspaces sit on the node at the path they have in here.
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    mounts = {m["name"]: m["mountPath"] for m in worker["volumeMounts"]}
+    assert {n for n, v in volumes.items() if "hostPath" in v} == {"docker-sock", "workspaces"}
+    assert volumes["docker-sock"]["hostPath"]["type"] == "Socket" and mounts["docker-sock"] == "/var/run/docker.sock"
+    assert volumes["build-store"]["emptyDir"] == {"sizeLimit": "50Gi"}
+    # farm.yaml: the sandbox runtime on this group's resource, paths as the pod mounts them.
+    settings = farm_yaml(SANDBOX, tmp_path)
+    assert settings.executors.runtime == "sandbox" and settings.executors.ray_resources == {"farm-sandbox": 1}
+    assert not settings.cache.overlay  # a mount in the pod never reaches the node's daemon
+    assert volumes["workspaces"]["hostPath"]["path"] == mounts["workspaces"] == str(workspace_root(settings))
+    assert mounts["build-store"] == str(settings.rootless_dir)
+    # Without a size limit the build store is still an emptyDir (a real filesystem, for overlay).
+    unlimited = {"ray": {"workerGroups": {"sandbox": {"enabled": True, "buildStoreSizeLimit": ""}}}}
+    spec = groups(unlimited)["sandbox"]["template"]["spec"]
+    assert next(v for v in spec["volumes"] if v["name"] == "build-store")["emptyDir"] == {}
+    assert "runtimeClassName" not in spec
+    # Or the node's directory, which its sandbox pods share.
+    shared = {"ray": {"workerGroups": {"sandbox": {"enabled": True, "buildStoreHostPath": "/srv/farm/rootless"}}}}
+    spec = groups(shared)["sandbox"]["template"]["spec"]
+    store = next(v for v in spec["volumes"] if v["name"] == "build-store")
+    assert store == {"name": "build-store", "hostPath": {"path": "/srv/farm/rootless", "type": "DirectoryOrCreate"}}
+
+
+def test_executors_on_the_nodes_daemon_share_workspaces_with_it_by_path(tmp_path):
+    from agents.workspace import workspace_root
+
+    settings = farm_yaml({}, tmp_path)
+    assert settings.executors.runtime == "docker" and not settings.cache.overlay
+    dood = groups({})["dood"]["template"]["spec"]
+    mount = next(m for m in dood["containers"][0]["volumeMounts"] if m["name"] == "workspaces")
+    volume = next(v for v in dood["volumes"] if v["name"] == "workspaces")
+    assert volume["hostPath"]["path"] == mount["mountPath"] == str(workspace_root(settings))
+    # An operator's own cache settings stand.
+    assert farm_yaml({"config": {"cache": {"overlay": True}}}, tmp_path).cache.overlay
+
+
 @pytest.mark.parametrize("bad", [{"api": {"replicas": 0}}, {"redis": {"externalUrl": "http://x"}}, {"typo": 1},
-                                 {"tenants": [{"name": "t", "token_sha256": "not-a-hash"}]}])  # fmt: skip
+                                 {"tenants": [{"name": "t", "token_sha256": "not-a-hash"}]},
+                                 {"ray": {"workerGroups": {"sandbox": {"capabilities": ["ALL"]}}}},
+                                 {"ray": {"workerGroups": {"sandbox": {"appArmorProfile": {"type": "Unconfined",
+                                                                                           "localhostProfile": "x"}}}}},
+                                 {"ray": {"workerGroups": {"sandbox": {"seccompProfile": {"type": "Localhost"}}}}},
+                                 {"ray": {"workerGroups": {"sandbox": {"runtimeClassName": "Not A Name"}}}},
+                                 {"ray": {"workerGroups": {"sandbox": {"buildStoreHostPath": "relative/dir"}}}},
+                                 {"ray": {"workerGroups": {"sandbox": {"privileged": True}}}}])  # fmt: skip
 def test_the_values_schema_refuses_bad_values(bad):
     with helm.Chart.load(str(CHART)) as chart, pytest.raises(helm.HelmError):
         chart.render(bad, name="ci", namespace="farm")

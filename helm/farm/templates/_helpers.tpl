@@ -28,3 +28,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - name: RAY_USAGE_STATS_ENABLED
   value: "0"
 {{- end -}}
+{{- /* farm.env less the admin token, which executors never use. */ -}}
+{{- define "farm.executorEnv" -}}
+- name: FARM_REDIS_URL
+  value: {{ include "farm.redisUrl" . | quote }}
+- name: FARM_DATA_DIR
+  value: /var/lib/farm
+- name: RAY_USAGE_STATS_ENABLED
+  value: "0"
+{{- end -}}
