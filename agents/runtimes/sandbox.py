@@ -13,8 +13,9 @@ allowed `network: host` gets the host's network through `sandbox.host_network_ru
 Image builds never touch a daemon: they run rootless, in a user namespace of an
 unprivileged user (agents/runtimes/rootless.py).
 
-runsc must be registered with the daemon (dockerd's `runtimes`); `prepare` runs a probe
-container under it and refuses to start, saying why, where it cannot run.
+runsc must be registered with the daemon (dockerd's `runtimes`), and the build user must
+exist with its subordinate ids; `prepare` runs a probe container under runsc and a probe
+build, and refuses to start, saying why, where either cannot run.
 """
 
 from __future__ import annotations
@@ -58,6 +59,10 @@ class SandboxRuntime(DockerRuntime):
                     f"daemon.json, see docs/OPERATIONS.md"
                 )
         self._probe()
+        from agents.runtimes.rootless import check
+
+        # Rootless image builds: the user, its id ranges, the tools, a real user namespace (~0.5 s).
+        self.build_driver = check(self.farm_settings)
 
     def _probe(self) -> None:
         image = self.settings.default_image
