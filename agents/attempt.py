@@ -16,6 +16,9 @@ Invariants:
   the server-side reaper does the same at timeout + grace if this executor is gone.
 - The last log output goes in the finish script, before the end marker, so a follower has
   every line when it sees the end.
+- A checkout, step or build that fails while the workspace's filesystem is (or was, during
+  it) full fails the job with `disk_quota`, not its own code: it wrote past the workspace's
+  quota (agents/quota.py), and the log says so.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import time
 from enum import StrEnum
 from pathlib import Path
 
+from agents import quota
 from agents.cache import JobCaches
 from agents.containment import Containment, Fenced, Unit
 from agents.logsink import LogSink
@@ -65,7 +69,9 @@ class Attempt:
         self.runtime = runtime
         self.settings = settings
         self.watch = watch
-        self.workspace = Workspace(workspaces, claim.job_id, claim.attempt)
+        quota_bytes = quota.enforceable(settings.executors.disk_quota_bytes, workspaces)
+        self.workspace = Workspace(workspaces, claim.job_id, claim.attempt, quota_bytes=quota_bytes)
+        self.disk_filled = False  # the workspace was seen full during the current checkout, step or build
         self.unit = Unit(containment, claim.job_id, claim.attempt) if containment is not None else None
         self.artifact_store = artifacts or DirectoryStore(settings.artifact_dir)
         self.artifacts: list[ArtifactInfo] = []
@@ -91,9 +97,12 @@ class Attempt:
         self.stop.set()
 
     def tick(self, now: float) -> None:
-        """Called by the executor's watch thread: deadline, log flush, heartbeat."""
+        """Called by the executor's watch thread: deadline, log flush, heartbeat, and whether
+        the workspace is full (a step may free what it wrote before it fails)."""
         if now >= self.deadline:
             self._halt(StopReason.TIMEOUT)
+        if not self.disk_filled and self.workspace.full():
+            self.disk_filled = True
         if now >= self.next_flush or self.log.full:
             self.next_flush = now + FLUSH_S
             self.log.flush()
@@ -118,6 +127,15 @@ class Attempt:
         c = self.claim
         return StepContext(c.job_id, self.workspace.path, env, self.log.write, self.stop, network, c.attempt, self.unit,
                            tenant=c.tenant, tier=c.tier)  # fmt: skip
+
+    def _cause(self, code: ErrorCode) -> ErrorCode:
+        """Why what just failed failed: `code`, or `disk_quota` when the workspace was full."""
+        if not (self.disk_filled or self.workspace.full()):
+            return code
+        size = quota.size_text(self.workspace.quota_bytes or 0)
+        self.log.note(f"the job's workspace reached its disk quota of {size} (executors.disk_quota_bytes); "
+                      "the job fails with disk_quota")  # fmt: skip
+        return ErrorCode.DISK_QUOTA
 
     def _collect(self, log: LogSink) -> None:
         """Keep the files the spec's artifact patterns match, within the size caps."""
@@ -180,7 +198,7 @@ class Attempt:
                 log.note(f"checking out {spec.source.git.url} at {spec.source.git.ref}")
                 code = self.workspace.checkout(spec.source.git, log.write, self.stop, self.unit)
                 if code != 0 and not self.stop.is_set():
-                    state, error, exit_code = JobState.FAILED, ErrorCode.SOURCE_FAILED, code
+                    state, error, exit_code = JobState.FAILED, self._cause(ErrorCode.SOURCE_FAILED), code
             owner = self.runtime.step_owner
             caches = (JobCaches(c, self.workspace, self.store, self.settings, log.note, overlays=self.runtime.sees_new_mounts,
                                 owner=owner) if spec.caches else None)  # fmt: skip
@@ -194,6 +212,7 @@ class Attempt:
                     break
                 log.line(f"--- step {step.name}")  # a reader folds the log at these lines
                 ctx = self._context(env, spec.network)
+                self.disk_filled = False
                 started, t0 = rfc3339(int(time.time() * 1000)), time.monotonic()
                 code = self.runtime.run_step(step, ctx)
                 took = round(time.monotonic() - t0, 3)
@@ -203,11 +222,12 @@ class Attempt:
                     break
                 log.line(f"--- step {step.name} (exit {code}, {took:.1f} s)")
                 if code != 0:
-                    state, error = JobState.FAILED, ErrorCode.STEP_FAILED
+                    state, error = JobState.FAILED, self._cause(ErrorCode.STEP_FAILED)
             if spec.build is not None and state is JobState.SUCCEEDED and not self.stop.is_set():
+                self.disk_filled = False
                 image = self._build(spec.build, log, env)
                 if image is None and not self.stop.is_set():
-                    state, error, exit_code = JobState.FAILED, ErrorCode.BUILD_FAILED, 1
+                    state, error, exit_code = JobState.FAILED, self._cause(ErrorCode.BUILD_FAILED), 1
             if spec.artifacts and not self.stop.is_set():
                 self._collect(log)
             if caches and caches.results and not self.stop.is_set():
@@ -217,7 +237,7 @@ class Attempt:
             self._halt(StopReason.ABORTED)
         except (RuntimeFailure, OSError) as e:  # OSError: the workspace could not be made or read
             log.note(f"runtime error: {e}")
-            state, error, exit_code = JobState.FAILED, ErrorCode.RUNTIME_ERROR, None
+            state, error, exit_code = JobState.FAILED, self._cause(ErrorCode.RUNTIME_ERROR), None
         except Exception as e:  # noqa: BLE001 - a bug here must end the job with a reason, not wait out its lease
             logging.getLogger("farm.attempt").exception("job %s attempt %d", c.job_id, c.attempt)
             log.note(f"internal error in farm ({type(e).__name__}: {e}); the job ends here, not retried")

@@ -6,9 +6,11 @@ failed restore leaves no half-restored tree behind (the job runs as on a miss).
 Warm restores. The first time a node restores an entry it unpacks it once into a node tree
 (`cache.node_dir`, keyed by the entry's manifest digest); every restore of that entry on
 this node, the first included, then mounts each cached path as an overlay: the node tree is
-the read-only lower layer and the job gets a writable upper layer of its own, outside its
-workspace. A restore that is a mount copies no bytes, and a job that writes to, deletes or
-replaces a restored file changes only its upper layer, so the next job restores exactly
+the read-only lower layer and the job gets a writable upper layer of its own, out of its
+steps' sight (on the workspace's own filesystem when it has a disk quota, agents/quota.py:
+what a job writes to a restored path counts against it). A restore that is a mount copies
+no bytes, and a job that writes to, deletes or replaces a restored file changes only its
+upper layer, so the next job restores exactly
 what was saved (steps running as root included: the write never reaches the lower layer
 through the mount). Overlay mounts need root; without it, or where a path is already
 present in the workspace, the entry is unpacked into the workspace instead.
@@ -117,13 +119,14 @@ def _mount_overlay(lower: Path, upper: Path, work: Path, target: Path) -> None:
         raise OSError(f"overlay mount failed: {run.stderr.strip()}")
 
 
-def unmount_under(root: Path) -> int:
-    """Unmount everything mounted at or under root: the overlays of attempts that did not end
-    cleanly (or of one that is ending), and a dead DinD executor's shared bind mount."""
+def unmount_under(root: Path, *, below_only: bool = False) -> int:
+    """Unmount everything mounted at or under root (strictly under it with below_only: a
+    bounded workspace is a mount itself, agents/quota.py): the overlays of attempts that did
+    not end cleanly (or of one that is ending), and a dead DinD executor's shared bind mount."""
     prefix = str(root.resolve())
     with open("/proc/self/mounts") as f:
         points = [line.split()[1] for line in f]
-    points = [p for p in points if p == prefix or p.startswith(prefix + "/")]
+    points = [p for p in points if (p == prefix and not below_only) or p.startswith(prefix + "/")]
     for p in sorted(points, reverse=True):
         subprocess.run(["umount", "-l", p], capture_output=True)
     return len(points)
@@ -150,7 +153,7 @@ class JobCaches:
         c = settings.cache
         self.nodes = (NodeTrees(settings.cache_node_dir, self.index.blobs, self.limits, c.restore_threads, c.node_max_bytes, owner)
                       if overlays and c.overlay and overlays_possible() else None)  # fmt: skip
-        self.layers = workspace.path.parent / f"{workspace.path.name}.layers"  # upper layers, outside the workspace
+        self.layers = workspace.layers  # upper layers: out of the steps' sight, within the workspace's quota
 
     def _hash_files(self, patterns: list[str]) -> str:
         files, _ = self.workspace.collect(patterns, max_files=100_000)
@@ -241,7 +244,7 @@ class JobCaches:
     def close(self) -> None:
         """Unmount the job's overlays and drop its upper layers (the attempt is over)."""
         if self.layers.exists():
-            unmount_under(self.workspace.path)
+            unmount_under(self.workspace.path, below_only=True)
             shutil.rmtree(self.layers, ignore_errors=True)
 
     def _clear(self, spec: CacheSpec) -> None:

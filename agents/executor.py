@@ -19,6 +19,7 @@ import os
 import threading
 import time
 
+from agents import quota
 from agents.attempt import Attempt
 from agents.cache import overlays_possible, unmount_under
 from agents.containment import Containment
@@ -84,6 +85,7 @@ class Executor:
             unmount_under(self.workspaces)  # what a crash of this slot left mounted (overlays, DinD's bind mount)
         self.runtime.prepare()
         self.sweep_workspaces()
+        quota.enforceable(self.settings.executors.disk_quota_bytes, self.workspaces)  # where there is none, says so now, once
         if self.settings.executors.startup_delay_s:
             self._drain.wait(self.settings.executors.startup_delay_s)  # a stand-in boot; a drain cuts it short
         self._report(ExecutorState.IDLE)

@@ -29,7 +29,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agents.cache import overlays_possible, unmount_under
+from agents import quota
+from agents.cache import overlays_possible
 from agents.containment import FENCED, Containment
 from agents.workspace import workspace_root
 from farm import loops
@@ -166,10 +167,13 @@ class Warden:
         ok = self._remove_ids(self.containment.adopted(job_id, attempt)) and ok
         ok = self._dind_daemon_gone(executor) and ok
         if executor and overlays_possible():
-            # What the dead executor mounted: its attempt's warm cache overlays, and for DinD
-            # the bind mount that shares its workspaces with its daemon.
+            # What the dead executor mounted: its attempt's warm cache overlays and bounded
+            # workspace (agents/quota.py: its image is the workspace sweep's to delete), and
+            # for DinD the bind mount that shares its workspaces with its daemon.
             root = workspace_root(self.settings) / executor
-            unmount_under(root if self.runtime == "dind" else root / f"{job_id}-{attempt}")
+            workspace = root / f"{job_id}-{attempt}"
+            places = [root] if self.runtime == "dind" else [workspace, quota.BoundedDisk(workspace).disk]
+            quota.unmount(quota.mounts_under(*places))
         return ok
 
     def run_once(self) -> WardenPass:

@@ -4,17 +4,19 @@ environment its steps see.
 Invariants: one directory per (job, attempt), under the executor's workspace root and
 nowhere else; the step environment is built from the job spec alone (plus farm's own
 `CI`/`FARM_*` variables), never from farm's process environment, so steps cannot see
-farm's credentials.
+farm's credentials. With a disk quota (`executors.disk_quota_bytes`, where farm can mount:
+agents/quota.py) the workspace is a filesystem of that size of its own, gone with the
+workspace: the next attempt starts empty and the node gets back all the space.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from agents import quota
 from agents.containment import Unit
 from agents.runtimes.local import DEFAULT_PATH, run_process
 from farm.models import GitSource, JobSpec
@@ -38,17 +40,39 @@ def step_env(spec: JobSpec, job_id: str, attempt: int) -> dict[str, str]:
 
 
 class Workspace:
-    def __init__(self, root: Path, job_id: str, attempt: int) -> None:
+    def __init__(self, root: Path, job_id: str, attempt: int, *, quota_bytes: int | None = None) -> None:
+        """`quota_bytes`: the most the workspace may hold (None: no limit), as
+        `quota.enforceable` allows it in this process."""
         self.path = root / f"{job_id}-{attempt}"
+        self.quota_bytes = quota_bytes
+        self.bounded = False  # a filesystem of its own is mounted at path
+
+    @property
+    def layers(self) -> Path:
+        """Where warm cache overlays keep their upper layers: on the workspace's own
+        filesystem when it has a quota (what a job writes to a restored path counts against
+        it), else beside the workspace."""
+        if self.quota_bytes is not None:
+            return quota.BoundedDisk(self.path).layers
+        return self.path.with_name(self.path.name + ".layers")
 
     def create(self) -> Path:
-        if self.path.exists():
-            shutil.rmtree(self.path)
-        self.path.mkdir(parents=True, mode=0o755)
+        """A fresh, empty workspace (whatever a crashed attempt left at its place goes first)."""
+        if self.quota_bytes is not None:
+            quota.make(self.path, self.quota_bytes)
+            self.bounded = True
+        else:
+            quota.release(self.path)
+            self.path.mkdir(parents=True, mode=0o755)
         return self.path
 
     def remove(self) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
+        self.bounded = False
+        quota.release(self.path)
+
+    def full(self) -> bool:
+        """Whether the workspace has reached its quota (never, without one)."""
+        return self.bounded and quota.is_full(self.path)
 
     def collect(self, patterns: list[str], *, max_files: int) -> tuple[list[tuple[str, Path]], list[str]]:
         """Files matching the glob patterns, as (name relative to the workspace, path), and
@@ -115,19 +139,22 @@ def give(root: Path, owner: tuple[int, int]) -> int:
 def sweep(root: Path, is_current: Callable[[str, int], bool], *, keep_for_s: float, now: float) -> list[Path]:
     """Remove workspaces under `root` (`<root>/<executor>/<job>-<attempt>`) that no running
     attempt owns: at once, or once older than keep_for_s when workspaces are kept. This
-    also clears what a crashed executor left behind, cache upper layers (`.layers`) included.
-    Returns what it removed."""
-    removed = []
+    also clears what a crashed executor left behind beside them: cache upper layers
+    (`.layers`), a bounded workspace's mounts, disk and image (agents/quota.py). Returns
+    the workspaces it removed."""
+    found: dict[Path, float] = {}  # workspace -> newest mtime of it and what lies beside it
     for path in root.glob("*/*-*"):
-        job_id, _, attempt = path.name.removesuffix(".layers").rpartition("-")
-        if not attempt.isdigit() or not path.is_dir():
-            continue
         try:
-            age = now - path.stat().st_mtime
+            mtime = path.lstat().st_mtime
         except FileNotFoundError:
             continue
-        if is_current(job_id, int(attempt)) or age < keep_for_s:
+        workspace = path.with_name(quota.workspace_of(path.name))
+        found[workspace] = max(mtime, found.get(workspace, mtime))
+    removed = []
+    for workspace, mtime in sorted(found.items()):
+        job_id, _, attempt = workspace.name.rpartition("-")
+        if not attempt.isdigit() or is_current(job_id, int(attempt)) or now - mtime < keep_for_s:
             continue
-        shutil.rmtree(path, ignore_errors=True)
-        removed.append(path)
+        quota.release(workspace)
+        removed.append(workspace)
     return removed

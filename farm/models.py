@@ -92,6 +92,7 @@ class ErrorCode(StrEnum):
     SOURCE_FAILED = "source_failed"
     RUNTIME_ERROR = "runtime_error"
     BUILD_FAILED = "build_failed"  # an image job's build or push
+    DISK_QUOTA = "disk_quota"  # the job wrote past its workspace's quota (executors.disk_quota_bytes)
 
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")

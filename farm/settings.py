@@ -99,6 +99,10 @@ class ExecutorSettings(BaseModel):
     # Processes an attempt of the local runtime may have at once (its cgroup's pids.max):
     # a fork bomb stops there, and is killed with its attempt. None: no limit.
     pids_limit: Annotated[int | None, Field(ge=16)] = 4096
+    # The most a job's workspace may hold: where farm can mount (root), each workspace is an
+    # ext4 filesystem of this size of its own (agents/quota.py), and a job that writes past
+    # it fails with `disk_quota`. None: no limit.
+    disk_quota_bytes: Annotated[int | None, Field(ge=16 * MiB)] = 4 * 1024 * MiB
     # On a Ray cluster: the custom resources each executor actor needs (e.g. {"farm-dood": 1},
     # which the Helm chart's worker groups provide), and that the autoscaler asks Ray for
     # ahead of demand so KubeRay adds worker pods. Empty on one machine. `pool_resources`
