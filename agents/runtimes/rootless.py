@@ -85,7 +85,7 @@ TOOLS = ("buildah", "newuidmap", "newgidmap", "unshare", "setpriv", "mount")
 
 
 def setup_help(user: str) -> str:
-    return (f"create it as the executor image does: `useradd --system --create-home --home-dir /var/lib/{user} "
+    return (f"images/add-build-user.sh makes it, or as the executor image does: `useradd --system --create-home --home-dir /var/lib/{user} "
             f"--shell /usr/sbin/nologin {user}` and `usermod --add-subuids 1000000-1065535 --add-subgids "
             f"1000000-1065535 {user}` (see docs/OPERATIONS.md)")  # fmt: skip
 
