@@ -3,8 +3,9 @@
 Steps and image builds run exactly as in the docker runtime (agents/runtimes/docker.py),
 but against the executor's own dockerd, and steps get that daemon's socket
 (`DOCKER_HOST=unix:///var/run/docker.sock`), so a step may `docker build`/`docker run`.
-Jobs never touch the host's daemon or see another executor's images and containers; what
-one job left running on the private daemon is removed when its attempt ends.
+Jobs never touch the host's daemon or see another executor's images and containers. When a
+job's attempt ends, everything its steps made on the daemon but images and build cache goes:
+containers (running or not), volumes (named ones too), networks, a swarm it joined.
 
 Where the daemon comes from:
 - `dind.docker_host` set: a daemon someone else runs beside this executor (the Helm chart's
@@ -22,94 +23,50 @@ DinD isolates jobs from each other and from the host's daemon and images; it is 
 security boundary against hostile build code (nor is DooD). Run untrusted work on nodes
 that hold nothing else, as the chart's dedicated worker group does.
 
-Layer cache across ephemeral executors (`LayerStores`): each pool keeps up to
-`dind.layer_stores` daemon data roots on the machine. A starting daemon leases one (an
-exclusive lock, held while the executor lives; the warmest free one first), so a fresh
-executor starts with every layer and base image earlier executors of the pool built or
-loaded: a rebuild is all cache hits with nothing to pull. A store is never shared by two
-live daemons; when all are leased, the daemon gets a scratch data root that is deleted at
-drain. Chosen over `--cache-from` the registry because that pulls (and decompresses) every
-cached layer into each fresh daemon before the build can use it, and the classic builder
-cannot name base images from a pulled cache; docs/BENCHMARKS.md has the numbers. A store
-mixes the layers of every job of the pool: pools are the unit that shares a layer cache.
+Layer cache, per pool, tenant and tier (`LayerStores`): each pool keeps up to
+`dind.layer_stores` daemon data roots on the machine, each holding one scope's layers: one
+tenant's, of one trust tier (from the submitting token, as for the dependency cache: a pull
+request's layers never feed a protected job). A daemon runs on the store of its job's scope.
+At the first step or build of a job of another scope, the executor restarts its daemon on
+that scope's store (its warmest free one; else the coldest free store, emptied first; else
+a scratch root deleted when released): 0.6 s (median) here, noted in the job's log, as the
+old daemon stops on a thread while the new one starts. A starting executor guesses: the store
+released last. So a fresh executor's rebuild is all cache hits with nothing to pull, and no
+other tenant's or tier's layer is ever a candidate; a store is never used by two live
+daemons. Chosen over `--cache-from` the registry, which pulls every cached layer into each
+fresh daemon first and cannot name base images; docs/BENCHMARKS.md has the numbers. A
+daemon someone else runs (the chart's sidecar) cannot change stores: at a change of scope
+(and at the executor's first job) every image and the build cache on it are removed.
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
-from dataclasses import dataclass
+import uuid
+from contextlib import closing
 from pathlib import Path
 
 import docker
 import docker.errors
 
-from agents.runtimes.docker import DockerRuntime
+from agents.runtimes.base import StepContext
+from agents.runtimes.docker import DockerRuntime, LayerScope
 from agents.runtimes.errors import DOCKER_ERRORS, docker_errors
+from agents.runtimes.layerstores import LayerStores, StoreLease
 from agents.workspace import workspace_root
 from farm.errors import RuntimeFailure
+from farm.models import ImageBuild, ImageResult, Step
 from farm.settings import Settings
 
 log = logging.getLogger("farm.dind")
 
 SOCKET = "/var/run/docker.sock"  # where steps find the private daemon
-
-
-@dataclass
-class StoreLease:
-    slot: int | None  # None: a scratch data root, deleted when released
-    path: Path
-    fd: int | None = None
-
-
-class LayerStores:
-    """Daemon data roots of one pool on this machine, each leased by one daemon at a time.
-
-    The lease is an exclusive `flock` on `<slot>.lock`, so it ends when its holder does,
-    crash included; the lock file's mtime says when the slot was last released, and the
-    most recently released free slot (the warmest) is leased first."""
-
-    def __init__(self, root: Path, slots: int) -> None:
-        self.root, self.slots = root, slots
-
-    def _order(self) -> list[int]:
-        def last_used(i: int) -> float:
-            try:
-                return (self.root / f"{i}.lock").stat().st_mtime
-            except FileNotFoundError:
-                return 0.0
-
-        return sorted(range(self.slots), key=lambda i: (-last_used(i), i))
-
-    def lease(self) -> StoreLease:
-        self.root.mkdir(parents=True, exist_ok=True)
-        for slot in self._order():
-            fd = os.open(self.root / f"{slot}.lock", os.O_CREAT | os.O_RDWR, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                continue
-            path = self.root / str(slot)
-            path.mkdir(mode=0o700, exist_ok=True)
-            return StoreLease(slot, path, fd)
-        scratch = Path(tempfile.mkdtemp(prefix="scratch-", dir=self.root))
-        return StoreLease(None, scratch)
-
-    def release(self, lease: StoreLease) -> None:
-        if lease.fd is None:
-            shutil.rmtree(lease.path, ignore_errors=True)
-            return
-        try:
-            os.utime(self.root / f"{lease.slot}.lock")
-        finally:
-            fcntl.flock(lease.fd, fcntl.LOCK_UN)
-            os.close(lease.fd)
 
 
 def _mount(*args: str) -> bool:
@@ -127,10 +84,13 @@ class DindRuntime(DockerRuntime):
         self.workspaces = workspace_root(settings) / self.executor_id
         self.stores = LayerStores(settings.dind_dir / self.pool / self.dind.storage_driver, self.dind.layer_stores)
         self.lease: StoreLease | None = None
+        # Whose layers the daemon holds; None: nobody's yet (a scratch root, a sidecar's unknown store).
+        self.scope: LayerScope | None = None
         self.container_name: str | None = None
         self._host: docker.DockerClient | None = None
         self._no_host = False  # beside a sidecar daemon with no host daemon to copy images from
         self._sockdir: Path | None = None
+        self._stopping: list[tuple[threading.Thread, LayerScope | None]] = []  # daemons of other scopes, being stopped
         self._url = ""  # the private daemon's
         self._shared = False
         self.sees_new_mounts = True
@@ -167,22 +127,58 @@ class DindRuntime(DockerRuntime):
             self._wait_ready(self.dind.docker_host, f"the docker daemon at {self.dind.docker_host}")
         else:
             try:
-                with docker_errors("cannot start a private docker daemon"):
-                    self._start_daemon()
+                self._start_daemon(self.stores.warmest(), recycle=False)  # a guess: never another scope's store for it
             except RuntimeFailure:
                 self.close()
                 raise
+        self._seed()
+
+    def _seed(self) -> None:
         for image in (self.settings.default_image, *self.dind.images):
             self._ensure_image(image)
 
-    def _start_daemon(self) -> None:
+    def _use(self, ctx: StepContext) -> None:
+        """Run the job on its own scope's layers: a daemon on another scope's store (or on
+        nobody's) is replaced by one on this scope's; a sidecar daemon is emptied instead."""
+        scope = LayerScope.of(ctx)
+        if scope == self.scope and self._client is not None:
+            return
+        t0, sidecar = time.monotonic(), self.dind.docker_host is not None
+        if sidecar:
+            self._empty()
+        else:
+            self._stop_daemon(wait=self._client is None)  # a live one stops while the next starts: another store
+            for thread, stopping in self._stopping:
+                if stopping == scope:
+                    thread.join(60)  # back to a scope whose daemon is still stopping: its warm store, not a cold one
+            try:
+                self._start_daemon(scope)
+            except RuntimeFailure:
+                self._stop_daemon()  # the store goes back; the next job starts over
+                raise
+        self._seed()
+        self.scope = scope
+        took = time.monotonic() - t0
+        how = "emptied of other scopes' images" if sidecar else f"restarted on this tenant's {scope.tier} layer store"
+        log.info("%s: docker daemon %s (%s) in %.2fs", self.executor_id, how, scope, took)
+        ctx.output(f"[farm] docker daemon {how} ({took:.1f}s)\n".encode())
+
+    def _start_daemon(self, scope: LayerScope | None, *, recycle: bool = True) -> None:
+        with docker_errors("cannot start a private docker daemon"):
+            self._start_container(scope, recycle)
+        # A guess (no recycling) that found its store taken runs on a scratch root: nobody's,
+        # so that the first job moves to its scope's store, not stay on one it will lose.
+        self.scope = scope if recycle or self.lease.slot is not None else None  # type: ignore[union-attr]
+
+    def _start_container(self, scope: LayerScope | None, recycle: bool) -> None:
         host = self.host
         assert host is not None
-        self.lease = self.stores.lease()
+        self.lease = self.stores.lease(scope, recycle=recycle)
         slot = self.lease.slot
         # A store's container is named after its slot: one left by a crashed executor is
         # still using the data root, and goes before a new daemon may use it.
-        self.container_name = f"farm-dind-{self.pool}-{slot}" if slot is not None else f"farm-dind-{self.executor_id}"
+        self.container_name = (f"farm-dind-{self.pool}-{slot}" if slot is not None
+                               else f"farm-dind-{self.executor_id}-{uuid.uuid4().hex[:6]}")  # fmt: skip
         try:
             host.containers.get(self.container_name).remove(force=True)
             log.warning("removed %s, left by an executor that did not drain", self.container_name)
@@ -196,9 +192,12 @@ class DindRuntime(DockerRuntime):
                 except docker.errors.NotFound:
                     break
                 time.sleep(0.1)
+        if scope is not None:
+            self.stores.adopt(self.lease, scope)  # emptied of another scope's layers, now that no daemon uses it
         self._sockdir = Path(tempfile.mkdtemp(prefix="farm-dind-"))  # short: a socket path has 108 bytes
         self.workspaces.mkdir(parents=True, exist_ok=True)
-        self._share_workspaces()
+        if not self._shared:  # once per executor: each bind would stack another mount
+            self._share_workspaces()
         propagation = ",rslave" if self._shared else ""
         command = [
             "dockerd", "--host=unix:///run/dind/docker.sock", "--bridge=none", "--iptables=false", "--ip-masq=false",
@@ -274,7 +273,7 @@ class DindRuntime(DockerRuntime):
     def _ensure_image(self, image: str) -> None:
         """Copy `image` from the host's daemon if the private one lacks it (once per store:
         it stays in the data root), or holds something else under its name: a step has the
-        private daemon's socket and could have re-tagged `farm/busybox:latest` in the pool's
+        private daemon's socket and could have re-tagged `farm/busybox:latest` in its scope's
         layer store for the next job to run; an image the host has is the host's."""
         host = self.host if self.dind.copy_images else None
         if host is None:
@@ -304,64 +303,126 @@ class DindRuntime(DockerRuntime):
     def _step_env(self) -> dict[str, str]:
         return {"DOCKER_HOST": f"unix://{SOCKET}"}
 
+    def _cache_scope(self, ctx: StepContext) -> LayerScope | None:
+        return None  # the daemon's whole store is the job's scope's (`_use`): every layer in it may be a hit
+
+    def run_step(self, step: Step, ctx: StepContext) -> int:
+        self._use(ctx)
+        return super().run_step(step, ctx)
+
+    def build_image(self, build: ImageBuild, workspace: Path, ctx: StepContext, registry: str | None) -> ImageResult:
+        self._use(ctx)
+        return super().build_image(build, workspace, ctx, registry)
+
     def end_job(self, job_id: str) -> None:
-        """Everything on the private daemon but its images belonged to the job that just
-        ended (it had the socket): remove its containers and volumes."""
-        if self._client is None:
-            return
-        api = self._client.api
-        try:
-            for container in api.containers(all=True, quiet=True):  # ids only: some may be going already
-                try:
-                    api.remove_container(container["Id"], force=True, v=True)
-                except docker.errors.NotFound:
-                    pass  # gone already: what we wanted
-            api.prune_volumes()
-        except DOCKER_ERRORS as e:  # best effort after the job's end, not its failure; the next end tries again
-            log.warning("could not clear the private daemon after job %s: %s", job_id, e)
+        """Everything on the private daemon but its images and build cache belonged to the
+        job that just ended (it had the socket): leave a swarm it joined (whose services
+        would start containers again), remove its containers, volumes (named ones too, which
+        `volume prune` keeps on newer daemons) and networks."""
+        if self._client is not None:
+            _clear(self._client.api, job_id)
+
+    def _empty(self) -> None:
+        """A sidecar daemon, about to serve another scope: nothing of the last one stays."""
+        self.end_job("(another scope)")
+        with docker_errors("cannot empty the docker daemon for another tenant's job"):
+            api = self.client.api
+            api.prune_builds(all=True)
+            for _ in range(3):
+                for image in api.images():  # each with its untagged parents
+                    try:
+                        api.remove_image(image["Id"], force=True)
+                    except docker.errors.APIError:
+                        continue  # gone meanwhile, or a parent still: the next pass
+                if not api.images(all=True):
+                    break
+            else:
+                raise RuntimeFailure("images of another tenant's job stay on the docker daemon")
+        self.scope = None
 
     # -- teardown -----------------------------------------------------------------------
 
-    def _prune_if_over(self) -> None:
-        try:
-            used = sum(int(i.get("Size") or 0) for i in self.client.api.images())
-            if used > self.dind.store_max_bytes:
-                self.client.api.prune_images(filters={"dangling": False})
-                self.client.api.prune_builds()
-                log.info("pruned the layer store of %s: %d bytes of images", self.container_name, used)
-        except DOCKER_ERRORS as e:  # a housekeeping chore at drain: skipped, not a failure
-            log.warning("layer store prune skipped: %s", e)
+    def _stop_daemon(self, *, wait: bool = True) -> None:
+        """Stop the private daemon (its store left clean and within its size cap) and give
+        its store back; `wait=False`: on a thread of its own, which `close` waits for."""
+        client, name, lease, sockdir, scope = self._client, self.container_name, self.lease, self._sockdir, self.scope
+        self._client, self.container_name, self.lease, self._sockdir, self.scope = None, None, None, None, None
+        max_bytes = self.dind.store_max_bytes
+
+        def stop() -> None:
+            if client is not None:
+                _clear(client.api, "(daemon stop)")
+                _prune_if_over(client.api, max_bytes, name)
+                client.close()
+            if name and self.dind.docker_host is None:
+                try:
+                    with closing(docker.from_env(timeout=60)) as host:  # a client of its own: this may run on a thread
+                        container = host.containers.get(name)
+                        container.stop(timeout=15)  # dockerd shuts its containers and store down cleanly
+                        container.remove(force=True)
+                except docker.errors.NotFound:
+                    pass  # gone already: what we wanted
+                except DOCKER_ERRORS as e:  # teardown goes on; the next daemon of this store removes it first
+                    log.warning("could not remove %s: %s", name, e)
+            if lease is not None:
+                self.stores.release(lease)  # only now: no two daemons ever use one store
+            if sockdir is not None:
+                shutil.rmtree(sockdir, ignore_errors=True)
+
+        if wait:
+            stop()
+        else:
+            thread = threading.Thread(target=stop, name=f"stop-{name}", daemon=True)
+            self._stopping = [(t, s) for t, s in self._stopping if t.is_alive()] + [(thread, scope)]
+            thread.start()
 
     def close(self) -> None:
         if self.dind.docker_host is not None:
             super().close()
             return
-        if self._client is not None:
-            self.end_job("(drain)")
-            self._prune_if_over()
-        super().close()
-        if self.container_name and self._host is not None:
-            try:
-                container = self._host.containers.get(self.container_name)
-                container.stop(timeout=15)  # dockerd shuts its containers and store down cleanly
-                container.remove(force=True)
-            except docker.errors.NotFound:
-                pass  # gone already: what we wanted
-            except DOCKER_ERRORS as e:  # teardown goes on; the next daemon of this store removes it first
-                log.warning("could not remove %s: %s", self.container_name, e)
-        self.container_name = None
-        if self.lease is not None:
-            self.stores.release(self.lease)
-            self.lease = None
+        self._stop_daemon()
+        for thread, _ in self._stopping:
+            thread.join(60)
         if self._shared:
             subprocess.run(["umount", "-l", str(self.workspaces)], capture_output=True)
             self._shared = False
-        if self._sockdir is not None:
-            shutil.rmtree(self._sockdir, ignore_errors=True)
-            self._sockdir = None
         if self._host is not None:
             self._host.close()
             self._host = None
+
+
+def _clear(api: docker.APIClient, job_id: str) -> None:
+    """What `end_job` removes from a private daemon."""
+    try:
+        if (api.info().get("Swarm") or {}).get("LocalNodeState", "inactive") != "inactive":
+            api.leave_swarm(force=True)
+        for container in api.containers(all=True, quiet=True):  # ids only: some may be going already
+            _gone_or(api.remove_container, container["Id"], force=True, v=True)
+        for volume in api.volumes().get("Volumes") or []:
+            _gone_or(api.remove_volume, volume["Name"], force=True)
+        api.prune_networks()  # the predefined ones (none, host) stay
+    except DOCKER_ERRORS as e:  # best effort after the job's end, not its failure; the next end tries again
+        log.warning("could not clear the private daemon after job %s: %s", job_id, e)
+
+
+def _prune_if_over(api: docker.APIClient, max_bytes: int, name: str | None) -> None:
+    """A store past `dind.store_max_bytes` loses its unused images and build cache."""
+    try:
+        used = sum(int(i.get("Size") or 0) for i in api.images())
+        if used > max_bytes:
+            api.prune_images(filters={"dangling": False})
+            api.prune_builds()
+            log.info("pruned the layer store of %s: %d bytes of images", name, used)
+    except DOCKER_ERRORS as e:  # a housekeeping chore: skipped, not a failure
+        log.warning("layer store prune skipped: %s", e)
+
+
+def _gone_or(remove, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    """Remove something of the daemon's; one gone already is what was wanted."""
+    try:
+        remove(*args, **kwargs)
+    except docker.errors.NotFound:
+        pass
 
 
 def _socket_path(docker_host: str) -> str:

@@ -12,18 +12,35 @@ Images are never pulled: they must already be on the daemon (there is no registr
 
 Image jobs build on the same daemon (`build_image`): the build context is the job's
 workspace (its checked-out source), RUN steps get no network unless the job asks for the
-host's, and the result is tagged and, if asked, pushed to `images.registry`. A build on the
-host daemon shares its layer cache (fast rebuilds) and can read any image on that daemon:
-builds that must not see each other's layers need a private daemon per executor (DinD).
+host's, and the result is tagged and, if asked, pushed to `images.registry`.
+
+Layer cache, per tenant and tier (`LayerScope`): the classic builder would take any image
+on the daemon with the same parent and instruction as a cache hit, so one tenant's RUN
+layer would be another's (layer poisoning), and a pull request's (unprotected) layer a
+release build's. A build therefore always passes `cache_from`: the images earlier builds of
+the same tenant and trust tier produced, which the builder then takes as its only cache
+candidates (a layer counts when it is in one of those images' parent chains); with none
+yet, a name that does not exist, which means no cache at all (seen on Docker 20.10's
+classic builder: tests/integration/test_tenant_layers.py). After a build, its image and
+the last image of each earlier stage (a multi-stage build's stages are not in the final
+image's chain) are tagged `farm-cache/<tier>-<digest of tenant and tier>:<ms>-<id>` on
+the daemon, newest first, at most CACHE_REFS per scope; older tags are removed (and their
+images, when nothing else holds them). These tags are local: nothing pushed carries them.
+What remains shared on the host daemon: a build can read (FROM, COPY --from) any image on
+it; builds that must not see each other at all need a private daemon per executor (DinD).
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 import re
 import socket
 import threading
+import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import docker
@@ -35,6 +52,8 @@ from agents.runtimes.errors import DOCKER_ERRORS, docker_errors
 from farm.errors import RuntimeFailure
 from farm.models import ImageBuild, ImageResult, Step
 from farm.settings import DockerSettings
+
+log = logging.getLogger("farm.docker")
 
 WORKDIR = "/workspace"
 
@@ -83,6 +102,8 @@ def _hang_up(response: object) -> None:
 
 
 _RUNNING_IN = re.compile(r"---> Running in ([0-9a-f]{12,64})")  # the classic builder's RUN container
+_STEP_DONE = re.compile(r"^ ---> ([0-9a-f]{12,64})$", re.M)  # the image a step of the classic builder made (or found)
+_STEP_FROM = re.compile(r"^Step \d+/\d+ : FROM ", re.M | re.I)  # a stage begins
 UNPRIVILEGED = (65532, 65532)  # "nonroot", as distroless images name it
 
 
@@ -111,6 +132,62 @@ def _split(ref: str) -> tuple[str, str]:
         name, tag = last.rsplit(":", 1)
         return (f"{head}/{name}" if head else name), tag
     return ref, "latest"
+
+
+CACHE_REPO = "farm-cache"
+CACHE_REFS = 64  # cache tags kept per scope: the builder's candidates, newest first
+
+
+@dataclass(frozen=True)
+class LayerScope:
+    """Whose layers may be a build's cache: one tenant's, of one trust tier."""
+
+    tenant: str
+    tier: str
+
+    @classmethod
+    def of(cls, ctx: StepContext) -> LayerScope:
+        return cls(ctx.tenant, ctx.tier)
+
+    @property
+    def cache_repo(self) -> str:
+        """The scope's tags on a daemon: a digest, as tenant names need not be valid
+        repository names; the tier in plain words for an operator reading `docker images`."""
+        digest = hashlib.sha256(f"{self.tenant}\0{self.tier}".encode()).hexdigest()[:20]
+        tier = re.sub(r"[^a-z0-9]+", "-", self.tier.lower()).strip("-") or "tier"
+        return f"{CACHE_REPO}/{tier}-{digest}"
+
+    def __str__(self) -> str:
+        return f"{self.tenant} ({self.tier})"
+
+
+class StageEnds:
+    """Reads the classic builder's output for the images worth keeping as cache: the last
+    image of each stage, once it made one of its own (a stage that is only its FROM holds
+    nobody's layers)."""
+
+    def __init__(self) -> None:
+        self.ends: list[str] = []
+        self._from: str | None = None  # the current stage's base image
+        self._last: str | None = None  # the current stage's last image
+        self._at_from = False
+
+    def feed(self, text: str) -> None:
+        for line in text.splitlines():
+            if _STEP_FROM.match(line):
+                self._close()
+                self._at_from = True
+            elif done := _STEP_DONE.match(line):
+                if self._at_from:
+                    self._from, self._at_from = done.group(1), False
+                self._last = done.group(1)
+
+    def _close(self) -> None:
+        """A stage ended (the next FROM): its last image is kept; the last stage's is the
+        build's own image, which the caller has."""
+        if self._last is not None and self._last != self._from and self._last not in self.ends:
+            self.ends.append(self._last)
+        self._from = self._last = None
 
 
 class DockerRuntime:
@@ -234,11 +311,14 @@ class DockerRuntime:
         """A client of its own for one build: closing its response is how a build is stopped."""
         return docker.from_env(timeout=None).api
 
-    def _run_build(self, build: ImageBuild, context: Path, ctx: StepContext) -> str:
+    def _run_build(self, build: ImageBuild, context: Path, ctx: StepContext, cache_from: list[str] | None = None,
+                   stages: StageEnds | None = None) -> str:  # fmt: skip
         """Run the build, its output into the job log; the image id. Stopped (cancel,
         timeout, lost lease) within a moment however quiet the build is: the build's HTTP
         response is closed, and the daemon cancels a build whose client went away (its
-        containers go with it, forcerm). The build's containers get the steps' memory cap."""
+        containers go with it, forcerm). The build's containers get the steps' memory cap.
+        `cache_from`: the only images whose layers may be cache hits (None: any on the
+        daemon); `stages` reads the output for the stages' last images."""
         api = self._build_api()
         got: dict[str, object] = {}
         api.hooks["response"].append(lambda r, *args, **kw: got.setdefault("response", r))
@@ -249,10 +329,12 @@ class DockerRuntime:
                 for event in api.build(
                     path=str(context), dockerfile=build.dockerfile, tag=build.tags[0], buildargs=build.build_args or None,
                     target=build.target, network_mode=build.network, rm=True, forcerm=True, pull=False, decode=True,
-                    container_limits=limits,
+                    container_limits=limits, cache_from=cache_from,
                 ):  # fmt: skip
                     if "stream" in event:
                         ctx.output(event["stream"].encode())
+                        if stages is not None:
+                            stages.feed(event["stream"])
                         if running := _RUNNING_IN.search(event["stream"]):
                             got["container"] = running.group(1)
                             if ctx.unit is not None:
@@ -307,8 +389,13 @@ class DockerRuntime:
             if not self._has_image(base) and not (registry and base.startswith(f"{registry}/")):
                 raise RuntimeFailure(f"base image {base!r} is not on the docker daemon, and farm pulls base images "
                                      f"only from images.registry ({registry or 'none is set'})")  # fmt: skip
+        scope = self._cache_scope(ctx)
+        stages = StageEnds()
         with docker_errors("docker"):
-            image_id = self._run_build(build, context, ctx)
+            cache_from = self._cache_from(scope) if scope is not None else None
+            image_id = self._run_build(build, context, ctx, cache_from, stages)
+            if scope is not None:
+                self._keep_cache(scope, [*stages.ends, image_id])
             for tag in build.tags[1:]:
                 api.tag(image_id, *_split(tag))
             pushed, digest = [], None
@@ -321,6 +408,51 @@ class DockerRuntime:
                     digest = self._push(repo, name, ctx)
                     pushed.append(f"{repo}:{name}@{digest}")
         return ImageResult(id=image_id, tags=build.tags, pushed=pushed, digest=digest)
+
+    # -- the layer cache of a tenant and tier ---------------------------------------------
+
+    def _cache_scope(self, ctx: StepContext) -> LayerScope | None:
+        """Whose layers this build may use as cache; None: any on the daemon (a private
+        daemon whose whole store is one scope's, as DinD's)."""
+        return LayerScope.of(ctx)
+
+    def _cache_tags(self, scope: LayerScope) -> list[tuple[str, str]]:
+        """(tag, image id) of the scope's cache tags, newest first."""
+        repo = scope.cache_repo
+        found = [(ref.rpartition(":")[2], image["Id"]) for image in self.client.api.images(name=repo)
+                 for ref in image.get("RepoTags") or [] if ref.startswith(f"{repo}:")]  # fmt: skip
+        return sorted(found, reverse=True)
+
+    def _cache_from(self, scope: LayerScope) -> list[str]:
+        """The builder's cache candidates for `scope`, never an empty list: with none, the
+        classic builder would take every image on the daemon; a name that does not exist
+        takes none (the daemon logs that it skipped it)."""
+        refs = [f"{scope.cache_repo}:{tag}" for tag, _ in self._cache_tags(scope)[:CACHE_REFS]]
+        return refs or [f"{scope.cache_repo}:none"]
+
+    def _keep_cache(self, scope: LayerScope, images: list[str]) -> None:
+        """Tag what this build made as the scope's cache, newest first; drop older tags of
+        the same images and those past CACHE_REFS. A failure here costs the next build its
+        cache, never this build its result."""
+        api, repo = self.client.api, scope.cache_repo
+        stamp = f"{time.time_ns() // 1_000_000:013d}"
+        try:
+            fresh: dict[str, str] = {}  # by short id, as the builder's output names images
+            for image in images:
+                short = image.removeprefix("sha256:")[:12]
+                fresh[short] = tag = f"{stamp}-{short}"
+                api.tag(image, repo, tag)
+            kept = 0
+            for tag, image_id in self._cache_tags(scope):
+                if fresh.get(image_id.removeprefix("sha256:")[:12], tag) == tag and kept < CACHE_REFS:
+                    kept += 1
+                    continue
+                try:
+                    api.remove_image(f"{repo}:{tag}")  # an untag; the image goes too if nothing else holds it
+                except docker.errors.APIError as e:  # gone meanwhile (a concurrent build of the scope), or in use
+                    log.info("cache tag %s:%s stays: %s", repo, tag, e)
+        except DOCKER_ERRORS as e:
+            log.warning("the layer cache of %s was not updated: %s", scope, e)
 
     def _push(self, repo: str, tag: str, ctx: StepContext) -> str:
         digest = None

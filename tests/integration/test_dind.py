@@ -1,6 +1,7 @@
 """The dind runtime: each executor owns a private dockerd (a container of images/executor-dind
 on the host's daemon), steps get its socket, and fresh executors reuse the layers earlier
-ones built (the pool's layer stores). Real Docker throughout."""
+ones built for the same tenant and tier (the pool's layer stores, one scope each; how scopes
+stay apart: tests/integration/test_tenant_layers.py). Real Docker throughout."""
 
 import os
 import threading
@@ -10,6 +11,7 @@ import pytest
 
 from agents.runtimes.base import StepContext
 from agents.runtimes.dind import DindRuntime
+from agents.runtimes.docker import LayerScope
 from agents.workspace import give
 from farm.errors import RuntimeFailure
 from farm.models import JobSpec, JobState, Step
@@ -48,7 +50,7 @@ def test_a_build_step_runs_docker_on_the_executors_own_daemon(store, dind_settin
     # The step talked to the executor's daemon, not the host's.
     host = docker.from_env()
     assert not host.images.list(name="inner/app")
-    (daemon,) = daemons_of("ex-dind-a")
+    daemon = wait_for(lambda: len(found := daemons_of("ex-dind-a")) == 1 and found[0], 30, what="one daemon")  # scratch one gone
     assert daemon.status == "running" and daemon.attrs["HostConfig"]["NetworkMode"] == "host"
     private = ex.executor.runtime.client
     assert private.images.list(name="inner/app")
@@ -67,7 +69,8 @@ def test_a_fresh_executor_reuses_the_layers_earlier_executors_built(store, dind_
     cold = wait_done(store, store.enqueue(spec, "t").id, timeout=180)
     assert cold.state is JobState.SUCCEEDED, full_log(store, cold.id)
     assert "expensive-42" in full_log(store, cold.id)
-    (daemon,) = daemons_of("ex-dind-first")
+    # One daemon: the one it started on a scratch root stops on a thread once the job's store is in use.
+    daemon = wait_for(lambda: len(found := daemons_of("ex-dind-first")) == 1 and found[0], 30, what="one daemon")
     first.stop()
     assert daemons_of("ex-dind-first") == []
 
@@ -79,6 +82,8 @@ def test_a_fresh_executor_reuses_the_layers_earlier_executors_built(store, dind_
     assert second.id != daemon.id
     assert "Using cache" in log and "expensive-42" not in log  # the RUN did not run again
     assert warm.image.id == cold.image.id
+    # It started on the store released last, tenant t's: the right guess, no restart for the job.
+    assert "docker daemon restarted" in full_log(store, cold.id) and "docker daemon restarted" not in log
 
 
 def test_concurrent_executors_get_their_own_daemons_and_stores(dind_settings):
@@ -101,7 +106,7 @@ def test_a_daemon_that_cannot_start_says_why_and_frees_its_store(dind_settings):
     runtime = DindRuntime(settings, "ex-broken")
     with pytest.raises(RuntimeFailure, match="not on the host's daemon"):
         runtime.prepare()
-    again = runtime.stores.lease()  # the store it took is free again
+    again = runtime.stores.lease(LayerScope("t", "unprotected"))  # the store it took is free again
     assert again.slot == 0
     runtime.stores.release(again)
 
@@ -113,17 +118,20 @@ def test_a_warm_cache_restore_reaches_steps_on_the_private_daemon(store, dind_se
     assert_warm_restores_reach_steps(store)
 
 
-def test_the_daemon_of_an_executor_that_died_is_replaced_with_its_store(dind_settings):
+def test_the_daemon_of_an_executor_that_died_is_replaced_with_its_store(dind_settings, tmp_path):
     settings = dind_settings()
     dead = DindRuntime(settings, "ex-dead")
     dead.prepare()
+    dead._use(StepContext("job", tmp_path, {}, lambda b: None, threading.Event(), tenant="t"))  # onto t's store
+    for stopping, _ in dead._stopping:
+        stopping.join(60)  # the daemon it started on (a scratch root) is gone
     orphan = dead.container_name
     os.close(dead.lease.fd)  # what the process's death does to its lease; its daemon keeps running
     assert docker.from_env().containers.get(orphan).status == "running"
     heir = DindRuntime(settings, "ex-heir")
     try:
-        heir.prepare()
-        assert heir.lease.slot == 0 and heir.container_name == orphan  # the same store, a new daemon
+        heir.prepare()  # on the store released last: t's, which the dead one's lease no longer holds
+        assert heir.lease.slot == 0 and heir.container_name == orphan and heir.scope == LayerScope("t", "unprotected")
         assert daemons_of("ex-dead") == [] and len(daemons_of("ex-heir")) == 1
         heir.client.images.get("farm/busybox:latest")
     finally:
@@ -146,9 +154,17 @@ def test_a_daemon_someone_else_runs_is_used_and_left_running(dind_settings, tmp_
         if side.step_owner:
             give(ws, side.step_owner)  # what an attempt does before its steps
         out = bytearray()
-        ctx = StepContext("job", ws, {}, out.extend, threading.Event())
+        ctx = StepContext("job", ws, {}, out.extend, threading.Event(), tenant="a")
         assert side.run_step(Step(name="s", run="echo via-sidecar > proof; echo $DOCKER_HOST"), ctx) == 0
         assert (ws / "proof").read_text() == "via-sidecar\n" and b"unix:///var/run/docker.sock" in out
+        # Its data root cannot change: another tenant's job finds it emptied of what a's left.
+        owner.client.api.tag("farm/busybox:latest", "left/by-a", "1")
+        out.clear()
+        b = StepContext("job", ws, {}, out.extend, threading.Event(), tenant="b")
+        assert side.run_step(Step(name="s", run="true"), b) == 0 and b"docker daemon emptied" in out
+        assert not owner.client.images.list(name="left/by-a") and owner.client.images.list(name="farm/busybox")
+        out.clear()
+        assert side.run_step(Step(name="s", run="true"), b) == 0 and b"emptied" not in out  # the same scope: kept
         side.close()
         assert owner.client.ping()  # not ours to stop
     finally:

@@ -146,7 +146,9 @@ def test_dind_attempt_2_starts_only_after_the_dead_executors_daemon_is_gone(
         return len(client.containers.list(all=True, filters={"label": ["farm.executor=doomed", "farm.dind=1"]}, sparse=True))
 
     took, after_kill, at_attempt_2 = kill_mid_step(store, settings, job.id, run_executor, remains=daemons)
-    assert (after_kill, at_attempt_2) == (1, 0)
+    # Two when the kill came as the executor moved from the daemon it started with to one on
+    # the job's tenant's layer store (the first stops on a thread): the warden removes both.
+    assert after_kill >= 1 and at_attempt_2 == 0
     wait_for(lambda: store.get(job.id).state.terminal, 90, what="the job to end")
     assert store.get(job.id).state is JobState.SUCCEEDED
     assert took <= LEASE_S + 5, took

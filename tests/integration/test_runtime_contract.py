@@ -76,7 +76,7 @@ class Contract:
     executor: RunningExecutor
     store: JobStore
     pool: str
-    daemons: list[Any]  # docker clients of the daemons its step containers run on: the host's, and dind's private one
+    daemons: list[Any]  # docker clients of the daemons its step containers run on: the host's (dind's own: `clients`)
 
     def submit(self, secrets: dict[str, str] | None = None, **spec: object) -> Job:
         return self.store.submit(JobSpec(pool=self.pool, **spec), "t", secrets=secrets).job  # type: ignore[arg-type]
@@ -101,8 +101,14 @@ class Contract:
         filters = {"label": f"farm.job={job.id}", **({"status": "running"} if running else {})}
         # sparse: the list as the daemon answered it, without inspecting each container after
         # (one removed in between, as a cancelled step's is, would be a 404 here)
-        return [name for client in self.daemons for c in client.containers.list(all=not running, filters=filters, sparse=True)
+        return [name for client in self.clients() for c in client.containers.list(all=not running, filters=filters, sparse=True)
                 for name in c.attrs.get("Names", [c.id])]  # fmt: skip
+
+    def clients(self) -> list[Any]:
+        """`daemons`, and for dind the executor's private daemon as it is now: it is restarted
+        on another layer store when a job of another tenant or tier comes."""
+        private = getattr(self.executor.executor.runtime, "_client", None) if self.runtime == "dind" else None
+        return self.daemons + ([private] if private is not None else [])
 
     def alive(self, job: Job, marker: str) -> list[str]:
         """The step's processes holding `marker`: seen in this kernel's /proc, and for a
@@ -158,8 +164,6 @@ def rt(request: pytest.FixtureRequest, redis_server: EmbeddedRedis, contract_sto
 
             host = docker.from_env(timeout=30)
             daemons.append(host)
-        if runtime == "dind":
-            daemons.append(ex.executor.runtime.client)  # type: ignore[attr-defined]  # the private daemon (closed with its runtime)
         yield Contract(runtime, ex, contract_store, pool, daemons)
     finally:
         if host is not None:
