@@ -3,11 +3,15 @@ the host daemon's base image and a real registry on 127.0.0.1:
 
 - a build streams its output, and a rebuild by a fresh builder is all cache hits;
 - layers are never shared across tenants, nor from an unprotected build to a protected one;
+- the host's base is copied once per node, into the bases store, which tenant builds read
+  only (mounted read-only; a tenant's tag stays in its store; its own name for the base is
+  moved back to the host's image); a store of another driver gets its own copy;
 - a push gives the registry's digest, and a FROM of the registry's image builds;
 - a FROM that is neither on the host nor in the registry fails, saying so;
 - RUN has no network (unless the build asks for the host's) and its root is not host root;
 - a stop abandons the build within 2 s and leaves no process; the store still builds;
-- two builds of one store at once both succeed; a store over its size is pruned;
+- two builds at once (one store, or two tenants' first) both succeed, the base copied once;
+  a store over its size is pruned;
 - a missing build user is refused with what to do; an image job on the sandbox runtime builds.
 
 Builds run as `sandbox.build_user` (farm-build), which .ci/run creates with its subuid range.
@@ -15,6 +19,8 @@ Builds run as `sandbox.build_user` (farm-build), which .ci/run creates with its 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import shutil
@@ -29,7 +35,7 @@ import httpx
 import pytest
 
 from agents.runtimes.base import StepContext
-from agents.runtimes.rootless import RootlessBuilder, build_user, check
+from agents.runtimes.rootless import BASES, LayerStore, RootlessBuilder, build_user, check
 from farm.errors import RuntimeFailure
 from farm.models import ImageBuild, JobSpec, JobState
 from farm.settings import Settings
@@ -142,8 +148,55 @@ def test_layers_are_not_shared_across_tenants_nor_from_unprotected_to_protected(
     assert all(len(r) == 1 for r in runs) and len({r[0] for r in runs}) == 3, runs  # RUN ran in each store
     stores = settings.rootless_dir
     assert sorted(str(p.relative_to(stores)) for p in stores.glob("*/*") if p.is_dir()) == [
-        "acme/protected", "acme/unprotected", "globex/unprotected"]  # fmt: skip
+        f"{BASES}/store", "acme/protected", "acme/unprotected", "globex/unprotected"]  # fmt: skip
     assert {p.stat().st_uid for p in stores.glob("*/*")} == {build_user(settings.sandbox.build_user).uid}
+    assert (stores / BASES).stat().st_uid == 0 and (stores / BASES).stat().st_mode & 0o777 == 0o700
+
+
+def fingerprint(store: LayerStore) -> dict[str, str]:
+    """What containers/storage keeps of a store's images, layers and containers: hashes of its files."""
+    return {str(p.relative_to(store.path)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted((store.path / "root").glob("*-*/*.json"))}  # fmt: skip
+
+
+def images(store: LayerStore) -> list[dict]:
+    code, out = store.query(["images", "--all", "--json", "--no-trunc"], threading.Event())
+    assert code == 0, out
+    return json.loads(out)
+
+
+def test_the_base_is_copied_once_per_node_and_tenants_only_read_it(settings, host, docker_image, tmp_path):
+    ws = workspace(tmp_path, f"FROM {docker_image}\n{STAMPED}")
+    builder = RootlessBuilder(settings, host)
+    first = Build(builder, ws, tenant="acme").run().ok()
+    assert "copied" in first.log and "into the node's bases store" in first.log, first.log
+    second = Build(builder, ws, tenant="globex").run().ok()
+    assert "copied" not in second.log and "Using cache" not in second.log, second.log  # the base, not acme's RUN
+    assert len({*stamps(first.log), *stamps(second.log)}) == 2
+    store = builder.store(second.ctx)
+    assert store.bases is not None and store.shares_bases()
+    host_id = host.api.inspect_image(docker_image)["Id"].removeprefix("sha256:")
+    assert [i["readonly"] for i in images(store) if i["id"] == f"sha256:{host_id}"] == [True]  # seen in the bases store only
+    before = fingerprint(store.bases)
+
+    # Inside a build's namespace the bases store is a read-only mount: the build user, whose
+    # files they are, cannot write there.
+    inside = build_user(settings.sandbox.build_user).mnt / "bases"
+    code, out = store.query(["unshare", "sh", "-c", f"grep ' {inside} ' /proc/self/mountinfo; touch {inside}/x"],
+                            threading.Event())  # fmt: skip
+    mount = out.splitlines()[0].split()
+    assert code != 0 and "Read-only file system" in out and mount[5].split(",")[0] == "ro", out
+    # A tenant's tag of the base is a record in its own store; a name of its own for the base
+    # (a build tagged it so) is moved back to the host's image by its next build FROM it.
+    assert store.query(["tag", host_id, "farm-test/mine:1"], threading.Event())[0] == 0
+    (ws / "app" / "Dockerfile").write_text(f"FROM {docker_image}\nRUN echo shadow > /shadow\n")
+    Build(builder, ws, tenant="globex", tags=[docker_image]).run().ok()
+    (ws / "app" / "Dockerfile").write_text(f"FROM {docker_image}\nRUN test ! -e /shadow && echo clean\n")
+    clean = Build(builder, ws, tenant="globex").run().ok()
+    assert "clean" in clean.log.split("RUN test", 1)[1] and "copied" not in clean.log, clean.log
+    names = {n for i in images(store) for n in i["names"] or ()}
+    assert {"localhost/farm-test/mine:1", f"localhost/{docker_image}"} <= names, names
+    assert fingerprint(store.bases) == before and [i["names"] for i in images(store.bases)] == [[f"localhost/{docker_image}"]]
 
 
 def test_a_push_gives_the_registrys_digest_and_its_image_is_a_base(settings, host, docker_image, registry_host, tmp_path):
@@ -257,10 +310,12 @@ def test_a_stop_abandons_the_build_within_2s_and_leaves_nothing(settings, host, 
     assert code == 0 and out.strip() == "", out
 
 
-def test_two_builds_of_one_store_at_once_both_succeed(settings, host, docker_image, tmp_path):
+@pytest.mark.parametrize("tenants", [("acme", "acme"), ("acme", "globex")], ids=["one-store", "two-tenants"])
+def test_two_builds_at_once_both_succeed(settings, host, docker_image, tmp_path, tenants):
     builder = RootlessBuilder(settings, host)
     builds = [Build(builder, workspace(tmp_path, f"FROM {docker_image}\n{STAMPED}RUN echo {n} > /n\nCOPY hello.txt /\n",
-                                       name=f"ws{n}"), tags=[f"farm-test/concurrent:{n}"]) for n in (1, 2)]  # fmt: skip
+                                       name=f"ws{n}"), tenant=tenant, tags=[f"farm-test/concurrent:{n}"])
+              for n, tenant in enumerate(tenants)]  # fmt: skip
     threads = [threading.Thread(target=b.run) for b in builds]
     for t in threads:
         t.start()
@@ -274,20 +329,27 @@ def test_two_builds_of_one_store_at_once_both_succeed(settings, host, docker_ima
 
 def test_a_store_over_its_size_is_pruned_vfs_too(rootless_ready, make_settings, host, docker_image, tmp_path):
     settings = make_settings(sandbox={"build_store_max_bytes": 1})
+    ws = workspace(tmp_path, f"FROM {docker_image}\n{STAMPED}")
+    Build(RootlessBuilder(settings, host), ws, tenant="other").run().ok()  # the bases store takes the node's driver
     builder = RootlessBuilder(settings, host)
     builder.drivers = ("vfs",)  # the driver of nodes whose kernel cannot mount overlay in a user namespace
-    ws = workspace(tmp_path, f"FROM {docker_image}\n{STAMPED}")
     first = Build(builder, ws).run().ok()
     assert "in the vfs layer store" in first.log and "over sandbox.build_store_max_bytes" in first.log, first.log
     store = builder.store(first.ctx)
-    assert store.size() < 1024 * 1024, store.size()  # everything went, base image included
-    again = Build(builder, ws).run().ok()  # and comes back: the base copied in again, the RUN run again
-    assert "copied" in again.log and len(stamps(again.log)) == 1, again.log
+    assert store.size() < 1024 * 1024, store.size()  # everything went, base image included if it was there
+    again = Build(builder, ws).run().ok()  # and comes back: the RUN run again
+    assert len(stamps(again.log)) == 1, again.log
+    assert store.bases is not None
+    if store.bases.known_driver() == "vfs":  # a node without overlay: the vfs store reads the bases store
+        assert store.shares_bases() and "copied" not in first.log + again.log, again.log
+    else:  # the bases store is overlay, which a vfs store cannot read: its own copy, again after the prune
+        assert not store.shares_bases() and "copied" in first.log and "into the layer store of acme/" in again.log, again.log
 
 
 def test_a_missing_build_user_is_refused_with_what_to_do(rootless_ready, make_settings, host, tmp_path):
     settings = make_settings(sandbox={"build_user": "farm-no-such-user"})
-    with pytest.raises(RuntimeFailure, match=r"'farm-no-such-user' .*does not exist: create it .*useradd .*--add-subuids"):
+    missing = r"'farm-no-such-user' .*does not exist: images/add-build-user.sh .*useradd .*--add-subuids"
+    with pytest.raises(RuntimeFailure, match=missing):
         check(settings)
     failed = Build(RootlessBuilder(settings, host), workspace(tmp_path, "FROM scratch\n")).run()
     assert failed.error is not None and "useradd" in str(failed.error)
