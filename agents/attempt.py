@@ -137,6 +137,13 @@ class Attempt:
                       "the job fails with disk_quota")  # fmt: skip
         return ErrorCode.DISK_QUOTA
 
+    def _quiesce(self) -> None:
+        """End what the job's steps left running (their containers, the attempt's processes)
+        before farm reads the workspace; the attempt's own end does it again."""
+        self.runtime.end_job(self.claim.job_id)
+        if self.unit is not None:
+            self.unit.kill()
+
     def _collect(self, log: LogSink) -> None:
         """Keep the files the spec's artifact patterns match, within the size caps."""
         caps = self.settings.artifacts
@@ -228,6 +235,11 @@ class Attempt:
                 image = self._build(spec.build, log, env)
                 if image is None and not self.stop.is_set():
                     state, error, exit_code = JobState.FAILED, self._cause(ErrorCode.BUILD_FAILED), 1
+            # Nothing of the job may run while farm, as root, reads its workspace: a process or
+            # container it left could swap a directory for a link between farm's check of a
+            # path and its open of it (tests/security: race-link, workspace-swap).
+            if (spec.artifacts or caches) and not self.stop.is_set():
+                self._quiesce()
             if spec.artifacts and not self.stop.is_set():
                 self._collect(log)
             if caches and caches.results and not self.stop.is_set():

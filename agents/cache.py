@@ -27,6 +27,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from agents import quota
 from agents.workspace import Workspace, give
 from farm.cache import archive
 from farm.cache.archive import path_inside
@@ -123,12 +124,9 @@ def unmount_under(root: Path, *, below_only: bool = False) -> int:
     """Unmount everything mounted at or under root (strictly under it with below_only: a
     bounded workspace is a mount itself, agents/quota.py): the overlays of attempts that did
     not end cleanly (or of one that is ending), and a dead DinD executor's shared bind mount."""
-    prefix = str(root.resolve())
-    with open("/proc/self/mounts") as f:
-        points = [line.split()[1] for line in f]
-    points = [p for p in points if (p == prefix and not below_only) or p.startswith(prefix + "/")]
-    for p in sorted(points, reverse=True):
-        subprocess.run(["umount", "-l", p], capture_output=True)
+    # Never through a link a job put in its workspace's place or under it (agents/quota.py).
+    points = [p for p in quota.mounts_under(root) if not (below_only and p == quota.trusted(root))]
+    quota.unmount(points)
     return len(points)
 
 

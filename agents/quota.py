@@ -54,6 +54,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 import subprocess
 import threading
 from dataclasses import dataclass
@@ -69,7 +70,7 @@ PROBE_BYTES = 16 * MiB
 MKFS = ["mkfs.ext4", "-q", "-F", "-b", "4096", "-i", "16384", "-I", "256", "-m", "0",
         "-O", "^has_journal,^resize_inode", "-E", "nodiscard,lazy_itable_init=1"]  # fmt: skip
 MOUNT_OPTIONS = "loop,nosuid,nodev,noinit_itable"
-MS_BIND, MNT_DETACH = 4096, 2  # <sys/mount.h>
+MS_BIND, MNT_DETACH, UMOUNT_NOFOLLOW = 4096, 2, 8  # <sys/mount.h>
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -113,16 +114,38 @@ def _unescape(field: str) -> str:
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), field)  # /proc/self/mounts writes " " as \040
 
 
+def trusted(path: Path) -> str:
+    """`path` with what lies above it resolved and its last part as it is: a job may have put a
+    link in the place of its own workspace (or below it), never above it. Resolving the whole
+    path would follow that link to wherever the job chose (tests/security: unmount-link)."""
+    return os.path.join(os.path.realpath(path.parent), path.name)
+
+
+def _through_link(point: str, base: str) -> bool:
+    """Whether reaching `point` from `base` (itself trusted) passes through a symbolic link."""
+    rel = os.path.relpath(point, base)
+    at = base
+    for part in ([] if rel == "." else rel.split(os.sep)):
+        at = os.path.join(at, part)
+        try:
+            if stat.S_ISLNK(os.lstat(at).st_mode):
+                return True
+        except OSError:
+            return False  # gone: unmount by the table's path, as the kernel names it
+    return False
+
+
 def mounts_under(*paths: Path) -> list[str]:
-    """Mount points at or under any of paths, deepest first (the order to unmount them in)."""
-    prefixes = [os.path.realpath(p) for p in paths]
+    """Mount points at or under any of paths, deepest first (the order to unmount them in);
+    never one reached through a link a job made."""
+    prefixes = [trusted(p) for p in paths]
     try:
         with open("/proc/self/mounts") as f:
             points = [_unescape(line.split()[1]) for line in f]
     except OSError:
         return []
-    found = [p for p in points if any(p == q or p.startswith(q + "/") for q in prefixes)]
-    return sorted(found, reverse=True)
+    found = [p for p in points for q in prefixes if (p == q or p.startswith(q + "/")) and not _through_link(p, os.path.dirname(q))]
+    return sorted(set(found), reverse=True)
 
 
 # Binds and unmounts are system calls, not util-linux processes: a process each cost 4-10 ms
@@ -137,10 +160,11 @@ def _bind(source: Path, target: Path) -> None:
 
 
 def unmount(points: list[str]) -> None:
-    """Unmount each point; lazily when something still holds it (it goes when that does)."""
+    """Unmount each point; lazily when something still holds it (it goes when that does).
+    A point that has become a link is not followed (UMOUNT_NOFOLLOW)."""
     for p in points:
-        if _libc.umount2(os.fsencode(p), 0) != 0 and ctypes.get_errno() == errno.EBUSY:
-            _libc.umount2(os.fsencode(p), MNT_DETACH)
+        if _libc.umount2(os.fsencode(p), UMOUNT_NOFOLLOW) != 0 and ctypes.get_errno() == errno.EBUSY:
+            _libc.umount2(os.fsencode(p), MNT_DETACH | UMOUNT_NOFOLLOW)
 
 
 def make(workspace: Path, size: int) -> BoundedDisk:

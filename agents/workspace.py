@@ -80,9 +80,14 @@ class Workspace:
         is followed only when it resolves inside the workspace; devices, fifos and
         directories are skipped. What lies outside is never named in a note (farm globs as
         root: a step's link to /root must not list /root in the log)."""
-        root = self.path.resolve()
         found: dict[str, Path] = {}
         notes: list[str] = []
+        # The workspace directory itself must still be the one farm made, not a link a job put
+        # in its place (a DinD job's container can reach the workspaces root): farm resolves
+        # only what lies above it, which no job controls.
+        if self.path.is_symlink() or not self.path.is_dir():
+            return [], ["the workspace is no longer a directory (a link was put in its place?); nothing collected"]
+        root = self.path.parent.resolve() / self.path.name
         outside = 0
         for pattern in patterns:
             matches = sorted(root.glob(pattern))

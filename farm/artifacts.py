@@ -66,7 +66,9 @@ class DirectoryStore:
         digest, size = hashlib.sha256(), 0
         fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=".partial-")
         try:
-            with os.fdopen(fd, "wb") as out, open(src, "rb") as f:
+            # O_NOFOLLOW: the source was checked to be a regular file inside its workspace; a
+            # link put in its place since is refused, not followed.
+            with os.fdopen(fd, "wb") as out, os.fdopen(os.open(src, os.O_RDONLY | os.O_NOFOLLOW), "rb") as f:
                 while chunk := f.read(1 << 20):
                     digest.update(chunk)
                     size += len(chunk)

@@ -203,7 +203,10 @@ class DockerSettings(BaseModel):
     # "auto": run step containers as farm's own uid:gid so workspace files stay ours.
     user: str = "auto"
     pids_limit: Annotated[int | None, Field(ge=16)] = 4096  # processes per step container (a fork bomb stops there)
-    read_only_rootfs: bool = False  # the image's filesystem read-only; /tmp a tmpfs, /workspace writable
+    # The image's filesystem read-only, /tmp a 256 MiB tmpfs (counted in the step's memory),
+    # /workspace writable: a step container has no writable layer to fill the node's disk with
+    # past the job's disk quota (executors.disk_quota_bytes bounds the workspace).
+    read_only_rootfs: bool = True
 
 
 class SandboxSettings(BaseModel):
