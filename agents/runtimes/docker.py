@@ -248,29 +248,32 @@ class DockerRuntime:
             labels["farm.instance"] = ctx.unit.containment.instance
         return labels
 
-    def _create(self, image: str, step: Step, ctx: StepContext):  # type: ignore[no-untyped-def]
+    def _options(self, step: Step, ctx: StepContext) -> dict[str, object]:
+        """How a step's container is made (the sandbox runtime adds to it)."""
         tmpfs = {"/tmp": "rw,nosuid,nodev,size=256m"} if self.settings.read_only_rootfs else None
+        return dict(
+            entrypoint=["/bin/sh", "-c"],  # a step is a shell script, whatever the image's entrypoint
+            command=[step.run],
+            working_dir=WORKDIR,
+            volumes={str(ctx.workspace): {"bind": WORKDIR, "mode": "rw"}, **self._step_mounts()},
+            environment={"HOME": WORKDIR, **self._step_env(), **ctx.env},
+            network_mode="host" if ctx.network == "host" else "none",
+            nano_cpus=int(self.settings.cpus * 1e9) if self.settings.cpus else None,
+            mem_limit=self.settings.memory,
+            security_opt=["no-new-privileges"],
+            cap_drop=["ALL"],
+            user=self.user,
+            pids_limit=self.settings.pids_limit,
+            read_only=self.settings.read_only_rootfs,
+            tmpfs=tmpfs,
+            labels=self.labels(ctx),
+            detach=True,
+        )
+
+    def _create(self, image: str, step: Step, ctx: StepContext):  # type: ignore[no-untyped-def]
         missing = f"image {image!r} is not on the docker daemon (farm does not pull images)"
         with docker_errors(f"cannot create a container of {image!r}", missing=missing):
-            return self.client.containers.create(
-                image,
-                entrypoint=["/bin/sh", "-c"],  # a step is a shell script, whatever the image's entrypoint
-                command=[step.run],
-                working_dir=WORKDIR,
-                volumes={str(ctx.workspace): {"bind": WORKDIR, "mode": "rw"}, **self._step_mounts()},
-                environment={"HOME": WORKDIR, **self._step_env(), **ctx.env},
-                network_mode="host" if ctx.network == "host" else "none",
-                nano_cpus=int(self.settings.cpus * 1e9) if self.settings.cpus else None,
-                mem_limit=self.settings.memory,
-                security_opt=["no-new-privileges"],
-                cap_drop=["ALL"],
-                user=self.user,
-                pids_limit=self.settings.pids_limit,
-                read_only=self.settings.read_only_rootfs,
-                tmpfs=tmpfs,
-                labels=self.labels(ctx),
-                detach=True,
-            )
+            return self.client.containers.create(image, **self._options(step, ctx))
 
     def _run(self, container, ctx: StepContext) -> int:  # type: ignore[no-untyped-def]
         container.start()

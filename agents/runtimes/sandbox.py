@@ -85,32 +85,11 @@ class SandboxRuntime(DockerRuntime):
             raise RuntimeFailure(f"runsc cannot run a container on this node (exit {code}): {out[-500:]}")
         self.probe_s = time.monotonic() - t0
 
-    def _create(self, image: str, step: Step, ctx: StepContext):  # type: ignore[no-untyped-def]
-        """As docker's, under runsc, never root, read-only with a bounded /tmp."""
+    def _options(self, step: Step, ctx: StepContext) -> dict[str, object]:
+        """As docker's, under runsc, never root (self.user), always read-only with a bounded /tmp."""
         runtime = self.sandbox.host_network_runtime if ctx.network == "host" else self.sandbox.docker_runtime
-        tmpfs = {"/tmp": f"rw,nosuid,nodev,size={self.sandbox.tmp_bytes}"}
-        missing = f"image {image!r} is not on the docker daemon (farm does not pull images)"
-        with docker_errors(f"cannot create a container of {image!r}", missing=missing):
-            return self.client.containers.create(
-                image,
-                entrypoint=["/bin/sh", "-c"],
-                command=[step.run],
-                working_dir="/workspace",
-                volumes={str(ctx.workspace): {"bind": "/workspace", "mode": "rw"}},
-                environment={"HOME": "/workspace", **ctx.env},
-                network_mode="host" if ctx.network == "host" else "none",
-                runtime=runtime,
-                nano_cpus=int(self.settings.cpus * 1e9) if self.settings.cpus else None,
-                mem_limit=self.settings.memory,
-                security_opt=["no-new-privileges"],
-                cap_drop=["ALL"],
-                user=self.user,
-                pids_limit=self.settings.pids_limit,
-                read_only=True,
-                tmpfs=tmpfs,
-                labels=self.labels(ctx),
-                detach=True,
-            )
+        return {**super()._options(step, ctx), "runtime": runtime, "read_only": True,
+                "tmpfs": {"/tmp": f"rw,nosuid,nodev,size={self.sandbox.tmp_bytes}"}}  # fmt: skip
 
     @functools.cached_property
     def builder(self) -> Any:
