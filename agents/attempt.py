@@ -4,7 +4,8 @@
                └ the executor's watch thread: log flush, heartbeat, deadline (a non-'ok' heartbeat stops everything)
 
 Invariants:
-- While the attempt runs, a heartbeat renews its lease; when the server says the attempt no
+- While the attempt runs, a heartbeat renews its lease (and, in the same step, its executor's
+  registry entry: a busy executor stays counted); when the server says the attempt no
   longer holds the job (cancelled, timed out by the reaper, fenced after a lost lease), the
   running step is killed at once and nothing more is written for this attempt. When the
   server cannot be reached for most of a lease, the attempt stops itself: by the time the

@@ -199,10 +199,28 @@ class Warden:
         self._sweep_marks()
         return done
 
+    def kill_all(self) -> int:
+        """Kill every attempt of this farm on the node (farm up stopping: what outlived the
+        drain must not outlive farm). Returns how many were running and are no more: what
+        the node holds also counts fenced marks, empty cgroups and exited step containers,
+        and killing those kills nothing (an idle farm kills 0)."""
+        containers = self._step_containers()
+        killed = 0
+        for job_id, attempt in sorted(set(self.containment.attempts()) | set(containers)):
+            own = containers.get((job_id, attempt), [])
+            running = bool(self._pids(job_id, attempt)) or any(c.status in ("running", "paused", "restarting") for c in own)
+            if self.kill(job_id, attempt, containers=own) and running:
+                killed += 1
+        return killed
+
+    def _pids(self, job_id: str, attempt: int) -> list[int]:
+        """The processes of the attempt's cgroup here (none without cgroups: nothing to find)."""
+        return self.containment.cgroups.pids(self.containment.name(job_id, attempt)) if self.containment.cgroups else []
+
     def _leftover(self, job_id: str, attempt: int) -> bool:
         """Whether an attempt that is not live still has something to kill here (a fenced
         mark with an empty cgroup has nothing: it stays as a mark)."""
-        pids = self.containment.cgroups.pids(self.containment.name(job_id, attempt)) if self.containment.cgroups else []
+        pids = self._pids(job_id, attempt)
         mark = self.containment.run_dir / self.containment.name(job_id, attempt)
         try:
             fenced = mark.read_bytes() == FENCED
@@ -249,13 +267,7 @@ def _actor_class():  # type: ignore[no-untyped-def]
             return {"fenced": done.fenced, "unconfirmed": done.unconfirmed, "killed": done.killed}
 
         def kill_all(self) -> int:
-            """Kill every attempt of this farm on the node (farm up stopping): what outlived
-            the drain must not outlive farm."""
-            w = self.warden
-            held = set(w.containment.attempts()) | set(w._step_containers())
-            for job_id, attempt in held:
-                w.kill(job_id, attempt)
-            return len(held)
+            return self.warden.kill_all()
 
         def pid(self) -> int:
             import os

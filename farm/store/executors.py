@@ -1,18 +1,23 @@
 """Executor registry: which executors a pool has and what each is doing.
 
 Executors report themselves (state changes and a presence beat while idle); the claim and
-finish scripts flip busy/idle in the same step, so a job costs no extra report. An executor
-not seen for `stale_s` no longer counts. The registry is advisory (for /v1/queue, metrics
-and the autoscaler): job safety never depends on it, only on leases.
+finish scripts flip busy/idle in the same step, so a job costs no extra report. While an
+executor works, its attempt's heartbeat (heartbeat.lua, every `lease.heartbeat_s`) renews
+its entry in the same step as the lease: an executor is seen for as long as it holds a job,
+however long the job runs. An executor not seen for `stale_s` no longer counts, so
+`stale_s` must exceed both beats' gaps (`executors.idle_wait_s`, `lease.heartbeat_s`). The
+registry is advisory (for /v1/queue, metrics and the autoscaler): job safety never depends
+on it, only on leases.
 
 An entry's state is the last one written, by whichever writer came last: the executor's
-reports (`report`, including a beat of the same state), claim.lua (busy) and finish.lua
-(idle, unless draining). It is not a state machine and has no transition table to
-enforce: the writers do not read before they write, an entry that expired comes back in
-whatever state the next report says, `stopped` deletes the entry, and the real sequences
-include starting -> draining (a drain during start), draining -> busy (a claim that raced
-the drain) and a late idle beat over draining, each corrected by the next write. What
-is checked: every state the scripts write is an ExecutorState (tests/unit).
+reports (`report`, including a beat of the same state), claim.lua (busy), heartbeat.lua
+(busy with its job, or draining if it was) and finish.lua (idle, unless draining). It is
+not a state machine and has no transition table to enforce: the executor's reports and the
+claim do not read before they write, an entry that expired comes back in whatever state the
+next write says, `stopped` deletes the entry, and the real sequences include starting ->
+draining (a drain during start), draining -> busy (a claim that raced the drain) and a late
+idle beat over draining, each corrected by the next write. What is checked: every state the
+scripts write or compare is an ExecutorState (tests/unit).
 """
 
 from __future__ import annotations

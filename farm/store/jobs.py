@@ -276,7 +276,8 @@ class JobStore:
             return self.client.blpop([self.keys.wake(pool)], timeout=timeout_s) is not None
 
     def heartbeat(self, job_id: str, attempt: int, *, lease_s: float) -> str:
-        """'ok' while the attempt holds the job; anything else means stop and kill the step."""
+        """'ok' while the attempt holds the job (its lease and its executor's registry entry are
+        renewed, in one step); anything else means stop and kill the step."""
         return self._call("heartbeat", job_id, attempt, int(lease_s * 1000))
 
     def append_log(self, job_id: str, attempt: int, data: str | Segments, *, cap: int) -> None:

@@ -94,6 +94,24 @@ def test_the_warden_kills_what_no_running_attempt_owns(store, make_settings, con
     assert not _alive(marker)
 
 
+def test_stopping_counts_only_the_attempts_it_really_killed(store, make_settings, containment):
+    """`farm up` stopping says how many attempts the wardens killed: marks and empty cgroups
+    of attempts that ended are not attempts still running, so an idle node kills none."""
+    warden = Warden("node-a", make_settings(), jobs=store, containment=containment)
+    containment.spawn("ended", 1, "true").wait(5)  # its lock file and (empty) cgroup stay until its end
+    assert containment.fence("fenced", 2)  # a fenced mark stays a day
+    assert warden.kill_all() == 0  # on today's code: 2, for nothing killed
+    marker = f"{800 + uuid.uuid4().int % 100}.{os.getpid()}"
+    proc = containment.spawn("live", 1, f"sleep {marker}")
+    wait_for(lambda: _alive(marker), 5, what="the step to start")
+    assert warden.kill_all() == 1
+    assert not _alive(marker)
+    proc.wait(5)
+    assert warden.kill_all() == 0
+    for job_id, attempt in containment.attempts():
+        containment.end(job_id, attempt)
+
+
 def test_without_cgroups_a_step_is_a_pid_namespace_that_takes_its_leftovers_along(tmp_path: Path):
     """Where farm may not make cgroups (not root), each step is the init of a PID namespace:
     what it detached dies when it ends."""

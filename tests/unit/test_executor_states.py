@@ -20,11 +20,13 @@ def _states(pattern: re.Pattern[str]) -> dict[str, set[str]]:
 def test_every_state_a_script_writes_is_an_executor_state():
     writes = _states(_WRITES)
     assert writes["claim"] == {"busy"} and writes["finish"] == {"idle"}  # the pattern still finds them
+    assert writes["heartbeat"] == {"busy", "draining"}  # a working executor is renewed, its drain kept
     written = set().union(*writes.values())
     assert written <= {s.value for s in ExecutorState}, written
 
 
 def test_every_state_a_script_compares_is_an_executor_state():
     compared = set().union(*_states(_COMPARES).values())
-    assert compared == {"busy"}  # finish.lua: only a busy executor becomes idle
+    # finish.lua: only a busy executor becomes idle; heartbeat.lua: a draining one stays draining
+    assert compared == {"busy", "draining"}
     assert compared <= {s.value for s in ExecutorState}

@@ -66,7 +66,8 @@ local function note(id, attempt, text)
 end
 
 -- The executor registry entry (advisory, for /v1/queue and the autoscaler), kept in the
--- same step as the claim or finish that changes it, so it costs no extra round trip.
+-- same step as the claim or finish that changes it, or the heartbeat that renews it while
+-- the executor works, so it costs no extra round trip.
 local function executor_state(executor, pool, state, job, now)
   local ek = K.executor .. executor
   redis.call('HSET', ek, 'pool', pool, 'state', state, 'job', job, 'seen', now)
