@@ -8,6 +8,10 @@ the API (the caller serves it). Stops in reverse: the supervisor and the autosca
 every executor drains, whatever still runs after the drain timeout is killed (its job runs
 again on the next start: the lease expires and the node fences it), Ray shuts down, the
 server flushes its AOF and exits.
+
+Joining a Ray cluster (`ray.address`) that cannot be joined is a `RayUnavailable`, never
+Ray's own `ConnectionError`: it says whether the cluster's token auth refused farm (and what
+to set) or the cluster could not be reached.
 """
 
 from __future__ import annotations
@@ -29,6 +33,68 @@ from farm.store.server import EmbeddedRedis, _write_private
 log = logging.getLogger("farm.up")
 
 ADMIN_TOKEN_FILE = "admin-token"
+
+
+class RayUnavailable(FarmError):
+    """The Ray cluster at `ray.address` cannot be joined. `auth`: its token authentication
+    refused farm, a setting of farm's environment to fix; else it could not be reached."""
+
+    def __init__(self, message: str, *, auth: bool) -> None:
+        super().__init__(message)
+        self.auth = auth
+
+
+# How Ray 2.60 reports a refused token. With RAY_AUTH_MODE=token and no token anywhere,
+# ray.init raises AuthenticationError before connecting. A missing (RAY_AUTH_MODE unset, so
+# none is sent) or wrong token is refused by the GCS on every retry, and ray.init raises
+# `ConnectionError: Failed to connect to Ray cluster at …` from a RuntimeError whose message
+# holds the last retry's traceback as text, ending in that AuthenticationError.
+_AUTH_MARKERS = ("AuthenticationError", "InvalidAuthToken", "UNAUTHENTICATED", "Unauthenticated")
+_THE_TOKEN = "RAY_AUTH_TOKEN=<the cluster's token> (or RAY_AUTH_TOKEN_PATH=<a file holding it>)"
+
+
+def _token_refused(e: BaseException) -> bool:
+    seen: BaseException | None = e
+    for _ in range(8):  # a chain is short; a bound, in case one loops
+        if seen is None:
+            break
+        if type(seen).__name__ == "AuthenticationError" or any(m in str(seen) for m in _AUTH_MARKERS):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def ray_join_error(address: str, e: BaseException) -> RayUnavailable | None:
+    """Ray's failure to join the cluster at `address` in farm's words, or None when `e` is
+    not one (anything else propagates as it is)."""
+    if _token_refused(e):
+        mode = os.environ.get("RAY_AUTH_MODE", "").strip().lower()
+        if mode != "token":
+            why = (f"it has token authentication on, and RAY_AUTH_MODE is {mode or 'unset'} here, so farm sent no token; "
+                   f"set RAY_AUTH_MODE=token and {_THE_TOKEN} in farm's environment")  # fmt: skip
+        elif type(e).__name__ == "AuthenticationError":
+            why = f"RAY_AUTH_MODE=token here, but farm found no token; set {_THE_TOKEN} in farm's environment"
+        else:
+            why = ("it refused the token farm sent (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token); "
+                   f"set {_THE_TOKEN} in farm's environment, with RAY_AUTH_MODE=token")  # fmt: skip
+        return RayUnavailable(f"cannot join the Ray cluster at {address}: {why}", auth=True)
+    if isinstance(e, ConnectionError):
+        return RayUnavailable(f"cannot reach the Ray cluster at {address}: is it up, and is that its head's GCS address (host:port)?",
+                              auth=False)  # fmt: skip
+    return None
+
+
+def join_ray(address: str, **options: Any) -> None:
+    """`ray.init(address=…)` of an existing cluster, its failures as `RayUnavailable`."""
+    import ray
+
+    try:
+        ray.init(address=address, **options)
+    except Exception as e:  # noqa: BLE001 - translated at the boundary, or re-raised as it is
+        translated = ray_join_error(address, e)
+        if translated is None:
+            raise
+        raise translated from e
 
 
 def ensure_admin_token(settings: Settings) -> tuple[str, bool]:
@@ -60,8 +126,9 @@ def init_ray(num_cpus: int | None = None, address: str | None = None) -> None:
     inherit this environment. tests/e2e/test_farm_up.py reads every listener with `ss`.
 
     With `address` (`ray.address`), join that cluster instead, from one of its nodes (this
-    process becomes a driver of it; its nodes, resources and token are the cluster's). A
-    cluster on loopback keeps its node address there too."""
+    process becomes a driver of it; its nodes, resources and token are the cluster's: with
+    token auth on, RAY_AUTH_MODE=token and RAY_AUTH_TOKEN in this environment, which the
+    workers it starts inherit). A cluster on loopback keeps its node address there too."""
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     loopback = address is None or address.rsplit(":", 1)[0] in ("127.0.0.1", "localhost", "[::1]")
     import ray
@@ -75,7 +142,7 @@ def init_ray(num_cpus: int | None = None, address: str | None = None) -> None:
     if ray.is_initialized():
         return
     if address is not None:
-        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING,
+        join_ray(address, log_to_driver=False, logging_level=logging.WARNING,
                  **({"_node_ip_address": "127.0.0.1"} if loopback else {}))  # fmt: skip
         return
     ray.init(_node_ip_address="127.0.0.1", address="local",  # fmt: skip

@@ -70,6 +70,10 @@ class ApiSettings(BaseModel):
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
     run_reaper: bool = True  # every API replica may run it: its steps are atomic and idempotent
     max_body_bytes: Annotated[int, Field(ge=1024, le=64 * MiB)] = MiB  # larger bodies: 413, unread
+    # Seconds a request's body may take to arrive, from its head (408 past it, and the request's
+    # in-flight slot is freed): a client that sends less than its Content-Length must not hold
+    # one of its tenant's slots until the connection dies.
+    body_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
     max_run_jobs: Annotated[int, Field(ge=1, le=RUN_JOBS_MAX)] = 500  # jobs in one run (422 past it)
     # Jobs one tenant may have queued at once (429 past it; tenants[].max_queued overrides it,
     # the admin has none): Redis holds the queue, and one tenant must not fill it for all.

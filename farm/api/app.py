@@ -41,7 +41,10 @@ def create_app(settings: Settings, *, store: JobStore | None = None) -> FastAPI:
         if not settings.redis_url:
             raise ValueError("settings.redis_url is required to serve the API")
         store = JobStore(connect(settings.redis_url), aclient=connect_async(settings.redis_url))
-    registry = ExecutorRegistry(store.client, store.keys)
+    # An executor renews its entry every idle wait, and every heartbeat while it holds a job:
+    # three of the longer of the two without a word, and it is no longer counted.
+    stale_s = max(15.0, 3 * max(settings.executors.idle_wait_s, settings.lease.heartbeat_s))
+    registry = ExecutorRegistry(store.client, store.keys, stale_s=stale_s)
     artifacts = DirectoryStore(settings.artifact_dir)
 
     @asynccontextmanager
@@ -82,7 +85,8 @@ def create_app(settings: Settings, *, store: JobStore | None = None) -> FastAPI:
     app.add_exception_handler(PydanticSerializationError, unstorable)
     modules = (jobs, runs, queue, pools, caches, health)
     app.add_middleware(Gate, tokens=app.state.tokens, max_body_bytes=settings.api.max_body_bytes,
-                       max_inflight=settings.api.max_inflight_per_tenant, routers=[m.router for m in modules])  # fmt: skip
+                       body_timeout_s=settings.api.body_timeout_s, max_inflight=settings.api.max_inflight_per_tenant,
+                       routers=[m.router for m in modules])  # fmt: skip
     for module in modules:
         app.include_router(module.router)
 

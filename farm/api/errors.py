@@ -67,11 +67,12 @@ def _doc(description: str, model: type[BaseModel] = ErrorBody, headers: dict[str
     return doc
 
 
-# What any authenticated /v1 route may answer besides its own success (the gate's 401, 413
-# and 429, the store's 503), and the extras a route adds by name.
+# What any authenticated /v1 route may answer besides its own success (the gate's 401, 408,
+# 413 and 429, the store's 503), and the extras a route adds by name.
 UNAVAILABLE = {503: _doc("Redis cannot be reached")}
 COMMON: dict[int | str, dict[str, Any]] = {
     401: _doc("No bearer token, or one farm did not issue", headers={"WWW-Authenticate": "the scheme to use: Bearer"}),
+    408: _doc("The request body did not arrive within api.body_timeout_s of the request's head"),
     413: _doc("The request body is over api.max_body_bytes"),
     422: _doc("A parameter or the body is invalid: one entry per field, with its path", ValidationErrorBody),
     429: _doc("The tenant is over a per-tenant cap (requests in progress, log followers); retry later",

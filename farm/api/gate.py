@@ -8,6 +8,10 @@ A pure ASGI middleware, so it acts before FastAPI reads (and parses) a body:
   403 before validation, so a tenant learns nothing from an admin route's 422s;
 - a body over `api.max_body_bytes` is a 413: at once when Content-Length says so, else as
   soon as the bytes received pass the limit (the rest is never read);
+- a body not wholly received within `api.body_timeout_s` of the request's head is a 408 (the
+  connection closes): a client that sends less than its Content-Length would otherwise hold a
+  slot of its tenant (below) until the connection died, and 16 of them shut the tenant out.
+  Once the body is complete, `receive` is not timed: the app waits on it for a disconnect;
 - a tenant with `api.max_inflight_per_tenant` requests in progress gets a 429 for the next:
   the worker threads that sync handlers run on (AnyIO's 40) are shared, and one tenant must
   not hold them all. Log followers are not counted here: they hold no thread, and have a
@@ -19,9 +23,11 @@ The caller is left in `scope["state"]["principal"]` for the `principal` dependen
 
 from __future__ import annotations
 
+import time
 from typing import Any
 from urllib.parse import parse_qs
 
+import anyio
 from fastapi import HTTPException
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
@@ -39,11 +45,19 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, f"request body over the {limit}-byte limit")
 
 
+class BodyTimeout(HTTPException):
+    def __init__(self, timeout_s: float) -> None:
+        # Connection: close, as the rest of the body may still come: it is not a next request.
+        super().__init__(408, f"the request body did not arrive within {timeout_s:g}s", headers={"Connection": "close"})
+
+
 class Gate:
-    def __init__(self, app: ASGIApp, *, tokens: TokenBook, max_body_bytes: int, max_inflight: int, routers: Any) -> None:
+    def __init__(self, app: ASGIApp, *, tokens: TokenBook, max_body_bytes: int, body_timeout_s: float, max_inflight: int,
+                 routers: Any) -> None:  # fmt: skip
         self.app = app
         self.tokens = tokens
         self.limit = max_body_bytes
+        self.body_timeout_s = body_timeout_s
         self.max_inflight = max_inflight
         self.inflight: dict[str, int] = {}  # per tenant; touched only on the event loop
         self.admin_routes = [r for router in routers for r in router.routes if (getattr(r, "openapi_extra", None) or {}).get(ADMIN_ONLY)]
@@ -52,6 +66,7 @@ class Gate:
         if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
             await self.app(scope, receive, send)
             return
+        deadline = time.monotonic() + self.body_timeout_s  # the head is in: the body's clock starts
         headers = Headers(scope=scope)
         try:
             who = self.tokens.resolve(headers.get("authorization"))
@@ -67,7 +82,7 @@ class Gate:
             return
         scope.setdefault("state", {})["principal"] = who
         if _follows(scope):
-            await self.app(scope, self._bounded(receive), send)
+            await self.app(scope, self._bounded(receive, deadline), send)
             return
         if self.inflight.get(who.tenant, 0) >= self.max_inflight:
             await _refuse(scope, receive, send, 429, f"{self.max_inflight} requests of tenant {who.tenant!r} are in progress already; "
@@ -75,7 +90,7 @@ class Gate:
             return
         self.inflight[who.tenant] = self.inflight.get(who.tenant, 0) + 1
         try:
-            await self.app(scope, self._bounded(receive), send)
+            await self.app(scope, self._bounded(receive, deadline), send)
         finally:
             self.inflight[who.tenant] -= 1
             if not self.inflight[who.tenant]:
@@ -84,18 +99,29 @@ class Gate:
     def _admin_only(self, scope: Scope) -> bool:
         return any(route.matches(scope)[0] is Match.FULL for route in self.admin_routes)
 
-    def _bounded(self, receive: Receive) -> Receive:
-        """`receive` that stops a body (chunked, or lying about its length) at the limit."""
-        seen = 0
-        limit = self.limit
+    def _bounded(self, receive: Receive, deadline: float) -> Receive:
+        """`receive` that stops a body (chunked, or lying about its length) at the limit, and
+        one still arriving at `deadline` (raised where the app reads it, so the app's exception
+        handlers answer, and the request, with its slot, ends)."""
+        seen, complete = 0, False
+        limit, timeout_s = self.limit, self.body_timeout_s
 
         async def bounded() -> Message:
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, complete
+            if complete:
+                return await receive()  # a wait for the disconnect, however long the response takes
+            try:
+                with anyio.fail_after(max(deadline - time.monotonic(), 0)):
+                    message = await receive()
+            except TimeoutError:
+                raise BodyTimeout(timeout_s) from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
                     raise BodyTooLarge(limit)
+                complete = not message.get("more_body", False)
+            else:
+                complete = True  # http.disconnect: no body is coming
             return message
 
         return bounded

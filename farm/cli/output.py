@@ -6,8 +6,8 @@ Exit codes (README "Exit codes"):
     1    the job failed (its own exit code is in `farm get` and on stderr)
     124  the job timed out (as timeout(1) says)
     125  the job was cancelled or expired
-    2    usage or API error: a bad file, a 4xx/5xx from farm
-    3    farm cannot be reached
+    2    usage or API error: a bad file, a 4xx/5xx from farm, a Ray cluster's token auth refusing farm
+    3    farm (or the Ray cluster it is to join) cannot be reached
 
 `Group.invoke` catches every error below the commands and renders it in one line a person
 can act on; `--debug` (or FARM_DEBUG=1) shows the traceback instead.
@@ -120,6 +120,10 @@ def render(e: BaseException) -> tuple[int, str]:
     if isinstance(e, SpecError):
         return USAGE, str(e)
     if isinstance(e, FarmError):
+        from farm.embedded import RayUnavailable  # here, not above: it imports redis, and every command imports this module
+
+        if isinstance(e, RayUnavailable):
+            return (USAGE if e.auth else UNREACHABLE), str(e)
         return USAGE, f"error: {e}"
     return USAGE, f"internal error: {type(e).__name__}: {e} (run with --debug for the traceback)"
 

@@ -15,7 +15,7 @@ import typer
 from pydantic import ValidationError
 
 from farm.cli import app
-from farm.cli.output import Command, err, out
+from farm.cli.output import Command, err, out, render
 from farm.errors import FarmError
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="farm.yaml (FARM_* env wins over it).")]
@@ -82,7 +82,7 @@ def up(
                                                             "instead of starting one.")] = None,  # fmt: skip
 ) -> None:
     """Run the whole farm on this machine: embedded Redis, Ray, executors and the API."""
-    from farm.embedded import EmbeddedFarm
+    from farm.embedded import EmbeddedFarm, RayUnavailable
     from farm.settings import ExecutorSettings
 
     base = _settings(config, data_dir=data_dir)
@@ -118,6 +118,10 @@ def up(
         _serve(resolved, ready)
     except KeyboardInterrupt:
         pass  # uvicorn hands the signal back once it has shut down; we stop the rest below
+    except RayUnavailable as e:  # a setting to fix (2) or a cluster out of reach (3): not a failed job's 1
+        code, text = render(e)
+        err.print(f"[red]farm up failed:[/red] {text}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code) from e
     except FarmError as e:
         err.print(f"[red]farm up failed:[/red] {e}")
         raise typer.Exit(1) from e
@@ -145,9 +149,10 @@ def autoscaler(
 
     from farm.actors import actor_settings
     from farm.autoscale.live import autoscaler_actor
+    from farm.embedded import join_ray
     from farm.settings import RAY_NAMESPACE
 
-    ray.init(address=ray_address, namespace=RAY_NAMESPACE, _node_ip_address="127.0.0.1", logging_level=logging.WARNING)
+    join_ray(ray_address, namespace=RAY_NAMESPACE, _node_ip_address="127.0.0.1", logging_level=logging.WARNING)
     handle = autoscaler_actor().options(name="autoscaler", namespace=RAY_NAMESPACE, lifetime="detached", get_if_exists=True)
     actor = handle.remote(actor_settings(settings))
     signal.signal(signal.SIGTERM, _interrupt)

@@ -48,7 +48,7 @@ STEP = {"steps": [{"name": "s", "run": "true"}]}
 SPECS = [STEP, {**STEP, "pool": "gpu", "priority": 90}, {**STEP, "network": "host"}, {**STEP, "pool": "nope"}]
 KNOWN_HEADERS = {"idempotency-key": ["contract-key"], "if-match": ["1", "99"]}
 
-# Every operation, and the error statuses it documents besides COMMON's 401/413/422/429/503.
+# Every operation, and the error statuses it documents besides COMMON's 401/408/413/422/429/503.
 EXTRA_ERRORS: dict[tuple[str, str], set[str]] = {
     ("POST", "/v1/jobs"): {"403", "409"},
     ("GET", "/v1/jobs"): {"403"},
@@ -74,7 +74,7 @@ EXTRA_ERRORS: dict[tuple[str, str], set[str]] = {
     ("GET", "/v1/runs/{run_id}"): {"404"},
     ("POST", "/v1/runs/{run_id}/cancel"): {"404"},
 }
-COMMON_ERRORS = {"401", "413", "422", "429", "503"}
+COMMON_ERRORS = {"401", "408", "413", "422", "429", "503"}
 
 
 def auth(token: str) -> dict[str, str]:

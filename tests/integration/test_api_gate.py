@@ -3,6 +3,7 @@ tenant may hold the server (uvicorn on 127.0.0.1, real Redis)."""
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 
@@ -255,6 +256,52 @@ def test_requests_in_progress_are_capped_per_tenant(make_settings, serve_app):
     wait_for(lambda: not _inflight(app), 10, what="bob's slots to come back")
     with client(served, BOB) as b:
         assert b.get("/v1/queue").status_code == 200
+
+
+def _hold(port: int, token: str, sent: bytes = b"{", length: int = 100) -> socket.socket:
+    """A POST /v1/jobs whose body stops short of its Content-Length: the request stays in progress."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.sendall(f"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\n"
+                 f"Content-Length: {length}\r\n\r\n".encode() + sent)  # fmt: skip
+    return sock
+
+
+def test_a_body_that_stops_short_is_408_at_its_deadline_and_frees_its_slot(make_settings, serve_app):
+    """Issue 24: a body of 10 bytes of a Content-Length of 1000 got no answer, and held one of
+    its tenant's in-progress slots until the connection died (16 of them: every request 429)."""
+    app = create_app(make_settings(admin_token=ADMIN, tenants=[{"name": "bob", "token_sha256": hash_token(BOB)}],
+                                   api={"max_inflight_per_tenant": 4, "body_timeout_s": 1.0}))  # fmt: skip
+    served = serve_app(app)
+    held = [_hold(served.port, BOB, b'{"steps": ', 1000) for _ in range(4)]
+    try:
+        t0 = time.monotonic()
+        for sock in held:
+            answer = sock.recv(4096)
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 408"), answer[:200]
+            assert b"connection: close" in head.lower(), head
+            assert "did not arrive within 1s" in json.loads(body)["detail"]
+        assert 0.5 < time.monotonic() - t0 < 4
+        assert all(sock.recv(1) == b"" for sock in held)  # and the server closed the connections
+    finally:
+        for sock in held:
+            sock.close()
+    wait_for(lambda: not _inflight(app), 5, what="bob's slots to come back")
+    # All four slots are bob's again, at once: four requests in progress, none a 429.
+    held = [_hold(served.port, BOB) for _ in range(4)]
+    try:
+        wait_for(lambda: _inflight(app).get("bob") == 4, 5, what="bob's requests to be in progress")
+    finally:
+        for sock in held:
+            sock.close()
+    # A body that arrives in parts, each well within the deadline, is not cut.
+    sock = _hold(served.port, BOB, json.dumps(STEP).encode()[:5], len(json.dumps(STEP)))
+    try:
+        time.sleep(0.3)
+        sock.sendall(json.dumps(STEP).encode()[5:])
+        assert sock.recv(4096).startswith(b"HTTP/1.1 201"), "a complete body was refused"
+    finally:
+        sock.close()
 
 
 def _inflight(app) -> dict[str, int]:
