@@ -16,6 +16,7 @@ a pool of its own. For every runtime:
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -46,6 +47,7 @@ KILL_MARGIN_S = 2.5  # past timeout_s: the kill (local: TERM, 0.5 s grace, KILL)
 CANCEL_S = 2.0  # the promise: a cancelled step is dead within 2 s
 CANCEL_MARGIN_S = 0.5  # for a machine busy with another CI run
 JOB_S = 60  # the longest a plain job may take to end (a container's start on a loaded daemon)
+PS_S = 1.0  # the longest a look inside a sandboxed step's container may take (one exec: ~0.2 s idle)
 
 
 def processes(marker: str) -> list[int]:
@@ -116,16 +118,33 @@ class Contract:
         as `ps` inside the job's running containers lists them."""
         found = [str(pid) for pid in processes(marker)]
         if self.runtime == "sandbox":
-            import docker.errors
-
             for name in self.containers(job, running=True):
-                try:
-                    out = self.daemons[0].containers.get(name.lstrip("/")).exec_run(["ps", "-o", "args"]).output
-                except docker.errors.APIError:
-                    continue  # it ended between the list and the exec
+                out = self._ps(name.lstrip("/"))
+                if out is None:  # no answer yet: the container is being killed, as the cancel test wants
+                    found.append(f"{name}: ps did not answer within {PS_S}s")
+                    continue
                 found += [f"{name}: {line}" for line in out.decode(errors="replace").splitlines()
                           if marker in line and not line.startswith("ps")]  # fmt: skip
         return found
+
+    def _ps(self, container: str) -> bytes | None:
+        """`ps` inside a running container; None when it does not answer within PS_S. An exec
+        into a gVisor sandbox that is being killed can stay unanswered for good (seen in CI),
+        and docker-py reads its output with no timeout: the exec is left on a thread."""
+        import docker.errors
+
+        got: dict[str, bytes] = {}
+
+        def run() -> None:
+            try:
+                got["out"] = self.daemons[0].containers.get(container).exec_run(["ps", "-o", "args"]).output
+            except docker.errors.APIError:
+                got["out"] = b""  # it ended between the list and the exec
+
+        thread = threading.Thread(target=run, name="contract-ps", daemon=True)
+        thread.start()
+        thread.join(PS_S)
+        return got.get("out")
 
     def gone(self, job: Job, marker: str) -> bool:
         return not self.alive(job, marker) and not self.containers(job)
