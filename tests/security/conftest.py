@@ -29,7 +29,7 @@ from farm.store.executors import ExecutorState
 from farm.store.jobs import JobStore
 from farm.store.server import EmbeddedRedis
 from tests.conftest import BASE_IMAGE, IN_CI, REPO, RunningExecutor, ServedApp, require_tool, wait_for
-from tests.security.attacks import DISK_QUOTA, MEMORY, PIDS_LIMIT
+from tests.security.attacks import DISK_QUOTA, MEMORY, pids_limit
 from tests.security.harness import Host, Target, make_repo, tools_image
 
 RUNTIMES = [
@@ -129,7 +129,7 @@ def target(request: pytest.FixtureRequest, escape_host: Host) -> Iterator[Target
     """A running executor of one runtime, shared by the module's attacks on that runtime."""
     runtime: str = request.param
     pool = f"escape-{runtime}"
-    executors: dict[str, object] = {"runtime": runtime, "pool": pool, "pids_limit": PIDS_LIMIT}
+    executors: dict[str, object] = {"runtime": runtime, "pool": pool, "pids_limit": pids_limit(runtime)}
     if "disk_quota_bytes" in ExecutorSettings.model_fields:
         executors["disk_quota_bytes"] = DISK_QUOTA
     overrides: dict[str, object] = {"executors": executors, "pools": [pool]}
@@ -137,7 +137,7 @@ def target(request: pytest.FixtureRequest, escape_host: Host) -> Iterator[Target
     if runtime != "local":
         request.getfixturevalue("docker_image")  # fails in CI without Docker, skips elsewhere
         docker = _docker()
-        overrides["docker"] = {"default_image": escape_host.image, "memory": MEMORY, "pids_limit": PIDS_LIMIT}
+        overrides["docker"] = {"default_image": escape_host.image, "memory": MEMORY, "pids_limit": pids_limit(runtime)}
     if runtime == "dind":
         overrides["dind"] = {"image": request.getfixturevalue("dind_image")}
     settings = Settings.load(redis_url=escape_host.redis_url, data_dir=escape_host.data, **overrides)
