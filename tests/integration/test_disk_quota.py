@@ -65,8 +65,10 @@ def free_bytes(path: Path) -> int:
 
 
 def leftovers(root: Path) -> list[str]:
-    """What of any bounded workspace remains under root: mounts and images."""
-    return quota.mounts_under(root) + [str(p) for p in root.rglob("*.img")]
+    """What of any bounded workspace remains under root: mounts and images. os.walk, not
+    rglob: the attempt may be removing a directory while this looks (rglob raised then, in CI)."""
+    images = [os.path.join(d, f) for d, _, files in os.walk(root) for f in files if f.endswith(".img")]
+    return quota.mounts_under(root) + images
 
 
 DOCKER = pytest.mark.docker
