@@ -246,3 +246,47 @@ def executor_process(settings: Settings, executor_id: str) -> subprocess.Popen[b
     plain = {**actor_settings(settings), "admin_token": None}
     return subprocess.Popen([sys.executable, "-c", _EXECUTOR_MAIN, executor_id, json.dumps(plain)], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+
+
+@pytest.fixture
+def listener() -> Iterator[tuple[int, list[bytes]]]:
+    """A TCP listener on 127.0.0.1 answering every connection with `reached-the-node`: its
+    port, and a list with one entry per connection it took (what a step must not reach)."""
+    import socket
+
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    heard: list[bytes] = []
+    done = threading.Event()
+
+    def serve() -> None:
+        while not done.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.sendall(b"reached-the-node\n")
+                heard.append(b"connected")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield server.getsockname()[1], heard
+    done.set()
+    thread.join(2)
+    server.close()
+
+
+def processes(marker: str) -> list[int]:
+    """Live processes of this kernel whose command line holds `marker` (zombies are dead)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if marker.encode() in (entry / "cmdline").read_bytes() and (entry / "stat").read_text().split()[2] != "Z":
+                found.append(int(entry.name))
+        except (OSError, IndexError):
+            continue  # exited while we looked
+    return found
+

@@ -24,7 +24,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -226,32 +225,6 @@ def test_a_from_neither_on_the_host_nor_in_the_registry_fails_clearly(settings, 
     failed = Build(RootlessBuilder(settings, host), ws2, registry=registry_host).run()
     assert failed.error is not None and str(failed.error).startswith(
         f"base image '{registry_host}/farm-test/absent:1' could not be pulled from images.registry"), failed.error  # fmt: skip
-
-
-@pytest.fixture
-def listener() -> Iterator[tuple[int, list[bytes]]]:
-    """A TCP listener on 127.0.0.1: its port, and what connected to it said."""
-    server = socket.create_server(("127.0.0.1", 0))
-    server.settimeout(0.2)
-    heard: list[bytes] = []
-    done = threading.Event()
-
-    def serve() -> None:
-        while not done.is_set():
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                continue
-            with conn:
-                conn.sendall(b"reached-the-node\n")
-                heard.append(b"connected")
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield server.getsockname()[1], heard
-    done.set()
-    thread.join(2)
-    server.close()
 
 
 def test_run_has_no_network_and_its_root_is_not_host_root(settings, host, docker_image, tmp_path, listener):

@@ -33,7 +33,7 @@ from farm.store.client import connect
 from farm.store.executors import ExecutorState
 from farm.store.jobs import JobStore
 from farm.store.server import EmbeddedRedis
-from tests.conftest import RunningExecutor, wait_for
+from tests.conftest import RunningExecutor, processes, wait_for
 
 RUNTIMES = [
     pytest.param("local", id="local"),
@@ -48,21 +48,6 @@ CANCEL_S = 2.0  # the promise: a cancelled step is dead within 2 s
 CANCEL_MARGIN_S = 0.5  # for a machine busy with another CI run
 JOB_S = 60  # the longest a plain job may take to end (a container's start on a loaded daemon)
 PS_S = 1.0  # the longest a look inside a sandboxed step's container may take (one exec: ~0.2 s idle)
-
-
-def processes(marker: str) -> list[int]:
-    """Live processes whose command line holds `marker`: the step's own on the host, and a
-    container's too (they are processes of this kernel, visible here). Zombies count as dead."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if marker.encode() in (entry / "cmdline").read_bytes() and (entry / "stat").read_text().split()[2] != "Z":
-                found.append(int(entry.name))
-        except (OSError, IndexError):
-            continue  # exited while we looked
-    return found
 
 
 def unique_sleep() -> str:

@@ -11,10 +11,6 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-from collections.abc import Iterator
-
 import pytest
 
 from farm.models import JobSpec, JobState
@@ -22,32 +18,6 @@ from farm.store.executors import ExecutorState
 from tests.conftest import RunningExecutor, wait_for
 
 pytestmark = pytest.mark.docker
-
-
-@pytest.fixture
-def listener() -> Iterator[int]:
-    """A TCP listener on 127.0.0.1 that answers every connection with a marker line."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(8)
-    server.settimeout(0.2)
-    done = threading.Event()
-
-    def serve() -> None:
-        while not done.is_set():
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                continue
-            with conn:
-                conn.sendall(b"reached-the-node\n")
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield server.getsockname()[1]
-    done.set()
-    thread.join(2)
-    server.close()
 
 
 @pytest.fixture
@@ -84,7 +54,8 @@ def test_a_step_runs_in_gvisor_as_no_one_on_a_read_only_root(sandbox, store):
 
 
 def test_no_network_unless_the_job_may_have_the_hosts(sandbox, store, listener):
-    probe = f"nc -w 2 127.0.0.1 {listener} </dev/null || echo unreachable"
+    port, _ = listener
+    probe = f"nc -w 2 127.0.0.1 {port} </dev/null || echo unreachable"
     done, log = run(store, probe)
     assert done.state is JobState.SUCCEEDED, log
     assert "unreachable" in log and "reached-the-node" not in log, log

@@ -25,7 +25,7 @@ from farm.artifacts import DirectoryStore
 from farm.models import Job, JobSpec, JobState
 from farm.settings import Settings
 from farm.store.jobs import JobStore
-from tests.conftest import RunningExecutor, wait_for
+from tests.conftest import RunningExecutor, processes, wait_for
 from tests.security.attacks import Attack, Batch, JobPlan, Verdict
 from tests.security.scripts import step_script
 
@@ -71,20 +71,6 @@ class Seen:
     runs: list[Ran] = field(default_factory=list)
     watched: dict[str, Any] = field(default_factory=dict)
     quota_note: str = ""
-
-
-def processes(marker: str) -> list[int]:
-    """Live processes of this kernel whose command line holds `marker` (zombies are dead)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if marker.encode() in (entry / "cmdline").read_bytes() and (entry / "stat").read_text().split()[2] != "Z":
-                found.append(int(entry.name))
-        except (OSError, IndexError):
-            continue  # exited while we looked
-    return found
 
 
 def sleeping(mark: str) -> list[int]:
