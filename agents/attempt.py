@@ -10,7 +10,8 @@ Invariants:
   running step is killed at once and nothing more is written for this attempt. When the
   server cannot be reached for most of a lease, the attempt stops itself: by the time the
   lease expires nothing of it runs (self-fencing; the node's warden does the same when the
-  executor is dead).
+  executor is dead). That check is the watch's fuse (`guard`), which does no I/O: a
+  heartbeat stuck on a frozen server cannot hold it up.
 - Every process of the attempt lives in its unit (agents/containment.py), which is killed
   and removed when the attempt ends.
 - The local deadline (timeout_s from the claim) kills the step and finishes `timed_out`;
@@ -77,6 +78,7 @@ class Attempt:
         self.artifact_store = artifacts or DirectoryStore(settings.artifact_dir)
         self.artifacts: list[ArtifactInfo] = []
         self.stop = threading.Event()
+        self._fuse_lock = threading.Lock()
         self.reason: StopReason | None = None
         self.server_says: str | None = None
         self.steps: list[StepResult] = []
@@ -97,11 +99,34 @@ class Attempt:
             self.reason = reason
         self.stop.set()
 
+    def fuse_at(self) -> float:
+        """When the step must be stopped if no heartbeat succeeds meanwhile: a margin before
+        the lease the last good one renewed can expire (the lease counts from before that
+        call went out), for the kill to finish in."""
+        lease = self.settings.lease
+        return self.last_beat_ok + lease.lease_s - max(2 * lease.heartbeat_s, lease.lease_s / 4)
+
+    def guard(self, now: float) -> None:
+        """Called by the watch's fuse, without I/O: the deadline, and the lease it cannot prove."""
+        if now >= self.deadline:
+            self._halt(StopReason.TIMEOUT)
+        if self.reason is not None or now < self.fuse_at():
+            return
+        with self._fuse_lock:  # the tick and the fuse both guard: one note
+            if self.reason is not None:
+                return
+            self.server_says = "unreachable"
+            quiet = now - self.last_beat_ok
+            why = (f"the farm's store has not confirmed this attempt's lease for {quiet:.1f}s "
+                   f"(lease {self.settings.lease.lease_s:g}s): step stopped before the lease can expire; the job runs again")  # fmt: skip
+            logging.getLogger("farm.attempt").warning("job %s attempt %d: %s", self.claim.job_id, self.claim.attempt, why)
+            self.log.note(why)  # reaches the log only if the store comes back in time
+            self._halt(StopReason.ABORTED)
+
     def tick(self, now: float) -> None:
         """Called by the executor's watch thread: deadline, log flush, heartbeat, and whether
         the workspace is full (a step may free what it wrote before it fails)."""
-        if now >= self.deadline:
-            self._halt(StopReason.TIMEOUT)
+        self.guard(now)
         if not self.disk_filled and self.workspace.full():
             self.disk_filled = True
         if now >= self.next_flush or self.log.full:
@@ -113,12 +138,7 @@ class Attempt:
             try:
                 answer = self.store.heartbeat(self.claim.job_id, self.claim.attempt, lease_s=lease.lease_s)
             except FarmError:
-                # Redis away: keep trying; but stop the step before the lease can expire, so
-                # nothing of this attempt runs when the job is given to another executor.
-                if now - self.last_beat_ok > lease.lease_s - 2 * lease.heartbeat_s:
-                    self.server_says = "unreachable"
-                    self._halt(StopReason.ABORTED)
-                return
+                return  # Redis away: keep trying; the fuse stops the step before the lease can expire
             self.last_beat_ok = now
             if answer != "ok":
                 self.server_says = answer

@@ -4,6 +4,11 @@ Every `tick_s` it flushes the attempt's log (every `flush_s`, or at once when th
 full), renews its lease (every `heartbeat_s`) and stops it at its deadline. One thread per
 executor rather than three per job: a short job then costs only its claim and its finish.
 `detach()` waits for a tick in progress, so nothing is written for an attempt after it.
+
+A tick does I/O, and a frozen store can hold it for its socket timeout. So a second thread,
+the fuse, calls the attempt's `guard()` (no I/O: deadline, and whether the last renewed
+lease is about to expire) on its own clock: a step is stopped in time however long a
+heartbeat hangs.
 """
 
 from __future__ import annotations
@@ -17,6 +22,9 @@ class Watched(Protocol):
     def tick(self, now: float) -> None:
         """Do what is due at monotonic time `now` (flush, heartbeat, deadline)."""
 
+    def guard(self, now: float) -> None:
+        """Stop the attempt if its deadline or its lease's end is near (no I/O)."""
+
 
 class Watch:
     def __init__(self, tick_s: float = 0.02) -> None:
@@ -27,6 +35,8 @@ class Watch:
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="attempt-watch", daemon=True)
         self._thread.start()
+        self._fuse = threading.Thread(target=self._fuse_loop, name="attempt-fuse", daemon=True)
+        self._fuse.start()
 
     def attach(self, attempt: Watched) -> None:
         with self._lock:
@@ -48,7 +58,14 @@ class Watch:
                 if self._current is not None:
                     self._current.tick(time.monotonic())
 
+    def _fuse_loop(self) -> None:
+        while not self._closed.wait(self.tick_s):
+            current = self._current  # not under the lock: a tick may hold it, stuck in I/O
+            if current is not None:
+                current.guard(time.monotonic())
+
     def close(self) -> None:
         self._closed.set()
         self._wake.set()
         self._thread.join(5)
+        self._fuse.join(5)
