@@ -5,6 +5,7 @@ actors. The API, the CLI and the store never load executor code; what starts exe
 from __future__ import annotations
 
 from agents.executor import actor_settings, executor_actor
+from agents.lifeline import start as start_lifeline
 from agents.warden import ensure_warden
 
-__all__ = ["actor_settings", "ensure_warden", "executor_actor"]
+__all__ = ["actor_settings", "ensure_warden", "executor_actor", "start_lifeline"]

@@ -4,7 +4,8 @@ Starts, in order: the embedded Redis-compatible server (unless FARM_REDIS_URL is
 local Ray on loopback, this node's warden (agents/warden.py), the executor actors of the
 default pool (unless a capacity policy sizes it; Ray restarts one that dies), the
 autoscaler actor, the supervisor (farm/supervisor.py: restarts the server if it dies), then
-the API (the caller serves it). Stops in reverse: the supervisor and the autoscaler stop,
+the API (the caller serves it), and beside them the lifeline (agents/lifeline.py), a process
+that ends the node's work if `farm up` dies without stopping. Stops in reverse: the supervisor and the autoscaler stop,
 every executor drains, whatever still runs after the drain timeout is killed (its job runs
 again on the next start: the lease expires and the node fences it), Ray shuts down, the
 server flushes its AOF and exits.
@@ -165,6 +166,7 @@ class EmbeddedFarm:
     resolved: Settings | None = None  # with the Redis URL and admin token in force
     admin_token: str = ""
     token_created: bool = False
+    lifeline: Any = None  # the process that ends the node's work if farm up is killed
 
     def start(self) -> Settings:
         """Start Redis, Ray and the executors; returns the settings the API should use
@@ -180,6 +182,7 @@ class EmbeddedFarm:
         resolved = s.model_copy(update={"redis_url": url, "admin_token": SecretStr(self.admin_token)})
         self.resolved = resolved
         self.start_warden(resolved)
+        self.start_lifeline()
         if s.executors.count and s.executors.pool not in s.policies:
             self.start_executors(resolved)
         if s.autoscaler.enabled:
@@ -202,6 +205,14 @@ class EmbeddedFarm:
         self.instance = JobStore(connect(settings.redis_url or "")).instance()
         self.warden = ensure_warden(settings, self.instance, actor_settings(settings))
         ray.get(self.warden.run_once.remote(), timeout=60)
+
+    def start_lifeline(self) -> None:
+        import json
+
+        from farm.actors import actor_settings, start_lifeline
+
+        assert self.resolved is not None
+        self.lifeline = start_lifeline(json.dumps(actor_settings(self.resolved)), self.instance)
 
     def start_autoscaler(self, settings: Settings) -> None:
         from farm.actors import actor_settings
@@ -332,6 +343,10 @@ class EmbeddedFarm:
         if self.redis is not None:
             self.redis.stop()
             self.redis = None
+        if self.lifeline is not None:
+            self.lifeline.terminate()  # stopped in order: nothing of farm is left to end
+            self.lifeline.wait(10)
+            self.lifeline = None
 
 
 def default_data_dir() -> Path:

@@ -2,7 +2,7 @@
 
 - The embedded server is a process of `farm up`'s: this loop polls it every interval_s and
   starts it again on the same port, with the same password and AOF (every acknowledged job
-  is in the AOF; clients retry their connections meanwhile).
+  is in the AOF; clients retry their connections meanwhile). The lifeline likewise.
 - The Ray actors are restarted by Ray (`max_restarts=-1`): the static executors (a restarted
   one starts its loop at once, in the same slot), the warden and the autoscaler. Each
   counts its own restart when it comes back.
@@ -49,6 +49,11 @@ class Supervisor:
             log.warning("the embedded server exited (%s); starting it again", redis.proc.returncode)
             redis.start()
             restarted.append("redis")
+        lifeline = self.farm.lifeline
+        if lifeline is not None and lifeline.poll() is not None:
+            log.warning("the lifeline exited (%s); starting it again", lifeline.returncode)
+            self.farm.start_lifeline()
+            restarted.append("lifeline")
         self.pending += restarted
         try:
             while self.pending:
