@@ -21,6 +21,9 @@ Invariants:
 - A checkout, step or build that fails while the workspace's filesystem is (or was, during
   it) full fails the job with `disk_quota`, not its own code: it wrote past the workspace's
   quota (agents/quota.py), and the log says so.
+- A checkout connects only to public addresses it resolved and checked itself (pinned:
+  agents/workspace.py `pin`), unless the API admitted the job's source under the exemption
+  (`Claim.source_exempt`); a refused host fails the job with `source_failed` before git runs.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from agents.runtimes.base import ImageBuilder, Runtime, StepContext
 from agents.watch import Watch
 from agents.workspace import Workspace, give, step_env
 from farm.artifacts import ArtifactStore, DirectoryStore
-from farm.errors import FarmError, RuntimeFailure
+from farm.errors import FarmError, RuntimeFailure, SourceRefused
 from farm.models import ArtifactInfo, ErrorCode, ImageBuild, ImageResult, JobState, StepResult, rfc3339, unsupported
 from farm.settings import Settings
 from farm.store.jobs import Claim, JobStore
@@ -224,9 +227,14 @@ class Attempt:
                 self.workspace.create()
             if spec.source and spec.source.git:
                 log.note(f"checking out {spec.source.git.url} at {spec.source.git.ref}")
-                code = self.workspace.checkout(spec.source.git, log.write, self.stop, self.unit)
-                if code != 0 and not self.stop.is_set():
-                    state, error, exit_code = JobState.FAILED, self._cause(ErrorCode.SOURCE_FAILED), code
+                try:
+                    code = self.workspace.checkout(spec.source.git, log.write, self.stop, self.unit, exempt=c.source_exempt)
+                except SourceRefused as e:
+                    log.note(str(e))
+                    state, error, exit_code = JobState.FAILED, ErrorCode.SOURCE_FAILED, None
+                else:
+                    if code != 0 and not self.stop.is_set():
+                        state, error, exit_code = JobState.FAILED, self._cause(ErrorCode.SOURCE_FAILED), code
             owner = self.runtime.step_owner
             caches = (JobCaches(c, self.workspace, self.store, self.settings, log.note, overlays=self.runtime.sees_new_mounts,
                                 owner=owner) if spec.caches else None)  # fmt: skip

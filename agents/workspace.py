@@ -12,6 +12,8 @@ workspace: the next attempt starts empty and the node gets back all the space.
 from __future__ import annotations
 
 import os
+import shlex
+import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -19,14 +21,67 @@ from pathlib import Path
 from agents import quota
 from agents.containment import Unit
 from agents.runtimes.local import DEFAULT_PATH, run_process
+from farm.addresses import Resolver, check_host
+from farm.errors import SourceRefused
 from farm.models import GitSource, JobSpec
-from farm.permissions import git_protocol
+from farm.permissions import git_host, git_port, git_protocol
 from farm.settings import Settings
+
+# ssh never offers farm's own keys or agent (they would be every tenant's).
+SSH = "ssh -o BatchMode=yes -o IdentitiesOnly=yes -o IdentityFile=none -o IdentityAgent=none"
+# A redirect (or an http-alternates file, which git treats as one) would lead to a host
+# nobody checked.
+NO_REDIRECTS = ["-c", "http.followRedirects=false"]
+_PORTS = {"https": 443, "http": 80}  # the transports git reaches through curl, whose resolving farm pins
+_NETWORK = ("https", "http", "ssh", "git")  # the transports that connect to the URL's host
+_EXEMPTION = ("a checkout runs on the executor's host and reaches public addresses only "
+              "(a URL under one of the tenant's git_url_prefixes is exempt)")  # fmt: skip
 
 
 def workspace_root(settings: Settings) -> Path:
     """Where executors keep their jobs' workspaces: <root>/<executor id>/<job>-<attempt>."""
     return Path(settings.data_dir) / "workspaces"
+
+
+def resolve_host(host: str) -> list[str] | None:
+    """Every address the system resolver gives `host` (None: it does not resolve)."""
+    try:
+        return [info[4][0] for info in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)]
+    except (OSError, UnicodeError):
+        return None
+
+
+def pin(url: str, resolve: Resolver = resolve_host) -> tuple[list[str], str]:
+    """git's options and ssh command for a checkout of `url` that connects only to the
+    addresses of its host checked here (farm.addresses), so a DNS answer that changes
+    between the check and the connect cannot lead elsewhere: curl's resolving is pinned
+    (http.curloptResolve, for the host and for any name at its port) and ssh is given the
+    address (Hostname, with HostKeyAlias keeping known_hosts on the name). git:// cannot be
+    pinned (only the exemption admits it: the API refuses it otherwise). A URL without a
+    host (a local path, file://) has nothing to pin. SourceRefused when the host is refused,
+    does not resolve, or the port cannot be read."""
+    protocol = git_protocol(url)
+    if protocol not in _NETWORK:
+        return list(NO_REDIRECTS), SSH
+    reach = check_host(git_host(url), resolve)
+    if reach.refused:
+        raise SourceRefused(f"git host {reach.host or url[:100]} {reach.refused}: refused; {_EXEMPTION}")
+    if not reach.addresses:
+        raise SourceRefused(f"git host {reach.host} does not resolve: refused (farm connects only to addresses it checked)")
+    try:
+        port = git_port(url) or _PORTS.get(protocol)
+    except ValueError:
+        raise SourceRefused(f"git URL {url[:100]!r}: its port is not a port number") from None
+    options = list(NO_REDIRECTS)
+    if protocol in _PORTS:
+        addresses = ",".join(f"[{a}]" if ":" in a else a for a in reach.addresses)
+        names = ([] if ":" in reach.host else [reach.host]) + ["*"]  # "*": whatever spelling curl looks up
+        for name in names:
+            options += ["-c", f"http.curloptResolve={name}:{port}:{addresses}"]
+    ssh = SSH
+    if protocol == "ssh":
+        ssh += f" -o Hostname={reach.addresses[0]} -o HostKeyAlias={shlex.quote(reach.host)}"
+    return options, ssh
 
 
 def step_env(spec: JobSpec, job_id: str, attempt: int) -> dict[str, str]:
@@ -105,18 +160,29 @@ class Workspace:
             notes.append(f"{len(found)} artifacts matched; only the first {max_files} are kept")
         return sorted(found.items())[:max_files], notes
 
-    def checkout(self, git: GitSource, output: Callable[[bytes], None], stop: threading.Event, unit: Unit | None = None) -> int:
+    def checkout(
+        self,
+        git: GitSource,
+        output: Callable[[bytes], None],
+        stop: threading.Event,
+        unit: Unit | None = None,
+        *,
+        exempt: bool = False,
+        resolve: Resolver = resolve_host,
+    ) -> int:
         """Clone `git.url` into the workspace and check out `git.ref`; the exit code of the
-        first git command that failed, else 0."""
+        first git command that failed, else 0. Unless the source was admitted under the
+        exemption (`exempt`: farm.permissions.source_exempt), git connects only to the
+        addresses of the URL's host checked here (`pin`): SourceRefused, before git runs,
+        when they may not be reached."""
+        options, ssh = (list(NO_REDIRECTS), SSH) if exempt else pin(git.url, resolve)
         # git may use only the transport the job's URL was admitted with (farm.permissions):
         # no redirect, alternate or submodule into file:// or ext::.
-        # ssh never offers farm's own keys or agent (they would be every tenant's).
         env = {"PATH": DEFAULT_PATH, "HOME": str(self.path), "GIT_TERMINAL_PROMPT": "0", "LANG": "C.UTF-8",
-               "GIT_ALLOW_PROTOCOL": git_protocol(git.url), "GIT_CONFIG_NOSYSTEM": "1",
-               "GIT_SSH_COMMAND": "ssh -o BatchMode=yes -o IdentitiesOnly=yes -o IdentityFile=none -o IdentityAgent=none"}  # fmt: skip
+               "GIT_ALLOW_PROTOCOL": git_protocol(git.url), "GIT_CONFIG_NOSYSTEM": "1", "GIT_SSH_COMMAND": ssh}  # fmt: skip
         commands = [
-            ["git", "clone", "--quiet", "--no-checkout", "--", git.url, "."],
-            ["git", "-c", "advice.detachedHead=false", "checkout", "--quiet", "--detach", git.ref, "--"],
+            ["git", *options, "clone", "--quiet", "--no-checkout", "--", git.url, "."],
+            ["git", *options, "-c", "advice.detachedHead=false", "checkout", "--quiet", "--detach", git.ref, "--"],
         ]
         for argv in commands:
             output(("$ " + " ".join(argv) + "\n").encode())

@@ -5,6 +5,7 @@
     ├── NotFound                 no such job (or not visible to the caller)
     ├── Unauthorized             no token, or a token nobody issued
     ├── Forbidden                a valid token that may not do this
+    │   └── SourceRefused        a checkout's git host is not a public address (the executor's check)
     ├── Conflict                 the job's state does not allow the operation
     │   └── IllegalTransition    a state change the transition table refuses
     ├── TooManyRequests          a tenant is over a per-tenant cap (open log followers...)
@@ -37,6 +38,10 @@ class Unauthorized(FarmError):
 
 
 class Forbidden(FarmError):
+    pass
+
+
+class SourceRefused(Forbidden):
     pass
 
 

@@ -12,19 +12,24 @@ permissions that the admin token always has and a tenant has only when its setti
   `tenants[].allow_host_network`.
 - **git sources other than https and ssh**: `file://` or a local path clones whatever
   farm's user can read on the executor's host; `http://` and `git://` are unauthenticated
-  and unencrypted; `ext::` runs a command. Nor an https or ssh URL to this node's own
-  addresses (loopback, link-local like a cloud's metadata service): the checkout runs on
-  the executor's host, on its network, whatever the job's `network` says. A tenant may use
-  such a URL only when it starts with one of its `tenants[].git_url_prefixes` (e.g.
-  `file:///srv/mirrors/`).
+  and unencrypted; `ext::` runs a command. Nor an https or ssh URL whose host is not a
+  public address, in any spelling, or a name that resolves to one (farm.addresses): the
+  checkout runs on the executor's host, on its network, whatever the job's `network` says.
+  A tenant may use such a URL only when it starts with one of its
+  `tenants[].git_url_prefixes` (e.g. `file:///srv/mirrors/`).
+
+A name that does not resolve at submit (or not within the API's bound) passes: the executor
+resolves the host again at checkout, refuses it there, and pins git to the addresses it
+checked. A source admitted under the exemption (`source_exempt`: the admin, or a URL under a
+prefix) is recorded with the job, and the executor does not check it.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from urllib.parse import urlsplit
 
+from farm.addresses import Resolver, check_host, unresolved
 from farm.errors import Forbidden
 from farm.models import JobSpec
 from farm.settings import TenantConfig
@@ -56,20 +61,27 @@ def git_host(url: str) -> str:
     return ""
 
 
-def _node_local(host: str) -> bool:
-    """Loopback, link-local or unspecified: this node itself, or its cloud's metadata."""
-    host = host.strip("[]").rstrip(".")
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
+def git_port(url: str) -> int | None:
+    """The port a git URL names (None: the transport's own). ValueError when it names one
+    that is not a port."""
+    if "://" not in url:
+        return None
+    return urlsplit(url).port
+
+
+def source_exempt(spec: JobSpec, tenant: TenantConfig | None, *, admin: bool) -> bool:
+    """Whether the job's git source is admitted under the exemption: the admin's, or a URL
+    under one of the tenant's git_url_prefixes. Neither submit nor checkout checks where it
+    leads."""
+    if spec.source is None or spec.source.git is None:
         return False
-    return ip.is_loopback or ip.is_link_local or ip.is_unspecified
+    url = spec.source.git.url
+    return admin or any(url.startswith(p) for p in (tenant.git_url_prefixes if tenant else []))
 
 
-def check_job(spec: JobSpec, tenant: TenantConfig | None, *, admin: bool) -> None:
-    """Raise Forbidden when the spec asks for something the caller may not have."""
+def check_job(spec: JobSpec, tenant: TenantConfig | None, *, admin: bool, resolve: Resolver = unresolved) -> None:
+    """Raise Forbidden when the spec asks for something the caller may not have. `resolve`
+    looks up a git host's name (the default looks up nothing: literal addresses only)."""
     if admin:
         return
     allow_host = tenant is not None and tenant.allow_host_network
@@ -83,10 +95,17 @@ def check_job(spec: JobSpec, tenant: TenantConfig | None, *, admin: bool) -> Non
         if foreign:
             raise Forbidden(f"image tags of tenant {tenant.name!r} must start with {own!r} ({foreign[0]!r} does not): "
                             "images other jobs run from are not a tenant's to replace")  # fmt: skip
-    if spec.source and spec.source.git:
+    if spec.source and spec.source.git and not source_exempt(spec, tenant, admin=admin):
         url = spec.source.git.url
-        if git_protocol(url) not in ("https", "ssh") or _node_local(git_host(url)):
-            prefixes = tenant.git_url_prefixes if tenant else []
-            if not any(url.startswith(p) for p in prefixes):
-                raise Forbidden(f"git URL {url[:100]!r}: only https and ssh sources beyond this node are allowed, "
-                                "or URLs under one of the tenant's git_url_prefixes")  # fmt: skip
+        if git_protocol(url) not in ("https", "ssh"):
+            raise Forbidden(f"git URL {url[:100]!r}: only https and ssh sources are allowed, "
+                            "or URLs under one of the tenant's git_url_prefixes")  # fmt: skip
+        reach = check_host(git_host(url), resolve)
+        if reach.refused:
+            raise Forbidden(f"git URL {url[:100]!r}: its host {reach.host[:100]!r} {reach.refused}; a checkout runs on the "
+                            "executor's host and reaches public addresses only, or URLs under one of the tenant's "
+                            "git_url_prefixes")  # fmt: skip
+        try:
+            git_port(url)
+        except ValueError:
+            raise Forbidden(f"git URL {url[:100]!r}: its port is not a port number") from None

@@ -48,7 +48,8 @@ class TenantConfig(BaseModel):
     secrets: dict[str, SecretStr] = Field(default_factory=dict)
     # Permissions that reach past a job's own attempt (farm/permissions.py); the admin has both.
     allow_host_network: bool = False  # `network: host` reaches the node's loopback services
-    git_url_prefixes: list[str] = Field(default_factory=list)  # sources beyond https/ssh, e.g. file:///srv/mirrors/
+    # git URLs under these exempt from the source checks (protocol, public host): e.g. file:///srv/mirrors/, https://git.corp.internal/
+    git_url_prefixes: list[str] = Field(default_factory=list)
     # The most jobs the tenant may have queued at once (429 past it); None: api.max_queued_per_tenant.
     max_queued: Annotated[int | None, Field(ge=1, le=10_000_000)] = None
 

@@ -23,6 +23,7 @@ from farm.api.gate import Followers, Gate
 from farm.artifacts import DirectoryStore
 from farm.cache.blobs import DirectoryBlobStore
 from farm.errors import FarmError
+from farm.api.resolver import BoundedResolver
 from farm.metrics import make_registry
 from farm.reaper import Reaper
 from farm.settings import Settings
@@ -82,6 +83,7 @@ def create_app(settings: Settings, *, store: JobStore | None = None) -> FastAPI:
     app.add_exception_handler(FarmError, farm_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(HTTPException, http_error)
+    app.state.resolve = BoundedResolver()  # git hosts at submit (farm.permissions)
     app.add_exception_handler(PydanticSerializationError, unstorable)
     modules = (jobs, runs, queue, pools, caches, health)
     app.add_middleware(Gate, tokens=app.state.tokens, max_body_bytes=settings.api.max_body_bytes,

@@ -11,6 +11,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from prometheus_client import CollectorRegistry
 
+from farm.addresses import Resolver
 from farm.api.auth import Principal, principal
 from farm.api.gate import Followers
 from farm.artifacts import DirectoryStore
@@ -66,19 +67,24 @@ async def _metrics(request: Request) -> CollectorRegistry:
 
 @dataclass(frozen=True)
 class Caller:
-    """Who submits and what under: the caller, its tenant's settings, the farm's settings and
-    the job store, as one dependency (a submit is the hot path: each dependency FastAPI
-    resolves costs the request time)."""
+    """Who submits and what under: the caller, its tenant's settings, the farm's settings,
+    the job store and the resolver of git hosts, as one dependency (a submit is the hot path:
+    each dependency FastAPI resolves costs the request time)."""
 
     who: Principal
     tenant: TenantConfig | None
     config: Settings
     jobs: JobStore
+    resolve: Resolver
 
 
 async def _caller(request: Request, who: Annotated[Principal, Depends(principal)]) -> Caller:
     state = request.app.state
-    return Caller(who, state.tenants.get(who.tenant), state.settings, state.store)
+    return Caller(who, state.tenants.get(who.tenant), state.settings, state.store, state.resolve)
+
+
+async def _resolver(request: Request) -> Resolver:
+    return request.app.state.resolve
 
 
 async def _stopping(request: Request) -> threading.Event:
@@ -102,4 +108,5 @@ Tenant = Annotated[TenantConfig | None, Depends(_tenant)]
 Stopping = Annotated[threading.Event, Depends(_stopping)]
 Submitter = Annotated[Caller, Depends(_caller)]
 Following = Annotated[Followers, Depends(_followers)]
+Lookup = Annotated[Resolver, Depends(_resolver)]
 MetricsRegistry = Annotated[CollectorRegistry, Depends(_metrics)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -16,8 +17,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
 from farm import permissions, secrets
+from farm.addresses import Resolver
 from farm.api.auth import Principal
-from farm.api.deps import Artifacts, Config, Following, Jobs, Stopping, Submitter, Tenant, Who
+from farm.api.deps import Artifacts, Config, Following, Jobs, Lookup, Stopping, Submitter, Tenant, Who
 from farm.api.errors import COMMON, CONFLICT, FORBIDDEN, NOT_FOUND
 from farm.artifacts import safe_name
 from farm.errors import Forbidden, InvalidInput, NotFound
@@ -51,19 +53,27 @@ async def submit(
     config = caller.config
     if spec.pool not in config.pools:
         raise InvalidInput(f"unknown pool {spec.pool!r}; pools are: {', '.join(config.pools)}", ("body", "pool"))
-    got = await _submit(config, caller.tenant, caller.who, caller.jobs, spec, idempotency_key=idempotency_key)
+    got = await _submit(config, caller.tenant, caller.who, caller.jobs, spec, caller.resolve, idempotency_key=idempotency_key)
     if not got.created:
         response.status_code = status.HTTP_200_OK
     return got.job
 
 
-async def _submit(config: Settings, tenant: TenantConfig | None, who: Principal, jobs: JobStore, spec: JobSpec, **kw: Any) -> Submitted:
+async def _submit(
+    config: Settings, tenant: TenantConfig | None, who: Principal, jobs: JobStore, spec: JobSpec, resolve: Resolver, **kw: Any
+) -> Submitted:
     for loc, why in unsupported(spec, config.executors.runtime):
         raise InvalidInput(why, ("body", *loc))  # a setting the runtime would ignore: say so now
-    permissions.check_job(spec, tenant, admin=who.admin)
+    check = functools.partial(permissions.check_job, spec, tenant, admin=who.admin, resolve=resolve)
+    exempt = permissions.source_exempt(spec, tenant, admin=who.admin)
+    if spec.source is not None and not exempt:
+        await run_in_threadpool(check)  # a git host's name is looked up (farm.api.resolver): not on the loop
+    else:
+        check()
     check_callback(spec.callback_url, tenant)
+    # The exemption goes with the job (never in its spec): the executor does not know tenants.
     return await jobs.asubmit(spec, who.tenant, weight=who.weight, secrets=secrets.resolve(spec, tenant), tier=who.tier,
-                              max_queued=queue_quota(config, tenant, who), **kw)  # fmt: skip
+                              max_queued=queue_quota(config, tenant, who), source_exempt=exempt, **kw)  # fmt: skip
 
 
 def queue_quota(config: Settings, tenant: TenantConfig | None, who: Principal) -> int | None:
@@ -75,10 +85,11 @@ def queue_quota(config: Settings, tenant: TenantConfig | None, who: Principal) -
 
 
 @router.post("/{job_id}/rerun", status_code=status.HTTP_201_CREATED, response_model=Job, responses={**NOT_FOUND, **FORBIDDEN})
-async def rerun_job(job_id: str, who: Who, jobs: Jobs, config: Config, tenant: Tenant) -> Job:
-    """Submit the same spec again as a new job linked to this one (rerun_of)."""
+async def rerun_job(job_id: str, who: Who, jobs: Jobs, config: Config, tenant: Tenant, resolve: Lookup) -> Job:
+    """Submit the same spec again as a new job linked to this one (rerun_of): checked as a
+    submit is, by the caller's permissions now (the exemption is derived again, not copied)."""
     spec = await run_in_threadpool(_spec_to_rerun, jobs, who, job_id)
-    return (await _submit(config, tenant, who, jobs, spec, rerun_of=job_id)).job
+    return (await _submit(config, tenant, who, jobs, spec, resolve, rerun_of=job_id)).job
 
 
 def _spec_to_rerun(jobs: JobStore, who: Principal, job_id: str) -> JobSpec:

@@ -9,10 +9,12 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from farm import permissions, secrets
+from farm.addresses import Resolver
 from farm.api.auth import Principal
-from farm.api.deps import Config, Runs, Tenant, Who
+from farm.api.deps import Config, Lookup, Runs, Tenant, Who
 from farm.api.errors import COMMON, CONFLICT, FORBIDDEN, NOT_FOUND
 from farm.api.jobs import queue_quota
+from farm.api.resolver import budgeted
 from farm.errors import Forbidden, InvalidInput, NotFound
 from farm.models import Run, RunSpec, RunState, unsupported
 from farm.settings import Settings, TenantConfig
@@ -28,12 +30,14 @@ class RunsPage(BaseModel):
     next_cursor: str | None
 
 
-def _check(settings: Settings, tenant: TenantConfig | None, who: Principal, spec: RunSpec) -> list[dict[str, str]]:
+def _check(settings: Settings, tenant: TenantConfig | None, who: Principal, spec: RunSpec, resolve: Resolver) -> list[dict[str, str]]:
     """Every job of the run checked as a job submit checks it, its errors naming the job
-    (body.jobs.<i>...); returns the jobs' fields for the run's one script call."""
+    (body.jobs.<i>...); returns the jobs' fields for the run's one script call. Runs in a
+    worker thread: `resolve` looks git hosts up."""
     cap = settings.api.max_run_jobs
     if len(spec.jobs) > cap:
         raise InvalidInput(f"a run holds at most {cap} jobs (api.max_run_jobs); this one has {len(spec.jobs)}", ("body", "jobs"))
+    resolve = budgeted(resolve)  # one bound for the run's lookups, not one per job
     check_callback(spec.callback_url, tenant)
     fields = []
     for i, job in enumerate(spec.jobs):
@@ -43,14 +47,15 @@ def _check(settings: Settings, tenant: TenantConfig | None, who: Principal, spec
         for loc, why in unsupported(job, settings.executors.runtime):
             raise InvalidInput(why, (*at, *loc))
         try:
-            permissions.check_job(job, tenant, admin=who.admin)
+            permissions.check_job(job, tenant, admin=who.admin, resolve=resolve)
             check_callback(job.callback_url, tenant)
             resolved = secrets.resolve(job, tenant)
         except Forbidden as e:
             raise Forbidden(f"jobs[{i}]: {e.args[0]}") from e
         except InvalidInput as e:  # its path is the job's ("body", ...): put it under the run's
             raise InvalidInput(e.args[0], (*at, *e.args[1][1:])) from e
-        fields.append(JobStore._enqueue_fields(job, who.tenant, weight=who.weight, secrets=resolved, tier=who.tier))
+        fields.append(JobStore._enqueue_fields(job, who.tenant, weight=who.weight, secrets=resolved, tier=who.tier,
+                                               source_exempt=permissions.source_exempt(job, tenant, admin=who.admin)))  # fmt: skip
     return fields
 
 
@@ -68,12 +73,13 @@ async def submit_run(
     runs: Runs,
     config: Config,
     tenant: Tenant,
+    resolve: Lookup,
     idempotency_key: Annotated[str, Header(max_length=200, pattern=r"^[\x21-\x7e]+$")] = None,  # type: ignore[assignment]
 ) -> Run:
     """Queue every job of the run in one step: all of them, or none (a bad job is a 422
     naming its index). `supersede` cancels the tenant's older runs in the same group."""
     # Checking 500 jobs is work: in the thread pool, not on the loop other tenants share.
-    fields = await run_in_threadpool(_check, config, tenant, who, spec)
+    fields = await run_in_threadpool(_check, config, tenant, who, spec, resolve)
     got = await runs.asubmit(spec, who.tenant, fields, idempotency_key=idempotency_key, max_queued=queue_quota(config, tenant, who))
     if not got.created:
         response.status_code = status.HTTP_200_OK

@@ -39,6 +39,7 @@ class Claim:
     tenant: str
     secrets: dict[str, str] = field(default_factory=dict)
     tier: str = "unprotected"  # the cache trust tier of the token the job was submitted with
+    source_exempt: bool = False  # its git source was admitted under the exemption: the checkout does not check its host
 
 
 @dataclass(frozen=True)
@@ -175,10 +176,13 @@ class JobStore:
         rerun_of: str | None = None,
         tier: str = "unprotected",
         max_queued: int | None = None,
+        source_exempt: bool = False,
     ) -> dict[str, str]:
         """A job as lib.lua's `enqueue_job` takes it, every value a string. `secrets` are
         the resolved values the steps will see; `max_queued` the most jobs the tenant may
-        have queued (None: no limit)."""
+        have queued (None: no limit); `source_exempt` that the API admitted its git source
+        under the exemption (farm.permissions.source_exempt), kept beside the spec, never
+        in it, and handed to the executor with the claim."""
         body = spec.model_dump_json()
         group = spec.concurrency
         return {
@@ -202,6 +206,7 @@ class JobStore:
             "tier": tier,
             "run": "",
             "max_queued": "" if max_queued is None else str(max_queued),
+            "source_exempt": "1" if source_exempt else "",
         }
 
     @staticmethod
@@ -259,8 +264,9 @@ class JobStore:
             pass  # the script parked a run of jobs of full groups; search on
         if not got:
             return None
-        job_id, attempt, spec_json, tenant, secrets, tier = got
-        return Claim(job_id, int(attempt), JobSpec.model_validate_json(spec_json), tenant, json.loads(secrets or "{}"), tier)
+        job_id, attempt, spec_json, tenant, secrets, tier, exempt = got
+        return Claim(job_id, int(attempt), JobSpec.model_validate_json(spec_json), tenant, json.loads(secrets or "{}"), tier,
+                     source_exempt=exempt == "1")  # fmt: skip
 
     def raw_spec(self, job_id: str) -> JobSpec:
         """The spec as submitted, literal secret values included (for a rerun)."""

@@ -3,6 +3,7 @@ tenant may hold the server (uvicorn on 127.0.0.1, real Redis)."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import socket
 import time
@@ -137,6 +138,40 @@ def test_what_reaches_past_the_attempt_is_a_tenant_permission(served, spec):
         assert r.status_code == 403, r.text
     with client(served, ADMIN) as c:
         assert c.post("/v1/jobs", json={**STEP, **spec}).status_code == 201
+
+
+# An outside tester's URLs (issue 24): accepted, and their checkouts reached the node.
+LOOPBACK_SPELLINGS = ["https://127.1:6379/x", "https://2130706433:6379/x", "https://0x7f000001:6379/x", "https://0:6379/x",
+                      "https://0177.0.0.1:6379/x", "https://[::ffff:127.0.0.1]:6379/x", "https://[::ffff:7f00:1]/x",
+                      "https://localhost.:6379/x", "https://LOCALHOST/x", "https://%31%32%37.0.0.1/x", "ssh://127.1/x",
+                      "ssh://git@[::1]/x", "git@127.1:x", "git@0x7f000001:x", "https://10.0.0.1/x", "https://192.168.1.1/x",
+                      "https://100.64.0.1/x", "https://[fd00::1]/x", "https://[fe80::1]/x"]  # fmt: skip
+
+
+@pytest.mark.parametrize("url", LOOPBACK_SPELLINGS)
+def test_every_spelling_of_a_host_that_is_not_public_is_403_for_a_tenant(served, url):
+    with client(served) as c:
+        r = c.post("/v1/jobs", json={**STEP, "source": {"git": {"url": url}}})
+        assert r.status_code == 403, r.text
+        assert "its host" in r.json()["detail"] and "git_url_prefixes" in r.json()["detail"]
+        r = c.post("/v1/runs", json={"name": "ci", "jobs": [STEP, {**STEP, "source": {"git": {"url": url}}}]})
+        assert r.status_code == 403 and r.json()["detail"].startswith("jobs[1]: "), r.text
+    with client(served, ADMIN) as c:
+        assert c.post("/v1/jobs", json={**STEP, "source": {"git": {"url": url}}}).status_code == 201
+
+
+def test_a_host_name_is_403_by_the_addresses_it_resolves_to(served):
+    """This machine's own name resolves to one of its addresses (/etc/hosts): never public."""
+    host = socket.gethostname()
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)}
+    except OSError:
+        pytest.skip(f"{host} does not resolve here")
+    if not any(ipaddress.ip_address(a).is_loopback or ipaddress.ip_address(a).is_private for a in addresses):
+        pytest.skip(f"{host} resolves to a public address here: {addresses}")
+    with client(served) as c:
+        r = c.post("/v1/jobs", json={**STEP, "source": {"git": {"url": f"https://{host}:6379/x"}}})
+        assert r.status_code == 403 and f"its host '{host.lower()}' resolves to " in r.json()["detail"], r.text
 
 
 def test_inputs_that_were_500s_are_422s(served, make_settings, serve_app):

@@ -4,7 +4,7 @@
 -- with the lowest stride pass, its best job; a job whose concurrency group is full is
 -- parked on the group (it never blocks the jobs behind it) and the search goes on.
 -- ARGV pool, executor, lease_ms, grace_ms, node (where the executor runs: its warden fences it).
--- Returns {id, attempt, spec, tenant, secrets, cache tier}, false (nothing claimable), or 'more' (search
+-- Returns {id, attempt, spec, tenant, secrets, cache tier, source_exempt}, false (nothing claimable), or 'more' (search
 -- budget spent: call again). The executor's registry entry becomes busy.
 local pool, executor = ARGV[2], ARGV[3]
 local lease_ms, grace_ms = tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -21,7 +21,7 @@ for _ = 1, 100 do
   if #popped > 0 then
     local id = popped[1]
     local jk = K.job .. id
-    local f = redis.call('HMGET', jk, 'state', 'attempt', 'timeout_ms', 'ready_at', 'group', 'weight', 'spec', 'secrets', 'tier', 'run')
+    local f = redis.call('HMGET', jk, 'state', 'attempt', 'timeout_ms', 'ready_at', 'group', 'weight', 'spec', 'secrets', 'tier', 'run', 'source_exempt')
     local group = f[5]
     local gk = (group and group ~= '') and group_key('group', tenant, group) or nil
     if f[1] ~= 'queued' then
@@ -50,7 +50,7 @@ for _ = 1, 100 do
       demand(pool, 'w', now - tonumber(f[4]))
       note(id, f[2], 'attempt ' .. f[2] .. ' started on ' .. executor)
       executor_state(executor, pool, 'busy', id, now)
-      return {id, f[2], f[7], tenant, f[8] or '', f[9] or 'unprotected'}
+      return {id, f[2], f[7], tenant, f[8] or '', f[9] or 'unprotected', f[11] or ''}
     end
   end
 end

@@ -310,7 +310,8 @@ end
 -- id, tenant, pool, priority, retries, timeout_ms, spec (JSON), weight, group ('' for
 -- none), group_limit, on_full, queue_timeout_ms ('' for none), callback ('' for none),
 -- secrets (JSON of the resolved values, '' for none), rerun_of, tier (of the submitter's
--- token) and run ('' for none), every one a string.
+-- token), run ('' for none) and source_exempt ('1': the git source was admitted under the
+-- exemption; the executor does not check its host), every one a string.
 local function enqueue_job(a, now)
   local id, tenant, pool, group = a.id, a.tenant, a.pool, a.group
   local priority = tonumber(a.priority)
@@ -323,7 +324,7 @@ local function enqueue_job(a, now)
     'priority', priority, 'retries', a.retries, 'timeout_ms', a.timeout_ms, 'spec', a.spec,
     'weight', a.weight, 'group', group, 'qscore', qscore, 'seq', seq, 'queued_at', now,
     'ready_at', now, 'log_bytes', 0, 'callback', a.callback, 'secrets', a.secrets, 'rerun_of', a.rerun_of,
-    'tier', a.tier, 'run', a.run)
+    'tier', a.tier, 'run', a.run, 'source_exempt', a.source_exempt or '')
   redis.call('ZADD', K.jobs, seq, id)
   redis.call('ZADD', K.tenant_jobs .. tenant, seq, id)
   redis.call('HINCRBY', K.stats .. pool, 'submitted_total', 1)
