@@ -28,6 +28,7 @@ Invariants:
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 import time
@@ -277,8 +278,15 @@ class Attempt:
             self.server_says = "fenced"
             self._halt(StopReason.ABORTED)
         except (RuntimeFailure, OSError) as e:  # OSError: the workspace could not be made or read
-            log.note(f"runtime error: {e}")
-            state, error, exit_code = JobState.FAILED, self._cause(ErrorCode.RUNTIME_ERROR), None
+            if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT) and not self.steps and not self.stop.is_set():
+                # The node's disk, not the job: give the job back (its lease expires and it is
+                # requeued) rather than fail it for a fault of the node's.
+                log.note(f"the node's disk is full ({e}); the job runs again")
+                self.server_says = "node_disk_full"
+                self._halt(StopReason.ABORTED)
+            else:
+                log.note(f"runtime error: {e}")
+                state, error, exit_code = JobState.FAILED, self._cause(ErrorCode.RUNTIME_ERROR), None
         except Exception as e:  # noqa: BLE001 - a bug here must end the job with a reason, not wait out its lease
             logging.getLogger("farm.attempt").exception("job %s attempt %d", c.job_id, c.attempt)
             log.note(f"internal error in farm ({type(e).__name__}: {e}); the job ends here, not retried")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import threading
 import time
 
@@ -61,6 +62,8 @@ class Executor:
         self.jobs_run = 0
         self.error: str | None = None  # why it could not start
         self._drain = threading.Event()
+        self._disk_short = False  # the workspaces' filesystem was found too full to claim
+        self._ready_lock = threading.Lock()
 
     def _report(self, state: ExecutorState, *, beat: bool = False) -> None:
         """Tell the registry our state. A beat (same state, idle loop) goes out at most once
@@ -88,7 +91,8 @@ class Executor:
         quota.enforceable(self.settings.executors.disk_quota_bytes, self.workspaces)  # where there is none, says so now, once
         if self.settings.executors.startup_delay_s:
             self._drain.wait(self.settings.executors.startup_delay_s)  # a stand-in boot; a drain cuts it short
-        self._report(ExecutorState.IDLE)
+        with self._ready_lock:  # a drain asked during the start is never followed by an idle report
+            self._report(ExecutorState.DRAINING if self._drain.is_set() else ExecutorState.IDLE)
 
     def sweep_workspaces(self) -> None:
         """Clear workspaces no running attempt owns (kept ones once past retention)."""
@@ -100,9 +104,31 @@ class Executor:
             log.warning("workspace sweep skipped: %s", e)
         self._swept_at = time.monotonic()
 
+    def disk_free(self) -> bool:
+        """Whether the workspaces' filesystem has room for a job (executors.min_free_disk_bytes);
+        says so when that changes."""
+        need = self.settings.executors.min_free_disk_bytes
+        try:
+            free = shutil.disk_usage(self.workspaces).free if need else need
+        except OSError:
+            free = 0
+        short = free < need
+        if short != self._disk_short:
+            self._disk_short = short
+            if short:
+                log.warning("executor %s: %d bytes free for workspaces, under executors.min_free_disk_bytes (%d): "
+                            "claiming no job until there is room", self.id, free, need)  # fmt: skip
+            else:
+                log.info("executor %s: room for workspaces again; claiming jobs", self.id)
+        return not short
+
     def run_once(self) -> bool:
         """One turn: run one job if there is one (True), else wait for a wake-up (False)."""
         lease = self.settings.lease
+        if not self.disk_free():
+            self._report(ExecutorState.DRAINING if self._drain.is_set() else ExecutorState.IDLE, beat=True)
+            self._drain.wait(1.0)
+            return False
         try:
             claim = self.store.claim(self.pool, self.id, lease_s=lease.lease_s, grace_s=lease.timeout_grace_s, node=self.node)
         except FarmError as e:
@@ -149,8 +175,16 @@ class Executor:
     def run(self) -> None:
         try:
             self.start()
+            failures = 0
             while not self._drain.is_set():
-                self.run_once()
+                try:
+                    self.run_once()
+                    failures = 0
+                except Exception:  # noqa: BLE001 - the loop outlives its store and its bugs: back off, go on
+                    failures += 1
+                    (log.exception if failures == 1 else log.warning)("executor %s: turn failed (%d in a row); backing off",
+                                                                      self.id, failures)  # fmt: skip
+                    self._drain.wait(min(30.0, 0.5 * 2 ** min(failures, 6)))
         except RuntimeFailure as e:
             log.error("executor %s cannot start: %s", self.id, e)
             self.error = str(e)
@@ -168,9 +202,10 @@ class Executor:
 
     def drain(self) -> None:
         """Stop claiming; the loop ends after the current job (if any)."""
-        self._drain.set()
-        if self.state is not ExecutorState.STOPPED:
-            self._report(ExecutorState.DRAINING)
+        with self._ready_lock:
+            self._drain.set()
+            if self.state is not ExecutorState.STOPPED:
+                self._report(ExecutorState.DRAINING)
 
 
 def build_executor(executor_id: str, settings: Settings) -> Executor:
@@ -197,12 +232,22 @@ def _actor_class():  # type: ignore[no-untyped-def]
             self.executor.where = {"ray_node": ray.get_runtime_context().get_node_id(), "address": ray.util.get_node_ip_address()}
             # Every node that runs executors has a warden, which fences them if they die.
             ensure_warden(self.executor.settings, self.executor.store.instance(), settings)
-            self.thread = threading.Thread(target=self.executor.run, name=f"executor-{executor_id}", daemon=True)
+            self.thread = threading.Thread(target=self._run, name=f"executor-{executor_id}", daemon=True)
             if ray.get_runtime_context().was_current_actor_reconstructed:
                 # Ray restarted a static executor that died (farm up makes them so): the same
                 # slot runs again at once; its old attempt is the warden's to fence.
                 count_restart(self.executor.store, "executor")
                 self.thread.start()
+
+        def _run(self) -> None:
+            """The loop; if it ever ends unasked, the process goes too, so that Ray restarts
+            the actor (and the restart is counted) instead of hosting an executor that runs nothing."""
+            try:
+                self.executor.run()
+            finally:
+                if not self.executor._drain.is_set() and self.executor.error is None:
+                    log.error("executor %s: its loop ended unasked; exiting for Ray to restart it", self.executor.id)
+                    os._exit(70)
 
         def start(self) -> str:
             if self.thread.ident is None:  # a restarted actor started its loop already

@@ -22,6 +22,7 @@ from prometheus_client.registry import Collector
 from farm.errors import FarmError
 from farm.models import TERMINAL
 from farm.store.executors import ExecutorRegistry
+from farm.store.health import degraded
 from farm.store.jobs import JobStore
 from farm.store.nodes import RESTARTED, NodeBook
 from farm.store.scrape import StatsBook
@@ -65,6 +66,12 @@ class FarmCollector(Collector):
             return
         yield GaugeMetricFamily("farm_redis_up", "Whether this API replica can read Redis.", value=1)
         yield from families
+        try:
+            why = degraded(self.store.client)
+        except FarmError:
+            return
+        yield GaugeMetricFamily("farm_degraded", "1 while the store refuses writes (a full disk, maxmemory): new work gets 503s; "
+                                "/healthz and /v1/queue say why.", value=1 if why else 0)  # fmt: skip
 
     def _families(self) -> Iterator[Metric]:
         submitted = CounterMetricFamily("farm_jobs_submitted", "Jobs submitted.", labels=["pool"])

@@ -108,6 +108,9 @@ class ExecutorSettings(BaseModel):
     # ext4 filesystem of this size of its own (agents/quota.py), and a job that writes past
     # it fails with `disk_quota`. None: no limit.
     disk_quota_bytes: Annotated[int | None, Field(ge=16 * MiB)] = 4 * 1024 * MiB
+    # An executor claims no job while the filesystem of its workspaces has less free than
+    # this (as Jenkins takes an agent offline on low disk): a job would only fail there. 0: never.
+    min_free_disk_bytes: Annotated[int, Field(ge=0)] = 256 * MiB
     # On a Ray cluster: the custom resources each executor actor needs (e.g. {"farm-dood": 1},
     # which the Helm chart's worker groups provide), and that the autoscaler asks Ray for
     # ahead of demand so KubeRay adds worker pods. Empty on one machine. `pool_resources`

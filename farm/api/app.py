@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException
 from farm import __version__
 from farm.api import caches, health, jobs, pools, queue, runs
 from farm.api.auth import TokenBook
-from farm.api.errors import errors_as_json, farm_error, http_error, unstorable, validation_error
+from farm.api.errors import errors_as_json, farm_error, http_error, store_failure, unstorable, validation_error
 from farm.api.gate import Followers, Gate
 from farm.artifacts import DirectoryStore
 from farm.cache.blobs import DirectoryBlobStore
@@ -28,7 +28,7 @@ from farm.metrics import make_registry
 from farm.reaper import Reaper
 from farm.settings import Settings
 from farm.store.cache_index import CacheIndex
-from farm.store.client import connect, connect_async
+from farm.store.client import RedisError, connect, connect_async
 from farm.store.executors import ExecutorRegistry
 from farm.store.history import DemandHistory
 from farm.store.jobs import JobStore
@@ -85,6 +85,7 @@ def create_app(settings: Settings, *, store: JobStore | None = None) -> FastAPI:
     app.add_exception_handler(HTTPException, http_error)
     app.state.resolve = BoundedResolver()  # git hosts at submit (farm.permissions)
     app.add_exception_handler(PydanticSerializationError, unstorable)
+    app.add_exception_handler(RedisError, store_failure)  # a refusal no store method translated: 503, not 500
     modules = (jobs, runs, queue, pools, caches, health)
     app.add_middleware(Gate, tokens=app.state.tokens, max_body_bytes=settings.api.max_body_bytes,
                        body_timeout_s=settings.api.body_timeout_s, max_inflight=settings.api.max_inflight_per_tenant,

@@ -9,6 +9,7 @@ value (`input`), so a 50 MB body is not answered with itself.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import Request
@@ -29,6 +30,9 @@ from farm.errors import (
     TooManyRequests,
     Unauthorized,
 )
+from farm.store.client import store_error
+
+log = logging.getLogger("farm.api")
 
 INPUT_PREFIX = 64  # characters of an offending value a 422 may show
 
@@ -138,6 +142,17 @@ async def unstorable(request: Request, exc: Exception) -> JSONResponse:
     surrogate where no field check caught it): the caller's input, so a 422, not a 500."""
     return JSONResponse({"detail": [{"loc": ["body"], "msg": "the body holds text that is not valid Unicode (a lone surrogate)",
                                      "type": "value_error"}]}, status_code=422)  # fmt: skip
+
+
+async def store_failure(request: Request, exc: Exception) -> JSONResponse:
+    """A redis-py error no store method translated: the store away or refusing (a full
+    disk's MISCONF) is a 503 with the reason like any StoreUnavailable; anything else is a
+    bug, a 500 logged once here."""
+    mapped = store_error(exc)
+    if mapped is not None:
+        return await farm_error(request, mapped)
+    log.error("store error in %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse({"detail": "internal error"}, status_code=500)
 
 
 async def farm_error(request: Request, exc: Exception) -> JSONResponse:

@@ -9,7 +9,7 @@ The JSON is exactly what the routes answered before they had models; the CLI
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -44,7 +44,9 @@ class PoolQueuePublic(BaseModel):
 
 class QueuePublic(BaseModel):
     pools: list[PoolQueuePublic]
-    restarts: dict[str, int] = Field(description="restarts so far, by component (redis, executor, warden, autoscaler)")
+    restarts: dict[str, int] = Field(description="restarts so far, by component (redis, executor, warden, autoscaler, lifeline)")
+    degraded: list[str] = Field(default_factory=list, description="why the farm is degraded now (empty when it is not): "
+                                "the store refuses writes, so new work is refused with 503s")
 
 
 class ExecutorPublic(BaseModel):
@@ -187,4 +189,5 @@ class CachesDeleted(BaseModel):
 
 
 class HealthPublic(BaseModel):
-    status: str
+    status: Literal["ok", "degraded"] = Field(description="degraded: the store is up but refuses writes (new work gets 503s)")
+    reasons: list[str] = Field(default_factory=list, description="why it is degraded")

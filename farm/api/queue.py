@@ -16,6 +16,7 @@ from farm.api.gate import ADMIN_ONLY
 from farm.api.public import ExecutorsPublic, QueuePublic
 from farm.errors import NotFound
 from farm.models import rfc3339
+from farm.store.health import degraded
 from farm.store.nodes import NodeBook
 from farm.store.summary import summarize
 
@@ -37,4 +38,4 @@ def executors(config: Config, registry: Registry, pool: Annotated[str | None, Qu
 @router.get("/queue", response_model=QueuePublic)
 def queue(config: Config, jobs: Jobs, registry: Registry) -> dict[str, Any]:
     pools = [asdict(p) for p in summarize(jobs, registry, config.pools)]
-    return {"pools": pools, "restarts": NodeBook(jobs.client, jobs.keys).restarts()}
+    return {"pools": pools, "restarts": NodeBook(jobs.client, jobs.keys).restarts(), "degraded": degraded(jobs.client)}

@@ -50,6 +50,8 @@ def queue(
             ago = max(0, int(time.time() - failure["at_ms"] / 1000))
             err.print(f"[yellow]pool {p['name']}: executor {failure['executor']} could not start {ago}s ago:[/yellow] {failure['reason']}",
                       highlight=False, soft_wrap=True)  # fmt: skip
+    for why in data.get("degraded", []):
+        err.print(f"[red]degraded:[/red] {why}", highlight=False, soft_wrap=True)
     if restarts := data.get("restarts"):
         out.print("restarted so far: " + ", ".join(f"{name} {n}×" for name, n in sorted(restarts.items())), highlight=False)
 

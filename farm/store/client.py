@@ -13,16 +13,44 @@ from redis.retry import Retry
 
 from farm.errors import StoreUnavailable
 
+# The root of redis-py's errors, for the API's last-resort handler (the API imports no redis).
+RedisError = redis.RedisError
+
+# What a server that is up but refuses the command says, by the start of its reply.
+_REFUSALS = {
+    "MISCONF": "redis cannot persist writes (its disk is full or failing), so it refuses them",
+    "READONLY": "redis is a read-only replica here",
+    "BUSY": "redis is busy running a script",
+    "LOADING": "redis is loading its data",
+}
+
+
+def store_error(e: BaseException) -> StoreUnavailable | None:
+    """A redis-py error as farm's StoreUnavailable (with the reason a caller can act on), or
+    None when `e` is not the store failing (a bug, bad input): the one mapping, for
+    `translated` and for the API's last-resort handler."""
+    if isinstance(e, (redis.ConnectionError, redis.TimeoutError)):
+        return StoreUnavailable(f"redis unreachable: {e}")
+    if isinstance(e, redis.exceptions.OutOfMemoryError):
+        return StoreUnavailable(f"redis is full (maxmemory): {e}")
+    if isinstance(e, redis.exceptions.ResponseError):
+        text = str(e)
+        for marker, why in _REFUSALS.items():
+            if text.startswith(marker) or f" {marker} " in text or f"-{marker}" in text:
+                return StoreUnavailable(f"{why}: {text[:200]}")
+    return None
+
 
 @contextmanager
 def translated() -> Iterator[None]:
-    """Map redis-py's connection errors onto the farm error tree."""
+    """Map redis-py's errors of a store that is away or refusing onto StoreUnavailable."""
     try:
         yield
-    except (redis.ConnectionError, redis.TimeoutError) as e:
-        raise StoreUnavailable(f"redis unreachable: {e}") from e
-    except redis.exceptions.OutOfMemoryError as e:
-        raise StoreUnavailable(f"redis is full (maxmemory): {e}") from e
+    except redis.RedisError as e:
+        mapped = store_error(e)
+        if mapped is None:
+            raise
+        raise mapped from e
 
 
 def _options(socket_timeout: float) -> dict[str, object]:

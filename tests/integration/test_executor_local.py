@@ -177,3 +177,48 @@ def test_what_an_executor_cannot_honour_is_a_warning_in_the_log_and_the_result(s
     assert any("runs steps on the host, not in 'alpine:3'" in w for w in done.warnings), done.warnings
     assert any("hashFiles('requirements*.txt') matched no file" in w for w in done.warnings), done.warnings
     assert "[farm] warning: the local runtime runs steps on the host" in log.splitlines()[1]  # at the top
+
+
+def test_an_executor_loop_outlives_a_turn_that_fails_unexpectedly(store, make_settings, run_executor):
+    """A turn that raises what nobody expected (a bug, an error the store layer did not
+    translate) is logged and backed off; the loop goes on and runs the job."""
+    ex = run_executor(make_settings(), "ex-flaky")
+    wait_for(lambda: ex.executor.state is ExecutorState.IDLE, 30, what="the executor to be ready")
+    real_claim, failures = ex.executor.store.claim, []
+
+    def claim(*args, **kw):
+        if len(failures) < 2:
+            failures.append(1)
+            raise RuntimeError("a bug in a turn")
+        return real_claim(*args, **kw)
+
+    ex.executor.store.claim = claim  # type: ignore[method-assign]
+    job = store.enqueue(JobSpec(steps=[{"name": "s", "run": "echo fine"}]), "t")
+    wait_for(lambda: store.get(job.id).state is JobState.SUCCEEDED, 30, what="the job to run after two failed turns")
+    assert len(failures) == 2 and ex.thread.is_alive()
+
+
+def test_a_drain_asked_during_the_start_is_never_followed_by_an_idle_report(store, make_settings):
+    """An executor drained while it boots (a stand-in boot here) stays draining, then
+    stopped, in the registry: never idle, which would make the autoscaler count it."""
+    import threading
+
+    from agents.executor import build_executor
+
+    executor = build_executor("ex-boot", make_settings(executors={"startup_delay_s": 5}))
+    seen: list[str] = []
+    report = executor.registry.report
+
+    def recording(executor_id, pool, state, *args, **kw):
+        seen.append(state.value)
+        return report(executor_id, pool, state, *args, **kw)
+
+    executor.registry.report = recording  # type: ignore[method-assign]
+    thread = threading.Thread(target=executor.run, daemon=True)
+    thread.start()
+    wait_for(lambda: "starting" in seen, 30, what="the executor to start")
+    executor.drain()
+    thread.join(30)
+    assert not thread.is_alive()
+    assert "idle" not in seen, seen
+    assert seen[-1] == "stopped" and "draining" in seen, seen
