@@ -279,8 +279,20 @@ def _artifact_pattern(v: str) -> str:
     return v
 
 
+# What JobSpec's validators check across fields, in its JSON schema too (OpenAPI 3.1 is JSON
+# Schema 2020-12), so the document refuses what the API refuses: a build job has at least
+# one step and no `build`; an image job has a `build` (and any number of steps).
+_KIND_RULES = {
+    "if": {"properties": {"kind": {"const": "image"}}, "required": ["kind"]},
+    "then": {"required": ["build"], "properties": {"build": {"type": "object"}}},
+    "else": {"required": ["steps"], "properties": {"steps": {"minItems": 1}, "build": {"type": "null"}}},
+}
+
+
 class JobSpec(_Strict):
     """What a CI system submits. Unknown fields are refused."""
+
+    model_config = ConfigDict(json_schema_extra=_KIND_RULES)
 
     kind: Literal["build", "image"] = "build"
     pool: Annotated[str, Field(default="default", pattern=_NAME.pattern)] = "default"

@@ -49,6 +49,7 @@ from docker.utils import parse_bytes
 
 from agents.runtimes.base import StepContext
 from agents.runtimes.errors import DOCKER_ERRORS, docker_errors
+from agents.runtimes.follower import OutputFollower
 from farm.errors import RuntimeFailure
 from farm.models import ImageBuild, ImageResult, Step
 from farm.settings import DockerSettings
@@ -278,37 +279,45 @@ class DockerRuntime:
     def _run(self, container, ctx: StepContext) -> int:  # type: ignore[no-untyped-def]
         container.start()
         result: dict[str, int] = {}
-        seen = bytearray()  # the end of what was streamed
-
-        def pump() -> None:
-            for chunk in container.logs(stream=True, follow=True):
-                ctx.output(chunk)
-                seen.extend(chunk)
-                del seen[:-65536]
+        follower = OutputFollower(container, ctx.output, ctx.stop)  # follows again after a break
 
         def wait() -> None:
             result["code"] = container.wait()["StatusCode"]
 
-        reader = threading.Thread(target=pump, name="container-output", daemon=True)
+        reader = threading.Thread(target=follower.run, name="container-output", daemon=True)
         waiter = threading.Thread(target=wait, name="container-wait", daemon=True)
         reader.start()
         waiter.start()
         while waiter.is_alive():
             if ctx.stop.wait(0.02):
-                try:
-                    container.kill()
-                except docker.errors.APIError:
-                    pass  # it exited meanwhile: what the kill was for (not a failure to map)
+                self._kill(container)
                 waiter.join(10)
                 break
         reader.join(2.0)
-        # A follower sometimes ends before the daemon flushes a last line with no newline
-        # (seen 1 run in 30): the daemon's own last entry says whether it is missing.
-        if not ctx.stop.is_set():
-            last = container.logs(tail=1)
-            if last and not seen.endswith(last):
-                ctx.output(last)
+        try:
+            if not ctx.stop.is_set():
+                follower.finish()
+        finally:
+            follower.close()
         return result.get("code", -9)
+
+    @staticmethod
+    def _kill(container) -> None:  # type: ignore[no-untyped-def]
+        """Kill a step's container being stopped (cancel, timeout, lost lease): never a
+        failure of the job. An error answer means it exited or is gone already, which is what
+        the kill was for; a transport error (the daemon away a moment) is tried once more,
+        then left to the step's removal (forced) and the node's warden, which find the
+        container by its labels."""
+        for attempt in (1, 2):
+            try:
+                container.kill()
+                return
+            except docker.errors.APIError as e:
+                log.info("container %s: kill answered %s; taken as stopped", container.id[:12], e)
+                return
+            except DOCKER_ERRORS as e:
+                log.warning("container %s: kill failed (%s: %s); %s", container.id[:12], type(e).__name__, e,
+                            "trying again" if attempt == 1 else "left to its removal")  # fmt: skip
 
     def _build_api(self) -> docker.APIClient:
         """A client of its own for one build: closing its response is how a build is stopped."""

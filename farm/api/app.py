@@ -6,7 +6,7 @@ request passes the gate (`farm.api.gate`) before a handler reads it.
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -14,16 +14,19 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from pydantic_core import PydanticSerializationError
 from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Match
 
 from farm import __version__
 from farm.api import caches, health, jobs, pools, queue, runs
 from farm.api.auth import TokenBook
 from farm.api.errors import errors_as_json, farm_error, http_error, store_failure, unstorable, validation_error
 from farm.api.gate import Followers, Gate
+from farm.api.resolver import BoundedResolver
 from farm.artifacts import DirectoryStore
 from farm.cache.blobs import DirectoryBlobStore
 from farm.errors import FarmError
-from farm.api.resolver import BoundedResolver
 from farm.metrics import make_registry
 from farm.reaper import Reaper
 from farm.settings import Settings
@@ -80,13 +83,14 @@ def create_app(settings: Settings, *, store: JobStore | None = None) -> FastAPI:
     app.state.caches = CacheIndex(store.client, DirectoryBlobStore(settings.cache_dir), store.keys)
     app.state.stopping = threading.Event()  # set when the server starts to stop: followers end
     app.state.followers = Followers(settings.api.max_followers_per_tenant, settings.api.follow_max_s)
-    app.add_exception_handler(FarmError, farm_error)
-    app.add_exception_handler(RequestValidationError, validation_error)
-    app.add_exception_handler(HTTPException, http_error)
     app.state.resolve = BoundedResolver()  # git hosts at submit (farm.permissions)
-    app.add_exception_handler(PydanticSerializationError, unstorable)
+    app.add_exception_handler(FarmError, farm_error)
     app.add_exception_handler(RedisError, store_failure)  # a refusal no store method translated: 503, not 500
+    app.add_exception_handler(RequestValidationError, validation_error)
     modules = (jobs, runs, queue, pools, caches, health)
+    routes = [*app.router.routes, *(route for module in modules for route in module.router.routes)]
+    app.add_exception_handler(HTTPException, _allowing_every_method(routes, http_error))
+    app.add_exception_handler(PydanticSerializationError, unstorable)
     app.add_middleware(Gate, tokens=app.state.tokens, max_body_bytes=settings.api.max_body_bytes,
                        body_timeout_s=settings.api.body_timeout_s, max_inflight=settings.api.max_inflight_per_tenant,
                        routers=[m.router for m in modules])  # fmt: skip
@@ -100,6 +104,29 @@ def create_app(settings: Settings, *, store: JobStore | None = None) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _allowing_every_method(
+    routes: list[BaseRoute], handler: Callable[[Request, Exception], Awaitable[Response]]
+) -> Callable[..., Any]:
+    """`handler`, with a 405's Allow header naming every method of the path (RFC 9110), from
+    every one of `routes`. Starlette names those of the first route that matches the path,
+    and FastAPI makes a route per method: OPTIONS /v1/pools/{name}/policy said `Allow: GET`."""
+    routes = [route for route in routes if getattr(route, "methods", None)]
+
+    async def handle(request: Request, exc: Exception) -> Response:
+        if isinstance(exc, HTTPException) and exc.status_code == 405:
+            methods = {m for route in routes if route.matches(request.scope)[0] is not Match.NONE
+                       for m in route.methods}  # type: ignore[attr-defined]  # fmt: skip
+            if methods:
+                allow = ", ".join(sorted(methods, key=lambda m: (_METHODS.index(m) if m in _METHODS else len(_METHODS), m)))
+                exc.headers = {**(exc.headers or {}), "Allow": allow}
+        return await handler(request, exc)
+
+    return handle
 
 
 def from_environment() -> FastAPI:

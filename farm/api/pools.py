@@ -31,8 +31,11 @@ def _pool(config: Settings, name: str) -> str:
     return name
 
 
-Second = Annotated[int, Field(ge=0, le=HOUR_S - 1)]
-Bin = Annotated[int, Field(ge=0, le=MAX_BIN)]
+# Every number of a seed is strictly a JSON integer: lax validation took `false` as 0 and
+# "12" as 12, and `"last_hour": false` as hour 0 (1970), which means no last_hour at all.
+Count = Annotated[int, Field(strict=True, ge=1)]
+Second = Annotated[int, Field(strict=True, ge=0, le=HOUR_S - 1)]
+Bin = Annotated[int, Field(strict=True, ge=0, le=MAX_BIN)]
 
 
 class SeedHour(BaseModel):
@@ -40,10 +43,10 @@ class SeedHour(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    hour: int = Field(ge=0, le=MAX_HOUR, description="hours since 1970-01-01 00:00 UTC")
-    arrivals: list[tuple[Second, Annotated[int, Field(ge=1, le=MAX_PER_SECOND)]]] = Field(
+    hour: int = Field(strict=True, ge=0, le=MAX_HOUR, description="hours since 1970-01-01 00:00 UTC")
+    arrivals: list[tuple[Second, Annotated[Count, Field(le=MAX_PER_SECOND)]]] = Field(
         max_length=HOUR_S, description="[second of the hour, jobs that arrived then], each second once")
-    durations: list[tuple[Bin, Annotated[int, Field(ge=1, le=MAX_PER_BIN)]]] = Field(
+    durations: list[tuple[Bin, Annotated[Count, Field(le=MAX_PER_BIN)]]] = Field(
         max_length=MAX_BIN + 1, description="[bin, jobs], each bin once; bin b holds durations near 1.05**b - 1 s")  # fmt: skip
 
     @field_validator("arrivals", "durations")
@@ -59,8 +62,8 @@ class SeedBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     hours: list[SeedHour] = Field(min_length=1, max_length=52 * WEEK_HOURS)
-    last_hour: int | None = Field(None, ge=0, le=MAX_HOUR, description="the last hour of a seed sent in parts (each part moves"
-                                  " as the whole does); by default this body's last")  # fmt: skip
+    last_hour: int | None = Field(None, strict=True, ge=0, le=MAX_HOUR, description="the last hour of a seed sent in parts"
+                                  " (each part moves as the whole does); by default this body's last")  # fmt: skip
 
 
 def _shown(stored: Any) -> dict[str, Any]:
@@ -95,7 +98,9 @@ def put_policy(
     if_match: Annotated[str, Header(pattern=r"^[0-9]+$", description="the version being replaced")] = None,  # type: ignore[assignment]
 ) -> dict[str, Any]:
     """Replace the pool's policy (admin token only). With If-Match, a change based on a
-    stale version is refused with 409."""
+    stale version is refused with 409. A policy whose `min` exceeds its `max` is refused
+    with 422, as an invalid field is (a rule across two fields, which the schema can only
+    say in words)."""
     if not who.admin:
         raise Forbidden("changing a capacity policy needs the admin token")
     policy = _POLICY.dump_python(body, mode="json")
@@ -152,10 +157,10 @@ def demand_history(name: str, who: Who, config: Config, history: History, polici
     """What the pool's demand history holds (hours kept, jobs in them): what a predictive
     policy learns from when it is switched on or seeded."""
     pool = _pool(config, name)
-    hours = history.hours(pool)
-    with_jobs = [h for h, hour in hours.items() if hour.jobs]
+    counts = history.jobs_by_hour(pool)  # parses only the hours that changed since the last call
+    with_jobs = [h for h, n in counts.items() if n]
     return {
-        "pool": pool, "jobs": jobs(hours.values()), "hours": len(with_jobs),
+        "pool": pool, "jobs": sum(counts.values()), "hours": len(with_jobs),
         "first": _hour_at(min(with_jobs)) if with_jobs else None, "last": _hour_at(max(with_jobs)) if with_jobs else None,
         "keep_weeks": config.autoscaler.history_weeks, "seeded": policies.get(pool).seeded,
     }  # fmt: skip

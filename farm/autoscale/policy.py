@@ -70,8 +70,10 @@ class Decision:
 class _Policy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    min: Annotated[int, Field(ge=0)] = 0
-    max: Annotated[int, Field(ge=0)] = 10_000
+    # JSON Schema cannot compare two fields: the rule is in both fields' descriptions, and a
+    # policy that breaks it is a 422 (ValidationErrorBody) like any other invalid field.
+    min: Annotated[int, Field(ge=0, description="executors kept at least; must not exceed `max` (a 422 if it does)")] = 0
+    max: Annotated[int, Field(ge=0, description="executors at most; must not be below `min` (a 422 if it is)")] = 10_000
     scale_up_per_min: Annotated[int | None, Field(ge=1)] = None
     scale_down_delay_s: Annotated[float, Field(ge=0)] = 60.0
     one_shot: bool = False  # executors take one job and exit (ARC, KEDA)

@@ -2,12 +2,19 @@
 field an hour, its JSON. The autoscaler writes the hours it sees and trims those older than
 `autoscaler.history_weeks`; a seed (`POST /v1/pools/{name}/policy/seed`) writes a trace's
 hours in one step with its audit entry and a bump of the policy's `seeded` count, which the
-autoscaler takes as its cue to learn again."""
+autoscaler takes as its cue to learn again.
+
+`jobs_by_hour` (what GET /v1/pools/{name}/history shows) parses only the hours whose text
+changed since it last read them: a digest of each hour's text is kept with its count, for
+at most `cache_hours` hours (the least recently read go first)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,11 +26,16 @@ from farm.store.keys import Keys
 
 log = logging.getLogger("farm.history")
 
+CACHE_HOURS = 20_000  # hours whose count `jobs_by_hour` keeps (some 8 MB): eight weeks of 15 pools
+
 
 class DemandHistory:
-    def __init__(self, client: redis.Redis, keys: Keys | None = None) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys | None = None, *, cache_hours: int = CACHE_HOURS) -> None:
         self.client = client  # decodes replies to str
         self.keys = keys or Keys()
+        self.cache_hours = cache_hours
+        self._counts: OrderedDict[tuple[str, str], tuple[bytes, int | None]] = OrderedDict()  # (pool, hour): (digest, jobs)
+        self._lock = threading.Lock()  # the API reads from its worker threads
 
     def hours(self, pool: str) -> dict[int, Hour]:
         """Every hour kept; one that is not well formed (written by hand, or by another farm)
@@ -32,6 +44,26 @@ class DemandHistory:
             raw = self.client.hgetall(self.keys.history(pool))
         hours = ((field, _read(pool, field, text)) for field, text in raw.items())
         return {int(field): hour for field, hour in hours if hour is not None}
+
+    def jobs_by_hour(self, pool: str) -> dict[int, int]:
+        """The jobs of every hour kept (one not well formed left out, as `hours` leaves it):
+        an hour whose text is the same as when last read is not parsed again."""
+        with translated():
+            raw = self.client.hgetall(self.keys.history(pool))
+        digests = {field: hashlib.blake2b(text.encode(), digest_size=16).digest() for field, text in raw.items()}
+        with self._lock:
+            known = {f: c[1] for f, d in digests.items() if (c := self._counts.get((pool, f))) is not None and c[0] == d}
+        fresh = {f: (None if (hour := _read(pool, f, raw[f])) is None else hour.jobs) for f in digests if f not in known}
+        with self._lock:
+            for field, digest in digests.items():
+                key = (pool, field)
+                if field in fresh:
+                    self._counts[key] = (digest, fresh[field])
+                if key in self._counts:
+                    self._counts.move_to_end(key)
+            while len(self._counts) > self.cache_hours:
+                self._counts.popitem(last=False)
+        return {int(f): n for f, n in (known | fresh).items() if n is not None}
 
     def get(self, pool: str, hour: int) -> Hour | None:
         with translated():

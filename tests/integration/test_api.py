@@ -41,6 +41,18 @@ def test_health_and_metrics_need_no_token(api):
     assert api.get("/metrics").status_code == 200
 
 
+def test_a_method_a_path_does_not_have_is_a_405_naming_every_method_it_has(api):
+    """FastAPI makes a route per method; the 405's Allow lists all of the path's, not only
+    those of the first route that matched (OPTIONS on a policy said `Allow: GET`)."""
+    for path, allow in [("/v1/pools/default/policy", "GET, PUT"), ("/v1/jobs", "GET, POST"), ("/v1/runs", "GET, POST"),
+                        ("/v1/jobs/j1", "GET"), ("/v1/caches/k", "DELETE"), ("/healthz", "GET")]:  # fmt: skip
+        for method in ("OPTIONS", "PATCH", "DELETE", "HEAD"):
+            if method in allow:
+                continue
+            r = api.request(method, path, headers=auth(ADMIN))
+            assert (r.status_code, r.headers.get("allow")) == (405, allow), (method, path)
+
+
 def test_auth_is_required_and_checked(api):
     assert api.get("/v1/queue").status_code == 401
     r = api.get("/v1/queue", headers=auth("wrong"))

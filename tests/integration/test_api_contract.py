@@ -24,6 +24,7 @@ import pytest
 import schemathesis
 from fastapi.testclient import TestClient
 from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -208,3 +209,35 @@ def test_a_body_that_is_not_utf8_is_a_422_in_the_validation_shape(app):
         [error] = r.json()["detail"]
         assert error["loc"] == ["body"] and error["type"] == "json_invalid"
         assert json.dumps(r.json()).isascii()  # the undecodable bytes are not echoed
+
+
+ONE = [{"name": "s", "run": "true"}]
+BUILD = {"tags": ["team/app:1"]}
+# (spec, whether the API takes it): the rules across fields JobSpec's validators check.
+KIND_RULES = [
+    ({"steps": ONE}, True), ({"kind": "image", "build": BUILD}, True), ({"kind": "image", "build": BUILD, "steps": ONE}, True),
+    ({"steps": ONE, "build": None}, True), ({"steps": []}, False), ({}, False), ({"kind": "build"}, False),
+    ({"kind": "image"}, False), ({"kind": "image", "steps": ONE}, False), ({"steps": ONE, "build": BUILD}, False),
+]  # fmt: skip
+
+
+def test_the_document_refuses_the_specs_the_api_refuses(app):
+    """A build job without steps, an image job without `build`, a build job with one: the
+    schema of POST /v1/jobs and of POST /v1/runs says so (OpenAPI 3.1's if/then/else), so a
+    body valid by the document is not a 422 of the model, nor the other way round."""
+    doc = app.openapi()
+
+    def schema(path: str) -> Draft202012Validator:
+        body = doc["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        return Draft202012Validator({**body, "components": doc["components"]})
+
+    jobs, runs = schema("/v1/jobs"), schema("/v1/runs")
+    assert doc["components"]["schemas"]["JobSpec"]["else"]["properties"]["steps"] == {"minItems": 1}
+    with TestClient(app) as c:
+        for spec, taken in KIND_RULES:
+            assert jobs.is_valid(spec) is taken, spec
+            assert runs.is_valid({"name": "r", "jobs": [spec]}) is taken, spec
+            if not taken:
+                for path, body in (("/v1/jobs", spec), ("/v1/runs", {"name": "r", "jobs": [spec]})):
+                    r = c.post(path, json=body, headers=auth(ALICE))
+                    assert r.status_code == 422, (path, spec, r.text)

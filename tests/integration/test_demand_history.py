@@ -14,6 +14,7 @@ from farm.api import create_app
 from farm.autoscale.live import Autoscaler
 from farm.models import JobSpec, JobState
 from farm.settings import hash_token
+from farm.sim import history as sim_history
 from farm.sim.history import HOUR_S, from_trace
 from farm.store.executors import ExecutorRegistry
 from farm.store.history import DemandHistory
@@ -125,6 +126,12 @@ def test_bad_seeds_are_refused_with_the_field_named(farm):
         ({"hours": [hour, hour]}, ["body", "hours", 1, "hour"]),
         ({"hours": []}, ["body", "hours"]),
         ({"hours": [{**hour, "colour": "red"}]}, ["body", "hours", 0, "colour"]),
+        # an hour is a JSON integer: false was taken as hour 0, "470000" as that hour
+        ({"hours": [hour], "last_hour": False}, ["body", "last_hour"]),
+        ({"hours": [hour], "last_hour": True}, ["body", "last_hour"]),
+        ({"hours": [hour], "last_hour": "470000"}, ["body", "last_hour"]),
+        ({"hours": [{**hour, "hour": False}]}, ["body", "hours", 0, "hour"]),
+        ({"hours": [{**hour, "arrivals": [[True, 2]]}]}, ["body", "hours", 0, "arrivals", 0, 0]),
     ]
     for body, loc in cases:
         r = api.post("/v1/pools/default/policy/seed", json=body, headers=auth(ADMIN))
@@ -132,3 +139,43 @@ def test_bad_seeds_are_refused_with_the_field_named(farm):
         assert any(e["loc"][: len(loc)] == loc for e in r.json()["detail"]), r.text
     assert api.post("/v1/pools/nope/policy/seed", json={"hours": [hour]}, headers=auth(ADMIN)).status_code == 404
     assert hour["hour"] * HOUR_S < time.time()
+
+
+def test_the_history_summary_parses_only_the_hours_that_changed(farm, store, monkeypatch, caplog):
+    """GET /v1/pools/{name}/history reads every kept hour but parses only those whose text
+    changed since its last call (a bad one too: left out, and not warned about again); the
+    answers are what parsing every hour gives. Bounded: with room for fewer hours than kept,
+    what fell out is parsed again."""
+    api = farm[0]
+    parsed: list[str] = []
+    real = sim_history.Hour.from_doc
+    monkeypatch.setattr(sim_history.Hour, "from_doc", staticmethod(lambda doc, what="hour": parsed.append(what) or real(doc, what)))
+    kept = DemandHistory(store.client, store.keys)
+    now = int(time.time()) // HOUR_S
+    hours = {now - 1 - i: sim_history.Hour({s: 1 for s in range(i + 1)}, {40: 1}) for i in range(24)}
+    kept.put("default", hours)
+    store.client.hset(store.keys.history("default"), "junk", "{")
+
+    def summary():
+        r = api.get("/v1/pools/default/history", headers=auth(TEAM))
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    first = summary()
+    assert (first["jobs"], first["hours"], len(parsed)) == (sum(range(1, 25)), 24, 24)  # "junk" is no hour: left out
+    assert caplog.text.count("demand history hour 'junk' left out") == 1
+    parsed.clear()
+    assert summary() == first and parsed == []
+    assert caplog.text.count("demand history hour 'junk' left out") == 1
+    kept.put("default", {now - 1: hours[now - 1].merge(sim_history.Hour({7: 2}, {}))})  # one hour changed
+    again = summary()
+    assert parsed == [f"history {now - 1}"] and again["jobs"] == first["jobs"] + 2
+    assert again == {**first, "jobs": first["jobs"] + 2}
+    assert sum(h.jobs for h in kept.hours("default").values()) == again["jobs"]  # as parsing every hour says
+
+    store.client.hdel(store.keys.history("default"), "junk")
+    small = DemandHistory(store.client, store.keys, cache_hours=10)
+    assert small.jobs_by_hour("default") == {h: x.jobs for h, x in kept.hours("default").items()}
+    parsed.clear()
+    assert small.jobs_by_hour("default") == {h: x.jobs for h, x in kept.hours("default").items()}
+    assert len(parsed) == 24 + (24 - 10)  # kept.hours parses all 24; the small cache held 10 of them

@@ -69,3 +69,20 @@ def test_a_policy_with_min_over_max_is_refused_and_the_audit_keeps_lists(make_se
         assert r.status_code == 200, r.text
         (change, *_) = client.get("/v1/pools/default/policy/history").json()["changes"]
         assert change["after"]["windows"] == []
+
+
+def test_the_document_says_min_must_not_exceed_max_and_lists_the_422(api):
+    """A JSON schema cannot compare two fields: each live policy's `min` and `max` say the
+    rule in words, and PUT documents the 422 (in the validation shape) that breaking it is."""
+    doc = api.get("/openapi.json").json()
+    put = doc["paths"]["/v1/pools/{name}/policy"]["put"]
+    assert put["responses"]["422"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ValidationErrorBody"
+    }
+    assert "`min` exceeds its `max` is refused with 422" in " ".join(put["description"].split())
+    for ref in put["requestBody"]["content"]["application/json"]["schema"]["oneOf"]:
+        fields = doc["components"]["schemas"][ref["$ref"].rpartition("/")[2]]["properties"]
+        assert "must not exceed `max`" in fields["min"]["description"], ref
+        assert "must not be below `min`" in fields["max"]["description"], ref
+    r = api.put("/v1/pools/default/policy", json={"kind": "predictive", "min": 3, "max": 1}, headers=auth(ADMIN))
+    assert r.status_code == 422 and [e["type"] for e in r.json()["detail"]] == ["value_error"], r.text

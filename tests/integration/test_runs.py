@@ -2,12 +2,16 @@
 superseded as one, their webhook and their metrics."""
 
 import json
+import math
 
 import pytest
 from fastapi.testclient import TestClient
 
 from farm.api import create_app
+from farm.models import JobSpec, RunSpec
 from farm.settings import hash_token
+from farm.store.jobs import JobStore
+from farm.store.runs import RunStore
 from farm.webhooks import Deliverer, verify
 from tests.conftest import wait_for
 from tests.integration.test_webhooks import Receiver
@@ -125,6 +129,28 @@ def test_runs_list_newest_first_with_filters_and_a_cursor(api):
     assert [r["id"] for r in rest["runs"]] == ids[::-1][2:]
     assert [r["id"] for r in api.get("/v1/runs", params={"name": "r1"}).json()["runs"]] == [ids[3], ids[1]]
     assert [r["id"] for r in api.get("/v1/runs", params={"state": "cancelled"}).json()["runs"]] == [ids[0]]
+
+
+def test_a_filtered_list_reads_its_runs_a_batch_per_round_trip(settings, store):
+    """GET /v1/runs?name= scans up to 2,000 runs for matches: the runs' hashes are read a
+    batch (200) per round trip, not one each; the pages are what they were."""
+    runs = RunStore(store)
+    spec = JobSpec.model_validate(job())
+    fields = [JobStore._enqueue_fields(spec, "alice")]
+    ids = [runs.submit(RunSpec(name="rare" if i in (3, 300) else "common", jobs=[spec]), "alice", fields).run.id for i in range(450)]
+    with TestClient(create_app(settings, store=store), headers=auth(ALICE)) as api:
+        pool = store.client.connection_pool
+        taken = pool.get_connection
+        trips = []
+        pool.get_connection = lambda *a, **kw: trips.append(1) or taken(*a, **kw)  # a command or a pipeline: one trip
+        try:
+            page = api.get("/v1/runs", params={"name": "rare", "limit": 5}).json()
+        finally:
+            pool.get_connection = taken
+        batches = math.ceil(len(ids) / 200)
+        assert len(trips) <= 2 * batches + 1, len(trips)  # per batch: the index's ids, then their hashes
+        assert [r["id"] for r in page["runs"]] == [ids[300], ids[3]] and page["next_cursor"] is None
+        assert page["runs"] == [api.get(f"/v1/runs/{i}").json() for i in (ids[300], ids[3])]
 
 
 def test_cancel_ends_queued_jobs_at_once_and_kills_running_ones(api, settings, run_executor):
