@@ -123,6 +123,10 @@ class Lifeline:
         while (pids := living(self.noted)) and time.monotonic() < deadline:
             time.sleep(0.05)
         kill_all(pids, signal.SIGKILL)
+        try:  # again, with the executors gone: a workspace one of them held could not be unmounted
+            self.clear_node()  # type: ignore[operator]
+        except Exception:  # noqa: BLE001
+            log.exception("could not release the node's workspaces")
 
 
 def start(settings_json: str, instance: str) -> subprocess.Popen[bytes]:

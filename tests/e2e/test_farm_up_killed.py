@@ -45,7 +45,7 @@ def running_containers(job_id: str) -> list:  # type: ignore[type-arg]
 
 
 @pytest.mark.parametrize("runtime", ["local", "docker"])
-def test_nothing_of_a_sigkilled_farm_up_runs_after_the_lease(start_farm, tmp_path: Path, runtime: str, request):
+def test_nothing_of_a_sigkilled_farm_up_runs_after_the_lease(start_farm, farm_env, tmp_path: Path, runtime: str, request):
     if runtime == "docker":
         request.getfixturevalue("docker_image")
     farm, client = start_farm("up", "--executors", "1", "--runtime", runtime)
@@ -75,6 +75,9 @@ def test_nothing_of_a_sigkilled_farm_up_runs_after_the_lease(start_farm, tmp_pat
             time.sleep(1.0)
             assert out.stat().st_size == size, "the step still writes"
         assert took <= LEASE_S + 5, took
+        data_dir = farm_env["FARM_DATA_DIR"]
+        wait_for(lambda: not [m for m in Path("/proc/self/mounts").read_text().splitlines() if data_dir in m], 10,
+                 what="the workspaces' disks to be given back")  # fmt: skip
     finally:
         for pid in alive(tree):
             try:
