@@ -21,7 +21,7 @@ from farm.autoscale.forecast import HOURS, hour_of_week  # noqa: E402
 from farm.autoscale.policy import GitLabPeriod  # noqa: E402
 from farm.sim.simulator import Result, simulate  # noqa: E402
 from farm.sim.trace import Trace, parse  # noqa: E402
-from farm.sim.tune import build, gitlab_calendar  # noqa: E402
+from farm.sim.tune import UNCAPPED, build, gitlab_calendar  # noqa: E402
 
 GROUP = 17  # hours of the week per row (168 = 9 rows of 17 and one of 15)
 
@@ -53,7 +53,7 @@ def main() -> None:
             raise SystemExit("no calendar meets the target")
         calendar = tuned.params
     progress("replaying predictive and the calendar")
-    pred, pred_idle = idle_by_hour(trace, "predictive", {"target_p95_s": args.target_p95}, args.lead)
+    pred, pred_idle = idle_by_hour(trace, "predictive", {"target_p95_s": args.target_p95, **UNCAPPED}, args.lead)
     cal, cal_idle = idle_by_hour(trace, "gitlab", calendar, args.lead)
     rows = []
     for i in range(0, HOURS, GROUP):

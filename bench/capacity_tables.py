@@ -14,6 +14,7 @@ from pathlib import Path
 def setting(row: dict) -> str:
     params = dict(row["params"])
     periods = params.pop("periods", None)
+    params.pop("max", None)  # every policy of the comparison runs uncapped (farm.sim.tune.UNCAPPED)
     # a knob re-chosen weekly (--tune past) is a value a week: "buffer 0→17→17…"
     text = ", ".join(f"{k} {'→'.join(map(str, v)) if isinstance(v, list) else v}" for k, v in params.items())
     if periods:

@@ -23,7 +23,7 @@ from harness import progress, replay_args, report  # noqa: E402
 
 from farm.autoscale.forecast import hour_of_week  # noqa: E402
 from farm.sim.trace import Trace, parse  # noqa: E402
-from farm.sim.tune import cheapest, gitlab_calendar, run  # noqa: E402
+from farm.sim.tune import UNCAPPED, cheapest, gitlab_calendar, run  # noqa: E402
 
 WEEK = 7 * 86400
 
@@ -73,7 +73,7 @@ def main() -> None:
         progress(f"{name}: {r.executor_hours:,.0f} h, p95 {r.wait_p95_s:.0f} s")
 
     for name, on in (("past", past), ("hindsight", future)):
-        buffer = cheapest(on, "reactive", "buffer", target, lead)
+        buffer = cheapest(on, "reactive", "buffer", target, lead, base=UNCAPPED)  # uncapped, as the peers
         calendar = gitlab_calendar(on, target, lead)
         if buffer is None or calendar is None:
             raise SystemExit(f"no setting meets p95 {target} s on the {name} weeks")
@@ -86,7 +86,7 @@ def main() -> None:
         in_off = sum(1 for t in future.submitted if hour_of_week(t) in off)
         figures[f"calendar_{name}_tuned_hours_off_replayed_jobs_pct"] = round(100 * in_off / len(future.submitted), 1)
     figures["hours_of_day_quiet_before_replayed_jobs_pct"] = quiet_hours_of_day(past, future, 42)
-    put("predictive_cold", run(future, "predictive", {"target_p95_s": target}, lead))
+    put("predictive_cold", run(future, "predictive", {"target_p95_s": target, **UNCAPPED}, lead))
     report(figures, args.json)
 
 

@@ -22,7 +22,7 @@ from harness import progress, replay_args, report  # noqa: E402
 
 from farm.sim.simulator import Result, simulate  # noqa: E402
 from farm.sim.trace import Trace, parse  # noqa: E402
-from farm.sim.tune import build  # noqa: E402
+from farm.sim.tune import UNCAPPED, build  # noqa: E402
 
 WEEK = 7 * 86400
 
@@ -47,10 +47,10 @@ def main() -> None:
     args = ap.parse_args()
     with args.trace.open() as f:
         (trace,) = parse(f)
-    params = {"target_p95_s": args.target_p95}
+    params = {"target_p95_s": args.target_p95, **UNCAPPED}
     progress(f"replaying {len(trace.submitted)} jobs through the predictive policy and a constant buffer of {args.buffer}")
     r = simulate(trace, build("predictive", params), lead_s=args.lead, params=params, record=True)
-    c = simulate(trace, build("reactive", {"buffer": args.buffer}), lead_s=args.lead, record=True)
+    c = simulate(trace, build("reactive", {"buffer": args.buffer, **UNCAPPED}), lead_s=args.lead, record=True)
     fc = r.memory
     weeks, const = by_period(trace, r, args.target_p95), by_period(trace, c, args.target_p95)
     days, const_days = by_period(trace, r, args.target_p95, 86400)[:7], by_period(trace, c, args.target_p95, 86400)[:7]

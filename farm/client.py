@@ -112,7 +112,8 @@ class FarmClient:
     def policy(self, pool: str) -> dict[str, Any]:
         return self._request("GET", f"/v1/pools/{pool}/policy").json()
 
-    def set_policy(self, pool: str, policy: dict[str, Any], if_match: int | None = None) -> dict[str, Any]:
+    def set_policy(self, pool: str, policy: dict[str, Any], if_match: int | str | None = None) -> dict[str, Any]:
+        """If-Match: a version (3), an ETag ('"3"') or '*'."""
         headers = {"If-Match": str(if_match)} if if_match is not None else None
         return self._request("PUT", f"/v1/pools/{pool}/policy", json=policy, headers=headers).json()
 

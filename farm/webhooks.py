@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -40,11 +41,24 @@ def signature(secret: str, timestamp: str, body: bytes) -> str:
     return "sha256=" + mac.hexdigest()
 
 
+_SIGNATURE = re.compile(r"sha256=[0-9a-f]{64}")
+
+
 def verify(secret: str, timestamp: str, body: bytes, header: str, *, max_age_s: float = 300, now: float | None = None) -> bool:
-    """What a receiver does: constant-time compare, and refuse stale timestamps."""
-    if abs((now or time.time()) - float(timestamp)) > max_age_s:
+    """What a receiver does: whether `header` (X-Farm-Signature) signs `timestamp`
+    (X-Farm-Timestamp) and `body` (the raw bytes) with `secret`, within `max_age_s` of now
+    (a replay of an old delivery is refused). Compared in constant time. Anything malformed
+    (a header missing, so None; a timestamp that is not whole seconds; text that is not
+    ASCII; a body that is not bytes) is False, never an exception. README.md carries the same
+    check in the standard library alone, for receivers without farm."""
+    if not (isinstance(secret, str) and isinstance(timestamp, str) and isinstance(body, bytes | bytearray)
+            and isinstance(header, str)):  # fmt: skip
         return False
-    return hmac.compare_digest(signature(secret, timestamp, body), header)
+    if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12) or not _SIGNATURE.fullmatch(header):
+        return False
+    if abs((time.time() if now is None else now) - int(timestamp)) > max_age_s:
+        return False
+    return hmac.compare_digest(signature(secret, timestamp, bytes(body)).encode(), header.encode())
 
 
 def allowed(url: str, hosts: list[str]) -> bool:

@@ -16,10 +16,11 @@ from fastapi import Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from farm.errors import (
+    Ambiguous,
     Conflict,
     FarmError,
     Forbidden,
@@ -30,7 +31,9 @@ from farm.errors import (
     TooManyRequests,
     Unauthorized,
 )
+from farm.fieldnames import unknown_field
 from farm.store.client import store_error
+from farm.store.ids import SHOWN
 
 log = logging.getLogger("farm.api")
 
@@ -50,6 +53,18 @@ _STATUS: list[tuple[type[FarmError], int]] = [
 
 class ErrorBody(BaseModel):
     detail: str
+
+
+class IdMatch(BaseModel):
+    id: str
+    state: str
+
+
+class AmbiguousBody(ErrorBody):
+    """A 409 of a route that takes an id: a prefix that begins more than one id lists them;
+    any other conflict has `detail` only."""
+
+    matches: list[IdMatch] = Field(default_factory=list, description=f"the ids it begins ({SHOWN} at most), with their states")
 
 
 class FieldError(BaseModel):
@@ -86,6 +101,9 @@ COMMON: dict[int | str, dict[str, Any]] = {
 NOT_FOUND = {404: _doc("No such job (or one of another tenant), pool or entry")}
 FORBIDDEN = {403: _doc("A tenant may not do this: it needs the admin token or a tenant permission")}
 CONFLICT = {409: _doc("The resource's state or version does not allow this")}
+_PREFIX = "The id given is a prefix of more than one of the caller's ids: `matches` lists them"
+AMBIGUOUS = {409: _doc(_PREFIX, AmbiguousBody)}
+AMBIGUOUS_OR_CONFLICT = {409: _doc(f"{_PREFIX}; or the resource's state does not allow this", AmbiguousBody)}
 
 
 def errors_as_json(document: dict[str, Any]) -> dict[str, Any]:
@@ -109,21 +127,30 @@ def _short(value: Any) -> str | None:
     return text.encode("utf-8", "backslashreplace").decode()  # a lone surrogate is shown escaped, not re-sent
 
 
-def field_errors(errors: Any) -> list[dict[str, Any]]:
+def field_errors(errors: Any, body: Any = None) -> list[dict[str, Any]]:
     """Validation errors as shown: location, message and type, and a short prefix of a
-    scalar input; nothing else of the request."""
+    scalar input; nothing else of the request. A field the body's schema (`body`, a type)
+    does not have is an "unknown field", with the known one it was probably meant to be."""
     out = []
     for e in errors:
         entry = {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", ""))[:500], "type": str(e.get("type", ""))}
+        if entry["type"] == "extra_forbidden" and body is not None and entry["loc"][:1] == ["body"]:
+            entry["msg"] = unknown_field(body, entry["loc"][1:])
         if (shown := _short(e.get("input"))) is not None:
             entry["input"] = shown
         out.append(entry)
     return out
 
 
+def _body_type(request: Request) -> Any:
+    """The type the matched route reads its body as (FastAPI puts the route in the scope)."""
+    field = getattr(request.scope.get("route"), "body_field", None)
+    return getattr(getattr(field, "field_info", None), "annotation", None)
+
+
 async def validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    return JSONResponse({"detail": field_errors(exc.errors())}, status_code=422)
+    return JSONResponse({"detail": field_errors(exc.errors(), _body_type(request))}, status_code=422)
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
@@ -163,4 +190,7 @@ async def farm_error(request: Request, exc: Exception) -> JSONResponse:
         loc = list(exc.args[1]) if len(exc.args) > 1 else []
         return JSONResponse({"detail": [{"loc": loc, "msg": message, "type": "value_error"}]}, status_code=422)
     headers = {"WWW-Authenticate": "Bearer"} if code == 401 else {"Retry-After": "5"} if code == 429 else None
-    return JSONResponse({"detail": message}, status_code=code, headers=headers)
+    body: dict[str, Any] = {"detail": message}
+    if isinstance(exc, Ambiguous):
+        body["matches"] = [{"id": i, "state": state} for i, state in exc.matches]
+    return JSONResponse(body, status_code=code, headers=headers)

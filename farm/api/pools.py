@@ -3,11 +3,12 @@ the autoscaler's decisions."""
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import asdict
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Header, Query, Response
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
 from farm.api.deps import Config, History, Jobs, Policies, Registry, Who
@@ -15,7 +16,7 @@ from farm.api.errors import COMMON, CONFLICT, FORBIDDEN, NOT_FOUND
 from farm.api.gate import ADMIN_ONLY
 from farm.api.public import DecisionsPublic, HistoryPublic, PolicyHistoryPublic, PolicyPublic, PoolsPublic, SeedPublic
 from farm.autoscale.policy import LivePolicy
-from farm.errors import Forbidden, InvalidInput, NotFound
+from farm.errors import Conflict, Forbidden, InvalidInput, NotFound
 from farm.models import rfc3339
 from farm.settings import Settings
 from farm.sim.history import HOUR_S, MAX_BIN, MAX_HOUR, MAX_PER_BIN, MAX_PER_SECOND, WEEK_HOURS, Hour, jobs, shift_into
@@ -66,8 +67,42 @@ class SeedBody(BaseModel):
                                   " (each part moves as the whole does); by default this body's last")  # fmt: skip
 
 
-def _shown(stored: Any) -> dict[str, Any]:
+def _shown(stored: Any, response: Response | None = None) -> dict[str, Any]:
+    if response is not None:
+        response.headers["ETag"] = f'"{stored.version}"'
     return {"version": stored.version, "policy": stored.policy, "updated_by": stored.by, "updated_at": stored.at}
+
+
+# A policy's entity tag is its version, quoted as RFC 9110 writes one ("3"). If-Match takes
+# that, the bare version a client may hold (3), a weak tag (W/"3": the version is all a tag
+# says, so weak and strong compare alike here), a list of them, or * (any existing policy).
+_TAG = re.compile(r'\s*(?:W/)?("?)([0-9]{1,18})\1\s*')
+_IF_MATCH_HELP = 'the version being replaced: "3" (as ETag gives it), 3, W/"3", a list of them, or * (any existing policy)'
+_ETAG = {"ETag": {"description": 'the policy\'s version, quoted ("3"): give it as If-Match to refuse a stale change',
+                  "schema": {"type": "string"}}}  # fmt: skip
+
+
+def _versions(if_match: str) -> list[int] | None:
+    """The versions an If-Match header names; None for *."""
+    if if_match.strip() == "*":
+        return None
+    matches = [_TAG.fullmatch(item) for item in if_match.split(",")]
+    if not all(matches):
+        raise InvalidInput(f"If-Match is {_IF_MATCH_HELP}", ("header", "if-match"))
+    return [int(m[2]) for m in matches if m]
+
+
+def _expected(policies: Any, pool: str, if_match: str | None) -> int | None:
+    """The version a change must find (the store refuses it with 409 otherwise); None: any."""
+    if if_match is None:
+        return None
+    versions = _versions(if_match)
+    if versions is not None and len(versions) == 1:
+        return versions[0]  # the store compares, in the step that writes
+    current = policies.get(pool).version
+    if versions is None and current == 0:
+        raise Conflict(f"pool {pool} has no policy: If-Match: * matches an existing one only")
+    return current if versions is None or current in versions else versions[0]
 
 
 @router.get("", response_model=PoolsPublic)
@@ -78,15 +113,16 @@ def list_pools(who: Who, config: Config, jobs: Jobs, registry: Registry, policie
     return {"pools": pools}
 
 
-@router.get("/{name}/policy", response_model=PolicyPublic, responses=NOT_FOUND)
-def get_policy(name: str, who: Who, config: Config, policies: Policies) -> dict[str, Any]:
-    return _shown(policies.get(_pool(config, name)))
+@router.get("/{name}/policy", response_model=PolicyPublic, responses={200: {"headers": _ETAG}, **NOT_FOUND})
+def get_policy(name: str, who: Who, config: Config, policies: Policies, response: Response) -> dict[str, Any]:
+    """The pool's policy; its ETag is its version, for If-Match."""
+    return _shown(policies.get(_pool(config, name)), response)
 
 
 @router.put(
     "/{name}/policy",
     response_model=PolicyPublic,
-    responses={**NOT_FOUND, **FORBIDDEN, **CONFLICT},
+    responses={200: {"headers": _ETAG}, **NOT_FOUND, **FORBIDDEN, **CONFLICT},
     openapi_extra={ADMIN_ONLY: True},
 )
 def put_policy(
@@ -95,19 +131,18 @@ def put_policy(
     who: Who,
     config: Config,
     policies: Policies,
-    if_match: Annotated[str, Header(pattern=r"^[0-9]+$", description="the version being replaced")] = None,  # type: ignore[assignment]
+    response: Response,
+    if_match: Annotated[str | None, Header(description=_IF_MATCH_HELP)] = None,
 ) -> dict[str, Any]:
-    """Replace the pool's policy (admin token only). With If-Match, a change based on a
-    stale version is refused with 409. A policy whose `min` exceeds its `max` is refused
-    with 422, as an invalid field is (a rule across two fields, which the schema can only
-    say in words)."""
+    """Replace the pool's policy (admin token only). With If-Match (the ETag of a GET), a
+    change based on a stale version is refused with 409. A policy whose `min` exceeds its
+    `max` is refused with 422, as an invalid field is (a rule across two fields, which the
+    schema can only say in words)."""
     if not who.admin:
         raise Forbidden("changing a capacity policy needs the admin token")
+    pool = _pool(config, name)
     policy = _POLICY.dump_python(body, mode="json")
-    stored = policies.put(
-        _pool(config, name), policy, by=who.tenant, expected_version=int(if_match) if if_match else None
-    )
-    return _shown(stored)
+    return _shown(policies.put(pool, policy, by=who.tenant, expected_version=_expected(policies, pool, if_match)), response)
 
 
 @router.get("/{name}/policy/history", response_model=PolicyHistoryPublic, responses=NOT_FOUND)

@@ -67,18 +67,31 @@ class Decision:
 # -- policy configurations -------------------------------------------------------------------
 
 
+# A policy's `max` when it names none. farm's own kinds (what a pool runs live) stop at
+# LIVE_MAX: a policy follows the queue, so without a cap a flood of jobs (a retry storm, one
+# tenant's backlog of api.max_queued_per_tenant) would start as many executors as the
+# cluster holds; 50 bounds what such a mistake costs and is as many as a mid-size farm's pool
+# runs at once (README, "Capacity policies"). The peers model other systems, whose own
+# defaults set no cap (ARC's maxRunners, GitLab's limit 0, Jenkins' instance cap): NO_CAP.
+LIVE_MAX = 50
+NO_CAP = 10_000
+
+
 class _Policy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     # JSON Schema cannot compare two fields: the rule is in both fields' descriptions, and a
     # policy that breaks it is a 422 (ValidationErrorBody) like any other invalid field.
+    # Every field's description is its line in README.md's tables (tests/unit/policy_tables.py).
     min: Annotated[int, Field(ge=0, description="executors kept at least; must not exceed `max` (a 422 if it does)")] = 0
-    max: Annotated[int, Field(ge=0, description="executors at most; must not be below `min` (a 422 if it is)")] = 10_000
-    scale_up_per_min: Annotated[int | None, Field(ge=1)] = None
-    scale_down_delay_s: Annotated[float, Field(ge=0)] = 60.0
-    one_shot: bool = False  # executors take one job and exit (ARC, KEDA)
-    tick_s: Annotated[float, Field(gt=0)] = 10.0  # how often the loop decides, besides on arrivals
-    on_arrival: bool = True  # decide on every arrival too
+    max: Annotated[int, Field(ge=0, description="executors at most; must not be below `min` (a 422 if it is)")] = NO_CAP
+    scale_up_per_min: Annotated[int | None, Field(ge=1, description="executors started in any minute at most (none: no limit)")] = None
+    scale_down_delay_s: Annotated[float, Field(ge=0, description="seconds the pool must want fewer executors before idle ones "
+                                               "are drained")] = 60.0
+    one_shot: Annotated[bool, Field(description="`farm simulate` only: executors take one job and exit (ARC, KEDA)")] = False
+    tick_s: Annotated[float, Field(gt=0, description="`farm simulate` only: seconds between decisions besides arrivals "
+                                   "(live: `autoscaler.interval_s`)")] = 10.0
+    on_arrival: Annotated[bool, Field(description="`farm simulate` only: decide on every arrival too")] = True
     uses_idle_ages: ClassVar[bool] = False  # its rule reads Snapshot.idle_ages_s
 
     @model_validator(mode="after")
@@ -92,43 +105,53 @@ class _Policy(BaseModel):
         return self.scale_down_delay_s
 
 
-class ReactivePolicy(_Policy):
+class _LivePolicy(_Policy):
+    """farm's own kinds, which a pool may run live: capped at LIVE_MAX unless told otherwise."""
+
+    max: Annotated[int, Field(ge=0, description="executors at most; must not be below `min` (a 422 if it is)")] = LIVE_MAX
+
+
+class ReactivePolicy(_LivePolicy):
     """queued + running + buffer."""
 
     kind: Literal["reactive"] = "reactive"
-    buffer: Annotated[int, Field(ge=0)] = 0
+    buffer: Annotated[int, Field(ge=0, description="idle executors kept beyond queued + running")] = 0
 
 
 class Window(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    cron: str  # when the window opens, e.g. "0 8 * * 1-5"
-    duration_s: Annotated[float, Field(gt=0)]
-    timezone: str = "UTC"
-    idle: Annotated[int, Field(ge=0)] = 0
-    min: Annotated[int, Field(ge=0)] = 0
+    cron: Annotated[str, Field(description="when the window opens: cron, e.g. `0 8 * * 1-5`")]
+    duration_s: Annotated[float, Field(gt=0, description="seconds it stays open")]
+    timezone: Annotated[str, Field(description="the cron's time zone (an IANA name)")] = "UTC"
+    idle: Annotated[int, Field(ge=0, description="idle executors kept while it is open")] = 0
+    min: Annotated[int, Field(ge=0, description="executors kept at least while it is open")] = 0
 
 
-class ScheduledPolicy(_Policy):
+class ScheduledPolicy(_LivePolicy):
     """queued + running + the idle target of the open window (or `idle` outside any)."""
 
     kind: Literal["scheduled"] = "scheduled"
-    idle: Annotated[int, Field(ge=0)] = 0
-    windows: list[Window] = Field(default_factory=list)
+    idle: Annotated[int, Field(ge=0, description="idle executors kept beyond queued + running while no window is open")] = 0
+    windows: list[Window] = Field(default_factory=list, description="when to keep more: the largest `idle` and `min` of the "
+                                  "open ones win")
 
 
-class PredictivePolicy(_Policy):
+class PredictivePolicy(_LivePolicy):
     """Sizes the idle buffer from the pool's own learned arrival pattern so that the share of
     jobs waiting longer than `target_p95_s` stays within `1 - quantile` (see forecast.py)."""
 
     kind: Literal["predictive"] = "predictive"
-    target_p95_s: Annotated[float, Field(gt=0)] = 15.0
-    quantile: Annotated[float, Field(gt=0.5, lt=1)] = 0.95
+    target_p95_s: Annotated[float, Field(gt=0, description="the queue wait, in seconds, that at most 1 - `quantile` of jobs "
+                                         "may exceed")] = 15.0
+    quantile: Annotated[float, Field(gt=0.5, lt=1, description="the share of jobs that must start within `target_p95_s`")] = 0.95
     # Plan for this share of the late-job budget; the rest is kept for what no history shows
     # (a rebase starting 179 jobs in an hour, most of which wait a boot under any buffer).
-    safety: Annotated[float, Field(gt=0, le=1)] = 0.6
-    replan_s: Annotated[float, Field(gt=0)] = 3600.0
-    active_s: Annotated[float, Field(gt=0)] = 900.0  # a job arrived this recently: the pool is active
+    safety: Annotated[float, Field(gt=0, le=1, description="the share of the late-job budget it plans to spend; the rest is "
+                                   "kept for bursts no history shows")] = 0.6
+    replan_s: Annotated[float, Field(gt=0, description="seconds between plans of the coming week from what it learned")] = 3600.0
+    active_s: Annotated[float, Field(gt=0, description="a job arrived within this many seconds: the pool counts as active "
+                                     "(its hours are learned apart from quiet ones)")] = 900.0
 
     def hold_s(self, lead_s: float) -> float:
         """Keep a freed executor at least as long as a new one takes to boot (the break-even

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Optional
 import typer
 import yaml
 from rich.table import Table
+from rich.text import Text
 
 from farm.cli import app
 from farm.cli.output import Command, Group, SpecError, err, flag, job_exit_code, out, print_json
@@ -82,6 +83,7 @@ def _follow(client: FarmClient, job_id: str, *, timestamps: bool = False, offset
         job = client.get(job_id)
         if job["state"] not in ("queued", "running"):
             return job
+        job_id = job["id"]  # a prefix the user typed: follow on by the whole id, which a later job cannot share
 
 
 def _run_or_wait(client: FarmClient, job: dict[str, Any], wait: bool, follow: bool) -> None:
@@ -181,12 +183,29 @@ def get(job_id: str, as_json: Json = False) -> None:
         for s in job["steps"]:
             table.add_row(s["name"], "" if s["exit_code"] is None else str(s["exit_code"]), f"{s['duration_s']:.1f}")
         out.print(table)
+    if job.get("caches"):
+        _caches(job["caches"])
     for warning in job.get("warnings") or []:
         err.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
     if job.get("artifacts"):
         out.print(f"{len(job['artifacts'])} artifact(s): farm artifacts ls {job['id']}", highlight=False)
     if job.get("log_truncated"):
         out.print("the log was over its cap: its head and tail are kept", highlight=False)
+
+
+def _caches(caches: list[dict[str, Any]]) -> None:
+    """How each of the job's caches restored and saved, as its result has them."""
+    table = Table("cache", "restore", "bytes", "seconds", "save")
+    for c in caches:
+        restore = c["restore"] + (f" from {c['matched_key']}" if c.get("matched_key") and c["matched_key"] != c["key"] else "")
+        restore += " (warm)" if c.get("warm") else ""
+        save = c.get("save") or "-"
+        save += f" {c['save_bytes']:,} B in {c['save_s']:.1f} s" if c.get("save") == "saved" else ""
+        table.add_row(Text(c["key"]), Text(restore), f"{c.get('restore_bytes', 0):,}", f"{c.get('restore_s', 0):.1f}", save)
+    out.print(table, highlight=False)
+    for c in caches:
+        if c.get("error"):
+            err.print(f"cache {c['key']}: {c['error']}", style="yellow", markup=False, highlight=False)
 
 
 @app.command(cls=Command)

@@ -15,7 +15,6 @@ can act on; `--debug` (or FARM_DEBUG=1) shows the traceback instead.
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 from typing import Any
@@ -60,49 +59,23 @@ def field_path(loc: list[Any]) -> str:
     return text or "(the request)"
 
 
-def _known_fields(loc: list[Any]) -> list[str]:
-    """The fields the model at `loc`'s parent accepts, for a 'did you mean'."""
-    from pydantic import BaseModel
-
+def _unknown_field(e: dict[str, Any], loc: list[Any]) -> str:
+    """The server's words for a field it does not know (with its "did you mean"); an older
+    farm's plain message gets one made here, against the job spec."""
+    msg = str(e.get("msg", ""))
+    if msg.startswith("unknown field"):
+        return msg
+    from farm.fieldnames import unknown_field
     from farm.models import JobSpec
 
-    model: Any = JobSpec
-    for part in loc[1:-1] if loc and loc[0] == "body" else loc[:-1]:
-        if isinstance(part, int):
-            continue
-        field = getattr(model, "model_fields", {}).get(part)
-        if field is None:
-            return []
-        model = _model_in(field.annotation)
-        if model is None:
-            return []
-    return list(getattr(model, "model_fields", {})) if isinstance(model, type) and issubclass(model, BaseModel) else []
-
-
-def _model_in(annotation: Any) -> Any:
-    from typing import get_args
-
-    from pydantic import BaseModel
-
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in get_args(annotation):
-        found = _model_in(arg)
-        if found is not None:
-            return found
-    return None
+    return unknown_field(JobSpec, loc[1:] if loc and loc[0] == "body" else loc)
 
 
 def field_errors(detail: list[dict[str, Any]]) -> list[str]:
     lines = []
     for e in detail:
         loc = list(e.get("loc", []))
-        msg = e.get("msg", "invalid")
-        if e.get("type") == "extra_forbidden":
-            msg = "unknown field"
-            close = difflib.get_close_matches(str(loc[-1]) if loc else "", _known_fields(loc), n=1)
-            if close:
-                msg += f" (did you mean {close[0]}?)"
+        msg = _unknown_field(e, loc) if e.get("type") == "extra_forbidden" else e.get("msg", "invalid")
         lines.append(f"{field_path(loc)}: {msg}")
     return lines
 

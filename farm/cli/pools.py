@@ -14,7 +14,7 @@ from rich.table import Table
 from farm.cli import app
 from farm.cli.jobs import Json, load_file
 from farm.cli.output import Command, Group, err, flag, out, print_json
-from farm.client import FarmClient
+from farm.client import ApiError, FarmClient
 
 pools_app = typer.Typer(cls=Group, help="Pools: their queues, executors and policies.", no_args_is_help=True)
 policy_app = typer.Typer(cls=Group, help="A pool's capacity policy: show, change, its history, the autoscaler's decisions.",
@@ -101,22 +101,46 @@ def policy_get(pool: str, as_json: Json = False) -> None:
     out.print_json(json.dumps(data["policy"]))
 
 
+# `-f` is --follow wherever a command has it (submit, rerun, logs, run submit), as in `tail -f`
+# and `kubectl logs -f`: a file is an argument. `farm policy set -f FILE` and `policy seed -t`
+# (now --timestamps' letter) were the exceptions; they are refused with the way to say it now.
+def _moved(old: str, now: str, new: str) -> Any:
+    def refuse(value: Any) -> Any:
+        if value is not None:
+            raise typer.BadParameter(f"{old} is {now} in every farm command now; {new}", param_hint=old)
+        return value
+
+    return typer.Option(old, hidden=True, callback=refuse, show_default=False)
+
+
 @policy_app.command("set", cls=Command)
 def policy_set(
     pool: str,
-    file: Annotated[str, typer.Option("--file", "-f", help="The policy (YAML/JSON), '-' for stdin.")],
-    if_match: Annotated[Optional[int], typer.Option("--if-match", help="Refuse (409) unless this is the current version.")] = None,
+    file: Annotated[Optional[str], typer.Argument(help="The policy (YAML/JSON), '-' for stdin.", show_default=False)] = None,
+    file_option: Annotated[Optional[str], typer.Option("--file", help="The policy file, as an option (as before).",
+                                                       show_default=False)] = None,
+    old_f: Annotated[Optional[str], _moved("-f", "--follow", "give the file as an argument: farm policy set POOL FILE")] = None,
+    if_match: Annotated[Optional[str], typer.Option("--if-match", help='Refuse (409) unless the policy is at this version '
+                                                    '(3, or the ETag "3"; * for any policy).', show_default=False)] = None,
     seed_trace: Annotated[Optional[Path], typer.Option("--seed-trace", help="First seed the pool's demand history from this "
                                                        "trace (as `farm policy seed`).", exists=True, dir_okay=False)] = None,
     trace_pool: TracePool = None,
     as_json: Json = False,
 ) -> None:  # fmt: skip
-    """Replace the pool's policy (admin token); try it with `farm simulate` first."""
-    policy = load_file(file, "a policy file")
+    """Replace the pool's policy (admin token) with the one in FILE; try it with `farm simulate` first.
+
+    A field the policy's kind does not have is refused, naming the one it is close to."""
+    if (file is None) == (file_option is None):
+        raise typer.BadParameter("give the policy file once: farm policy set POOL FILE", param_hint="FILE")
+    policy = load_file(file or file_option or "", "a policy file")
     client = FarmClient()
     if seed_trace is not None:
         _seed(client, pool, seed_trace, trace_pool, as_json)
-    data = client.set_policy(pool, policy, if_match)
+    try:
+        data = client.set_policy(pool, policy, if_match)
+    except ApiError as e:
+        _untagged(e, policy.get("kind"))
+        raise
     if as_json:
         print_json(data)
     else:
@@ -133,8 +157,9 @@ TracePool = Annotated[Optional[str], typer.Option("--trace-pool", help="Take the
 @policy_app.command("seed", cls=Command)
 def policy_seed(
     pool: str,
-    trace: Annotated[Path, typer.Option("--trace", "-t", help="CSV: submitted_ts,duration_s,pool,tenant (one job a row).",
+    trace: Annotated[Path, typer.Option("--trace", help="CSV: submitted_ts,duration_s,pool,tenant (one job a row).",
                                         exists=True, dir_okay=False)],
+    old_t: Annotated[Optional[str], _moved("-t", "--timestamps", "use --trace FILE")] = None,
     trace_pool: TracePool = None,
     as_json: Json = False,
 ) -> None:  # fmt: skip
@@ -201,13 +226,13 @@ def policy_history(pool: str, limit: Annotated[int, typer.Option(min=1, max=1000
     if as_json:
         print_json(data)
         return
-    table = Table("version", "by", "at", "kind", "was")
+    table = Table("version", "by", "at", "change")
     for c in data["changes"]:
         if seed := c.get("seed"):
-            table.add_row(str(c["version"]), c["by"], str(c["at"]), f"seed: {seed['jobs']} jobs, {seed['hours']} hours", "")
+            table.add_row(str(c["version"]), c["by"], str(c["at"]), f"seed: {seed['jobs']} jobs, {seed['hours']} hours")
             continue
-        table.add_row(str(c["version"]), c["by"], str(c["at"]), _kind(c.get("after")), _kind(c.get("before")))
-    out.print(table)
+        table.add_row(str(c["version"]), c["by"], str(c["at"]), "\n".join(changes(c.get("before"), c.get("after"))))
+    out.print(table, highlight=False)
 
 
 @policy_app.command("decisions", cls=Command)
@@ -237,5 +262,44 @@ def _executors(as_json: bool) -> None:
     out.print(table)
 
 
-def _kind(policy: Any) -> str:
-    return policy.get("kind", "?") if isinstance(policy, dict) else "none"
+def _untagged(e: ApiError, kind: Any) -> None:
+    """A refused policy's field paths start with its kind (the tag of the union of kinds),
+    a level its file does not have: left out, they read as the file's own."""
+    if e.status == 422 and isinstance(e.detail, list):
+        for d in e.detail:
+            loc = d.get("loc") if isinstance(d, dict) else None
+            if isinstance(loc, list) and loc[:2] == ["body", kind]:
+                d["loc"] = ["body", *loc[2:]]
+
+
+def _defaults(kind: Any) -> dict[str, Any]:
+    from pydantic import TypeAdapter, ValidationError
+
+    from farm.autoscale.policy import CapacityPolicy
+
+    try:
+        return TypeAdapter(CapacityPolicy).validate_python({"kind": kind}).model_dump(mode="json")
+    except ValidationError:
+        return {}
+
+
+def _value(v: Any) -> str:
+    return "-" if v is _ABSENT else v if isinstance(v, str) else json.dumps(v, separators=(", ", ": "))
+
+
+_ABSENT = object()
+
+
+def changes(before: Any, after: Any) -> list[str]:
+    """What one version of a policy changed from the one before, a line per field
+    (`field: before → after`; the kind first, `-` for a field the other kind lacks)."""
+    if not isinstance(after, dict):
+        return ["policy removed"] if isinstance(before, dict) else ["no policy"]
+    if not isinstance(before, dict):  # the first: what it sets otherwise than its kind's defaults
+        defaults = _defaults(after.get("kind"))
+        return [f"set: {after.get('kind', '?')}"] + [f"{k}: {_value(v)}" for k, v in after.items()
+                                                     if k != "kind" and defaults.get(k, _ABSENT) != v]  # fmt: skip
+    keys = ["kind", *sorted((set(before) | set(after)) - {"kind"})]
+    lines = [f"{k}: {_value(before.get(k, _ABSENT))} → {_value(after.get(k, _ABSENT))}"
+             for k in keys if before.get(k, _ABSENT) != after.get(k, _ABSENT)]  # fmt: skip
+    return lines or ["no change"]

@@ -26,8 +26,16 @@ def _settings(config: Path | None, **overrides: Any):  # type: ignore[no-untyped
 
     try:
         return Settings.load(config, **{k: v for k, v in overrides.items() if v is not None})
-    except (ValidationError, FileNotFoundError) as e:
+    except FileNotFoundError as e:
         err.print(f"[red]invalid configuration:[/red] {e}")
+        raise typer.Exit(2) from e
+    except ValidationError as e:
+        from farm.fieldnames import unknown_field
+
+        lines = [f"  {'.'.join(map(str, x['loc'])) or '(the settings)'}: "
+                 + (unknown_field(Settings, x["loc"]) if x["type"] == "extra_forbidden" else x["msg"]) for x in e.errors()]  # fmt: skip
+        err.print("invalid configuration:", style="red", highlight=False)
+        err.print("\n".join(lines), markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from e
 
 

@@ -22,6 +22,8 @@ from typing import Any
 
 from farm.autoscale.forecast import hour_of_week
 from farm.autoscale.policy import (
+    LIVE_KINDS,
+    NO_CAP,
     ArcPolicy,
     GitLabPeriod,
     GitLabPolicy,
@@ -47,6 +49,11 @@ POLICIES: dict[str, type] = {
 # The knob a hindsight sweep tunes for each constant-buffer peer.
 KNOBS = {"reactive": "buffer", "arc": "min_runners", "jenkins": "spare", "keda": "min_replicas", "gitlab": "idle_count"}
 
+# `everything` compares like for like: no policy capped, as the peers' own defaults are not.
+# farm's own kinds stop at LIVE_MAX when their `max` is not given (what a pool runs live, and
+# what a single `farm simulate --policy NAME` replays), so the comparison gives theirs.
+UNCAPPED: dict[str, Any] = {"max": NO_CAP}
+
 Progress = Callable[[str], None]
 
 
@@ -70,12 +77,12 @@ def cheapest(
 ) -> Result | None:  # fmt: skip
     """The smallest integer knob value whose p95 wait meets the target (bisection): at most
     1 + bisection_runs(lo, hi) replays."""
-    base = dict(base or {})
+    base = {k: v for k, v in (base or {}).items() if k != knob}  # the knob goes first (what a row shows first)
     cache: dict[int, Result] = {}
 
     def at(v: int) -> Result:
         if v not in cache:
-            cache[v] = run(trace, name, {**base, knob: v}, lead_s, replay=replay, score_from=score_from)
+            cache[v] = run(trace, name, {knob: v, **base}, lead_s, replay=replay, score_from=score_from)
             progress(f"{name} {knob}={v}: p95 {cache[v].wait_p95_s:.0f}s, {cache[v].executor_hours:,.0f} h")
         return cache[v]
 
@@ -159,13 +166,13 @@ def past_tuned(
     A week's choice needs the waits each candidate value would have given over the past
     weeks; a replay is causal, so those are the first jobs of one whole-trace replay per
     value, and the values the weekly bisections touch are replayed once each and reused."""
-    base = dict(base or {})
+    base = {k: v for k, v in (base or {}).items() if k != knob}  # the knob goes first (what a row shows first)
     starts = week_starts(trace)
     waits: dict[int, tuple[float, ...]] = {}
 
     def p95_before(v: int, boundary: float) -> float:
         if v not in waits:
-            waits[v] = run_recorded(trace, name, {**base, knob: v}, lead_s, replay).job_waits
+            waits[v] = run_recorded(trace, name, {knob: v, **base}, lead_s, replay).job_waits
             progress(f"{name} {knob}={v} replayed for the weekly choices")
         n = bisect.bisect_left(trace.submitted, boundary)
         return percentile(sorted(waits[v][:n]), 95)
@@ -183,8 +190,8 @@ def past_tuned(
                 a = mid + 1
         chosen.append(a)
     progress(f"{name} {knob} by week: {', '.join(map(str, chosen))}")
-    schedule = [(t, build(name, {**base, knob: v})) for t, v in zip([trace.submitted[0], *starts], chosen, strict=True)]
-    r = simulate(trace, schedule[0][1], lead_s=lead_s, name=name, params={**base, knob: chosen}, progress=replay, schedule=schedule,
+    schedule = [(t, build(name, {knob: v, **base})) for t, v in zip([trace.submitted[0], *starts], chosen, strict=True)]
+    r = simulate(trace, schedule[0][1], lead_s=lead_s, name=name, params={knob: chosen, **base}, progress=replay, schedule=schedule,
                  score_from=score_from)  # fmt: skip
     return replace(r, tuning="past")
 
@@ -221,17 +228,19 @@ def stages(trace: Trace, target_p95_s: float, lead_s: float, tuning: str = "past
     score_from = scored_from(trace, warm_weeks)
 
     def predictive(progress: Progress, replay: Replay | None) -> Result:
-        r = run(trace, "predictive", {"target_p95_s": target_p95_s}, lead_s, replay=replay, score_from=score_from)
+        r = run(trace, "predictive", {"target_p95_s": target_p95_s, **UNCAPPED}, lead_s, replay=replay, score_from=score_from)
         progress(f"predictive: p95 {r.wait_p95_s:.0f}s, {r.executor_hours:,.0f} h")
         return replace(r, warm_weeks=warm_weeks)
 
     def peer(name: str) -> Callable[[Progress, Replay | None], Result | None]:
+        base = UNCAPPED if name in LIVE_KINDS else None
         if tuning == "past":
-            return lambda progress, replay: replace(past_tuned(trace, name, KNOBS[name], target_p95_s, lead_s, progress=progress,
+            return lambda progress, replay: replace(past_tuned(trace, name, KNOBS[name], target_p95_s, lead_s, base=base, progress=progress,
                                                                replay=replay, score_from=score_from), warm_weeks=warm_weeks)  # fmt: skip
 
         def hindsight(progress: Progress, replay: Replay | None) -> Result | None:
-            r = cheapest(trace, name, KNOBS[name], target_p95_s, lead_s, progress=progress, replay=replay, score_from=score_from)
+            r = cheapest(trace, name, KNOBS[name], target_p95_s, lead_s, base=base, progress=progress, replay=replay,
+                         score_from=score_from)  # fmt: skip
             return None if r is None else replace(r, tuning="hindsight", warm_weeks=warm_weeks)
 
         return hindsight

@@ -9,8 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import wait_for
 from tests.e2e.conftest import wait_all
 
@@ -25,12 +23,6 @@ def farm(env: dict[str, str], *args: str, stdin: str | None = None, code: int = 
 def narrow(text: str) -> None:
     wide = [line for line in text.splitlines() if len(line) > 80]
     assert not wide, wide
-
-
-@pytest.fixture
-def user_env(farm_env: dict[str, str]) -> dict[str, str]:
-    """A user's shell after `farm up`: no FARM_URL, no FARM_TOKEN, no FARM_DATA_DIR."""
-    return {k: v for k, v in farm_env.items() if k not in ("FARM_ADMIN_TOKEN", "FARM_DATA_DIR")}
 
 
 def test_the_cli_finds_farm_up_and_says_what_went_wrong(start_farm, farm_env, user_env, tmp_path: Path):
@@ -112,8 +104,8 @@ def test_the_whole_api_from_the_cli(start_farm, farm_env, tmp_path: Path):
     narrow(r.stdout)
     assert "default" in r.stdout
     (tmp_path / "policy.yaml").write_text("kind: reactive\nbuffer: 1\nmax: 3\n")
-    assert "policy version 1" in farm(env, "policy", "set", "default", "-f", str(tmp_path / "policy.yaml")).stdout
-    r = farm(env, "policy", "set", "default", "-f", str(tmp_path / "policy.yaml"), "--if-match", "0", code=2)
+    assert "policy version 1" in farm(env, "policy", "set", "default", str(tmp_path / "policy.yaml")).stdout
+    r = farm(env, "policy", "set", "default", str(tmp_path / "policy.yaml"), "--if-match", "0", code=2)
     assert "409" in r.stderr
     assert json.loads(farm(env, "policy", "get", "default", "--json").stdout)["policy"]["kind"] == "reactive"
     trace = tmp_path / "jenkins.csv"  # a farm moving from Jenkins seeds the pool's demand history
@@ -122,7 +114,7 @@ def test_the_whole_api_from_the_cli(start_farm, farm_env, tmp_path: Path):
     assert "no rows of pool 'mac'" in r.stderr and "linux" in r.stderr
     assert "seeded 40 of the trace's 40 jobs" in farm(env, "policy", "seed", "default", "--trace", str(trace)).stdout
     assert json.loads(farm(env, "pools", "history", "default", "--json").stdout)["jobs"] >= 40  # and what this farm saw
-    r = farm(env, "policy", "set", "default", "-f", str(tmp_path / "policy.yaml"), "--seed-trace", str(trace))
+    r = farm(env, "policy", "set", "default", str(tmp_path / "policy.yaml"), "--seed-trace", str(trace))
     assert "seeded 40 of" in r.stdout and "policy version 2" in r.stdout  # a seed, then the policy that learns from it
     r = farm(env, "policy", "history", "default")
     narrow(r.stdout)

@@ -86,3 +86,55 @@ def test_the_document_says_min_must_not_exceed_max_and_lists_the_422(api):
         assert "must not be below `min`" in fields["max"]["description"], ref
     r = api.put("/v1/pools/default/policy", json={"kind": "predictive", "min": 3, "max": 1}, headers=auth(ADMIN))
     assert r.status_code == 422 and [e["type"] for e in r.json()["detail"]] == ["value_error"], r.text
+
+
+def test_a_field_close_to_a_known_one_is_named_in_the_422(api):
+    r = api.put("/v1/pools/default/policy", json={"kind": "predictive", "target_p95": 30}, headers=auth(ADMIN))
+    assert r.status_code == 422
+    (error,) = r.json()["detail"]
+    assert error == {"loc": ["body", "predictive", "target_p95"], "msg": "unknown field (did you mean target_p95_s?)",
+                     "type": "extra_forbidden", "input": "30"}  # the shape every 422 has
+    r = api.put("/v1/pools/default/policy", json={"kind": "scheduled", "windows": [{"cron": "0 8 * * *", "duration": 60}]},
+                headers=auth(ADMIN))  # fmt: skip
+    assert "unknown field (did you mean duration_s?)" in [e["msg"] for e in r.json()["detail"]]
+    r = api.put("/v1/pools/default/policy", json={"kind": "reactive", "colour": "red"}, headers=auth(ADMIN))
+    assert r.json()["detail"][0]["msg"] == "unknown field"  # nothing close: no guess
+    r = api.post("/v1/jobs", json={"steps": [{"name": "a", "run": "true"}], "timout_s": 3}, headers=auth(TEAM))
+    assert r.json()["detail"][0]["msg"] == "unknown field (did you mean timeout_s?)"  # any body, not only policies
+
+
+def test_the_policy_version_is_its_etag_and_if_match_takes_it_in_every_form(api):
+    r = api.get("/v1/pools/default/policy", headers=auth(TEAM))
+    assert r.headers["etag"] == '"0"'  # no policy yet
+    r = api.put("/v1/pools/default/policy", json={"kind": "reactive", "buffer": 1}, headers=auth(ADMIN) | {"If-Match": '"0"'})
+    assert r.status_code == 200 and r.headers["etag"] == '"1"' and r.json()["version"] == 1
+    tag = api.get("/v1/pools/default/policy", headers=auth(TEAM)).headers["etag"]
+    assert tag == '"1"'
+    for version, if_match in ((2, tag), (3, "2"), (4, 'W/"3"'), (5, ' "4" '), (6, '"1", "5"'), (7, "*")):
+        r = api.put("/v1/pools/default/policy", json={"kind": "reactive", "buffer": version},
+                    headers=auth(ADMIN) | {"If-Match": if_match})  # fmt: skip
+        assert r.status_code == 200, (if_match, r.text)
+        assert r.json()["version"] == version and r.headers["etag"] == f'"{version}"'
+    for stale in ('"6"', "6", 'W/"6"', '"1", "2"'):
+        r = api.put("/v1/pools/default/policy", json={"kind": "reactive"}, headers=auth(ADMIN) | {"If-Match": stale})
+        assert r.status_code == 409 and "at version 7" in r.json()["detail"], (stale, r.text)
+    for garbled in ('"7', "seven", 'W/7x', "", '"-7"'):
+        r = api.put("/v1/pools/default/policy", json={"kind": "reactive"}, headers=auth(ADMIN) | {"If-Match": garbled})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["header", "if-match"], (garbled, r.text)
+    assert api.get("/v1/pools/default/policy", headers=auth(TEAM)).json()["version"] == 7  # none of those changed it
+
+
+def test_if_match_star_needs_a_policy_and_the_document_names_the_etag(api):
+    r = api.put("/v1/pools/default/policy", json={"kind": "reactive"}, headers=auth(ADMIN) | {"If-Match": "*"})
+    assert r.status_code == 409 and "no policy" in r.json()["detail"]
+    r = api.put("/v1/pools/gpu/policy", json={"kind": "reactive"}, headers=auth(ADMIN) | {"If-Match": "*"})
+    assert r.status_code == 200 and r.json()["version"] == 2  # the gpu pool has farm.yaml's
+    doc = api.get("/openapi.json").json()["paths"]["/v1/pools/{name}/policy"]
+    assert "ETag" in doc["get"]["responses"]["200"]["headers"] and "ETag" in doc["put"]["responses"]["200"]["headers"]
+    (header,) = [p for p in doc["put"]["parameters"] if p["in"] == "header"]
+    assert header["name"] == "if-match" and "*" in header["description"]
+
+
+def test_a_policy_without_max_is_capped_at_the_live_default(api):
+    r = api.put("/v1/pools/default/policy", json={"kind": "predictive"}, headers=auth(ADMIN))
+    assert r.json()["policy"]["max"] == 50

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 PURE = [
-    "farm.models", "farm.errors", "farm.settings", "farm.store.keys", "farm.store.stats", "farm.secrets",
+    "farm.models", "farm.errors", "farm.fieldnames", "farm.settings", "farm.store.keys", "farm.store.stats", "farm.secrets",
     "farm.autoscale.policy", "farm.autoscale.forecast", "farm.sim.trace", "farm.sim.simulator", "farm.autoscale.peers", "farm.sim.tune",
 ]
 IO = ["redis", "docker", "ray", "fastapi", "httpx"]
