@@ -7,7 +7,8 @@
     ├── Forbidden                a valid token that may not do this
     │   └── SourceRefused        a checkout's git host is not a public address (the executor's check)
     ├── Conflict                 the job's state does not allow the operation
-    │   └── IllegalTransition    a state change the transition table refuses
+    │   ├── IllegalTransition    a state change the transition table refuses
+    │   └── Ambiguous            an id prefix names more than one job (or run): `matches` shows some
     ├── TooManyRequests          a tenant is over a per-tenant cap (open log followers...)
     ├── StaleAttempt             an executor wrote for an attempt that is no longer current
     ├── StoreUnavailable         Redis cannot be reached
@@ -51,6 +52,15 @@ class Conflict(FarmError):
 
 class IllegalTransition(Conflict):
     pass
+
+
+class Ambiguous(Conflict):
+    """An id prefix that names more than one job or run; `matches` holds (id, state) of
+    some of them (farm.store.ids bounds how many)."""
+
+    def __init__(self, message: str, matches: list[tuple[str, str]]) -> None:
+        super().__init__(message)
+        self.matches = matches
 
 
 class TooManyRequests(FarmError):

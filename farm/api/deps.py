@@ -1,15 +1,18 @@
 """What a route may ask for, as `Annotated` aliases: the one way handlers reach the app's
 parts (no `request.app.state` in a route). Each dependency only reads app.state (no I/O),
-so they are async: FastAPI calls them on the event loop, without a thread-pool hop."""
+so they are async: FastAPI calls them on the event loop, without a thread-pool hop. JobId
+and RunId are the path's id as the store knows it: a whole id as given (no I/O either), a
+prefix looked up among the caller's (farm.store.ids) in a worker thread."""
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from prometheus_client import CollectorRegistry
+from starlette.concurrency import run_in_threadpool
 
 from farm.addresses import Resolver
 from farm.api.auth import Principal, principal
@@ -19,6 +22,7 @@ from farm.settings import Settings, TenantConfig
 from farm.store.cache_index import CacheIndex
 from farm.store.executors import ExecutorRegistry
 from farm.store.history import DemandHistory
+from farm.store.ids import ID_LENGTH, MIN_PREFIX, PATTERN, is_whole
 from farm.store.jobs import JobStore
 from farm.store.policies import PolicyStore
 from farm.store.runs import RunStore
@@ -95,6 +99,30 @@ async def _followers(request: Request) -> Followers:
     return request.app.state.followers
 
 
+def _id_param(kind: str) -> Any:
+    """The path parameter of a job's or run's id. The schema says what names one; any other
+    value is answered as an id nobody has (404), as before prefixes were taken."""
+    return Path(
+        description=f"the {kind}'s id ({ID_LENGTH} hex characters), or its first {MIN_PREFIX} or more when no other "
+        f"{kind} of the caller's begins with them (else a 409 lists those that do)",
+        json_schema_extra={"minLength": MIN_PREFIX, "maxLength": ID_LENGTH, "pattern": PATTERN},
+    )
+
+
+async def _job_id(request: Request, who: Annotated[Principal, Depends(principal)],
+                  job_id: Annotated[str, _id_param("job")]) -> str:  # fmt: skip
+    if is_whole(job_id):
+        return job_id
+    return await run_in_threadpool(request.app.state.store.resolve, job_id, tenant=who.scope)
+
+
+async def _run_id(request: Request, who: Annotated[Principal, Depends(principal)],
+                  run_id: Annotated[str, _id_param("run")]) -> str:  # fmt: skip
+    if is_whole(run_id):
+        return run_id
+    return await run_in_threadpool(request.app.state.runs.resolve, run_id, tenant=who.scope)
+
+
 Who = Annotated[Principal, Depends(principal)]
 Config = Annotated[Settings, Depends(_settings)]
 Jobs = Annotated[JobStore, Depends(_jobs)]
@@ -110,3 +138,5 @@ Submitter = Annotated[Caller, Depends(_caller)]
 Following = Annotated[Followers, Depends(_followers)]
 Lookup = Annotated[Resolver, Depends(_resolver)]
 MetricsRegistry = Annotated[CollectorRegistry, Depends(_metrics)]
+JobId = Annotated[str, Depends(_job_id)]
+RunId = Annotated[str, Depends(_run_id)]

@@ -11,8 +11,8 @@ from starlette.concurrency import run_in_threadpool
 from farm import permissions, secrets
 from farm.addresses import Resolver
 from farm.api.auth import Principal
-from farm.api.deps import Config, Lookup, Runs, Tenant, Who
-from farm.api.errors import COMMON, CONFLICT, FORBIDDEN, NOT_FOUND
+from farm.api.deps import Config, Lookup, RunId, Runs, Tenant, Who
+from farm.api.errors import AMBIGUOUS, COMMON, CONFLICT, FORBIDDEN, NOT_FOUND
 from farm.api.jobs import queue_quota
 from farm.api.resolver import budgeted
 from farm.errors import Forbidden, InvalidInput, NotFound
@@ -110,8 +110,8 @@ def list_runs(
     return RunsPage(runs=page, next_cursor=None if nxt is None else str(nxt))
 
 
-@router.get("/{run_id}", response_model=Run, responses=NOT_FOUND)
-def get_run(run_id: str, who: Who, runs: Runs) -> Run:
+@router.get("/{run_id}", response_model=Run, responses={**NOT_FOUND, **AMBIGUOUS})
+def get_run(run_id: RunId, who: Who, runs: Runs) -> Run:
     """The run, its state derived from its jobs'."""
     run = runs.get(run_id)
     if not who.admin and run.tenant != who.tenant:
@@ -119,8 +119,8 @@ def get_run(run_id: str, who: Who, runs: Runs) -> Run:
     return run
 
 
-@router.post("/{run_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=Run, responses=NOT_FOUND)
-async def cancel_run(run_id: str, who: Who, runs: Runs) -> Run:
+@router.post("/{run_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=Run, responses={**NOT_FOUND, **AMBIGUOUS})
+async def cancel_run(run_id: RunId, who: Who, runs: Runs) -> Run:
     """Cancel every job of the run that has not ended: queued ones at once, running ones
     killed by their executors as a job cancel does."""
 

@@ -23,6 +23,7 @@ import redis.asyncio
 from farm.errors import Conflict, NotFound, StaleAttempt, TooManyRequests
 from farm.models import ArtifactInfo, CacheResult, ErrorCode, ImageResult, Job, JobSpec, JobState, StepResult, rfc3339
 from farm.store.client import translated
+from farm.store.ids import resolve_id
 from farm.store.keys import Keys
 from farm.store.lua import Scripts
 from farm.store.paging import newest_first
@@ -230,6 +231,19 @@ class JobStore:
         if not h:
             raise NotFound(f"no job {job_id}")
         return job_from_hash(h)
+
+    def resolve(self, typed: str, *, tenant: str | None = None) -> str:
+        """The job id `typed` names: a whole id as it is (not read), else a unique prefix of
+        8 characters or more among `tenant`'s jobs (None: every job's). NotFound, or
+        Ambiguous listing some matches with their states (farm.store.ids)."""
+        return resolve_id(self.client, self.keys.job_ids, "job", typed, tenant=tenant, read=self._owners)
+
+    def _owners(self, job_ids: list[str]) -> list[tuple[str, str] | None]:
+        with translated():
+            pipe = self.client.pipeline(transaction=False)
+            for job_id in job_ids:
+                pipe.hmget(self.keys.job(job_id), "tenant", "state")
+            return [(t, s) if t is not None else None for t, s in pipe.execute()]
 
     def get_many(self, job_ids: list[str]) -> list[Job]:
         with translated():

@@ -8,10 +8,11 @@ generated.
 
 Bounded and reproducible: MAX_EXAMPLES per operation, derandomized, no example
 database. No executor runs, so submitted jobs stay queued; one job is finished by hand (a
-log, an artifact) and the path parameters are drawn from values that exist as well as
-generated ones, so the routes answer more than 404. `?follow=true` is generated like any
-other value: the app is built with `api.follow_max_s` = 0.2, so a follow of a queued job
-ends within a second instead of streaming until the job ends.
+log, an artifact) and the path parameters are drawn from values that exist (and a prefix
+of a job's id) as well as generated ones, so the routes answer more than 404.
+`?follow=true` is generated like any other value: the app is built with
+`api.follow_max_s` = 0.2, so a follow of a queued job ends within a second instead of
+streaming until the job ends.
 """
 
 from __future__ import annotations
@@ -54,12 +55,12 @@ EXTRA_ERRORS: dict[tuple[str, str], set[str]] = {
     ("POST", "/v1/jobs"): {"403", "409"},
     ("GET", "/v1/jobs"): {"403"},
     ("GET", "/v1/executors"): {"403", "404"},
-    ("POST", "/v1/jobs/{job_id}/rerun"): {"403", "404"},
-    ("GET", "/v1/jobs/{job_id}"): {"404"},
+    ("POST", "/v1/jobs/{job_id}/rerun"): {"403", "404", "409"},
+    ("GET", "/v1/jobs/{job_id}"): {"404", "409"},
     ("POST", "/v1/jobs/{job_id}/cancel"): {"404", "409"},
-    ("GET", "/v1/jobs/{job_id}/artifacts"): {"404"},
-    ("GET", "/v1/jobs/{job_id}/artifacts/{name}"): {"404"},
-    ("GET", "/v1/jobs/{job_id}/log"): {"404"},
+    ("GET", "/v1/jobs/{job_id}/artifacts"): {"404", "409"},
+    ("GET", "/v1/jobs/{job_id}/artifacts/{name}"): {"404", "409"},
+    ("GET", "/v1/jobs/{job_id}/log"): {"404", "409"},
     ("GET", "/v1/queue"): set(),
     ("GET", "/v1/pools"): set(),
     ("GET", "/v1/pools/{name}/policy"): {"404"},
@@ -72,8 +73,8 @@ EXTRA_ERRORS: dict[tuple[str, str], set[str]] = {
     ("DELETE", "/v1/caches/{key}"): {"404"},
     ("POST", "/v1/runs"): {"403", "409"},
     ("GET", "/v1/runs"): {"403"},
-    ("GET", "/v1/runs/{run_id}"): {"404"},
-    ("POST", "/v1/runs/{run_id}/cancel"): {"404"},
+    ("GET", "/v1/runs/{run_id}"): {"404", "409"},
+    ("POST", "/v1/runs/{run_id}/cancel"): {"404", "409"},
 }
 COMMON_ERRORS = {"401", "408", "413", "422", "429", "503"}
 
@@ -135,7 +136,7 @@ def known(app, served, tmp_path) -> dict[str, list[str]]:
     })  # fmt: skip
     st_.registry.start_failed("ex-2", "gpu", "no such image")
     NodeBook(st_.store.client, st_.store.keys).restarted("executor")
-    return {"job_id": [done["id"], *queued], "name": ["default", "gpu", "dist/app.bin"], "key": ["deps-1"]}
+    return {"job_id": [done["id"], *queued, done["id"][:8]], "name": ["default", "gpu", "dist/app.bin"], "key": ["deps-1"]}
 
 
 @pytest.fixture
@@ -183,6 +184,8 @@ def test_the_document_lists_every_error_status_with_its_body(app):
             content = responses[code]["content"]
             assert list(content) == ["application/json"], (key, code)
             body = "ValidationErrorBody" if code == "422" else "ErrorBody"
+            if code == "409" and "_id}" in key[1]:
+                body = "AmbiguousBody"  # a route that takes an id: an ambiguous prefix lists the ids it begins
             assert content["application/json"]["schema"] == {"$ref": f"#/components/schemas/{body}"}, (key, code)
         assert responses["401"]["headers"]["WWW-Authenticate"]["required"]
     assert operations[("GET", "/v1/jobs/{job_id}/log")]["responses"]["429"]["headers"]["Retry-After"]["required"]
