@@ -9,24 +9,33 @@ Every series a dashboard panel reads exists from the first scrape: each counter 
 its known label values (0 until something happens, as Prometheus advises for counters with
 known labels), the decisions of each pool's current policy kind for every action, and the
 executor target of pools without a policy (their configured static executor count).
+
+A run counts in one pool, its first job's: farm_runs_* are by pool and add up to the farm's.
+Each pool's wait target (farm_pool_wait_target_seconds) is what FarmQueueWaitHigh holds its
+p95 queue wait to: the policy's target_p95_s where its kind has one, else a default
+(settings autoscaler.wait_target_s).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from pydantic import TypeAdapter, ValidationError
 
+from farm.autoscale.policy import LivePolicy
 from farm.errors import FarmError
 from farm.models import TERMINAL
+from farm.settings import DEFAULT_WAIT_TARGET_S
 from farm.store.executors import ExecutorRegistry
 from farm.store.health import degraded
 from farm.store.jobs import JobStore
 from farm.store.nodes import RESTARTED, NodeBook
 from farm.store.scrape import StatsBook
-from farm.store.stats import Histogram, RunStats
+from farm.store.stats import Histogram
 from farm.store.summary import summarize
 
 # The bounded label values, exported at 0 before anything happens.
@@ -36,25 +45,41 @@ RETRY_REASONS = ("executor_lost",)
 DECISION_ACTIONS = ("scale_up", "scale_down", "hold")  # farm/autoscale/live.py
 RUN_OUTCOMES = ("succeeded", "failed", "cancelled")  # the RunStates a run ends in
 
+_POLICY: TypeAdapter = TypeAdapter(LivePolicy)
+
 
 def _histogram(name: str, doc: str) -> HistogramMetricFamily:
     return HistogramMetricFamily(name, doc, labels=["pool"])
 
 
-def _add(family: HistogramMetricFamily, pool: str | None, h: Histogram) -> None:
+def _add(family: HistogramMetricFamily, pool: str, h: Histogram) -> None:
     buckets = [("+Inf" if b == float("inf") else repr(b), c) for b, c in h.buckets]
-    family.add_metric([] if pool is None else [pool], buckets, h.sum)
+    family.add_metric([pool], buckets, h.sum)
+
+
+def wait_target(policy: dict[str, Any] | None, default: float) -> float:
+    """The p95 queue wait a pool is held to: its capacity policy's target_p95_s where the
+    policy's kind has one (predictive), else `default`."""
+    if policy is None:
+        return default
+    try:
+        parsed = _POLICY.validate_python(policy)
+    except ValidationError:  # stored by another version of farm: the autoscaler cannot use it either
+        return default
+    return float(getattr(parsed, "target_p95_s", default))
 
 
 class FarmCollector(Collector):
     """`static_executors`: the executors started per pool without an autoscaler (settings
     executors.count for executors.pool), the target exported for pools without a capacity
-    policy (other pools: 0). None: unknown, no target for those pools."""
+    policy (other pools: 0). None: unknown, no target for those pools. `wait_target_s`: the
+    wait target of pools whose policy names none (settings autoscaler.wait_target_s)."""
 
     def __init__(self, store: JobStore, registry: ExecutorRegistry, pools: list[str],
-                 static_executors: Mapping[str, int] | None = None) -> None:  # fmt: skip
+                 static_executors: Mapping[str, int] | None = None, wait_target_s: float = DEFAULT_WAIT_TARGET_S) -> None:  # fmt: skip
         self.store, self.registry, self.pools = store, registry, pools
         self.static_executors = static_executors
+        self.wait_target_s = wait_target_s
 
     def collect(self) -> Iterator[Metric]:
         """Everything, plus farm_redis_up 1; only farm_redis_up 0 when Redis cannot be read
@@ -102,10 +127,22 @@ class FarmCollector(Collector):
                                         labels=["pool", "policy", "action"])  # fmt: skip
         restore_s = CounterMetricFamily("farm_cache_restore_seconds", "Time spent restoring dependency caches "
                                         "(with farm_cache_bytes: restore throughput).", labels=["pool"])  # fmt: skip
+        wait_target_s = GaugeMetricFamily("farm_pool_wait_target_seconds", "The p95 queue wait the pool is held to (alert "
+                                          "FarmQueueWaitHigh): its capacity policy's target_p95_s (predictive); a pool whose "
+                                          "policy has none, or that has no policy: settings autoscaler.wait_target_s.",
+                                          labels=["pool"])  # fmt: skip
+        runs_submitted = CounterMetricFamily("farm_runs_submitted", "Runs submitted (POST /v1/runs), in the pool of their "
+                                             "first job (one pool per run, whatever pools its other jobs use).",
+                                             labels=["pool"])  # fmt: skip
+        runs_ended = CounterMetricFamily("farm_runs", "Runs that ended (every job ended), by outcome, in the pool of their "
+                                         "first job.", labels=["pool", "outcome"])  # fmt: skip
+        run_duration = _histogram("farm_run_duration_seconds", "Time from a run's submit to its last job's end, in the pool "
+                                  "of its first job.")  # fmt: skip
 
         scrape = StatsBook(self.store.client, self.store.keys).scrape(self.pools)
         summaries = summarize(self.store, self.registry, self.pools)
-        for pool, summary, (stats, kind) in zip(self.pools, summaries, scrape.pools, strict=True):
+        for pool, summary, (stats, policy) in zip(self.pools, summaries, scrape.pools, strict=True):
+            kind = policy.get("kind") if policy else None
             submitted.add_metric([pool], stats.submitted)
             for outcome in sorted(TERMINAL):
                 finished.add_metric([pool, outcome.value], stats.finished.get(outcome.value, 0))
@@ -140,6 +177,11 @@ class FarmCollector(Collector):
                 decisions.add_metric([pool, policy_kind, action], n)
             start_failures.add_metric([pool], stats.executor_start_failures)
             turn_errors.add_metric([pool], stats.autoscaler_errors)
+            wait_target_s.add_metric([pool], wait_target(policy, self.wait_target_s))
+            runs_submitted.add_metric([pool], stats.runs_submitted)
+            for outcome in RUN_OUTCOMES:
+                runs_ended.add_metric([pool, outcome], stats.runs_finished.get(outcome, 0))
+            _add(run_duration, pool, stats.run_duration)
         restarts = CounterMetricFamily("farm_restarts", "Parts of the farm that died and were started again "
                                        "(redis: the embedded server; executor: a static executor; warden; autoscaler).",
                                        labels=["component"])  # fmt: skip
@@ -149,22 +191,12 @@ class FarmCollector(Collector):
         fencing = GaugeMetricFamily("farm_jobs_fencing", "Jobs whose executor was lost, waiting for their node to kill what "
                                     "the attempt left before they run again.", value=scrape.fencing)  # fmt: skip
         yield from (submitted, finished, lease, retries, depth, running, oldest, executors, wait, duration, restores, saves, cache_bytes,
-                    restore_s, sizing, decisions, start_failures, turn_errors, restarts, fencing)  # fmt: skip
-        yield from self._runs(scrape.runs)
-
-    def _runs(self, stats: RunStats) -> Iterator[Metric]:
-        yield CounterMetricFamily("farm_runs_submitted", "Runs submitted (POST /v1/runs).", value=stats.submitted)
-        ended = CounterMetricFamily("farm_runs", "Runs that ended (every job ended), by outcome.", labels=["outcome"])
-        for outcome in RUN_OUTCOMES:
-            ended.add_metric([outcome], stats.finished.get(outcome, 0))
-        yield ended
-        duration = HistogramMetricFamily("farm_run_duration_seconds", "Time from a run's submit to its last job's end.")
-        _add(duration, None, stats.duration)
-        yield duration
+                    restore_s, sizing, decisions, start_failures, turn_errors, wait_target_s, restarts, fencing, runs_submitted,
+                    runs_ended, run_duration)  # fmt: skip
 
 
-def make_registry(store: JobStore, registry: ExecutorRegistry, pools: list[str],
-                  static_executors: Mapping[str, int] | None = None) -> CollectorRegistry:  # fmt: skip
+def make_registry(store: JobStore, registry: ExecutorRegistry, pools: list[str], static_executors: Mapping[str, int] | None = None,
+                  wait_target_s: float = DEFAULT_WAIT_TARGET_S) -> CollectorRegistry:  # fmt: skip
     reg = CollectorRegistry(auto_describe=False)
-    reg.register(FarmCollector(store, registry, pools, static_executors))
+    reg.register(FarmCollector(store, registry, pools, static_executors, wait_target_s))
     return reg

@@ -29,6 +29,9 @@ from farm.models import RUN_JOBS_MAX
 _config_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar("farm_config", default=None)
 
 MiB = 1024 * 1024
+# The p95 queue wait a pool is held to when its capacity policy names none (see
+# autoscaler.wait_target_s): the fixed limit FarmQueueWaitHigh had before pools had targets.
+DEFAULT_WAIT_TARGET_S = 300.0
 
 
 class TenantConfig(BaseModel):
@@ -145,6 +148,9 @@ class AutoscalerSettings(BaseModel):
     # Each pool's demand by hour kept this long (farm.sim.history): what a pool switched to the
     # predictive policy (or seeded) learns from before its first turn.
     history_weeks: Annotated[int, Field(ge=1, le=52)] = 8
+    # The p95 queue wait of a pool whose capacity policy has no target_p95_s (or that has no
+    # policy): exported as farm_pool_wait_target_seconds, which FarmQueueWaitHigh compares with.
+    wait_target_s: Annotated[float, Field(gt=0)] = DEFAULT_WAIT_TARGET_S
 
 
 class LeaseSettings(BaseModel):

@@ -75,7 +75,8 @@ def create_app(settings: Settings, *, store: JobStore | None = None) -> FastAPI:
     app.state.runs = RunStore(store)
     app.state.registry = registry
     app.state.tokens = TokenBook(settings)
-    app.state.metrics = make_registry(store, registry, settings.pools, {settings.executors.pool: settings.executors.count})
+    app.state.metrics = make_registry(store, registry, settings.pools, {settings.executors.pool: settings.executors.count},
+                                      settings.autoscaler.wait_target_s)  # fmt: skip
     app.state.artifacts = artifacts
     app.state.tenants = {t.name: t for t in settings.tenants}
     app.state.policies = PolicyStore(store.client, store.keys)

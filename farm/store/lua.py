@@ -2,7 +2,8 @@
 
 Each script is `lib.lua` + the script's own file, so shared helpers (the one `terminate`,
 the one `make_ready`) exist once. The first argument of every call is the JSON config with
-the key templates and histogram bounds; `Scripts.call` adds it.
+the key templates and histogram bounds (spelled as their bucket fields name them,
+farm.store.stats); `Scripts.call` adds it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import redis
 import redis.asyncio
 
 from farm.store.keys import EXECUTOR_TTL_MS, Keys
-from farm.store.stats import DURATION_BUCKETS_S, WAIT_BUCKETS_S
+from farm.store.stats import DURATION_BUCKETS_S, WAIT_BUCKETS_S, bound_field
 
 NAMES = ("enqueue", "claim", "heartbeat", "append_log", "finish", "cancel", "reap", "fenced", "purge", "webhook_claim", "policy_put",
          "cache_lookup", "cache_commit", "cache_drop", "run_submit", "run_cancel")  # fmt: skip
@@ -59,8 +60,8 @@ class Scripts:
         self._config = json.dumps(
             {
                 "k": keys.templates(),
-                "wb": list(WAIT_BUCKETS_S),
-                "db": list(DURATION_BUCKETS_S),
+                "wb": [bound_field(b) for b in WAIT_BUCKETS_S],
+                "db": [bound_field(b) for b in DURATION_BUCKETS_S],
                 "ex_ttl": EXECUTOR_TTL_MS,
             }
         )

@@ -41,6 +41,10 @@ def finite(series: list) -> bool:
     return any(math.isfinite(float(s["value"][1])) for s in series)
 
 
+def panel(title: str) -> dict:
+    return next(p for path in DASHBOARDS for p in json.loads(path.read_text())["panels"] if p["title"] == title)
+
+
 def test_every_dashboard_panel_has_a_description_and_the_variables():
     assert len(DASHBOARDS) == 2
     for path in DASHBOARDS:
@@ -58,11 +62,12 @@ def test_the_alerting_rules_pass_promtool():
 
 def test_every_panel_has_data_on_a_fresh_farm_and_after_jobs(start_farm, tmp_path):
     """A farm as `farm up` starts it: pool default with its static executors and no policy,
-    and pool elastic with a reactive policy (min 0: the autoscaler decides, starts nothing)."""
+    and pool elastic with a reactive policy (min 0: the autoscaler decides, starts nothing;
+    max 3: bounds other than default's, so a panel that mixed the pools would show)."""
     prometheus = require_tool("prometheus", "prometheus")
     config = tmp_path / "farm.yaml"
     config.write_text(yaml.safe_dump({"pools": ["default", "elastic"], "autoscaler": {"interval_s": 0.5},
-                                      "policies": {"elastic": {"kind": "reactive", "min": 0, "max": 2}}}))  # fmt: skip
+                                      "policies": {"elastic": {"kind": "reactive", "min": 0, "max": 3}}}))  # fmt: skip
     farm, client = start_farm("up", "--config", str(config))
     target = str(client.base_url).removeprefix("http://").rstrip("/")
     port = free_port()
@@ -123,7 +128,7 @@ def test_every_panel_has_data_on_a_fresh_farm_and_after_jobs(start_farm, tmp_pat
         wait_for_data(fresh=True, timeout=30)
         assert values("sum(farm_jobs_submitted_total)") == {"": 0}, "the fresh check ran after a job"
         assert values('farm_pool_executors_target{pool="default"}') == {"desired": 2, "min": 2, "max": 2}  # the static executors
-        assert values('farm_pool_executors_target{pool="elastic", bound!="desired"}') == {"min": 0, "max": 2}  # the policy's
+        assert values('farm_pool_executors_target{pool="elastic", bound!="desired"}') == {"min": 0, "max": 3}  # the policy's
         assert {s["metric"]["action"] for s in query('farm_autoscaler_decisions_total{pool="elastic", policy="reactive"}')} == {
             "scale_up", "scale_down", "hold"}  # fmt: skip
         assert not query('farm_autoscaler_decisions_total{pool="default"}')  # no policy, no decisions
@@ -133,6 +138,16 @@ def test_every_panel_has_data_on_a_fresh_farm_and_after_jobs(start_farm, tmp_pat
         assert "no policy" not in {s["metric"].get("policy") for s in query(substitute(decisions, ".*"))}  # only for nothing else
         pools = prom.get("/api/v1/label/pool/values", params={"match[]": "farm_queue_depth"}).json()["data"]
         assert set(pools) == {"default", "elastic"}  # what the dashboards' pool variable lists
+        # Bounds: a line per pool and bound, each named by its pool, never one pool's max
+        # beside another's min.
+        (bounds,) = panel("Bounds")["targets"]
+        assert "{{pool}}" in bounds["legendFormat"]
+        for pool, expected in ((".*", {"default": (2, 2), "elastic": (0, 3)}), ("elastic", {"elastic": (0, 3)})):
+            got = {(s["metric"]["pool"], s["metric"]["bound"]): float(s["value"][1]) for s in query(substitute(bounds["expr"], pool))}
+            assert {(p, b): got.get((p, b)) for p in expected for b in ("min", "max")} == {
+                (p, b): n for p, (lo, hi) in expected.items() for b, n in (("min", lo), ("max", hi))
+            }, got  # fmt: skip
+            assert {p for p, _ in got} == set(expected), got
 
         # Work while Prometheus watches: builds that pass and fail, caches missed and hit, a run.
         spec = {"steps": [{"name": "s", "run": "mkdir -p d; echo x > d/f"}], "caches": [{"key": "k", "paths": ["d"]}]}
@@ -142,10 +157,28 @@ def test_every_panel_has_data_on_a_fresh_farm_and_after_jobs(start_farm, tmp_pat
             wait_all(client, ids, 60)
         run = client.post("/v1/runs", json={"name": "r", "jobs": [{"steps": [{"name": "s", "run": "true"}]}] * 2}).json()
         wait_all(client, run["jobs"], 60)
+        # A run of pool elastic (its first job's), cancelled: it ends without an executor there.
+        spanning = client.post("/v1/runs", json={"name": "e", "jobs": [{"pool": "elastic", "steps": [{"name": "s", "run": "true"}]},
+                                                                        {"steps": [{"name": "s", "run": "true"}]}]}).json()  # fmt: skip
+        assert client.post(f"/v1/runs/{spanning['id']}/cancel").status_code == 202
+        wait_all(client, spanning["jobs"], 60)
         # Every target has numbers now, the ratios too (within the rate window of the jobs), and
         # the wait panels show the quantile itself, not the fallback.
         wait_for_data(fresh=False, timeout=30)
         assert finite(query('histogram_quantile(0.95, sum by (le) (rate(farm_queue_wait_seconds_bucket{pool="default"}[1m])))'))
+        # Runs: by pool, and only the pools asked for; the cancelled run shows in elastic only.
+        runs = panel("Runs")["targets"]
+        assert all('pool=~"$pool"' in t["expr"] and "{{pool}}" in t["legendFormat"] for t in runs), runs
+        ended = next(t["expr"] for t in runs if "farm_runs_total" in t["expr"])
+        assert {s["metric"]["pool"] for s in query(substitute(ended, ".*"))} == {"default", "elastic"}
+        assert {s["metric"]["pool"] for s in query(substitute(ended, "elastic"))} == {"elastic"}
+        deadline = time.monotonic() + 15  # the run's end may not be scraped yet
+        while ("elastic", "cancelled") not in (rates := {(s["metric"]["pool"], s["metric"]["outcome"]) for s in query(substitute(ended, ".*"))
+                                                         if float(s["value"][1]) > 0}):  # fmt: skip
+            assert time.monotonic() < deadline, f"the elastic run's end is not in the panel: {rates}"
+            time.sleep(0.5)
+        assert {(s["metric"]["pool"], s["metric"]["outcome"]): float(s["value"][1]) for s in query("max by (pool, outcome) (farm_runs_total) > 0")} == {
+            ("default", "succeeded"): 1, ("elastic", "cancelled"): 1}  # fmt: skip
     finally:
         proc.terminate()
         proc.wait(10)
