@@ -13,6 +13,7 @@ Invariants:
 from __future__ import annotations
 
 import datetime as dt
+import heapq
 import re
 from enum import StrEnum
 from typing import Annotated, Literal
@@ -26,6 +27,7 @@ from pydantic import (
     WithJsonSchema,
     field_serializer,
     field_validator,
+    model_validator,
 )
 
 from farm.cache.scope import check_template
@@ -93,6 +95,7 @@ class ErrorCode(StrEnum):
     RUNTIME_ERROR = "runtime_error"
     BUILD_FAILED = "build_failed"  # an image job's build or push
     DISK_QUOTA = "disk_quota"  # the job wrote past its workspace's quota (executors.disk_quota_bytes)
+    NEEDS_FAILED = "needs_failed"  # a job of its run that it needs did not succeed: it never ran
 
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -313,6 +316,20 @@ class JobSpec(_Strict):
     )
     callback_url: Annotated[str, Field(max_length=2000, pattern=r"^https?://[^\s/?#]+(/[^\s]*)?$"), AfterValidator(_no_nul)] | None = None
     caches: Annotated[list[CacheSpec], Field(max_length=10)] = Field(default_factory=list)
+    # In a run: the job's name (unique in the run), and the names of the run's jobs that must
+    # succeed before it starts (GitLab's `needs`, Buildkite's `depends_on`); when one of them
+    # does not succeed, the job is cancelled with `needs_failed`. A job submitted alone has
+    # no needs.
+    name: Annotated[str, Field(pattern=_NAME.pattern, description="the job's name in its run (unique there)")] | None = None
+    needs: Annotated[list[Annotated[str, Field(pattern=_NAME.pattern)]], Field(max_length=100, description=(
+        "names of jobs of the same run that must succeed before this one starts"))] = Field(default_factory=list)  # fmt: skip
+
+    @field_validator("needs")
+    @classmethod
+    def _needs_once(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("needs names a job twice")
+        return v
 
     @field_validator("artifacts")
     @classmethod
@@ -439,6 +456,53 @@ class RunSpec(_Strict):
     # Called once when the run ends (every job ended), signed as job webhooks are.
     callback_url: Annotated[str, Field(max_length=2000, pattern=r"^https?://[^\s/?#]+(/[^\s]*)?$"), AfterValidator(_no_nul)] | None = None
 
+    @model_validator(mode="after")
+    def _a_graph(self) -> "RunSpec":
+        """Names unique, needs naming jobs of the run, and no cycle: each a 422 naming the job."""
+        named: dict[str, int] = {}
+        for i, job in enumerate(self.jobs):
+            if job.name is not None:
+                if job.name in named:
+                    raise ValueError(f"jobs[{i}]: the name {job.name!r} is taken by jobs[{named[job.name]}]")
+                named[job.name] = i
+        for i, job in enumerate(self.jobs):
+            for need in job.needs:
+                if need not in named:
+                    raise ValueError(f"jobs[{i}]: needs {need!r}, which no job of the run is named")
+                if named[need] == i:
+                    raise ValueError(f"jobs[{i}]: needs itself")
+        order = run_order([(job.name, job.needs) for job in self.jobs])
+        if len(order) < len(self.jobs):
+            stuck = min(set(range(len(self.jobs))) - set(order))
+            raise ValueError(f"jobs[{stuck}] ({self.jobs[stuck].name}): its needs form a cycle")
+        return self
+
+
+def run_order(jobs: list[tuple[str | None, list[str]]]) -> list[int]:
+    """The indexes of a run's jobs, given as (name, needs), in an order where each comes
+    after what it needs (Kahn's, stable: among jobs ready together, the one submitted first);
+    shorter than `jobs` when their needs form a cycle (the jobs on or behind it are left out)."""
+    named = {name: i for i, (name, _) in enumerate(jobs) if name is not None}
+    waiting = [len(needs) for _, needs in jobs]
+    after: dict[int, list[int]] = {}
+    for i, (_, needs) in enumerate(jobs):
+        for need in needs:
+            if need in named:
+                after.setdefault(named[need], []).append(i)
+            else:
+                waiting[i] = -1  # an unknown name: never ready
+    ready = [i for i, n in enumerate(waiting) if n == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(i)
+        for j in after.get(i, []):
+            waiting[j] -= 1
+            if waiting[j] == 0:
+                heapq.heappush(ready, j)
+    return order
+
 
 class RunState(StrEnum):
     """A run's state, from its jobs' (counted on the run as they start and end: store/runs.py,
@@ -449,6 +513,17 @@ class RunState(StrEnum):
     SUCCEEDED = "succeeded"  # every job succeeded
     FAILED = "failed"  # every job ended, one did not succeed (failed, timed out, expired)
     CANCELLED = "cancelled"  # every job ended, one was cancelled (or superseded), none failed
+
+
+class RunJob(BaseModel):
+    """A job of a run as its graph shows it: `waiting_on` the needs that have not succeeded yet."""
+
+    id: str
+    name: str | None = None
+    needs: list[str] = Field(default_factory=list)
+    state: JobState | None = None  # None: purged by retention
+    error: ErrorCode | None = None
+    waiting_on: list[str] = Field(default_factory=list)
 
 
 class Run(BaseModel):
@@ -470,6 +545,8 @@ class Run(BaseModel):
     superseded_by: str | None = None  # the newer run that cancelled it
     callback_url: str | None = None
     webhook: Literal["pending", "delivered", "failed"] | None = None
+    graph: list[RunJob] | None = Field(default=None, description=(
+        "each job's name, needs and state, in the order submitted (a single run's read; not in lists)"))  # fmt: skip
 
 
 def rfc3339(ms: int | None) -> str | None:

@@ -19,8 +19,8 @@ from starlette.types import Receive, Scope, Send
 from farm import permissions, secrets
 from farm.addresses import Resolver
 from farm.api.auth import Principal
-from farm.api.deps import Artifacts, Config, Following, Jobs, Lookup, Stopping, Submitter, Tenant, Who
-from farm.api.errors import COMMON, CONFLICT, FORBIDDEN, NOT_FOUND
+from farm.api.deps import Artifacts, Config, Following, JobId, Jobs, Lookup, Stopping, Submitter, Tenant, Who
+from farm.api.errors import AMBIGUOUS, AMBIGUOUS_OR_CONFLICT, COMMON, CONFLICT, FORBIDDEN, NOT_FOUND
 from farm.artifacts import safe_name
 from farm.errors import Forbidden, InvalidInput, NotFound
 from farm.logtext import LogView
@@ -53,6 +53,8 @@ async def submit(
     config = caller.config
     if spec.pool not in config.pools:
         raise InvalidInput(f"unknown pool {spec.pool!r}; pools are: {', '.join(config.pools)}", ("body", "pool"))
+    if spec.needs:
+        raise InvalidInput("needs names jobs of the same run: submit the jobs together as a run (POST /v1/runs)", ("body", "needs"))
     got = await _submit(config, caller.tenant, caller.who, caller.jobs, spec, caller.resolve, idempotency_key=idempotency_key)
     if not got.created:
         response.status_code = status.HTTP_200_OK
@@ -84,8 +86,9 @@ def queue_quota(config: Settings, tenant: TenantConfig | None, who: Principal) -
     return tenant.max_queued if tenant is not None and tenant.max_queued else config.api.max_queued_per_tenant
 
 
-@router.post("/{job_id}/rerun", status_code=status.HTTP_201_CREATED, response_model=Job, responses={**NOT_FOUND, **FORBIDDEN})
-async def rerun_job(job_id: str, who: Who, jobs: Jobs, config: Config, tenant: Tenant, resolve: Lookup) -> Job:
+@router.post("/{job_id}/rerun", status_code=status.HTTP_201_CREATED, response_model=Job,
+             responses={**NOT_FOUND, **FORBIDDEN, **AMBIGUOUS})  # fmt: skip
+async def rerun_job(job_id: JobId, who: Who, jobs: Jobs, config: Config, tenant: Tenant, resolve: Lookup) -> Job:
     """Submit the same spec again as a new job linked to this one (rerun_of): checked as a
     submit is, by the caller's permissions now (the exemption is derived again, not copied)."""
     spec = await run_in_threadpool(_spec_to_rerun, jobs, who, job_id)
@@ -114,21 +117,22 @@ def list_jobs(
     return JobsPage(jobs=page, next_cursor=None if nxt is None else str(nxt))
 
 
-@router.get("/{job_id}", response_model=Job, responses=NOT_FOUND)
-def get_job(job_id: str, who: Who, jobs: Jobs) -> Job:
+@router.get("/{job_id}", response_model=Job, responses={**NOT_FOUND, **AMBIGUOUS})
+def get_job(job_id: JobId, who: Who, jobs: Jobs) -> Job:
     job = jobs.get(job_id)
     who.check_can_see(job)
     return job
 
 
-@router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=Job, responses={**NOT_FOUND, **CONFLICT})
-def cancel_job(job_id: str, who: Who, jobs: Jobs) -> Job:
+@router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=Job,
+             responses={**NOT_FOUND, **AMBIGUOUS_OR_CONFLICT})  # fmt: skip
+def cancel_job(job_id: JobId, who: Who, jobs: Jobs) -> Job:
     who.check_can_see(jobs.get(job_id))
     return jobs.cancel(job_id)
 
 
-@router.get("/{job_id}/artifacts", response_model=list[ArtifactInfo], responses=NOT_FOUND)
-def list_artifacts(job_id: str, who: Who, jobs: Jobs) -> list[ArtifactInfo]:
+@router.get("/{job_id}/artifacts", response_model=list[ArtifactInfo], responses={**NOT_FOUND, **AMBIGUOUS})
+def list_artifacts(job_id: JobId, who: Who, jobs: Jobs) -> list[ArtifactInfo]:
     job = jobs.get(job_id)
     who.check_can_see(job)
     return job.artifacts
@@ -144,8 +148,9 @@ _ARTIFACT = {
 }
 
 
-@router.get("/{job_id}/artifacts/{name:path}", response_class=StreamingResponse, responses={200: _ARTIFACT, **NOT_FOUND})
-def get_artifact(job_id: str, name: str, who: Who, jobs: Jobs, artifacts: Artifacts) -> StreamingResponse:
+@router.get("/{job_id}/artifacts/{name:path}", response_class=StreamingResponse,
+            responses={200: _ARTIFACT, **NOT_FOUND, **AMBIGUOUS})  # fmt: skip
+def get_artifact(job_id: JobId, name: str, who: Who, jobs: Jobs, artifacts: Artifacts) -> StreamingResponse:
     job = jobs.get(job_id)
     who.check_can_see(job)
     info = next((a for a in job.artifacts if a.name == safe_name(name)), None)
@@ -249,9 +254,9 @@ def _skip(data: str, skip: int) -> tuple[str, int]:
     return raw[skip:].decode(errors="replace"), 0
 
 
-@router.get("/{job_id}/log", response_class=PlainTextResponse, responses=NOT_FOUND)
+@router.get("/{job_id}/log", response_class=PlainTextResponse, responses={**NOT_FOUND, **AMBIGUOUS})
 async def get_log(
-    job_id: str,
+    job_id: JobId,
     who: Who,
     jobs: Jobs,
     followers: Following,

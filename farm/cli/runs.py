@@ -1,8 +1,9 @@
 """Runs from the command line: `farm run submit run.yaml [-w|-f]`, `farm run get/ls/cancel`.
 
 A run file holds `name`, `jobs` (job specs, as `farm submit` takes one), and optionally
-`labels`, `supersede: {group: ...}` and `callback_url`. With `-f`, every job's log is
-followed at once, each line prefixed with the job's index and first step."""
+`labels`, `supersede: {group: ...}` and `callback_url`; a job may have a `name` and `needs`
+(names of the run's jobs it waits for). With `-f`, every job's log is followed, each line
+prefixed with the job's index and name (or first step), those that can start first."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from farm.cli import app
 from farm.cli.jobs import Json, load_file
 from farm.cli.output import CANCELLED, FAILED, OK, Command, Group, err, flag, out, print_json
 from farm.client import ApiError, FarmClient
+from farm.models import run_order
 
 run_app = typer.Typer(cls=Group, help="Runs: a pipeline's jobs submitted, followed and cancelled as one.", no_args_is_help=True)
 app.add_typer(run_app, name="run")
@@ -52,9 +54,20 @@ def _wait(client: FarmClient, run: dict[str, Any]) -> dict[str, Any]:
 
 
 def _label(i: int, spec: dict[str, Any], width: int) -> str:
+    """A job's prefix: its index and its name in the run, else its first step's."""
     steps = spec.get("steps") or []
-    name = steps[0].get("name", "") if steps and isinstance(steps[0], dict) else spec.get("kind", "")
+    name = spec.get("name") or (steps[0].get("name", "") if steps and isinstance(steps[0], dict) else spec.get("kind", ""))
     return f"{i:>{width}} {name}"[:24]
+
+
+def _in_order(run: dict[str, Any]) -> list[int]:
+    """The run's jobs in the order they can start (what they need first): a pipeline's
+    followers wait on the jobs that run now, not on those that wait for them."""
+    graph = run.get("graph")
+    if not graph:
+        return list(range(len(run["jobs"])))
+    order = run_order([(node.get("name"), node.get("needs") or []) for node in graph])
+    return order + [i for i in range(len(graph)) if i not in set(order)]
 
 
 FOLLOW_AT_ONCE = 8  # logs followed at once (a tenant may hold api.max_followers_per_tenant, 20 by default)
@@ -106,8 +119,9 @@ def _follow_all(client: FarmClient, run: dict[str, Any], specs: list[dict[str, A
         finally:
             own.close()
 
+    order = _in_order(run)
     with ThreadPoolExecutor(FOLLOW_AT_ONCE, thread_name_prefix="follow") as pool:
-        list(pool.map(follow, range(len(run["jobs"])), run["jobs"]))  # a follow's error is raised here
+        list(pool.map(follow, order, [run["jobs"][i] for i in order]))  # a follow's error is raised here
     while (run := client.run(run["id"]))["finished_at"] is None:  # the last job's end is written with the run's
         time.sleep(0.2)
     return run
@@ -147,6 +161,18 @@ def run_get(run_id: str, as_json: Json = False) -> None:
     out.print(_summary(run), highlight=False)
     out.print(f"{run['name']} · tenant {run['tenant']} · created {run['created_at']}"
               + (f" · finished {run['finished_at']}" if run.get("finished_at") else ""), highlight=False)  # fmt: skip
+    graph = run.get("graph")
+    if graph:  # a pipeline: each job's needs, and what it still waits on
+        table = Table("#", "job", "name", "needs", "state")
+        for i, node in enumerate(graph):
+            state = node["state"] or "purged"
+            if node.get("error") and state != "succeeded":
+                state += f" ({node['error']})"
+            if node.get("waiting_on"):
+                state += f", waiting on {', '.join(node['waiting_on'])}"
+            table.add_row(str(i), node["id"][:12], node.get("name") or "", ", ".join(node.get("needs") or []), state)
+        out.print(table)
+        return
     table = Table("#", "job", "state", "pool", "first step")
     for i, job_id in enumerate(run["jobs"]):
         job = client.get(job_id)

@@ -30,8 +30,10 @@ only place a key is named.
     {p}webhooks             zset    job ids whose result webhook is due, by due time (ms)
     {p}jobs                 zset    every job id by submission sequence (listing)
     {p}tenant_jobs:{tenant} zset    a tenant's job ids by submission sequence
+    {p}jobids               zset    every job id, score 0: lex order resolves an id prefix (farm.store.ids)
     {p}seq                  string  submission sequence counter
-    {p}stats:{pool}         hash    counters and histogram buckets read by /metrics
+    {p}stats:{pool}         hash    counters and histogram buckets (a field per bound) read by /metrics,
+                                    the runs whose first job is in the pool's too
     {p}executors:{pool}     zset    executor ids by last-seen time (ms)
     {p}executor:{id}        hash    one executor: pool, state, job, pid
     {p}policy:{pool}        hash    the pool's capacity policy: version, policy (JSON), by, at; seeded (seeds so far)
@@ -53,9 +55,10 @@ only place a key is named.
                                     jobs ended and by state (n:{state}), callback, webhook
     {p}runs                 zset    every run id by submission sequence (listing)
     {p}tenant_runs:{tenant} zset    a tenant's run ids by submission sequence
+    {p}runids               zset    every run id, score 0: lex order resolves an id prefix (farm.store.ids)
     {p}rungroup:{tenant}:{g} set    a tenant's runs in a supersede group that have not ended
     {p}runs_finished        zset    ended run ids by finish time (ms), for retention
-    {p}runstats             hash    run counters and duration buckets read by /metrics
+    {p}runstats             hash    farm-wide run counters of farms before runs counted per pool (not read)
     {p}tqueued              hash    tenant -> jobs it has queued (the submit quota)
 """
 
@@ -72,7 +75,7 @@ _PER_ID = (
     "cachekeys", "cacheentry", "cachelru", "cachebytes", "fences", "logcut", "run", "tenant_runs", "rungroup",
 )  # fmt: skip
 _SINGLE = ("leases", "deadlines", "qdeadlines", "finished", "webhooks", "jobs", "seq", "cacherefs", "fencing", "nodes", "instance",
-           "restarts", "runs", "runs_finished", "runstats", "tqueued")  # fmt: skip
+           "restarts", "runs", "runs_finished", "runstats", "tqueued", "jobids", "runids")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -160,6 +163,10 @@ class Keys:
         return self._k("runs")
 
     @property
+    def run_ids(self) -> str:
+        return self._k("runids")
+
+    @property
     def runs_finished(self) -> str:
         return self._k("runs_finished")
 
@@ -234,6 +241,10 @@ class Keys:
     @property
     def jobs(self) -> str:
         return self._k("jobs")
+
+    @property
+    def job_ids(self) -> str:
+        return self._k("jobids")
 
     @property
     def seq(self) -> str:

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from farm.errors import Conflict, NotFound
-from farm.models import JobState, Run, RunSpec, RunState, Supersede, rfc3339
+from farm.models import ErrorCode, JobState, Run, RunJob, RunSpec, RunState, Supersede, rfc3339
 from farm.store.client import translated
+from farm.store.ids import resolve_id
 from farm.store.jobs import JobStore, QueueFull
 from farm.store.paging import newest_first
 
@@ -49,8 +50,19 @@ class RunStore:
     def _args(spec: RunSpec, tenant: str, jobs: list[dict[str, str]], idempotency_key: str | None, max_queued: int | None) -> str:
         """The run_submit script's argument; `jobs` are the jobs' fields (JobStore._enqueue_fields)."""
         body = spec.model_dump_json()
+        ids = [fields["id"] for fields in jobs]
+        named = {job.name: i for i, job in enumerate(spec.jobs) if job.name is not None}
+        after: dict[int, list[str]] = {}
+        for i, job in enumerate(spec.jobs):
+            for need in job.needs:
+                after.setdefault(named[need], []).append(ids[i])
+        jobs = [{**fields, "name": job.name or "", "blocked": str(len(job.needs)), "after": json.dumps(after.get(i, [])),
+                 "needs_ids": json.dumps([ids[named[n]] for n in job.needs])}
+                for i, (fields, job) in enumerate(zip(jobs, spec.jobs, strict=True))]  # fmt: skip
+        graph = [[job.name, job.needs] for job in spec.jobs] if any(job.name or job.needs for job in spec.jobs) else None
         return json.dumps(
             {
+                "graph": json.dumps(graph) if graph else "",
                 "max_queued": "" if max_queued is None else str(max_queued),
                 "id": uuid.uuid4().hex,
                 "tenant": tenant,
@@ -94,23 +106,54 @@ class RunStore:
 
     # -- read --------------------------------------------------------------------------------
 
+    GRAPH_FIELDS = ("state", "error")
+
     def get(self, run_id: str) -> Run:
+        """The run, with its graph (each job's name, needs and state) when its jobs have
+        names or needs: one more round trip, for the jobs' states."""
         with translated():
             h = self.jobs.client.hgetall(self.keys.run(run_id))
-        if not h:
-            raise NotFound(f"no run {run_id}")
-        return self._run(h)
+            if not h:
+                raise NotFound(f"no run {run_id}")
+            rows = None
+            if h.get("graph"):
+                pipe = self.jobs.client.pipeline(transaction=False)
+                for job_id in json.loads(h["jobs"]):
+                    pipe.hmget(self.keys.job(job_id), *self.GRAPH_FIELDS)
+                rows = pipe.execute()
+        return self._run(h, rows)
 
     async def aget(self, run_id: str) -> Run:
         assert self.jobs.aclient is not None
         with translated():
             h = await self.jobs.aclient.hgetall(self.keys.run(run_id))
-        if not h:
-            raise NotFound(f"no run {run_id}")
-        return self._run(h)
+            if not h:
+                raise NotFound(f"no run {run_id}")
+            rows = None
+            if h.get("graph"):
+                pipe = self.jobs.aclient.pipeline(transaction=False)
+                for job_id in json.loads(h["jobs"]):
+                    pipe.hmget(self.keys.job(job_id), *self.GRAPH_FIELDS)
+                rows = await pipe.execute()
+        return self._run(h, rows)
 
     @staticmethod
-    def _run(h: dict[str, str]) -> Run:
+    def _graph(h: dict[str, str], rows: list[list[str | None]]) -> list[RunJob]:
+        """Each job's place in the graph and its state (None once retention purged it);
+        `waiting_on`: the needs of a job still queued that have not succeeded yet."""
+        ids = json.loads(h["jobs"])
+        nodes = json.loads(h["graph"])
+        by_name = {name: i for i, (name, _) in enumerate(nodes) if name}
+        states = [JobState(row[0]) if row and row[0] else None for row in rows]
+        graph = []
+        for i, ((name, needs), row) in enumerate(zip(nodes, rows, strict=True)):
+            waiting = [n for n in needs if states[by_name[n]] is not JobState.SUCCEEDED] if states[i] is JobState.QUEUED else []
+            error = row[1] if row and row[1] in ErrorCode._value2member_map_ else None
+            graph.append(RunJob(id=ids[i], name=name, needs=needs, state=states[i], error=error, waiting_on=waiting))  # type: ignore[arg-type]
+        return graph
+
+    @classmethod
+    def _run(cls, h: dict[str, str], rows: list[list[str | None]] | None = None) -> Run:
         """A run from its hash alone: the jobs running and ended are counted there as they
         change (the rest are queued), and its state follows (models.RunState's rule)."""
         total = int(h["total"])
@@ -136,6 +179,7 @@ class RunStore:
             superseded_by=h.get("superseded_by") or None,
             callback_url=h.get("callback") or None,
             webhook=h.get("webhook") or None,  # type: ignore[arg-type]
+            graph=cls._graph(h, rows) if rows is not None else None,
         )
 
     def list(
@@ -178,3 +222,17 @@ class RunStore:
         if tenant is None:
             raise NotFound(f"no run {run_id}")
         return tenant
+
+    def resolve(self, typed: str, *, tenant: str | None = None) -> str:
+        """The run id `typed` names: a whole id as it is (not read), else a unique prefix of
+        8 characters or more among `tenant`'s runs (None: every run's). NotFound, or
+        Ambiguous listing some matches with their states (farm.store.ids)."""
+        return resolve_id(self.jobs.client, self.keys.run_ids, "run", typed, tenant=tenant, read=self._owners)
+
+    def _owners(self, run_ids: list[str]) -> list[tuple[str, str] | None]:
+        with translated():
+            pipe = self.jobs.client.pipeline(transaction=False)
+            for run_id in run_ids:
+                pipe.hgetall(self.keys.run(run_id))
+            rows = pipe.execute()
+        return [(h["tenant"], self._run(h).state.value) if h else None for h in rows]

@@ -61,6 +61,12 @@ def farm_env(tmp_path: Path) -> dict[str, str]:
 
 
 @pytest.fixture
+def user_env(farm_env: dict[str, str]) -> dict[str, str]:
+    """A user's shell after `farm up`: no FARM_URL, no FARM_TOKEN, no FARM_DATA_DIR."""
+    return {k: v for k, v in farm_env.items() if k not in ("FARM_ADMIN_TOKEN", "FARM_DATA_DIR")}
+
+
+@pytest.fixture
 def start_farm(farm_env: dict[str, str]) -> Iterator:
     procs: list[FarmProcess] = []
 

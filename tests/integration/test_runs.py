@@ -210,10 +210,25 @@ def test_a_run_ends_once_with_a_signed_webhook_and_its_metrics(api, settings, st
     assert json.loads(body)["state"] == "failed" and json.loads(body)["id"] == run["id"]
     assert api.get(f"/v1/runs/{run['id']}").json()["webhook"] == "delivered"
     metrics = api.get("/metrics").text
-    assert 'farm_runs_total{outcome="failed"} 1.0' in metrics
-    assert 'farm_runs_total{outcome="succeeded"} 0.0' in metrics
-    assert "farm_run_duration_seconds_count 1.0" in metrics
-    assert "farm_runs_submitted_total 1.0" in metrics
+    assert 'farm_runs_total{outcome="failed",pool="default"} 1.0' in metrics
+    assert 'farm_runs_total{outcome="succeeded",pool="default"} 0.0' in metrics
+    assert 'farm_run_duration_seconds_count{pool="default"} 1.0' in metrics
+    assert 'farm_runs_submitted_total{pool="default"} 1.0' in metrics
+
+
+def test_a_run_counts_once_in_the_pool_of_its_first_job(api):
+    """Runs by pool, for the dashboards' pool variable: a run whose jobs span pools counts
+    in its first job's pool only, so the pools' counts add up to the farm's."""
+    spanning = api.post("/v1/runs", json={"name": "r", "jobs": [job(pool="big"), job()]}).json()
+    plain = api.post("/v1/runs", json={"name": "r", "jobs": [job()]}).json()
+    for run in (spanning, plain):
+        assert api.post(f"/v1/runs/{run['id']}/cancel").status_code == 202
+    metrics = api.get("/metrics").text
+    assert 'farm_runs_total{outcome="cancelled",pool="big"} 1.0' in metrics
+    assert 'farm_runs_total{outcome="cancelled",pool="default"} 1.0' in metrics
+    assert 'farm_run_duration_seconds_count{pool="big"} 1.0' in metrics
+    assert 'farm_run_duration_seconds_count{pool="default"} 1.0' in metrics
+    assert 'farm_runs_submitted_total{pool="big"} 1.0' in metrics and 'farm_runs_submitted_total{pool="default"} 1.0' in metrics
 
 
 def test_a_run_callback_must_be_on_the_allowlist(api, store):
@@ -290,3 +305,22 @@ def test_text_that_cannot_be_stored_or_shown_as_is_is_a_422(api, store, body, in
     single = body.split('"jobs": [', 1)[1].rsplit("]", 1)[0]
     alone = api.post("/v1/jobs", content=single.encode(), headers={"Content-Type": "application/json"})
     assert alone.status_code == (422 if in_job else 201), alone.text
+
+
+def test_a_runs_webhook_comes_after_every_job_webhook_of_it(api, settings, store, receiver, run_executor):
+    """The first post fails (a job's): it is retried later, and the run's webhook, due at the
+    same moment, waits for it instead of overtaking it."""
+    run_executor(settings)
+    url = f"http://127.0.0.1:{receiver.port}/hook"
+    receiver.fail = 1
+    run = api.post("/v1/runs", json={"name": "r", "callback_url": url,
+                                     "jobs": [job("true", callback_url=url), job("true", callback_url=url)]}).json()  # fmt: skip
+    wait_for(lambda: api.get(f"/v1/runs/{run['id']}").json()["finished_at"] is not None, 30, what="the run to end")
+    fast = settings.webhooks.model_copy(update={"enabled": True, "backoff_s": 0.5})
+    deliverer = Deliverer(store, settings.model_copy(update={"webhooks": fast}))
+    try:
+        wait_for(lambda: deliverer.run_once() >= 0 and len(receiver.got) == 3, 20, interval=0.2, what="three webhooks")
+    finally:
+        deliverer.close()
+    events = [headers["x-farm-event"] for headers, _ in receiver.got]
+    assert events == ["job.finished", "job.finished", "run.finished"], events

@@ -1,6 +1,7 @@
 -- Shared helpers, prepended to every script by farm.store.lua (one copy of each idea).
 -- ARGV[1] is the JSON config: {k = key templates (farm.store.keys), wb/db = histogram
--- bounds in seconds for queue wait and job duration}. Times are Redis server ms.
+-- bounds in seconds for queue wait and job duration, as strings that name their bucket's
+-- field (farm.store.stats)}. Times are Redis server ms.
 local C = cjson.decode(ARGV[1])
 local K = C.k
 
@@ -38,14 +39,15 @@ local function run_running(run, delta, now)
   if delta > 0 then redis.call('HSETNX', K.run .. run, 'started_at', now) end
 end
 
--- Histogram observation into a stats hash: per-bucket (not cumulative) counts; /metrics
--- accumulates them.
+-- Histogram observation into a stats hash: per-bucket (not cumulative) counts, each field
+-- named by its bucket's upper bound ('wait_le:15', 'wait_le:+Inf'), so other bounds never
+-- move old counts into another bucket; /metrics accumulates them.
 local function observe_into(stats, name, value_s, bounds)
-  local idx = #bounds + 1
-  for i, b in ipairs(bounds) do
-    if value_s <= b then idx = i; break end
+  local le = '+Inf'
+  for _, b in ipairs(bounds) do
+    if value_s <= tonumber(b) then le = b; break end
   end
-  redis.call('HINCRBY', stats, name .. '_bucket:' .. idx, 1)
+  redis.call('HINCRBY', stats, name .. '_le:' .. le, 1)
   redis.call('HINCRBYFLOAT', stats, name .. '_sum', value_s)
   redis.call('HINCRBY', stats, name .. '_count', 1)
 end
@@ -228,13 +230,25 @@ local function run_job_ended(run, state, now)
   redis.call('HSET', rk, 'finished_at', now, 'outcome', outcome)
   redis.call('ZADD', K.runs_finished, now, run)
   if f[4] ~= '' then redis.call('SREM', group_key('rungroup', f[3], f[4]), run) end
-  redis.call('HINCRBY', K.runstats, 'runs_total:' .. outcome, 1)
-  observe_into(K.runstats, 'run_duration', (now - tonumber(f[2])) / 1000, C.db)
+  -- It counts in its pool's stats: the pool of its first job (run_submit keeps it on the
+  -- run; a run submitted before that reads it from the job, while that is kept).
+  local pool = redis.call('HGET', rk, 'pool')
+  if not pool then
+    local first = cjson.decode(redis.call('HGET', rk, 'jobs') or '[]')[1]
+    pool = first and redis.call('HGET', K.job .. first, 'pool')
+  end
+  if pool then
+    redis.call('HINCRBY', K.stats .. pool, 'runs_total:' .. outcome, 1)
+    observe(pool, 'run_duration', (now - tonumber(f[2])) / 1000, C.db)
+  end
   if f[5] ~= '' then
     redis.call('HSET', rk, 'webhook', 'pending')
     redis.call('ZADD', K.webhooks, now, 'run:' .. run)
   end
 end
+
+-- What a job's end means for the jobs of its run that need it (below terminate, which it calls).
+local release
 
 -- The one way a job reaches a terminal state
 -- (queued|running -> succeeded|failed|cancelled|timed_out|expired).
@@ -262,7 +276,40 @@ local function terminate(id, state, err, now)
     redis.call('HSET', jk, 'webhook', 'pending')
     redis.call('ZADD', K.webhooks, now, id)
   end
-  if f[8] and f[8] ~= '' then run_job_ended(f[8], state, now) end
+  if f[8] and f[8] ~= '' then
+    release(id, state, err, now)
+    run_job_ended(f[8], state, now)
+  end
+end
+
+-- A job of a run ended: each job of the run that needs it and still waits (`blocked`, the
+-- count of its needs not yet succeeded) counts one less when it succeeded, and becomes
+-- claimable at 0, its queue wait (and queue timeout) starting then; when it did not
+-- succeed, each is cancelled, `needs_failed` (or the cancel's own reason when it was
+-- cancelled or superseded), and so on down the graph. `after` lists the job's dependents.
+release = function(id, state, err, now)
+  local f = redis.call('HMGET', K.job .. id, 'after', 'name')
+  if not f[1] or f[1] == '' or f[1] == '[]' then return end
+  local who = (f[2] and f[2] ~= '') and f[2] or id
+  for _, dep in ipairs(cjson.decode(f[1])) do
+    local dk = K.job .. dep
+    local g = redis.call('HMGET', dk, 'state', 'blocked', 'attempt')
+    if g[1] == 'queued' and tonumber(g[2] or '0') > 0 then
+      if state == 'succeeded' then
+        if redis.call('HINCRBY', dk, 'blocked', -1) == 0 then
+          local h = redis.call('HMGET', dk, 'pool', 'tenant', 'qscore', 'group', 'qtimeout')
+          redis.call('HSET', dk, 'ready_at', now)
+          if h[5] and h[5] ~= '' then redis.call('ZADD', K.qdeadlines, now + tonumber(h[5]), dep) end
+          make_ready(dep, h[1], h[2], h[3], h[4], now)
+        end
+      else
+        local why = 'needs_failed'
+        if err == 'cancelled' or err == 'superseded' then why = err end
+        note(dep, g[3], 'not run: it needs ' .. who .. ', which ended ' .. state)
+        terminate(dep, 'cancelled', why, now)
+      end
+    end
+  end
 end
 
 -- A running attempt whose executor is lost ends: the job goes back to the queue as the next
@@ -306,6 +353,15 @@ local function idempotent(ik, id, body)
   return {'conflict', old}
 end
 
+-- The lex indexes an id prefix is resolved in (farm.store.ids): a job's id, and its run's
+-- ('' for none), written with the job. A run's jobs are all made in the step that makes the
+-- run, and a run has one at least, so they index it too (ZADD again is a no-op). purge.lua
+-- takes them out.
+local function index_ids(id, run)
+  redis.call('ZADD', K.jobids, 0, id)
+  if run and run ~= '' then redis.call('ZADD', K.runids, 0, run) end
+end
+
 -- Queue one job. `a` holds its fields as farm.store.jobs names them (`_enqueue_fields`):
 -- id, tenant, pool, priority, retries, timeout_ms, spec (JSON), weight, group ('' for
 -- none), group_limit, on_full, queue_timeout_ms ('' for none), callback ('' for none),
@@ -325,8 +381,14 @@ local function enqueue_job(a, now)
     'weight', a.weight, 'group', group, 'qscore', qscore, 'seq', seq, 'queued_at', now,
     'ready_at', now, 'log_bytes', 0, 'callback', a.callback, 'secrets', a.secrets, 'rerun_of', a.rerun_of,
     'tier', a.tier, 'run', a.run, 'source_exempt', a.source_exempt or '')
+  -- A job of a run: its name, the jobs that need it (`after`), and how many of its own
+  -- needs have yet to succeed (`blocked`: it waits off the queue until 0; see release).
+  local blocked = tonumber(a.blocked or '0')
+  if a.name and a.name ~= '' then redis.call('HSET', K.job .. id, 'name', a.name) end
+  if a.after and a.after ~= '' and a.after ~= '[]' then redis.call('HSET', K.job .. id, 'after', a.after) end
   redis.call('ZADD', K.jobs, seq, id)
   redis.call('ZADD', K.tenant_jobs .. tenant, seq, id)
+  index_ids(id, a.run)
   redis.call('HINCRBY', K.stats .. pool, 'submitted_total', 1)
   queued_by(tenant, 1)
   demand(pool, 'a', now)
@@ -339,6 +401,23 @@ local function enqueue_job(a, now)
         terminate(old, 'cancelled', 'superseded', now)
       end
     end
+  end
+  if blocked > 0 then
+    redis.call('HSET', K.job .. id, 'blocked', blocked, 'qtimeout', a.queue_timeout_ms)
+    if group ~= '' then redis.call('SADD', group_key('gq', tenant, group), id) end  -- a newer job of its group supersedes it
+    -- A need that already ended (superseded by a job of this run submitted before this one)
+    -- has released its dependents already: this one learns of it now.
+    for _, need in ipairs(cjson.decode(a.needs_ids or '[]')) do
+      local g = redis.call('HMGET', K.job .. need, 'state', 'name', 'error')
+      if g[1] and g[1] ~= 'queued' and g[1] ~= 'running' then
+        local why = 'needs_failed'
+        if g[3] == 'cancelled' or g[3] == 'superseded' then why = g[3] end
+        note(id, 1, 'not run: it needs ' .. ((g[2] and g[2] ~= '') and g[2] or need) .. ', which ended ' .. g[1])
+        terminate(id, 'cancelled', why, now)
+        return
+      end
+    end
+    return
   end
   if a.queue_timeout_ms ~= '' then redis.call('ZADD', K.qdeadlines, now + tonumber(a.queue_timeout_ms), id) end
   make_ready(id, pool, tenant, qscore, group, now)
