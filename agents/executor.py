@@ -29,6 +29,7 @@ from agents.warden import ensure_warden, node_name
 from agents.watch import Watch
 from agents.workspace import sweep, workspace_root
 from farm.errors import FarmError, RuntimeFailure
+from farm.ray_seam import actor_class, node_here, restarted
 from farm.settings import Settings
 from farm.store.client import connect
 from farm.store.executors import ExecutorRegistry, ExecutorState
@@ -221,76 +222,59 @@ def build_executor(executor_id: str, settings: Settings) -> Executor:
     )
 
 
-def _actor_class():  # type: ignore[no-untyped-def]
-    import ray
+class ExecutorActor:
+    """The executor as a Ray actor (`executor_actor()` is its actor class): its loop on a thread."""
 
-    @ray.remote(num_cpus=0, max_concurrency=4)
-    class ExecutorActor:
-        def __init__(self, executor_id: str, settings: dict) -> None:  # type: ignore[type-arg]
-            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-            self.executor = build_executor(executor_id, Settings.load(**settings))
-            self.executor.where = {"ray_node": ray.get_runtime_context().get_node_id(), "address": ray.util.get_node_ip_address()}
-            # Every node that runs executors has a warden, which fences them if they die.
-            ensure_warden(self.executor.settings, self.executor.store.instance(), settings)
-            self.thread = threading.Thread(target=self._run, name=f"executor-{executor_id}", daemon=True)
-            if ray.get_runtime_context().was_current_actor_reconstructed:
-                # Ray restarted a static executor that died (farm up makes them so): the same
-                # slot runs again at once; its old attempt is the warden's to fence.
-                count_restart(self.executor.store, "executor")
-                self.thread.start()
+    def __init__(self, executor_id: str, settings: dict) -> None:  # type: ignore[type-arg]
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+        self.executor = build_executor(executor_id, Settings.load(**settings))
+        self.executor.where = node_here()
+        # Every node that runs executors has a warden, which fences them if they die.
+        ensure_warden(self.executor.settings, self.executor.store.instance(), settings)
+        self.thread = threading.Thread(target=self._run, name=f"executor-{executor_id}", daemon=True)
+        if restarted():
+            # Ray restarted a static executor that died (farm up makes them so): the same
+            # slot runs again at once; its old attempt is the warden's to fence.
+            count_restart(self.executor.store, "executor")
+            self.thread.start()
 
-        def _run(self) -> None:
-            """The loop; if it ever ends unasked, the process goes too, so that Ray restarts
-            the actor (and the restart is counted) instead of hosting an executor that runs nothing."""
-            try:
-                self.executor.run()
-            finally:
-                if not self.executor._drain.is_set() and self.executor.error is None:
-                    log.error("executor %s: its loop ended unasked; exiting for Ray to restart it", self.executor.id)
-                    os._exit(70)
+    def _run(self) -> None:
+        """The loop; if it ever ends unasked, the process goes too, so that Ray restarts
+        the actor (and the restart is counted) instead of hosting an executor that runs nothing."""
+        try:
+            self.executor.run()
+        finally:
+            if not self.executor._drain.is_set() and self.executor.error is None:
+                log.error("executor %s: its loop ended unasked; exiting for Ray to restart it", self.executor.id)
+                os._exit(70)
 
-        def start(self) -> str:
-            if self.thread.ident is None:  # a restarted actor started its loop already
-                self.thread.start()
-            return self.executor.id
+    def start(self) -> str:
+        if self.thread.ident is None:  # a restarted actor started its loop already
+            self.thread.start()
+        return self.executor.id
 
-        def started(self, timeout_s: float) -> str | None:
-            """Wait until the executor is ready (None) or could not start (the reason)."""
-            deadline = time.monotonic() + timeout_s
-            while self.executor.state is ExecutorState.STARTING and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if self.executor.state is ExecutorState.STARTING:
-                return f"not ready after {timeout_s:.0f}s"
-            return self.executor.error
+    def started(self, timeout_s: float) -> str | None:
+        """Wait until the executor is ready (None) or could not start (the reason)."""
+        deadline = time.monotonic() + timeout_s
+        while self.executor.state is ExecutorState.STARTING and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if self.executor.state is ExecutorState.STARTING:
+            return f"not ready after {timeout_s:.0f}s"
+        return self.executor.error
 
-        def drain(self, timeout_s: float | None = None) -> bool:
-            """Stop claiming and return once the current job is done (True), or after
-            timeout_s with the job still running (False)."""
-            self.executor.drain()
-            self.thread.join(timeout_s)
-            return not self.thread.is_alive()
+    def drain(self, timeout_s: float | None = None) -> bool:
+        """Stop claiming and return once the current job is done (True), or after
+        timeout_s with the job still running (False)."""
+        self.executor.drain()
+        self.thread.join(timeout_s)
+        return not self.thread.is_alive()
 
-        def status(self) -> dict:  # type: ignore[type-arg]
-            e = self.executor
-            return {"id": e.id, "pool": e.pool, "state": e.state.value, "job": e.current, "jobs_run": e.jobs_run}
+    def status(self) -> dict:  # type: ignore[type-arg]
+        e = self.executor
+        return {"id": e.id, "pool": e.pool, "state": e.state.value, "job": e.current, "jobs_run": e.jobs_run}
 
-        def pid(self) -> int:
-            return os.getpid()
-
-    return ExecutorActor
+    def pid(self) -> int:
+        return os.getpid()
 
 
-_ACTOR = None
-
-
-def executor_actor():  # type: ignore[no-untyped-def]
-    """The Ray actor class (built on first use, so importing this module needs no Ray)."""
-    global _ACTOR
-    if _ACTOR is None:
-        _ACTOR = _actor_class()
-    return _ACTOR
-
-
-def actor_settings(settings: Settings) -> dict:  # type: ignore[type-arg]
-    """Settings as plain data for an actor: the admin token stays behind."""
-    return settings.model_dump(mode="json", exclude={"admin_token", "tenants"})
+executor_actor = actor_class(ExecutorActor, num_cpus=0, max_concurrency=4)

@@ -34,6 +34,7 @@ from agents.cache import overlays_possible
 from agents.containment import FENCED, Containment
 from agents.workspace import workspace_root
 from farm import loops
+from farm.ray_seam import actor_class, pinned_here, restarted, warden_name
 from farm.settings import RAY_NAMESPACE, Settings
 from farm.store.client import connect
 from farm.store.jobs import JobStore
@@ -260,53 +261,37 @@ def build_warden(settings: Settings, node: str | None = None) -> Warden:
     return Warden(node or node_name(settings), settings, jobs=jobs, containment=containment)
 
 
-def _actor_class():  # type: ignore[no-untyped-def]
-    import ray
+class WardenActor:
+    """The warden as a Ray actor (`warden_actor()` is its actor class): its passes on a thread."""
 
-    @ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=2)
-    class WardenActor:
-        def __init__(self, settings: dict, node: str) -> None:  # type: ignore[type-arg]
-            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-            self.warden = build_warden(Settings.load(**settings), node)
-            if ray.get_runtime_context().was_current_actor_reconstructed:
-                count_restart(self.warden.jobs, "warden")
-            # Started here, not in a method: a restarted actor runs only __init__.
-            self.thread, self.stop = loops.start("warden", self.warden.run_once, self.warden.settings.lease.warden_interval_s, log)
+    def __init__(self, settings: dict, node: str) -> None:  # type: ignore[type-arg]
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+        self.warden = build_warden(Settings.load(**settings), node)
+        if restarted():
+            count_restart(self.warden.jobs, "warden")
+        # Started here, not in a method: a restarted actor runs only __init__.
+        self.thread, self.stop = loops.start("warden", self.warden.run_once, self.warden.settings.lease.warden_interval_s, log)
 
-        def run_once(self) -> dict:  # type: ignore[type-arg]
-            done = self.warden.run_once()
-            return {"fenced": done.fenced, "unconfirmed": done.unconfirmed, "killed": done.killed}
+    def run_once(self) -> dict:  # type: ignore[type-arg]
+        done = self.warden.run_once()
+        return {"fenced": done.fenced, "unconfirmed": done.unconfirmed, "killed": done.killed}
 
-        def kill_all(self) -> int:
-            return self.warden.kill_all()
+    def kill_all(self) -> int:
+        return self.warden.kill_all()
 
-        def pid(self) -> int:
-            import os
-
-            return os.getpid()
-
-    return WardenActor
+    def pid(self) -> int:
+        return os.getpid()
 
 
-_ACTOR = None
-
-
-def warden_actor():  # type: ignore[no-untyped-def]
-    global _ACTOR
-    if _ACTOR is None:
-        _ACTOR = _actor_class()
-    return _ACTOR
+warden_actor = actor_class(WardenActor, num_cpus=0, max_restarts=-1, max_concurrency=2)
 
 
 def ensure_warden(settings: Settings, instance: str, plain: dict) -> object:  # type: ignore[type-arg]
     """This node's warden actor for this farm: found, or started (detached, pinned here)."""
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
     node = node_name(settings)
-    here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
+    here = pinned_here()
     return (
         warden_actor()
-        .options(name=f"warden-{instance}-{node}", namespace=RAY_NAMESPACE, lifetime="detached", get_if_exists=True, scheduling_strategy=here)
+        .options(name=warden_name(instance, node), namespace=RAY_NAMESPACE, lifetime="detached", get_if_exists=True, scheduling_strategy=here)
         .remote(plain, node)
     )

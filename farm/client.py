@@ -29,10 +29,6 @@ class Unreachable(FarmError):
         self.hint = "Is farm running there? `farm up` (it makes itself the current context), FARM_URL, or `farm context ls`."
 
 
-def default_token() -> str | None:
-    return resolve().token
-
-
 class FarmClient:
     def __init__(self, url: str | None = None, token: str | None = None, *, timeout: float = 30.0) -> None:
         found = resolve()

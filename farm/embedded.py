@@ -10,6 +10,9 @@ every executor drains, whatever still runs after the drain timeout is killed (it
 again on the next start: the lease expires and the node fences it), Ray shuts down, the
 server flushes its AOF and exits.
 
+This module starts and stops Ray and the actors on it; what the actors are (their names,
+classes, placement) is farm/ray_seam.py's, the one other module that imports `ray`.
+
 Joining a Ray cluster (`ray.address`) that cannot be joined is a `RayUnavailable`, never
 Ray's own `ConnectionError`: it says whether the cluster's token auth refused farm (and what
 to set) or the cluster could not be reached.
@@ -22,14 +25,13 @@ import os
 import secrets
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from pydantic import SecretStr
 
 from farm.errors import FarmError
-from farm.settings import RAY_NAMESPACE, Settings
-from farm.store.server import EmbeddedRedis, _write_private
+from farm.settings import Settings
+from farm.store.server import EmbeddedRedis, write_private
 
 log = logging.getLogger("farm.up")
 
@@ -107,7 +109,7 @@ def ensure_admin_token(settings: Settings) -> tuple[str, bool]:
     if path.exists():
         return path.read_text().strip(), False
     token = secrets.token_urlsafe(32)
-    _write_private(path, token + "\n")
+    write_private(path, token + "\n")
     return token, True
 
 
@@ -197,7 +199,8 @@ class EmbeddedFarm:
         warden beats, and a fresh farm first clears what a crashed one left running."""
         import ray
 
-        from farm.actors import actor_settings, ensure_warden
+        from farm.actors import ensure_warden
+        from farm.ray_seam import actor_settings
         from farm.store.client import connect
         from farm.store.jobs import JobStore
 
@@ -209,21 +212,21 @@ class EmbeddedFarm:
     def start_lifeline(self) -> None:
         import json
 
-        from farm.actors import actor_settings, start_lifeline
+        from farm.actors import start_lifeline
+        from farm.ray_seam import actor_settings
 
         assert self.resolved is not None
         self.lifeline = start_lifeline(json.dumps(actor_settings(self.resolved)), self.instance)
 
     def start_autoscaler(self, settings: Settings) -> None:
-        from farm.actors import actor_settings
-        from farm.autoscale.live import autoscaler_actor
+        from farm.autoscale.live import start_autoscaler
 
         init_ray(address=settings.ray.address)
-        plain = actor_settings(settings)
-        self.autoscaler = autoscaler_actor().options(name="autoscaler", namespace=RAY_NAMESPACE).remote(plain)
+        self.autoscaler = start_autoscaler(settings)
 
     def start_executors(self, settings: Settings) -> None:
-        from farm.actors import actor_settings, executor_actor
+        from farm.actors import executor_actor
+        from farm.ray_seam import actor_settings, executor_name, pool_resources
 
         init_ray(address=settings.ray.address)
         actor = executor_actor()
@@ -232,8 +235,8 @@ class EmbeddedFarm:
         for i in range(settings.executors.count):
             executor_id = f"{pool}-{i}-{uuid.uuid4().hex[:6]}"
             # A static executor that dies is restarted by Ray in its slot (the pool keeps its size).
-            handle = actor.options(name=f"executor-{executor_id}", max_restarts=-1,
-                                   resources=settings.executors.resources(pool) or None).remote(executor_id, plain)  # fmt: skip
+            handle = actor.options(name=executor_name(executor_id), max_restarts=-1,
+                                   resources=pool_resources(settings, pool)).remote(executor_id, plain)  # fmt: skip
             self.actors.append(handle)
         import ray
 
@@ -261,9 +264,10 @@ class EmbeddedFarm:
                 starting = []
             ray.kill(self.autoscaler)
             self.autoscaler = None
-            from farm.autoscale.live import RayFleet
+            from farm.actors import executor_actor
+            from farm.ray_seam import RayFleet
 
-            RayFleet(self.settings).kill(starting)  # asked for, not ready: nothing of theirs to drain
+            RayFleet(self.settings, executor_actor).kill(starting)  # asked for, not ready: nothing of theirs to drain
         self.actors.extend(self._scaled_executors())
         if not self.actors:
             return
@@ -282,16 +286,11 @@ class EmbeddedFarm:
         On a cluster farm joined, the wardens go too (a Ray of farm's own goes down whole)."""
         import ray
 
+        from farm.ray_seam import find_wardens
 
         if self.warden is None or not ray.is_initialized():
             return
-        wardens = []
-        for actor in ray.util.list_named_actors(all_namespaces=True):
-            if actor["namespace"] == RAY_NAMESPACE and actor["name"].startswith(f"warden-{self.instance}-"):
-                try:
-                    wardens.append(ray.get_actor(actor["name"], namespace=RAY_NAMESPACE))
-                except ValueError:
-                    pass
+        wardens = find_wardens(self.instance)
         refs = [w.kill_all.remote() for w in wardens]
         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=30)  # a dead node's warden never answers
         killed = 0
@@ -308,9 +307,7 @@ class EmbeddedFarm:
         self.warden = None
 
     def _scaled_executors(self) -> list[Any]:
-        import ray
-
-        from farm.autoscale.live import executor_name
+        from farm.ray_seam import executor_name, find_actor
         from farm.store.client import connect
         from farm.store.executors import ExecutorRegistry
 
@@ -322,10 +319,9 @@ class EmbeddedFarm:
             log.warning("could not list the executors: %s", e)
             return []
         for executor_id in ids:
-            try:
-                found.append(ray.get_actor(executor_name(executor_id), namespace=RAY_NAMESPACE))
-            except ValueError:
-                pass  # a static one (already in self.actors) or gone
+            handle = find_actor(executor_name(executor_id))
+            if handle is not None:  # else a static one (already in self.actors) or gone
+                found.append(handle)
         return found
 
     def stop(self, drain_timeout_s: float = 10.0) -> None:
@@ -347,7 +343,3 @@ class EmbeddedFarm:
             self.lifeline.terminate()  # stopped in order: nothing of farm is left to end
             self.lifeline.wait(10)
             self.lifeline = None
-
-
-def default_data_dir() -> Path:
-    return Settings.model_fields["data_dir"].default.expanduser()

@@ -26,7 +26,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from pydantic import TypeAdapter, ValidationError
 
-from farm.autoscale.policy import LivePolicy
+from farm.autoscale.kinds import LivePolicy
 from farm.errors import FarmError
 from farm.models import TERMINAL
 from farm.settings import DEFAULT_WAIT_TARGET_S

@@ -23,7 +23,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from farm.autoscale.policy import DEFAULT_LEAD_S, LivePolicy
+from farm.autoscale.kinds import DEFAULT_LEAD_S, LivePolicy
 from farm.models import RUN_JOBS_MAX
 
 _config_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar("farm_config", default=None)
@@ -145,7 +145,7 @@ class AutoscalerSettings(BaseModel):
     lead_s: Annotated[float, Field(gt=0)] = DEFAULT_LEAD_S  # provisioning lead time assumed until one is measured
     start_timeout_s: Annotated[float, Field(gt=0)] = 300.0  # an executor not ready by then is given up
     keep_learned_s: Annotated[float, Field(ge=0)] = 300.0  # how often what a policy learned is kept in Redis
-    # Each pool's demand by hour kept this long (farm.sim.history): what a pool switched to the
+    # Each pool's demand by hour kept this long (farm.autoscale.demand): what a pool switched to the
     # predictive policy (or seeded) learns from before its first turn.
     history_weeks: Annotated[int, Field(ge=1, le=52)] = 8
     # The p95 queue wait of a pool whose capacity policy has no target_p95_s (or that has no

@@ -241,7 +241,7 @@ def executor_process(settings: Settings, executor_id: str) -> subprocess.Popen[b
     SIGKILL it the way a crash would."""
     import json
 
-    from agents.executor import actor_settings
+    from farm.ray_seam import actor_settings
 
     plain = {**actor_settings(settings), "admin_token": None}
     return subprocess.Popen([sys.executable, "-c", _EXECUTOR_MAIN, executor_id, json.dumps(plain)], cwd=REPO,

@@ -1,4 +1,16 @@
-"""Runtimes: where a step runs. `make_runtime` picks one by name from settings."""
+"""Runtimes: where a step runs. `make_runtime` picks one by name from settings.
+
+    base         the runtime seam (`Runtime`, `StepContext`): how one step of a job runs
+    local        `local`: each step a `/bin/sh -c` subprocess in the job's workspace
+    docker       `docker` (DooD): each step in a container on the host's Docker daemon
+    dind         `dind`: each executor owns a private Docker daemon
+    sandbox      `sandbox`: untrusted steps under gVisor, untrusted image builds rootless
+    noop         `noop`: every step exits 0 at once
+    rootless     rootless image builds: buildah as an unprivileged user
+    layerstores  a pool's DinD layer stores on one machine, one scope each, leased by one daemon at a time
+    follower     a step container's output, followed into the job log through a stream that breaks
+    errors       Docker's errors at the runtimes' boundary, mapped onto farm's error tree
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,20 @@
-"""HTTP API: an app factory, one router per resource, errors mapped in one handler."""
+"""HTTP API: an app factory, one router per resource, errors mapped in one handler.
+
+    app          `create_app(settings)`: the app, its state, its handlers and the gate
+    server       uvicorn on httptools, with the limits a server facing strangers needs
+    gate         what every /v1 request passes first: token, admin-only routes, body limits, per-tenant cap
+    auth         bearer tokens: a token maps to a tenant and a role
+    deps         what a route may ask for, as `Annotated` aliases
+    errors       how errors leave the API: one body shape, one mapping from the error tree
+    public       the response models of the routes that are not about one job
+    resolver     host names looked up at submit, within a bound
+    jobs         /v1/jobs
+    runs         /v1/runs
+    queue        /v1/queue and /v1/executors
+    pools        /v1/pools: pools, their capacity policies and the autoscaler's decisions
+    caches       /v1/caches
+    health       /healthz and /metrics
+"""
 
 from farm.api.app import create_app
 

@@ -48,8 +48,8 @@ async def _policies(request: Request) -> PolicyStore:
     return request.app.state.policies
 
 
-async def _history(request: Request) -> DemandHistory:
-    return request.app.state.history
+async def _demand_history(request: Request) -> DemandHistory:
+    return request.app.state.demand_history
 
 
 async def _caches(request: Request) -> CacheIndex:
@@ -123,13 +123,22 @@ async def _run_id(request: Request, who: Annotated[Principal, Depends(principal)
     return await run_in_threadpool(request.app.state.runs.resolve, run_id, tenant=who.scope)
 
 
+# Shared by the routers that submit (jobs, runs), which import no other router.
+def queue_quota(config: Settings, tenant: TenantConfig | None, who: Principal) -> int | None:
+    """The most jobs the caller may have queued: the tenant's own, else the setting; the
+    admin has none."""
+    if who.admin:
+        return None
+    return tenant.max_queued if tenant is not None and tenant.max_queued else config.api.max_queued_per_tenant
+
+
 Who = Annotated[Principal, Depends(principal)]
 Config = Annotated[Settings, Depends(_settings)]
 Jobs = Annotated[JobStore, Depends(_jobs)]
 Runs = Annotated[RunStore, Depends(_runs)]
 Registry = Annotated[ExecutorRegistry, Depends(_registry)]
 Policies = Annotated[PolicyStore, Depends(_policies)]
-History = Annotated[DemandHistory, Depends(_history)]
+History = Annotated[DemandHistory, Depends(_demand_history)]
 Caches = Annotated[CacheIndex, Depends(_caches)]
 Artifacts = Annotated[DirectoryStore, Depends(_artifacts)]
 Tenant = Annotated[TenantConfig | None, Depends(_tenant)]

@@ -35,17 +35,19 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from farm.api.auth import TokenBook
-from farm.errors import TooManyRequests, Unauthorized
+from farm.errors import FarmError, TooManyRequests, Unauthorized
 
 ADMIN_ONLY = "x-farm-admin-only"  # openapi_extra marker of a route only the admin token may call
 
 
-class BodyTooLarge(HTTPException):
+# The two below are HTTPExceptions as well: FastAPI turns any other error raised while it reads a
+# body into a 400, and lets those through (then the app's HTTPException handler answers them).
+class BodyTooLarge(HTTPException, FarmError):
     def __init__(self, limit: int) -> None:
         super().__init__(413, f"request body over the {limit}-byte limit")
 
 
-class BodyTimeout(HTTPException):
+class BodyTimeout(HTTPException, FarmError):
     def __init__(self, timeout_s: float) -> None:
         # Connection: close, as the rest of the body may still come: it is not a next request.
         super().__init__(408, f"the request body did not arrive within {timeout_s:g}s", headers={"Connection": "close"})

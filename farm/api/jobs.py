@@ -19,7 +19,7 @@ from starlette.types import Receive, Scope, Send
 from farm import permissions, secrets
 from farm.addresses import Resolver
 from farm.api.auth import Principal
-from farm.api.deps import Artifacts, Config, Following, JobId, Jobs, Lookup, Stopping, Submitter, Tenant, Who
+from farm.api.deps import Artifacts, Config, Following, JobId, Jobs, Lookup, Stopping, Submitter, Tenant, Who, queue_quota
 from farm.api.errors import AMBIGUOUS, AMBIGUOUS_OR_CONFLICT, COMMON, CONFLICT, FORBIDDEN, NOT_FOUND
 from farm.artifacts import safe_name
 from farm.errors import Forbidden, InvalidInput, NotFound
@@ -76,14 +76,6 @@ async def _submit(
     # The exemption goes with the job (never in its spec): the executor does not know tenants.
     return await jobs.asubmit(spec, who.tenant, weight=who.weight, secrets=secrets.resolve(spec, tenant), tier=who.tier,
                               max_queued=queue_quota(config, tenant, who), source_exempt=exempt, **kw)  # fmt: skip
-
-
-def queue_quota(config: Settings, tenant: TenantConfig | None, who: Principal) -> int | None:
-    """The most jobs the caller may have queued: the tenant's own, else the setting; the
-    admin has none."""
-    if who.admin:
-        return None
-    return tenant.max_queued if tenant is not None and tenant.max_queued else config.api.max_queued_per_tenant
 
 
 @router.post("/{job_id}/rerun", status_code=status.HTTP_201_CREATED, response_model=Job,

@@ -14,12 +14,12 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 from farm.api.deps import Config, History, Jobs, Policies, Registry, Who
 from farm.api.errors import COMMON, CONFLICT, FORBIDDEN, NOT_FOUND
 from farm.api.gate import ADMIN_ONLY
-from farm.api.public import DecisionsPublic, HistoryPublic, PolicyHistoryPublic, PolicyPublic, PoolsPublic, SeedPublic
-from farm.autoscale.policy import LivePolicy
+from farm.api.public import DecisionsPublic, HistoryPublic, PolicyHistoryPublic, PolicyPublic, PoolPublic, PoolsPublic, SeedPublic
+from farm.autoscale.demand import HOUR_S, MAX_BIN, MAX_HOUR, MAX_PER_BIN, MAX_PER_SECOND, WEEK_HOURS, Hour, jobs, shift_into
+from farm.autoscale.kinds import LivePolicy
 from farm.errors import Conflict, Forbidden, InvalidInput, NotFound
 from farm.models import rfc3339
 from farm.settings import Settings
-from farm.sim.history import HOUR_S, MAX_BIN, MAX_HOUR, MAX_PER_BIN, MAX_PER_SECOND, WEEK_HOURS, Hour, jobs, shift_into
 from farm.store.summary import summarize
 
 router = APIRouter(prefix="/v1/pools", tags=["pools"], responses=COMMON)
@@ -67,10 +67,13 @@ class SeedBody(BaseModel):
                                   " (each part moves as the whole does); by default this body's last")  # fmt: skip
 
 
-def _shown(stored: Any, response: Response | None = None) -> dict[str, Any]:
+def _shown(stored: Any, response: Response | None = None, policy: Any = None) -> PolicyPublic:
+    """A stored policy as answered; `policy`: the model it was validated as already (a PUT's
+    body), so that it is not validated again from the stored JSON."""
     if response is not None:
         response.headers["ETag"] = f'"{stored.version}"'
-    return {"version": stored.version, "policy": stored.policy, "updated_by": stored.by, "updated_at": stored.at}
+    return PolicyPublic(version=stored.version, policy=policy if policy is not None else stored.policy, updated_by=stored.by,
+                        updated_at=stored.at)  # fmt: skip
 
 
 # A policy's entity tag is its version, quoted as RFC 9110 writes one ("3"). If-Match takes
@@ -106,15 +109,13 @@ def _expected(policies: Any, pool: str, if_match: str | None) -> int | None:
 
 
 @router.get("", response_model=PoolsPublic)
-def list_pools(who: Who, config: Config, jobs: Jobs, registry: Registry, policies: Policies) -> dict[str, Any]:
-    pools = []
-    for summary in summarize(jobs, registry, config.pools):
-        pools.append({**asdict(summary), "policy": _shown(policies.get(summary.name))})
-    return {"pools": pools}
+def list_pools(who: Who, config: Config, jobs: Jobs, registry: Registry, policies: Policies) -> PoolsPublic:
+    summaries = summarize(jobs, registry, config.pools)
+    return PoolsPublic(pools=[PoolPublic(**asdict(s), policy=_shown(policies.get(s.name))) for s in summaries])
 
 
 @router.get("/{name}/policy", response_model=PolicyPublic, responses={200: {"headers": _ETAG}, **NOT_FOUND})
-def get_policy(name: str, who: Who, config: Config, policies: Policies, response: Response) -> dict[str, Any]:
+def get_policy(name: str, who: Who, config: Config, policies: Policies, response: Response) -> PolicyPublic:
     """The pool's policy; its ETag is its version, for If-Match."""
     return _shown(policies.get(_pool(config, name)), response)
 
@@ -133,7 +134,7 @@ def put_policy(
     policies: Policies,
     response: Response,
     if_match: Annotated[str | None, Header(description=_IF_MATCH_HELP)] = None,
-) -> dict[str, Any]:
+) -> PolicyPublic:
     """Replace the pool's policy (admin token only). With If-Match (the ETag of a GET), a
     change based on a stale version is refused with 409. A policy whose `min` exceeds its
     `max` is refused with 422, as an invalid field is (a rule across two fields, which the
@@ -142,17 +143,17 @@ def put_policy(
         raise Forbidden("changing a capacity policy needs the admin token")
     pool = _pool(config, name)
     policy = _POLICY.dump_python(body, mode="json")
-    return _shown(policies.put(pool, policy, by=who.tenant, expected_version=_expected(policies, pool, if_match)), response)
+    return _shown(policies.put(pool, policy, by=who.tenant, expected_version=_expected(policies, pool, if_match)), response, body)
 
 
 @router.get("/{name}/policy/history", response_model=PolicyHistoryPublic, responses=NOT_FOUND)
-def policy_history(name: str, who: Who, config: Config, policies: Policies, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
-    return {"changes": policies.history(_pool(config, name), limit)}
+def policy_history(name: str, who: Who, config: Config, policies: Policies, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> PolicyHistoryPublic:
+    return PolicyHistoryPublic(changes=policies.audit_trail(_pool(config, name), limit))
 
 
 @router.get("/{name}/decisions", response_model=DecisionsPublic, responses=NOT_FOUND)
-def decisions(name: str, who: Who, config: Config, policies: Policies, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
-    return {"decisions": policies.decisions(_pool(config, name), limit)}
+def decisions(name: str, who: Who, config: Config, policies: Policies, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> DecisionsPublic:
+    return DecisionsPublic(decisions=policies.decisions(_pool(config, name), limit))
 
 
 @router.post(
@@ -161,7 +162,7 @@ def decisions(name: str, who: Who, config: Config, policies: Policies, limit: An
     responses={**NOT_FOUND, **FORBIDDEN},
     openapi_extra={ADMIN_ONLY: True},
 )
-def seed_policy(name: str, body: SeedBody, who: Who, config: Config, history: History) -> dict[str, Any]:
+def seed_policy(name: str, body: SeedBody, who: Who, config: Config, history: History) -> SeedPublic:
     """Seed the pool's demand history with a trace's hours (admin token only): a farm moving
     from Jenkins or Actions gives its predictive policy the weeks it already knows. The hours
     move by whole weeks (each keeps its hour of the week) to end in the week before now; those
@@ -184,21 +185,21 @@ def seed_policy(name: str, body: SeedBody, who: Who, config: Config, history: Hi
         "last": _hour_at(max(kept)) if kept else None, "weeks_moved": weeks, "hours_left_out": left_out,
     }  # fmt: skip
     seeded = history.seed(pool, kept, by=who.tenant, at_ms=int(now * 1000), summary=summary)
-    return {"pool": pool, "seeded": seeded, **summary}
+    return SeedPublic(pool=pool, seeded=seeded, **summary)
 
 
 @router.get("/{name}/history", response_model=HistoryPublic, responses=NOT_FOUND)
-def demand_history(name: str, who: Who, config: Config, history: History, policies: Policies) -> dict[str, Any]:
+def demand_history(name: str, who: Who, config: Config, history: History, policies: Policies) -> HistoryPublic:
     """What the pool's demand history holds (hours kept, jobs in them): what a predictive
     policy learns from when it is switched on or seeded."""
     pool = _pool(config, name)
     counts = history.jobs_by_hour(pool)  # parses only the hours that changed since the last call
     with_jobs = [h for h, n in counts.items() if n]
-    return {
-        "pool": pool, "jobs": sum(counts.values()), "hours": len(with_jobs),
-        "first": _hour_at(min(with_jobs)) if with_jobs else None, "last": _hour_at(max(with_jobs)) if with_jobs else None,
-        "keep_weeks": config.autoscaler.history_weeks, "seeded": policies.get(pool).seeded,
-    }  # fmt: skip
+    return HistoryPublic(
+        pool=pool, jobs=sum(counts.values()), hours=len(with_jobs),
+        first=_hour_at(min(with_jobs)) if with_jobs else None, last=_hour_at(max(with_jobs)) if with_jobs else None,
+        keep_weeks=config.autoscaler.history_weeks, seeded=policies.get(pool).seeded,
+    )  # fmt: skip
 
 
 def _hour_at(hour: int) -> str:

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from farm.autoscale.policy import CapacityPolicy
+from farm.autoscale.kinds import CapacityPolicy
 from farm.cache.scope import Tier
 from farm.models import Timestamp
 

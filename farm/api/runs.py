@@ -11,9 +11,8 @@ from starlette.concurrency import run_in_threadpool
 from farm import permissions, secrets
 from farm.addresses import Resolver
 from farm.api.auth import Principal
-from farm.api.deps import Config, Lookup, RunId, Runs, Tenant, Who
+from farm.api.deps import Config, Lookup, RunId, Runs, Tenant, Who, queue_quota
 from farm.api.errors import AMBIGUOUS, COMMON, CONFLICT, FORBIDDEN, NOT_FOUND
-from farm.api.jobs import queue_quota
 from farm.api.resolver import budgeted
 from farm.errors import Forbidden, InvalidInput, NotFound
 from farm.models import Run, RunSpec, RunState, unsupported

@@ -21,12 +21,14 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from farm.errors import FarmError
+
 MAX_HEAD_BYTES = 64 * 1024
 HEAD_TIMEOUT_S = 10.0
 
 
-class HeadTooLarge(Exception):
-    pass
+class HeadTooLarge(FarmError):
+    """A request head over `max_head_bytes`: httptools reports it, and uvicorn answers 400 and closes."""
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):

@@ -58,7 +58,16 @@ from typing import Any
 
 import numpy as np
 
-from farm.autoscale.policy import MemoryDocError, doc_number, read_bool, read_int, read_list, read_number, read_object
+from farm.autoscale.document import (
+    MemoryDocError,
+    UnkeepableMemory,
+    doc_number,
+    read_bool,
+    read_int,
+    read_list,
+    read_number,
+    read_object,
+)
 
 HOURS = 168
 CELLS = 2 * HOURS  # each hour of the week, quiet or active
@@ -237,7 +246,7 @@ class Forecaster:
         return (self.target_s, self.budget_share, self.replan_s, self.active_s) == (
             policy.target_p95_s, (1 - policy.quantile) * policy.safety, policy.replan_s, policy.active_s)  # fmt: skip
 
-    # -- as a document (what the autoscaler keeps in Redis; see policy.py's Memory.to_doc) ----
+    # -- as a document (what the autoscaler keeps in Redis; see farm/autoscale/document.py) -
 
     def to_doc(self) -> dict[str, Any]:
         """What this forecaster learned as a JSON-able document: every field, the deques as
@@ -258,7 +267,7 @@ class Forecaster:
         for name, (shape, dtype, _) in _ARRAYS.items():
             a = getattr(self, name)
             if a.shape != shape or not np.isfinite(a).all():
-                raise ValueError(f"forecaster.{name}: shape {a.shape} or values not finite")
+                raise UnkeepableMemory(f"forecaster.{name}: shape {a.shape} or values not finite")
             doc[name] = {"dtype": np.dtype(dtype).name, "shape": list(shape), "data": a.astype(dtype).ravel().tolist()}
         return doc
 

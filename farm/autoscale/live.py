@@ -2,10 +2,14 @@
 capacity policy.
 
     observe  the pool's queue and executors (farm.store.summary), the arrivals and starts
-             since the last turn (the pool's demand stream, written by enqueue and claim)
+             since the last turn (the pool's demand stream, written by enqueue and claim),
+             what became of the executors asked for: an `Observation`, read and nothing more
     decide   farm.autoscale.policy.decide: the very function `farm simulate` replays
-    act      start executor actors, or drain idle ones (stop claiming, finish the current
-             job if one slipped in, exit); record the decision in Redis
+    act      first on what was observed (`take_in`: the demand into the pool's history,
+             the lead time of those that came up, the end of those that could not start),
+             then on the decision: start executor actors, or drain idle ones (stop
+             claiming, finish the current job if one slipped in, exit); record the
+             decision in Redis
 
 A drain only ever goes to an executor the registry showed idle, and draining is graceful: if
 it claimed a job in between, it finishes that job before it exits. So a scale-down never
@@ -13,9 +17,10 @@ kills a running job. Pools without a policy are left alone (`farm up --executors
 the default pool then).
 
 The policy comes from Redis (set through `PUT /v1/pools/{name}/policy`); a pool with none
-stored is seeded from `farm.yaml` once. A new version takes effect on the next turn; what a
-policy learned is kept while its kind stays the same. The provisioning lead time is
-measured: from asking for an executor to its first report as ready.
+stored is seeded from `farm.yaml` once, a write of its own before the policy is loaded. A
+new version takes effect on the next turn; what a policy learned is kept while its kind
+stays the same. The provisioning lead time is measured: from asking for an executor to its
+first report as ready.
 
 Every pool's demand, with a policy or not, is kept by hour for `history_weeks`
 (farm.store.history). A pool switched to the predictive policy (or given a new wait target,
@@ -24,7 +29,8 @@ on its own: the replay runs on a thread beside the turns, and until it is done t
 starts cold, as it would have.
 
 `Autoscaler.run_once()` is one turn (tests step it); `autoscaler_actor()` is the Ray actor
-that loops it. I/O goes through the store classes and `RayFleet`; the sizing is pure.
+that loops it. I/O goes through the store classes and a `Fleet` (farm.ray_seam: `RayFleet`,
+or `StubFleet` in tests); the sizing is pure.
 """
 
 from __future__ import annotations
@@ -32,102 +38,35 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
+from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from farm.autoscale.policy import LivePolicy, Memory, Snapshot, decide
+from farm.actors import executor_actor
+from farm.autoscale.demand import WEEK_HOURS, Hour, hour_of
+from farm.autoscale.policy import LivePolicy, Memory, MemoryDocError, Snapshot, UnkeepableMemory, decide
 from farm.errors import FarmError
 from farm.models import rfc3339
+from farm.ray_seam import AUTOSCALER_NAME, Fleet, RayFleet, actor_class, actor_settings, restarted
+from farm.ray_seam import executor_name as executor_name  # where tests and tools found it first
 from farm.settings import RAY_NAMESPACE, Settings
-from farm.sim.history import WEEK_HOURS, Hour, hour_of, learn, to_trace
+from farm.sim.history import learn, to_trace
 from farm.store.demand import Demand, DemandStream
 from farm.store.executors import ExecutorRegistry, ExecutorState
 from farm.store.history import DemandHistory
 from farm.store.jobs import JobStore
 from farm.store.learned import LearnedBook
 from farm.store.nodes import count_restart
-from farm.store.policies import PolicyStore
+from farm.store.policies import PolicyStore, StoredPolicy
 from farm.store.summary import summarize
 
 log = logging.getLogger("farm.autoscaler")
 
 _POLICY: TypeAdapter = TypeAdapter(LivePolicy)
 RECORD_EVERY_S = 60.0  # a decision that changes nothing is still recorded this often
-
-
-def executor_name(executor_id: str) -> str:
-    return f"executor-{executor_id}"
-
-
-class RayFleet:
-    """Starts and drains executor actors. Executors are detached (a restart of the
-    autoscaler does not take running jobs down with it) and named, so any process on the
-    farm's Ray can find one by its id."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._draining: dict[Any, Any] = {}  # drain() ref -> actor handle
-
-    def start(self, pool: str, n: int) -> list[str]:
-        from farm.actors import actor_settings, executor_actor
-
-        plain = actor_settings(self.settings)
-        plain["executors"] = {**plain["executors"], "pool": pool}
-        ids = []
-        for _ in range(n):
-            executor_id = f"{pool}-{uuid.uuid4().hex[:10]}"
-            handle = executor_actor().options(
-                name=executor_name(executor_id), namespace=RAY_NAMESPACE, lifetime="detached",
-                resources=self.settings.executors.resources(pool) or None,
-            ).remote(executor_id, plain)  # fmt: skip
-            handle.start.remote()
-            ids.append(executor_id)
-        return ids
-
-    def drain(self, executor_ids: list[str]) -> None:
-        import ray
-
-        for executor_id in executor_ids:
-            try:
-                handle = ray.get_actor(executor_name(executor_id), namespace=RAY_NAMESPACE)
-            except ValueError:
-                continue  # gone already
-            self._draining[handle.drain.remote(None)] = handle
-
-    def kill(self, executor_ids: list[str]) -> None:
-        """End the actors of executors that never started (nothing of theirs to drain)."""
-        import ray
-
-        for executor_id in executor_ids:
-            try:
-                ray.kill(ray.get_actor(executor_name(executor_id), namespace=RAY_NAMESPACE))
-            except ValueError:
-                pass  # gone already
-
-    def request(self, desired: dict[str, int]) -> None:
-        """Ask Ray's autoscaler (KubeRay) for room for each pool's desired executors, with
-        that pool's resources, ahead of the actors that will need it: worker pods boot while
-        the decision's executors wait. One request for the whole farm (each replaces the last)."""
-        bundles = [r for pool, n in desired.items() if (r := self.settings.executors.resources(pool)) for _ in range(n)]
-        if not bundles:
-            return  # one machine: nothing to scale
-        from ray.autoscaler.sdk import request_resources
-
-        request_resources(bundles=bundles)
-
-    def reap(self) -> None:
-        """Remove the actors whose drain has finished."""
-        import ray
-
-        if not self._draining:
-            return
-        done, _ = ray.wait(list(self._draining), num_returns=len(self._draining), timeout=0)
-        for ref in done:
-            ray.kill(self._draining.pop(ref))
 
 
 @dataclass
@@ -153,9 +92,28 @@ class _Pool:
     learning_seeded: int = -1  # the seed count it started with
 
 
+@dataclass(frozen=True)
+class Launch:
+    """An executor asked for that came up (`failure` None) or could not start (why)."""
+
+    executor_id: str
+    failure: str | None = None
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What a turn saw of a pool, nothing done about it yet (`Autoscaler.take_in` does)."""
+
+    snapshot: Snapshot  # what the policy decides on
+    demand: Demand  # read from the pool's demand stream since the last turn
+    launches: tuple[Launch, ...]  # executors asked for that came up or could not start, in the order asked
+    lead_s: float | None  # the measured lead time, the ones that came up counted in
+    idle_since: Mapping[str, float]  # the idle executors, since when
+
+
 class Autoscaler:
     def __init__(
-        self, settings: Settings, *, store: JobStore, registry: ExecutorRegistry, policies: PolicyStore, fleet: RayFleet,
+        self, settings: Settings, *, store: JobStore, registry: ExecutorRegistry, policies: PolicyStore, fleet: Fleet,
         clock: Any = time.time,
     ) -> None:  # fmt: skip
         self.settings, self.store, self.registry, self.policies, self.fleet = settings, store, registry, policies, fleet
@@ -168,11 +126,19 @@ class Autoscaler:
 
     # -- the policy in force ---------------------------------------------------------------
 
-    def _load_policy(self, p: _Pool) -> bool:
+    def _stored_policy(self, p: _Pool) -> StoredPolicy:
+        """The pool's policy as stored. A pool with none stored and one in farm.yaml is
+        seeded from it first: the one write here, done before the policy is loaded, once
+        (a stored policy is never replaced by farm.yaml's)."""
         stored = self.policies.get(p.name)
         if stored.policy is None and p.name in self.settings.policies:
             self.policies.seed({p.name: self.settings.policies[p.name]})
             stored = self.policies.get(p.name)
+        return stored
+
+    def _load_policy(self, p: _Pool, stored: StoredPolicy) -> bool:
+        """Take in the stored policy (what it learned too, when it is new); whether the pool
+        has one. Reads what its policy had learned; writes nothing."""
         if stored.seeded != p.seeded:
             p.wants_history = p.wants_history or p.seeded >= 0  # seeded since the last turn: learn again
             p.seeded = stored.seeded
@@ -212,7 +178,7 @@ class Autoscaler:
             if doc is None or doc.get("kind", kind) != kind:
                 return None  # nothing kept, or what another kind learned
             return Memory.from_doc(doc, kind)
-        except ValueError as e:  # MemoryDocError is one
+        except (MemoryDocError, ValueError) as e:  # ValueError: a bug in reading one, dropped all the same
             log.warning("pool %s: kept policy memory unreadable, starting afresh: %s", pool, e)
             return None
 
@@ -221,7 +187,7 @@ class Autoscaler:
             return
         try:
             doc = p.memory.to_doc(p.policy.kind)
-        except (TypeError, ValueError):  # a bug: the pool scales on, its restart starts afresh
+        except (UnkeepableMemory, TypeError, ValueError):  # a bug: the pool scales on, its restart starts afresh
             log.exception("pool %s: policy memory not kept", p.name)
         else:
             self.learned.put(p.name, doc)
@@ -229,13 +195,61 @@ class Autoscaler:
 
     # -- observe -----------------------------------------------------------------------------
 
-    def _demand(self, p: _Pool, now: float) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        """Arrival times and start waits (s) since the last turn; the demand history takes
-        them in."""
+    def observe(self, p: _Pool, now: float) -> Observation:
+        """What the pool looks like now: its demand since the last turn, its queue, its
+        executors and what became of those asked for. Reads only: it changes nothing, in
+        Redis, in Ray or in `p` (`take_in` does, with what it returns)."""
         got = self.demand.since(p.name, p.cursor)
+        summary = summarize(self.store, self.registry, [p.name])[0]
+        executors = self.registry.list(p.name)
+        seen = {e.id: e.state for e in executors}
+        failure = summary.last_start_failure
+        launches = []
+        lead_s = p.lead_s
+        for executor_id, asked in p.launched.items():
+            state = seen.get(executor_id)
+            if state in (ExecutorState.IDLE, ExecutorState.BUSY):
+                lead = max(0.0, now - asked)
+                lead_s = lead if lead_s is None else 0.8 * lead_s + 0.2 * lead
+                launches.append(Launch(executor_id))
+            elif state is None and failure and failure["executor"] == executor_id:
+                launches.append(Launch(executor_id, failure=failure["reason"]))
+            elif state is None and now - asked > self.settings.autoscaler.start_timeout_s:
+                launches.append(Launch(executor_id, failure=f"not ready within {now - asked:.0f} s"))
+        settled = {launch.executor_id for launch in launches}
+        idle = [e.id for e in executors if e.state is ExecutorState.IDLE]
+        idle_since = {i: p.idle_since.get(i, now) for i in idle}
+        starting = sum(1 for e in executors if e.state is ExecutorState.STARTING)
+        starting += sum(1 for i in p.launched if i not in seen and i not in settled)
+        busy = sum(1 for e in executors if e.state is ExecutorState.BUSY)
+        ages = sorted((now - since for since in idle_since.values()), reverse=True)
+        snapshot = Snapshot(
+            queued=summary.queued, running=max(busy, summary.running), starting=starting, idle=len(idle),
+            idle_ages_s=tuple(ages), arrivals=got.arrivals, waits=got.waits,
+            lead_s=lead_s if lead_s is not None else self.settings.autoscaler.lead_s, memory=p.memory,
+        )  # fmt: skip
+        return Observation(snapshot, got, tuple(launches), lead_s, idle_since)
+
+    # -- act on what was observed ------------------------------------------------------------
+
+    def take_in(self, p: _Pool, seen: Observation, now: float) -> None:
+        """The turn's first acts, on what `observe` saw, before it decides: move past the
+        demand it read (into the pool's demand history), take the executors that came up as
+        ready (their lead time measured), and end the ones that could not start."""
+        self._keep_demand(p, seen.demand, now)
+        for launch in seen.launches:
+            if launch.failure is None:
+                del p.launched[launch.executor_id]
+                p.failed_starts = 0
+            else:
+                self._start_failed(p, launch.executor_id, now, launch.failure)
+        p.lead_s = seen.lead_s
+        p.idle_since = dict(seen.idle_since)
+
+    def _keep_demand(self, p: _Pool, got: Demand, now: float) -> None:
+        """Read past a turn's demand; the demand history takes it in."""
         p.cursor = got.cursor
         self._keep_history(p, got, now)
-        return got.arrivals, got.waits
 
     def _keep_history(self, p: _Pool, got: Demand, now: float) -> None:
         """Add a turn's arrivals (to their hours) and attempts' ends (to this hour) to the
@@ -298,35 +312,6 @@ class Autoscaler:
         log.info("pool %s: learning from %d jobs of demand history", pool, len(trace))
         return learn(trace, policy, lead_s)
 
-    def observe(self, p: _Pool, now: float) -> Snapshot:
-        arrivals, waits = self._demand(p, now)
-        summary = summarize(self.store, self.registry, [p.name])[0]
-        executors = self.registry.list(p.name)
-        seen = {e.id: e.state for e in executors}
-        failure = summary.last_start_failure
-        for executor_id, asked in list(p.launched.items()):
-            state = seen.get(executor_id)
-            if state in (ExecutorState.IDLE, ExecutorState.BUSY):
-                lead = max(0.0, now - asked)
-                p.lead_s = lead if p.lead_s is None else 0.8 * p.lead_s + 0.2 * lead
-                del p.launched[executor_id]
-                p.failed_starts = 0
-            elif state is None and failure and failure["executor"] == executor_id:
-                self._start_failed(p, executor_id, now, failure["reason"])
-            elif state is None and now - asked > self.settings.autoscaler.start_timeout_s:
-                self._start_failed(p, executor_id, now, f"not ready within {now - asked:.0f} s")
-        idle = [e.id for e in executors if e.state is ExecutorState.IDLE]
-        p.idle_since = {i: p.idle_since.get(i, now) for i in idle}
-        starting = sum(1 for e in executors if e.state is ExecutorState.STARTING)
-        starting += sum(1 for i in p.launched if i not in seen)
-        busy = sum(1 for e in executors if e.state is ExecutorState.BUSY)
-        ages = sorted((now - since for since in p.idle_since.values()), reverse=True)
-        return Snapshot(
-            queued=summary.queued, running=max(busy, summary.running), starting=starting, idle=len(idle),
-            idle_ages_s=tuple(ages), arrivals=arrivals, waits=waits,
-            lead_s=p.lead_s if p.lead_s is not None else self.settings.autoscaler.lead_s, memory=p.memory,
-        )  # fmt: skip
-
     def _start_failed(self, p: _Pool, executor_id: str, now: float, reason: str) -> None:
         """Forget an executor that could not start, end its actor, and hold off new starts
         (doubling, up to start_timeout_s) so a broken runtime is not retried every turn."""
@@ -345,8 +330,9 @@ class Autoscaler:
         out = {}
         for p in self.pools.values():
             try:
-                if not self._load_policy(p):
-                    self._demand(p, self.clock())  # its history is kept all the same
+                if not self._load_policy(p, self._stored_policy(p)):
+                    now = self.clock()
+                    self._keep_demand(p, self.demand.since(p.name, p.cursor), now)  # its history is kept all the same
                     continue
                 out[p.name] = self._turn(p)
             except FarmError as e:
@@ -374,7 +360,9 @@ class Autoscaler:
 
     def _turn(self, p: _Pool) -> dict[str, Any]:
         now = self.clock()
-        snap = self.observe(p, now)
+        seen = self.observe(p, now)
+        self.take_in(p, seen, now)
+        snap = seen.snapshot
         self._learn(p, snap.lead_s)
         snap = replace(snap, memory=p.memory)
         d = decide(snap, p.policy, now=now)
@@ -428,42 +416,38 @@ def build_autoscaler(settings: Settings) -> Autoscaler:
     client = connect(settings.redis_url or "")
     return Autoscaler(
         settings, store=JobStore(client), registry=ExecutorRegistry(client), policies=PolicyStore(client),
-        fleet=RayFleet(settings),
+        fleet=RayFleet(settings, executor_actor),
     )  # fmt: skip
 
 
-def _actor_class():  # type: ignore[no-untyped-def]
-    import ray
+class AutoscalerActor:
+    """The autoscaler as a Ray actor (`autoscaler_actor()` is its actor class): its turns on
+    a thread, every `interval_s`."""
 
-    @ray.remote(num_cpus=0, max_concurrency=2, max_restarts=-1)
-    class AutoscalerActor:
-        def __init__(self, settings: dict) -> None:  # type: ignore[type-arg]
-            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-            self.autoscaler = build_autoscaler(Settings.load(**settings))
-            if ray.get_runtime_context().was_current_actor_reconstructed:
-                count_restart(self.autoscaler.store, "autoscaler")
-            self.stop_event = threading.Event()
-            self.thread = threading.Thread(target=self.autoscaler.run, args=(self.stop_event,), daemon=True)
-            self.thread.start()
+    def __init__(self, settings: dict) -> None:  # type: ignore[type-arg]
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+        self.autoscaler = build_autoscaler(Settings.load(**settings))
+        if restarted():
+            count_restart(self.autoscaler.store, "autoscaler")
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self.autoscaler.run, args=(self.stop_event,), daemon=True)
+        self.thread.start()
 
-        def stop(self) -> list[str]:
-            """Stop deciding; the executors it asked for that are not ready yet (the ready
-            ones are in the registry: whoever stops farm drains them, or a new autoscaler
-            adopts them)."""
-            self.stop_event.set()
-            self.thread.join(10)
-            self.autoscaler.close()
-            return [i for p in self.autoscaler.pools.values() for i in p.launched]
-
-    return AutoscalerActor
+    def stop(self) -> list[str]:
+        """Stop deciding; the executors it asked for that are not ready yet (the ready
+        ones are in the registry: whoever stops farm drains them, or a new autoscaler
+        adopts them)."""
+        self.stop_event.set()
+        self.thread.join(10)
+        self.autoscaler.close()
+        return [i for p in self.autoscaler.pools.values() for i in p.launched]
 
 
-_ACTOR = None
+autoscaler_actor = actor_class(AutoscalerActor, num_cpus=0, max_concurrency=2, max_restarts=-1)
 
 
-def autoscaler_actor():  # type: ignore[no-untyped-def]
-    """The Ray actor class (built on first use, so importing this module needs no Ray)."""
-    global _ACTOR
-    if _ACTOR is None:
-        _ACTOR = _actor_class()
-    return _ACTOR
+def start_autoscaler(settings: Settings, *, detached: bool = False) -> Any:
+    """The farm's autoscaler actor, started. `detached` (a cluster's `farm autoscaler`): it
+    outlives this process, and one already running is taken as it is."""
+    options: dict[str, Any] = {"lifetime": "detached", "get_if_exists": True} if detached else {}
+    return autoscaler_actor().options(name=AUTOSCALER_NAME, namespace=RAY_NAMESPACE, **options).remote(actor_settings(settings))

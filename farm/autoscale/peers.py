@@ -1,7 +1,7 @@
 """Peer autoscalers, reimplemented from their own source and docs so that farm's policies can
 be compared with what teams run today (`farm simulate`; a pool runs farm's own kinds live).
-Pure, like farm's own: their rules are in farm.autoscale.policy.rules(), and the shared
-steps apply to them too.
+Pure, like farm's own (farm.autoscale.own): their rules are in farm.autoscale.registry, and
+the shared steps (farm.autoscale.policy) apply to them too.
 
 Each keeps to the published behaviour; where a knob had to be chosen for a sweep, the
 docstring says which and why.
@@ -12,7 +12,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from farm.autoscale.policy import ArcPolicy, GitLabPolicy, JenkinsPolicy, KedaPolicy, Snapshot
+from farm.autoscale.forecast import hour_of_week
+from farm.autoscale.kinds import ArcPolicy, GitLabPolicy, JenkinsPolicy, KedaPolicy, Snapshot
 
 
 def jenkins(snap: Snapshot, p: JenkinsPolicy, now: float, own: Any) -> tuple[int, str, Any]:
@@ -75,8 +76,6 @@ def jenkins_still(snap: Snapshot, p: JenkinsPolicy, now: float, own: Any) -> flo
 
 
 def _period(p: GitLabPolicy, now: float) -> tuple[int, float]:
-    from farm.autoscale.forecast import hour_of_week
-
     h = hour_of_week(now)
     idle, idle_time = p.idle_count, p.idle_time_s
     for period in p.periods:  # the last matching period wins, as in taskscaler

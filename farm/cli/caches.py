@@ -7,9 +7,9 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from farm.cli import app
 from farm.cli.jobs import Json
 from farm.cli.output import Command, Group, out, print_json
+from farm.cli.root import app
 from farm.client import FarmClient
 
 cache_app = typer.Typer(cls=Group, help="Your dependency cache entries.", no_args_is_help=True)

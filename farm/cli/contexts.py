@@ -12,9 +12,9 @@ from urllib.parse import urlsplit
 import typer
 from rich.table import Table
 
-from farm.cli import app
 from farm.cli.jobs import Json
 from farm.cli.output import Command, Group, out, print_json
+from farm.cli.root import app
 from farm.client import ApiError, FarmClient
 from farm.contexts import Context, Contexts
 from farm.errors import FarmError

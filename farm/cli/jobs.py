@@ -14,8 +14,8 @@ import yaml
 from rich.table import Table
 from rich.text import Text
 
-from farm.cli import app
 from farm.cli.output import Command, Group, SpecError, err, flag, job_exit_code, out, print_json
+from farm.cli.root import app
 from farm.client import FarmClient
 
 Json = Annotated[bool, flag("--json", help="Print JSON instead of a table.")]

@@ -11,9 +11,9 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from farm.cli import app
 from farm.cli.jobs import Json, load_file
 from farm.cli.output import Command, Group, err, flag, out, print_json
+from farm.cli.root import app
 from farm.client import ApiError, FarmClient
 
 pools_app = typer.Typer(cls=Group, help="Pools: their queues, executors and policies.", no_args_is_help=True)
@@ -275,7 +275,7 @@ def _untagged(e: ApiError, kind: Any) -> None:
 def _defaults(kind: Any) -> dict[str, Any]:
     from pydantic import TypeAdapter, ValidationError
 
-    from farm.autoscale.policy import CapacityPolicy
+    from farm.autoscale.kinds import CapacityPolicy
 
     try:
         return TypeAdapter(CapacityPolicy).validate_python({"kind": kind}).model_dump(mode="json")

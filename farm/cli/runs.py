@@ -15,9 +15,9 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from farm.cli import app
 from farm.cli.jobs import Json, load_file
 from farm.cli.output import CANCELLED, FAILED, OK, Command, Group, err, flag, out, print_json
+from farm.cli.root import app
 from farm.client import ApiError, FarmClient
 from farm.models import run_order
 

@@ -14,8 +14,8 @@ from typing import Annotated, Any, Optional, get_args
 import typer
 from pydantic import ValidationError
 
-from farm.cli import app
 from farm.cli.output import Command, err, out, render
+from farm.cli.root import app
 from farm.errors import FarmError
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="farm.yaml (FARM_* env wins over it).")]
@@ -153,16 +153,13 @@ def autoscaler(
         err.print("[red]FARM_REDIS_URL is required for `farm autoscaler`[/red]")
         raise typer.Exit(2)
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    import ray
-
-    from farm.actors import actor_settings
-    from farm.autoscale.live import autoscaler_actor
+    from farm.autoscale.live import start_autoscaler
     from farm.embedded import join_ray
+    from farm.ray_seam import stop_autoscaler
     from farm.settings import RAY_NAMESPACE
 
     join_ray(ray_address, namespace=RAY_NAMESPACE, _node_ip_address="127.0.0.1", logging_level=logging.WARNING)
-    handle = autoscaler_actor().options(name="autoscaler", namespace=RAY_NAMESPACE, lifetime="detached", get_if_exists=True)
-    actor = handle.remote(actor_settings(settings))
+    actor = start_autoscaler(settings, detached=True)
     signal.signal(signal.SIGTERM, _interrupt)
     out.print(f"farm autoscaler running on Ray at {ray_address}", highlight=False)
     try:
@@ -171,8 +168,7 @@ def autoscaler(
     except KeyboardInterrupt:
         pass
     finally:
-        ray.get(actor.stop.remote(), timeout=30)
-        ray.kill(actor)
+        stop_autoscaler(actor, timeout_s=30)
 
 
 @app.command(cls=Command)

@@ -21,9 +21,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from farm.autoscale.policy import DEFAULT_LEAD_S
-from farm.cli import app
+from farm.autoscale.kinds import DEFAULT_LEAD_S
 from farm.cli.output import Command, err, flag, out
+from farm.cli.root import app
 
 if TYPE_CHECKING:
     from farm.sim.simulator import Result

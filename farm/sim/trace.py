@@ -7,11 +7,13 @@ import csv
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from farm.errors import FarmError
+
 REQUIRED = ("submitted_ts", "duration_s", "pool", "tenant")
 
 
-class TraceError(ValueError):
-    pass
+class TraceError(FarmError):
+    """A trace that cannot be read; the message names the line."""
 
 
 @dataclass(frozen=True)

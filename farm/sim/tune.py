@@ -21,30 +21,12 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from farm.autoscale.forecast import hour_of_week
-from farm.autoscale.policy import (
-    LIVE_KINDS,
-    NO_CAP,
-    ArcPolicy,
-    GitLabPeriod,
-    GitLabPolicy,
-    JenkinsPolicy,
-    KedaPolicy,
-    PredictivePolicy,
-    ReactivePolicy,
-    ScheduledPolicy,
-)
+from farm.autoscale.policy import LIVE_KINDS, NO_CAP, GitLabPeriod
+from farm.autoscale.registry import KINDS
 from farm.sim.simulator import Replay, Result, percentile, simulate
 from farm.sim.trace import Trace
 
-POLICIES: dict[str, type] = {
-    "reactive": ReactivePolicy,
-    "scheduled": ScheduledPolicy,
-    "predictive": PredictivePolicy,
-    "jenkins": JenkinsPolicy,
-    "gitlab": GitLabPolicy,
-    "arc": ArcPolicy,
-    "keda": KedaPolicy,
-}
+POLICIES: dict[str, type] = KINDS  # every kind by name, farm's own first (the registry's)
 
 # The knob a hindsight sweep tunes for each constant-buffer peer.
 KNOBS = {"reactive": "buffer", "arc": "min_runners", "jenkins": "spare", "keda": "min_replicas", "gitlab": "idle_count"}

@@ -1,4 +1,4 @@
-"""Each pool's demand history by hour (farm.sim.history), kept at `{p}history:{pool}`: one hash
+"""Each pool's demand history by hour (farm.autoscale.demand), kept at `{p}history:{pool}`: one hash
 field an hour, its JSON. The autoscaler writes the hours it sees and trims those older than
 `autoscaler.history_weeks`; a seed (`POST /v1/pools/{name}/policy/seed`) writes a trace's
 hours in one step with its audit entry and a bump of the policy's `seeded` count, which the
@@ -20,7 +20,7 @@ from typing import Any
 
 import redis
 
-from farm.sim.history import Hour
+from farm.autoscale.demand import HistoryError, Hour
 from farm.store.client import translated
 from farm.store.keys import Keys
 
@@ -41,7 +41,7 @@ class DemandHistory:
         """Every hour kept; one that is not well formed (written by hand, or by another farm)
         is left out, with a warning."""
         with translated():
-            raw = self.client.hgetall(self.keys.history(pool))
+            raw = self.client.hgetall(self.keys.demand_history(pool))
         hours = ((field, _read(pool, field, text)) for field, text in raw.items())
         return {int(field): hour for field, hour in hours if hour is not None}
 
@@ -49,7 +49,7 @@ class DemandHistory:
         """The jobs of every hour kept (one not well formed left out, as `hours` leaves it):
         an hour whose text is the same as when last read is not parsed again."""
         with translated():
-            raw = self.client.hgetall(self.keys.history(pool))
+            raw = self.client.hgetall(self.keys.demand_history(pool))
         digests = {field: hashlib.blake2b(text.encode(), digest_size=16).digest() for field, text in raw.items()}
         with self._lock:
             known = {f: c[1] for f, d in digests.items() if (c := self._counts.get((pool, f))) is not None and c[0] == d}
@@ -67,17 +67,17 @@ class DemandHistory:
 
     def get(self, pool: str, hour: int) -> Hour | None:
         with translated():
-            text = self.client.hget(self.keys.history(pool), str(hour))
+            text = self.client.hget(self.keys.demand_history(pool), str(hour))
         return None if text is None else _read(pool, str(hour), text)
 
     def put(self, pool: str, hours: Mapping[int, Hour]) -> None:
         if hours:
             with translated():
-                self.client.hset(self.keys.history(pool), mapping=_docs(hours))
+                self.client.hset(self.keys.demand_history(pool), mapping=_docs(hours))
 
     def trim(self, pool: str, oldest: int) -> int:
         """Drop the hours before `oldest`; how many went."""
-        key = self.keys.history(pool)
+        key = self.keys.demand_history(pool)
         with translated():
             old = [f for f in self.client.hkeys(key) if not f.isdigit() or int(f) < oldest]
             if old:
@@ -93,7 +93,7 @@ class DemandHistory:
                      "after": json.loads(policy or "null"), "seed": summary}  # fmt: skip
             pipe = self.client.pipeline(transaction=True)
             if hours:
-                pipe.hset(self.keys.history(pool), mapping=_docs(hours))
+                pipe.hset(self.keys.demand_history(pool), mapping=_docs(hours))
             pipe.hincrby(self.keys.policy(pool), "seeded", 1)
             pipe.lpush(self.keys.policy_audit(pool), json.dumps(entry))
             pipe.ltrim(self.keys.policy_audit(pool), 0, 999)
@@ -105,9 +105,9 @@ def _read(pool: str, field: str, text: str) -> Hour | None:
     another farm): that hour is left out, or starts afresh."""
     try:
         if not field.isdigit():
-            raise ValueError("the field is not an hour")
+            raise HistoryError("the field is not an hour")
         return Hour.from_doc(json.loads(text), f"history {field}")
-    except (ValueError, RecursionError) as e:  # HistoryError and JSONDecodeError are ValueErrors
+    except (HistoryError, ValueError, RecursionError) as e:  # ValueError: the JSONDecodeError of text that is not JSON
         log.warning("pool %s: demand history hour %r left out: %s", pool, field[:20], e)
         return None
 

@@ -402,12 +402,6 @@ class JobStore:
         with translated():
             return {k: int(v) for k, v in (await self.aclient.hgetall(self.keys.logcut(job_id))).items()}
 
-    async def aping(self) -> None:
-        """Whether Redis answers, on the asyncio client (StoreUnavailable if not)."""
-        assert self.aclient is not None
-        with translated():
-            await self.aclient.ping()
-
     async def aclose(self) -> None:
         if self.aclient is not None:
             await self.aclient.aclose()

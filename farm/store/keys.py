@@ -50,7 +50,7 @@ only place a key is named.
     {p}demand:{pool}        stream  arrivals (field a: queued_at ms), starts (field w: wait ms) and attempts'
                                     ends (field d: ran ms), capped, read by the autoscaler
     {p}history:{pool}       hash    hour since the epoch -> that hour's demand, JSON {a: arrivals by second,
-                                    d: durations by bin} (farm.sim.history), the last autoscaler.history_weeks
+                                    d: durations by bin} (farm.autoscale.demand), the last autoscaler.history_weeks
     {p}run:{id}             hash    one run: tenant, name, labels, jobs (JSON list of ids), created/started/finished,
                                     jobs ended and by state (n:{state}), callback, webhook
     {p}runs                 zset    every run id by submission sequence (listing)
@@ -143,7 +143,7 @@ class Keys:
     def demand(self, pool: str) -> str:
         return self._k("demand", pool)
 
-    def history(self, pool: str) -> str:
+    def demand_history(self, pool: str) -> str:
         return self._k("history", pool)
 
     def idempotency(self, tenant: str, key: str) -> str:

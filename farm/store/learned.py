@@ -16,6 +16,7 @@ from typing import Any
 
 import redis
 
+from farm.autoscale.document import MemoryDocError
 from farm.store.client import translated
 from farm.store.keys import Keys
 
@@ -26,21 +27,23 @@ class LearnedBook:
         self.keys = keys or Keys()
 
     def get(self, pool: str) -> dict[str, Any] | None:
-        """The pool's document, None if none is kept; ValueError if what is kept is not a
-        JSON object (a pickle an older farm wrote is not even text)."""
+        """The pool's document, None if none is kept; MemoryDocError if what is kept is not
+        a JSON object (a pickle an older farm wrote is not even text)."""
         try:
             with translated():
                 text = self.client.get(self.keys.learned(pool))
         except UnicodeDecodeError as e:
-            raise ValueError(f"the kept value is not text: {e}") from e
+            raise MemoryDocError(f"the kept value is not text: {e}") from e
         if text is None:
             return None
         try:
-            doc = json.loads(text)  # a JSONDecodeError is a ValueError
+            doc = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise MemoryDocError(str(e)) from e
         except RecursionError as e:
-            raise ValueError("the kept value nests too deep") from e
+            raise MemoryDocError("the kept value nests too deep") from e
         if not isinstance(doc, dict):
-            raise ValueError(f"the kept value is JSON but not an object: {text[:40]!r}")
+            raise MemoryDocError(f"the kept value is JSON but not an object: {text[:40]!r}")
         return doc
 
     def put(self, pool: str, doc: dict[str, Any]) -> None:

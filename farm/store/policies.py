@@ -66,7 +66,8 @@ class PolicyStore:
                 except Conflict:
                     pass  # another replica seeded it first
 
-    def history(self, pool: str, limit: int = 100) -> list[dict[str, Any]]:
+    def audit_trail(self, pool: str, limit: int = 100) -> list[dict[str, Any]]:
+        """The pool's policy changes and seeds, newest first (`GET /v1/pools/{name}/policy/history`)."""
         with translated():
             rows = self.client.lrange(self.keys.policy_audit(pool), 0, limit - 1)
         out = []

@@ -47,7 +47,8 @@ def quarter_of_memory() -> str:
         return "0"
 
 
-def _write_private(path: Path, text: str) -> None:
+def write_private(path: Path, text: str) -> None:
+    """Write `text` to a file only its owner may read (0600 from its creation)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(text)
@@ -74,7 +75,7 @@ class EmbeddedRedis:
         """The server's password, generated once and kept 0600 beside its data."""
         path = self.dir / "password"
         if not path.exists():
-            _write_private(path, secrets.token_urlsafe(24))
+            write_private(path, secrets.token_urlsafe(24))
         return path.read_text().strip()
 
     def start(self, timeout_s: float = 20.0) -> str:

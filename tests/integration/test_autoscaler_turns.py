@@ -9,37 +9,11 @@ import pytest
 
 from farm.autoscale.live import Autoscaler
 from farm.models import JobSpec, JobState
+from farm.ray_seam import StubFleet
 from farm.store.executors import ExecutorRegistry, ExecutorState
 from farm.store.policies import PolicyStore
 
 T0 = 1_800_000_000.0
-
-
-class StubFleet:
-    """RayFleet's surface: records what it is asked; its executors come up when the test
-    reports them to the registry, as a real executor does."""
-
-    def __init__(self) -> None:
-        self.started: list[str] = []
-        self.drained: list[str] = []
-        self.killed: list[str] = []
-        self.requested: list[dict[str, int]] = []
-
-    def reap(self) -> None: ...
-
-    def request(self, desired: dict[str, int]) -> None:
-        self.requested.append(dict(desired))
-
-    def start(self, pool: str, n: int) -> list[str]:
-        ids = [f"{pool}-{len(self.started) + i}" for i in range(n)]
-        self.started += ids
-        return ids
-
-    def drain(self, ids: list[str]) -> None:
-        self.drained += ids
-
-    def kill(self, ids: list[str]) -> None:
-        self.killed += ids
 
 
 @pytest.fixture
@@ -49,7 +23,7 @@ def turns(store, make_settings):
     settings = make_settings(executors={"count": 0}, autoscaler={"start_timeout_s": 30, "interval_s": 2})
     registry = ExecutorRegistry(store.client, store.keys)
     policies = PolicyStore(store.client, store.keys)
-    a = Autoscaler(settings, store=store, registry=registry, policies=policies, fleet=fleet, clock=lambda: clock["now"])  # type: ignore[arg-type]
+    a = Autoscaler(settings, store=store, registry=registry, policies=policies, fleet=fleet, clock=lambda: clock["now"])
 
     def turn(advance: float = 2.0) -> dict:
         clock["now"] += advance

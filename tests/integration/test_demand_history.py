@@ -13,13 +13,13 @@ from fastapi.testclient import TestClient
 from farm.api import create_app
 from farm.autoscale.live import Autoscaler
 from farm.models import JobSpec, JobState
+from farm.ray_seam import StubFleet
 from farm.settings import hash_token
 from farm.sim import history as sim_history
 from farm.sim.history import HOUR_S, from_trace
 from farm.store.executors import ExecutorRegistry
 from farm.store.history import DemandHistory
 from farm.store.policies import PolicyStore
-from tests.integration.test_autoscaler_turns import StubFleet
 from tests.unit.test_history import bursty
 
 ADMIN, TEAM = "history-admin", "history-team"
@@ -31,7 +31,7 @@ def farm(store, make_settings):
     clock = {"now": time.time()}
     registry = ExecutorRegistry(store.client, store.keys)
     policies = PolicyStore(store.client, store.keys)
-    autoscaler = Autoscaler(settings, store=store, registry=registry, policies=policies, fleet=StubFleet(),  # type: ignore[arg-type]
+    autoscaler = Autoscaler(settings, store=store, registry=registry, policies=policies, fleet=StubFleet(),
                             clock=lambda: clock["now"])  # fmt: skip
     with TestClient(create_app(settings)) as api:
         yield api, autoscaler, policies, clock
@@ -154,7 +154,7 @@ def test_the_history_summary_parses_only_the_hours_that_changed(farm, store, mon
     now = int(time.time()) // HOUR_S
     hours = {now - 1 - i: sim_history.Hour({s: 1 for s in range(i + 1)}, {40: 1}) for i in range(24)}
     kept.put("default", hours)
-    store.client.hset(store.keys.history("default"), "junk", "{")
+    store.client.hset(store.keys.demand_history("default"), "junk", "{")
 
     def summary():
         r = api.get("/v1/pools/default/history", headers=auth(TEAM))
@@ -173,7 +173,7 @@ def test_the_history_summary_parses_only_the_hours_that_changed(farm, store, mon
     assert again == {**first, "jobs": first["jobs"] + 2}
     assert sum(h.jobs for h in kept.hours("default").values()) == again["jobs"]  # as parsing every hour says
 
-    store.client.hdel(store.keys.history("default"), "junk")
+    store.client.hdel(store.keys.demand_history("default"), "junk")
     small = DemandHistory(store.client, store.keys, cache_hours=10)
     assert small.jobs_by_hour("default") == {h: x.jobs for h, x in kept.hours("default").items()}
     parsed.clear()

@@ -7,8 +7,9 @@ import time
 import pytest
 import ray
 
-from agents.executor import actor_settings, executor_actor
+from agents.executor import executor_actor
 from farm.models import JobSpec, JobState
+from farm.ray_seam import actor_settings
 from farm.reaper import Reaper
 from tests.conftest import wait_for
 from tests.integration.test_executor_local import full_log, wait_done

@@ -1,5 +1,5 @@
 """README.md's tables of the capacity policies' fields, made from the models themselves
-(farm/autoscale/policy.py: each field's type, bounds, default and description), so the
+(farm/autoscale/kinds.py: each field's type, bounds, default and description), so the
 README says what the code accepts. `python -m tests.unit.policy_tables --write` rewrites
 them between their markers; tests/unit/test_policy_tables.py fails when they differ.
 """
@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from farm.autoscale.policy import PredictivePolicy, ReactivePolicy, ScheduledPolicy, Window
+from farm.autoscale.kinds import PredictivePolicy, ReactivePolicy, ScheduledPolicy, Window
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 BEGIN, END = "<!-- policy-fields:begin -->", "<!-- policy-fields:end -->"
@@ -84,7 +84,7 @@ def common() -> list[str]:
 
 def render() -> str:
     shared = common()
-    out = [BEGIN, "<!-- generated from farm/autoscale/policy.py by `python -m tests.unit.policy_tables --write`; do not edit -->",
+    out = [BEGIN, "<!-- generated from farm/autoscale/kinds.py by `python -m tests.unit.policy_tables --write`; do not edit -->",
            "", "Every kind:", "", *table(ReactivePolicy, shared)]  # fmt: skip
     for model in LIVE:
         kind = model.model_fields["kind"].default

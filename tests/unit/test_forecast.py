@@ -16,6 +16,7 @@ from farm.autoscale.policy import (
     ReactivePolicy,
     ScheduledPolicy,
     Snapshot,
+    UnkeepableMemory,
     Window,
     decide,
 )
@@ -297,7 +298,7 @@ def test_nan_in_a_document_is_refused_and_never_written():
         Forecaster.from_doc(doc)
     fc = _forecaster()
     fc.forecast = float("nan")
-    with pytest.raises(ValueError, match="NaN"):
+    with pytest.raises(UnkeepableMemory, match="NaN"):
         fc.to_doc()
     for junk in (None, [], "{}", 1):
         with pytest.raises(MemoryDocError, match="not an object"):
@@ -423,7 +424,7 @@ def test_scheduled_and_predictive_own_memories_are_checked_too():
     predictive = {**scheduled, "kind": "predictive", "own": {"schema": 2}}
     with pytest.raises(MemoryDocError, match="forecaster"):
         Memory.from_doc(predictive, "predictive")
-    with pytest.raises(ValueError, match="no document"):
+    with pytest.raises(UnkeepableMemory, match="no document"):
         Memory().to_doc("jenkins")  # a peer's memory is never kept: no peer runs live
 
 
