@@ -25,6 +25,7 @@
     secrets      job secrets: resolved from tenants' secrets, masked in logs
     settings     configuration: `FARM_*` over `farm.yaml` over defaults
     supervisor   `farm up`'s supervisor: restarts a part of the farm that dies
+    wait         why a queued job waits and when it should start (pure)
     webhooks     result webhooks of jobs and runs
 """
 

@@ -65,6 +65,9 @@ class FarmClient:
     def cancel(self, job_id: str) -> dict[str, Any]:
         return self._request("POST", f"/v1/jobs/{job_id}/cancel").json()
 
+    def wait_reason(self, job_id: str) -> dict[str, Any]:
+        return self._request("GET", f"/v1/jobs/{job_id}/wait").json()
+
     def queue(self) -> dict[str, Any]:
         return self._request("GET", "/v1/queue").json()
 

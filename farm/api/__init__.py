@@ -9,6 +9,7 @@
     public       the response models of the routes that are not about one job
     resolver     host names looked up at submit, within a bound
     jobs         /v1/jobs
+    wait         /v1/jobs/{id}/wait: why a job waits, when it should start
     runs         /v1/runs
     queue        /v1/queue and /v1/executors
     pools        /v1/pools: pools, their capacity policies and the autoscaler's decisions

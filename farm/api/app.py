@@ -19,7 +19,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Match
 
 from farm import __version__
-from farm.api import caches, health, jobs, pools, queue, runs
+from farm.api import caches, health, jobs, pools, queue, runs, wait
 from farm.api.auth import TokenBook
 from farm.api.errors import errors_as_json, farm_error, http_error, store_failure, unstorable, validation_error
 from farm.api.gate import Followers, Gate
@@ -88,7 +88,7 @@ def create_app(settings: Settings, *, store: JobStore | None = None) -> FastAPI:
     app.add_exception_handler(FarmError, farm_error)
     app.add_exception_handler(RedisError, store_failure)  # a refusal no store method translated: 503, not 500
     app.add_exception_handler(RequestValidationError, validation_error)
-    modules = (jobs, runs, queue, pools, caches, health)
+    modules = (jobs, wait, runs, queue, pools, caches, health)
     routes = [*app.router.routes, *(route for module in modules for route in module.router.routes)]
     app.add_exception_handler(HTTPException, _allowing_every_method(routes, http_error))
     app.add_exception_handler(PydanticSerializationError, unstorable)

@@ -193,6 +193,28 @@ def get(job_id: str, as_json: Json = False) -> None:
         out.print("the log was over its cap: its head and tail are kept", highlight=False)
 
 
+@app.command(cls=Command)
+def why(job_id: str, as_json: Json = False) -> None:
+    """Why a job is still waiting and when it should start; for one that started, how long it
+    waited."""
+    got = FarmClient().wait_reason(job_id)
+    if as_json:
+        print_json(got)
+        return
+    out.print(f"{got['job']} · {got['summary']}", highlight=False)
+    if got.get("position") is not None:
+        capped = "at least " if got.get("ahead_capped") else ""
+        out.print(f"{capped}{got['position']} job(s) ahead in pool {got['pool']}, {got['position_in_tenant']} of them "
+                  f"{got['tenant']}'s", highlight=False)  # fmt: skip
+    for reason in got.get("reasons") or []:
+        out.print(f"- {reason['text']} [dim]({reason['code']})[/dim]", highlight=False)
+    if got.get("estimate"):
+        est = got["estimate"]
+        out.print(f"starts in about {est['start_in_s']:.0f} s (at {est['start_at']}): {est['method']}", highlight=False)
+    if got.get("queue_timeout_left_s") is not None:
+        out.print(f"its queue timeout ends it in {got['queue_timeout_left_s']:.0f} s if it has not started", highlight=False)
+
+
 def _caches(caches: list[dict[str, Any]]) -> None:
     """How each of the job's caches restored and saved, as its result has them."""
     table = Table("cache", "restore", "bytes", "seconds", "save")

@@ -14,6 +14,7 @@ Import from the submodules: this package imports nothing, so the pure ones (`key
     executors    the executor registry: a pool's executors and what each is doing
     nodes        the nodes executors run on, as their wardens see them: beats and fences
     summary      what each pool looks like now: queued, running, oldest wait, executors
+    wait         one look at a job's pool, for farm.wait
     stats        per-pool counters and histograms the scripts keep, read by /metrics (pure)
     scrape       what a /metrics scrape reads, in one round trip
     webhooks     the webhook book: which result webhooks are due, leased, and what became of each

@@ -57,6 +57,7 @@ EXTRA_ERRORS: dict[tuple[str, str], set[str]] = {
     ("GET", "/v1/executors"): {"403", "404"},
     ("POST", "/v1/jobs/{job_id}/rerun"): {"403", "404", "409"},
     ("GET", "/v1/jobs/{job_id}"): {"404", "409"},
+    ("GET", "/v1/jobs/{job_id}/wait"): {"404", "409"},
     ("POST", "/v1/jobs/{job_id}/cancel"): {"404", "409"},
     ("GET", "/v1/jobs/{job_id}/artifacts"): {"404", "409"},
     ("GET", "/v1/jobs/{job_id}/artifacts/{name}"): {"404", "409"},

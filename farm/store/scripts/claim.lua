@@ -28,6 +28,7 @@ for _ = 1, 100 do
       -- stale entry (already ended by a racing cancel): drop it and go on
     elseif gk and tonumber(redis.call('HGET', gk, 'running') or '0') >= tonumber(redis.call('HGET', gk, 'limit') or '1') then
       redis.call('ZADD', group_key('parked', tenant, group), popped[2], id)
+      redis.call('HSET', jk, 'parked', 1)  -- why it waited, for /wait once it started
     else
       local now = now_ms()
       if gk then
@@ -49,6 +50,8 @@ for _ = 1, 100 do
       observe(pool, 'wait', (now - tonumber(f[4])) / 1000, C.wb)
       demand(pool, 'w', now - tonumber(f[4]))
       note(id, f[2], 'attempt ' .. f[2] .. ' started on ' .. executor)
+      -- An executor that was starting came up for it: /wait says so once it started.
+      redis.call('HSET', jk, 'taken_by', redis.call('HGET', K.executor .. executor, 'state') or '')
       executor_state(executor, pool, 'busy', id, now)
       return {id, f[2], f[7], tenant, f[8] or '', f[9] or 'unprotected', f[11] or ''}
     end
