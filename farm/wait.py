@@ -8,14 +8,15 @@ sentence for people, and an estimated start with the method that reached it.
 The place in the pool is the claim order of `claim.lua` played forward on the queue as it
 stands: the backlogged tenant with the lowest stride pass claims next, and pays 1/weight.
 The estimate plays the pool's executors forward: each busy one frees when its job reaches
-the pool's typical duration, each starting one when the measured start-up lead has passed,
-and each job ahead takes one executor for a typical duration. It assumes no new arrivals
+the expected rest of its job (from the pool's recent durations), each starting one when the
+measured start-up lead has passed, and each job ahead takes one executor for the mean duration. It assumes no new arrivals
 ahead and no executors beyond those the autoscaler already decided on.
 """
 
 from __future__ import annotations
 
 import heapq
+import statistics
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
@@ -122,7 +123,7 @@ class QueueView:
     starting_for_s: float | None = None  # how long the oldest start has taken so far
     max_executors: int | None = None  # the pool's bound under its policy
     start_failure: str | None = None
-    typical_duration_s: float | None = None  # median of the pool's recent attempts
+    recent_durations_s: tuple[float, ...] = ()  # the pool's latest attempts' run times, newest first
     lead_s: float | None = None  # measured executor start-up time
     queue_timeout_left_s: float | None = None
     decision: str | None = None  # the autoscaler's latest decision, in words
@@ -150,35 +151,44 @@ def play_claims(tenants: list[Tenant], tenant: str, rank: int, limit: int = POSI
     return ahead, False  # its tenant was not backlogged: counted as last
 
 
+def rest_of(durations: tuple[float, ...], ran_s: float) -> float:
+    """The expected rest of a job that has run `ran_s`, from the pool's recent durations: the
+    mean of d - ran_s over those longer than that (0 when none ran so long)."""
+    longer = [d - ran_s for d in durations if d > ran_s]
+    return statistics.fmean(longer) if longer else 0.0
+
+
 def estimate_start(view: QueueView, ahead: int) -> tuple[float, str] | None:
-    """Seconds until the job should start, and how that was reached; None without a typical
-    duration to go on when nothing is free."""
-    typical = view.typical_duration_s
+    """Seconds until the job should start, and how that was reached; None without recent
+    durations to go on when nothing is free. The mean, not the median: a queue drains at the
+    mean's rate, and CI durations are skewed (the median under-estimated every long wait)."""
+    durations = view.recent_durations_s
+    mean = statistics.fmean(durations) if durations else None
     frees: list[float] = [0.0] * view.idle
-    if typical is not None:
-        frees += [max(0.0, typical - b.running_s) for b in view.busy]
+    if durations:
+        frees += [rest_of(durations, b.running_s) for b in view.busy]
     lead = view.lead_s
     if view.starting and lead is not None:
         frees += [max(0.0, lead - (view.starting_for_s or 0.0))] * view.starting
     if not frees:
         return None
-    if typical is None and ahead >= len(frees):
+    if mean is None and ahead >= len(frees):
         return None
     heapq.heapify(frees)
     for _ in range(ahead):
         free = heapq.heappop(frees)
-        heapq.heappush(frees, free + (typical or 0.0))
+        heapq.heappush(frees, free + (mean or 0.0))
     start = frees[0]
     parts = []
     if view.idle:
         parts.append(f"{view.idle} idle")
     if view.busy:
-        parts.append(f"{len(view.busy)} busy, each free after the pool's typical {typical:.0f} s" if typical is not None else f"{len(view.busy)} busy")
+        parts.append(f"{len(view.busy)} busy, each free after the expected rest of its job" if durations else f"{len(view.busy)} busy")
     if view.starting and lead is not None:
         parts.append(f"{view.starting} starting, up after the measured lead of {lead:.0f} s")
     method = f"{ahead} job(s) ahead on the pool's executors ({'; '.join(parts)})"
-    if ahead and typical is not None:
-        method += f", each job ahead taking {typical:.0f} s"
+    if durations and mean is not None:
+        method += f", each job taking the mean {mean:.0f} s of the pool's last {len(durations)} attempts"
     return start, method
 
 

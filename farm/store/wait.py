@@ -9,7 +9,6 @@ corrects. Nothing is written.
 from __future__ import annotations
 
 import json
-import statistics
 from datetime import UTC, datetime
 
 from farm.models import JobState
@@ -18,7 +17,7 @@ from farm.store.executors import START_FAILURE, ExecutorRegistry, ExecutorState
 from farm.store.jobs import JobStore
 from farm.wait import Busy, QueueView, Tenant
 
-DURATIONS_READ = 500  # the pool's latest attempt ends the typical duration is the median of
+DURATIONS_READ = 500  # the pool's latest attempts' durations the estimate goes on
 HOLDERS_SCANNED = 5000  # running jobs looked through for a group's slot holders
 
 _FIELDS = ("state", "tenant", "pool", "group", "queued_at", "ready_at", "started_at", "finished_at", "blocked", "run", "spec", "qtimeout",
@@ -97,7 +96,7 @@ def read_view(store: JobStore, registry: ExecutorRegistry, job_id: str, *, weigh
         starting_for_s=max(0.0, (now_ms - min(e.seen_ms for e in starting)) / 1000) if starting else None,
         max_executors=int(max_executors) if max_executors else None,
         start_failure=json.loads(failure)["reason"] if failure and not executors else None,
-        typical_duration_s=statistics.median(ends) if ends else None,
+        recent_durations_s=tuple(ends),
         lead_s=float(lead),
         queue_timeout_left_s=timeout_left,
         decision=f"{last['reason']} (at {last['at']})" if last else None,

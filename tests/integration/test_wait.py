@@ -75,9 +75,9 @@ def test_a_job_with_an_idle_executor_is_next(api, registry):
     assert answer["estimate"]["start_in_s"] == 0
 
 
-def test_busy_executors_and_jobs_ahead_with_an_estimate_from_typical_durations(api, store, registry):
+def test_busy_executors_and_jobs_ahead_with_an_estimate_from_recent_durations(api, store, registry):
     executor(registry, "e1", ExecutorState.IDLE)
-    for _ in range(3):  # the pool's typical duration comes from attempts that ended
+    for _ in range(3):  # the estimate goes on the durations of attempts that ended
         submit(api)
         finish(store, claim(store, "e1"))
     first, second, third = submit(api), submit(api), submit(api)

@@ -35,11 +35,13 @@ def test_counting_stops_at_the_limit():
 
 
 def test_the_estimate_plays_executors_forward():
-    v = view(busy=[Busy("x", 20.0), Busy("y", 50.0)], typical_duration_s=60.0)
-    # y frees at 10 s, x at 40 s; one job ahead takes y's executor until 70 s: it starts at 40 s.
+    v = view(busy=[Busy("x", 20.0), Busy("y", 50.0)], recent_durations_s=(30.0, 60.0, 90.0))  # mean 60 s
+    # x has run 20 s: jobs that ran longer ran 30, 60 or 90 s, 40 s more on average: x frees at 40 s;
+    # y (50 s) at 25 s. One job ahead takes y's executor until 85 s: this one starts at 40 s.
     start, method = estimate_start(v, 1)
-    assert start == 40.0 and "1 job(s) ahead" in method and "typical 60 s" in method
-    assert estimate_start(v, 0)[0] == 10.0
+    assert start == 40.0 and "1 job(s) ahead" in method and "the mean 60 s of the pool's last 3 attempts" in method
+    assert estimate_start(v, 0)[0] == 25.0
+    assert estimate_start(view(busy=[Busy("x", 100.0)], recent_durations_s=(30.0,)), 0)[0] == 0.0  # past them all
 
 
 def test_a_starting_executor_counts_from_the_measured_lead():
@@ -48,12 +50,12 @@ def test_a_starting_executor_counts_from_the_measured_lead():
 
 
 def test_no_estimate_without_anything_to_go_on():
-    assert estimate_start(view(busy=[Busy("x", 1.0)]), 0) is None  # busy, no typical duration
+    assert estimate_start(view(busy=[Busy("x", 1.0)]), 0) is None  # busy, no durations to go on
     assert explain(view()).estimate is None and [r.code for r in explain(view()).reasons] == ["no_executors"]
 
 
 def test_a_full_group_is_named_before_the_queue_and_has_no_estimate():
-    got = explain(view(idle=1, group="deploy", group_limit=1, group_running=1, group_holders=["h"], typical_duration_s=5.0))
+    got = explain(view(idle=1, group="deploy", group_limit=1, group_running=1, group_holders=["h"], recent_durations_s=(5.0,)))
     assert [r.code for r in got.reasons] == ["concurrency_group"] and got.reasons[0].jobs == ["h"] and got.estimate is None
     assert got.summary.startswith("queued 5 s: its concurrency group 'deploy' is at its limit of 1, held by h")
 
