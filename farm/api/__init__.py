@@ -15,6 +15,7 @@
     pools        /v1/pools: pools, their capacity policies and the autoscaler's decisions
     caches       /v1/caches
     health       /healthz and /metrics
+    ui/          /ui: the portal, web pages on the API's handlers and tokens
 """
 
 from farm.api.app import create_app

@@ -24,6 +24,7 @@ from farm.api.auth import TokenBook
 from farm.api.errors import errors_as_json, farm_error, http_error, store_failure, unstorable, validation_error
 from farm.api.gate import Followers, Gate
 from farm.api.resolver import BoundedResolver
+from farm.api.ui import routes as portal
 from farm.artifacts import DirectoryStore
 from farm.cache.blobs import DirectoryBlobStore
 from farm.errors import FarmError
@@ -97,6 +98,8 @@ def create_app(settings: Settings, *, store: JobStore | None = None) -> FastAPI:
                        routers=[m.router for m in modules])  # fmt: skip
     for module in modules:
         app.include_router(module.router)
+    app.include_router(portal.router)  # /ui: the portal (farm.api.ui), on the same tokens
+    app.add_middleware(portal.SecurityHeaders)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -53,9 +53,14 @@ class TokenBook:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthorized("expected 'Authorization: Bearer <token>'")
-        digest = hash_token(token.strip())
+        return self.resolve_digest(hash_token(token.strip()))
+
+    def resolve_digest(self, sha256_hex: str) -> Principal:
+        """Who a token is, by its sha256: how a portal session (which keeps the digest, never
+        the token) finds its principal on every request, so a token taken out of the
+        settings ends its sessions too."""
         for known, principal in self._by_hash.items():
-            if hmac.compare_digest(known, digest):
+            if hmac.compare_digest(known, sha256_hex):
                 return principal
         raise Unauthorized("unknown token")
 

@@ -182,9 +182,14 @@ async def store_failure(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": "internal error"}, status_code=500)
 
 
+def status_of(exc: FarmError) -> int:
+    """The HTTP status of a domain error (the portal's pages answer with the same ones)."""
+    return next((c for cls, c in _STATUS if isinstance(exc, cls)), 500)
+
+
 async def farm_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, FarmError)
-    code = next((c for cls, c in _STATUS if isinstance(exc, cls)), 500)
+    code = status_of(exc)
     message = str(exc.args[0]) if exc.args else exc.__class__.__name__
     if isinstance(exc, InvalidInput):
         loc = list(exc.args[1]) if len(exc.args) > 1 else []

@@ -23,4 +23,5 @@ Import from the submodules: this package imports nothing, so the pure ones (`key
     demand       a pool's demand stream since the autoscaler's last turn
     history      each pool's demand history by hour (farm.autoscale.demand's form)
     learned      what each pool's capacity policy learned, kept for a restarted autoscaler
+    sessions     the portal's sessions: a cookie's digest -> the token's digest and a CSRF token, with a TTL
 """

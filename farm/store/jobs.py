@@ -370,6 +370,15 @@ class JobStore:
             rows = self.client.xrange(key, lo, "+", count=count)
         return [_chunk(eid, f) for eid, f in rows]
 
+    def read_log_before(self, job_id: str, before: str = "+", *, count: int = 100, inclusive: bool = False) -> list[LogChunk]:
+        """Log entries before entry id `before` ('+' for the end; `inclusive`: that entry
+        too), newest first: a reader that shows a log's end (the portal) reads back from
+        there, a page at a time, and never the whole stream."""
+        key = self.keys.log(job_id)
+        with translated():
+            rows = self.client.xrevrange(key, before if before == "+" or inclusive else f"({before}", "-", count=count)
+        return [_chunk(eid, f) for eid, f in rows]
+
     async def aread_log(self, job_id: str, after: str = "-", *, block_ms: int, count: int = 500) -> list[LogChunk]:
         """`read_log` with block_ms on the asyncio client: a follower waits without holding a
         thread."""

@@ -60,6 +60,8 @@ only place a key is named.
     {p}runs_finished        zset    ended run ids by finish time (ms), for retention
     {p}runstats             hash    farm-wide run counters of farms before runs counted per pool (not read)
     {p}tqueued              hash    tenant -> jobs it has queued (the submit quota)
+    {p}session:{id}         hash    a portal session (farm.api.ui), {id} the sha256 of its cookie: token (the
+                                    token's sha256), csrf, created (ms); it expires (farm.store.sessions)
 """
 
 from __future__ import annotations
@@ -72,7 +74,7 @@ EXECUTOR_TTL_MS = 60_000  # an executor entry outlives its last report by this m
 _PER_ID = (
     "job", "log", "queue", "tenants", "pass", "waiting", "wake", "running", "tenant_jobs", "stats",
     "executors", "executor", "group", "parked", "gq", "idem", "policy", "policy_audit", "decisions", "demand", "history", "learned",
-    "cachekeys", "cacheentry", "cachelru", "cachebytes", "fences", "logcut", "run", "tenant_runs", "rungroup",
+    "cachekeys", "cacheentry", "cachelru", "cachebytes", "fences", "logcut", "run", "tenant_runs", "rungroup", "session",
 )  # fmt: skip
 _SINGLE = ("leases", "deadlines", "qdeadlines", "finished", "webhooks", "jobs", "seq", "cacherefs", "fencing", "nodes", "instance",
            "restarts", "runs", "runs_finished", "runstats", "tqueued", "jobids", "runids")  # fmt: skip
@@ -177,6 +179,9 @@ class Keys:
     @property
     def tqueued(self) -> str:
         return self._k("tqueued")
+
+    def session(self, session_digest: str) -> str:
+        return self._k("session", session_digest)
 
     def waiting(self, pool: str) -> str:
         return self._k("waiting", pool)

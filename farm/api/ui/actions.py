@@ -1,0 +1,93 @@
+"""The portal's forms: log in, log out, cancel a job or a run, re-run a job.
+
+Every form that acts carries the session's CSRF token and must come from this farm's own
+pages (session.checked_form); the login form, which has no session yet, must come from
+them too (session.same_site). An action calls the API's handler (farm.api.jobs.cancel_job,
+rerun_job, farm.api.runs.cancel_run) with the visitor's Principal: the API's rules, and its
+errors, hold here as they are. Each answers with a redirect (303), so a reload never posts
+the form again.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from farm.api import jobs as jobs_api
+from farm.api import runs as runs_api
+from farm.api.ui.pages import job_id, run_id
+from farm.api.ui.parts import parts
+from farm.api.ui.portal import PortalRoute, render
+from farm.api.ui.session import Visitor, checked_form, clear_cookie, next_page, read_form, same_site, set_cookie, visitor
+from farm.errors import Unauthorized
+from farm.settings import hash_token
+
+router = APIRouter(prefix="/ui", route_class=PortalRoute)
+Seen = Annotated[Visitor, Depends(visitor)]
+
+
+def _back(path: str) -> RedirectResponse:
+    return RedirectResponse(path, status_code=303)
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_form(request: Request, next: Annotated[str, Query(max_length=2000)] = "/ui") -> Response:  # noqa: A002
+    return render(request, "login.html", None, next=next_page(next), error=None)
+
+
+@router.post("/login", response_class=HTMLResponse)
+async def login(request: Request) -> Response:
+    """A token typed into the form opens a session: the cookie names the session, the session
+    the token's digest. A token farm does not know is the form again, with why (401)."""
+    same_site(request)
+    form = await read_form(request)
+    token, goto = form.get("token", "").strip(), next_page(form.get("next"))
+    p = parts(request)
+    try:
+        if not token:
+            raise Unauthorized("no token")
+        p.tokens.resolve_digest(hash_token(token))
+    except Unauthorized:
+        return render(request, "login.html", None, status=401, next=goto, error="farm does not know this token")
+    session = await run_in_threadpool(p.sessions.create, hash_token(token))
+    response = _back(goto)
+    set_cookie(response, request, session, p.sessions.ttl_s)
+    return response
+
+
+@router.post("/logout")
+async def logout(request: Request, seen: Seen) -> Response:
+    await checked_form(request, seen)
+    await run_in_threadpool(parts(request).sessions.delete, seen.session.id)
+    response = _back("/ui/login")
+    clear_cookie(response, request)
+    return response
+
+
+@router.post("/jobs/{typed}/cancel")
+async def cancel_job(request: Request, seen: Seen, typed: str) -> Response:
+    await checked_form(request, seen)
+    p = parts(request)
+    job = await run_in_threadpool(lambda: jobs_api.cancel_job(job_id(p, seen.who, typed), seen.who, p.jobs))
+    return _back(f"/ui/jobs/{job.id}")
+
+
+@router.post("/jobs/{typed}/rerun")
+async def rerun_job(request: Request, seen: Seen, typed: str) -> Response:
+    await checked_form(request, seen)
+    p = parts(request)
+    found = await run_in_threadpool(job_id, p, seen.who, typed)
+    job = await jobs_api.rerun_job(found, seen.who, p.jobs, p.config, p.tenants.get(seen.who.tenant), p.resolve)
+    return _back(f"/ui/jobs/{job.id}")
+
+
+@router.post("/runs/{typed}/cancel")
+async def cancel_run(request: Request, seen: Seen, typed: str) -> Response:
+    await checked_form(request, seen)
+    p = parts(request)
+    found = await run_in_threadpool(run_id, p, seen.who, typed)
+    run = await runs_api.cancel_run(found, seen.who, p.runs)
+    return _back(f"/ui/runs/{run.id}")
