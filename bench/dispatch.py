@@ -72,6 +72,7 @@ def main() -> None:
     ap.add_argument("--executors", type=int, default=4)
     ap.add_argument("--samples", type=int, default=200)
     ap.add_argument("--runtime", default="local", choices=["local", "noop"], help="executors' runtime (local: a real process per job)")
+    ap.add_argument("--no-disk-quota", action="store_true", help="plain workspaces (executors.disk_quota_bytes: null), not a filesystem each")
     ap.add_argument("--peers", action="store_true", help="farm against Celery and RQ on the same Redis (bench/peers.py)")
     args = ap.parse_args()
     if args.peers:
@@ -82,7 +83,8 @@ def main() -> None:
 
     workers = os.cpu_count() or 1
     with tempfile.TemporaryDirectory(prefix="farm-bench-") as tmp:
-        settings = Settings.load(data_dir=Path(tmp), admin_token=TOKEN, executors={"count": 0, "runtime": args.runtime})
+        settings = Settings.load(data_dir=Path(tmp), admin_token=TOKEN, executors={"count": 0, "runtime": args.runtime,
+                                 **({"disk_quota_bytes": None} if args.no_disk_quota else {})})  # fmt: skip
         farm = EmbeddedFarm(settings)
         resolved = farm.start()
         try:
@@ -122,6 +124,7 @@ def main() -> None:
         "concurrency": args.concurrency,
         "executors": args.executors,
         "runtime": args.runtime,
+        "disk_quota": not args.no_disk_quota,
         "samples": args.samples,
     }, args.json)  # fmt: skip
 
