@@ -24,13 +24,14 @@ The caller is left in `scope["state"]["principal"]` for the `principal` dependen
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import parse_qs
 
 import anyio
 from fastapi import HTTPException
 from starlette.datastructures import Headers
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -160,3 +161,20 @@ class Followers:
         self.count[tenant] -= 1
         if not self.count[tenant]:
             del self.count[tenant]
+
+
+class FollowerStream(StreamingResponse):
+    """A follower's response (a log followed over the API or the portal's live log): its
+    follower slot is given back however the stream ends (the job ended, the client hung up,
+    the server is stopping)."""
+
+    def __init__(self, content: AsyncIterator[str], *, on_close: Callable[[], None], media_type: str,
+                 headers: dict[str, str] | None = None) -> None:  # fmt: skip
+        super().__init__(content, media_type=media_type, headers=headers)
+        self.on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.on_close()

@@ -6,7 +6,7 @@ import base64
 import functools
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -14,13 +14,13 @@ from fastapi import APIRouter, Header, Query, Response, status
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
-from starlette.types import Receive, Scope, Send
 
 from farm import permissions, secrets
 from farm.addresses import Resolver
 from farm.api.auth import Principal
 from farm.api.deps import Artifacts, Config, Following, JobId, Jobs, Lookup, Stopping, Submitter, Tenant, Who, queue_quota
 from farm.api.errors import AMBIGUOUS, AMBIGUOUS_OR_CONFLICT, COMMON, CONFLICT, FORBIDDEN, NOT_FOUND
+from farm.api.gate import FollowerStream
 from farm.artifacts import safe_name
 from farm.errors import Forbidden, InvalidInput, NotFound
 from farm.logtext import LogView
@@ -167,21 +167,6 @@ def get_artifact(job_id: JobId, name: str, who: Who, jobs: Jobs, artifacts: Arti
 SNAPSHOT = 500  # log entries a follow reads at a time
 
 
-class _Following(StreamingResponse):
-    """A follow's response: its follower slot is given back however the stream ends (the
-    job ended, the client hung up, the server is stopping)."""
-
-    def __init__(self, content: AsyncIterator[str], *, on_close: Callable[[], None]) -> None:
-        super().__init__(content, media_type="text/plain; charset=utf-8")
-        self.on_close = on_close
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            self.on_close()
-
-
 async def _follow(
     jobs: JobStore, job_id: str, *, offset: int, max_s: float, stopping: threading.Event, timestamps: bool
 ) -> AsyncIterator[str]:
@@ -262,7 +247,7 @@ async def get_log(
     if follow:
         followers.admit(who.tenant)
         stream = _follow(jobs, job_id, offset=offset, max_s=followers.max_s, stopping=stopping, timestamps=timestamps)
-        return _Following(stream, on_close=lambda: followers.leave(who.tenant))
+        return FollowerStream(stream, on_close=lambda: followers.leave(who.tenant), media_type="text/plain; charset=utf-8")
     text = await run_in_threadpool(_whole_log, jobs, job_id, timestamps)
     return PlainTextResponse(text.encode()[offset:].decode(errors="replace") if offset else text)
 

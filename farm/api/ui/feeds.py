@@ -13,6 +13,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from farm.api import jobs as jobs_api
+from farm.api.gate import FollowerStream
 from farm.api.queue import queue
 from farm.api.ui import logpage
 from farm.api.ui.pages import job_id, queue_cells, wait_of
@@ -64,7 +65,8 @@ async def log_events(
     job = await run_in_threadpool(lambda: jobs_api.get_job(job_id(p, who, typed), who, p.jobs))
     p.followers.admit(who.tenant)
     stream = logpage.follow(p.jobs, job.id, last_event_id or after, max_s=p.followers.max_s, stopping=p.stopping)
-    return logpage.EventStream(stream, on_close=lambda: p.followers.leave(who.tenant))
+    return FollowerStream(stream, on_close=lambda: p.followers.leave(who.tenant), media_type="text/event-stream",
+                          headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})  # fmt: skip
 
 
 @router.get("/jobs/{typed}/artifacts/{name:path}")

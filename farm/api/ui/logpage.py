@@ -23,11 +23,8 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
-
-from fastapi.responses import StreamingResponse
-from starlette.types import Receive, Scope, Send
 
 from farm.api.ui.present import safe_json, visible
 from farm.logtext import LogView
@@ -133,18 +130,3 @@ async def follow(jobs: JobStore, job_id: str, after: str, *, max_s: float, stopp
         if text:
             yield event("log", {"text": visible("".join(text)), "first": first}, after)
     yield event("renew", {"why": f"a live log lasts {max_s:.0f} s at most"})
-
-
-class EventStream(StreamingResponse):
-    """A live log's response: its follower slot is given back however the stream ends (the
-    job ended, the browser left, the server is stopping)."""
-
-    def __init__(self, content: AsyncIterator[str], *, on_close: Callable[[], None]) -> None:
-        super().__init__(content, media_type="text/event-stream", headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
-        self.on_close = on_close
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            self.on_close()
