@@ -83,6 +83,20 @@ def test_the_whole_api_from_the_cli(start_farm, farm_env, tmp_path: Path):
     narrow(r.stdout)
     assert f"job {job_id} succeeded" in r.stdout and "build" in r.stdout
     assert json.loads(farm(env, "get", job_id, "--json").stdout)["id"] == job_id
+    assert "succeeded: it waited" in farm(env, "why", job_id[:12]).stdout
+
+    # Why is it waiting: a job behind its concurrency group's one slot names the job holding it.
+    grouped = tmp_path / "grouped.yaml"
+    grouped.write_text("steps: [{name: hold, run: 'sleep 30'}]\nconcurrency: {group: deploy, limit: 1}\n")
+    holder = farm(env, "submit", str(grouped)).stdout.strip()
+    wait_for(lambda: json.loads(farm(env, "get", holder, "--json").stdout)["state"] == "running", 30, what="the holder started")
+    behind = farm(env, "submit", str(grouped)).stdout.strip()
+    r = farm(env, "why", behind)
+    narrow(r.stdout)
+    assert "concurrency group 'deploy' is at its limit of 1, held by " + holder in r.stdout.replace("\n", " "), r.stdout
+    assert json.loads(farm(env, "why", behind, "--json").stdout)["reasons"][0]["code"] == "concurrency_group"
+    farm(env, "cancel", behind)
+    farm(env, "cancel", holder)
 
     whole = farm(env, "logs", job_id).stdout
     assert "50\n--- step build (exit 0, " in whole  # the step's end, on a line of its own
