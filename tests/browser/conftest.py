@@ -19,8 +19,10 @@ from tests.conftest import require, require_tool
 CHROMIUM = "/usr/bin/chromium"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
+    """Module-scoped, not session: Playwright's sync API runs an asyncio loop in this thread
+    while it is started, and every later test's asyncio.run() would find it running."""
     require_tool("chromium", "chromium")
     try:
         from playwright.sync_api import sync_playwright
