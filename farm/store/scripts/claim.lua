@@ -41,7 +41,9 @@ for _ = 1, 100 do
       redis.call('ZADD', tk, 'XX', nextpass, tenant)
       redis.call('ZREM', K.waiting .. pool, id)
       redis.call('ZREM', K.qdeadlines, id)
-      redis.call('HSET', jk, 'state', 'running', 'executor', executor, 'node', ARGV[6] or '', 'started_at', now)
+      -- taken_by: an executor that was starting came up for it (/wait says so once it started).
+      local was = redis.call('HGET', K.executor .. executor, 'state') or ''
+      redis.call('HSET', jk, 'state', 'running', 'executor', executor, 'node', ARGV[6] or '', 'started_at', now, 'taken_by', was)
       queued_by(tenant, -1)
       run_running(f[10], 1, now)
       redis.call('ZADD', K.leases, now + lease_ms, id)
@@ -50,8 +52,6 @@ for _ = 1, 100 do
       observe(pool, 'wait', (now - tonumber(f[4])) / 1000, C.wb)
       demand(pool, 'w', now - tonumber(f[4]))
       note(id, f[2], 'attempt ' .. f[2] .. ' started on ' .. executor)
-      -- An executor that was starting came up for it: /wait says so once it started.
-      redis.call('HSET', jk, 'taken_by', redis.call('HGET', K.executor .. executor, 'state') or '')
       executor_state(executor, pool, 'busy', id, now)
       return {id, f[2], f[7], tenant, f[8] or '', f[9] or 'unprotected', f[11] or ''}
     end
