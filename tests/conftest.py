@@ -146,6 +146,29 @@ def ray_session() -> Iterator[None]:
     ray.shutdown()
 
 
+def end_actors(handles: list[object], timeout: float = 15) -> None:
+    """Kill Ray actors and wait until each is gone: ray.kill only asks, and an executor
+    still alive for a moment after its test would claim the next test's jobs (the Redis
+    server is shared, flushed per test)."""
+    import ray
+    from ray.exceptions import RayActorError
+
+    for handle in handles:
+        ray.kill(handle, no_restart=True)
+    for handle in handles:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                ray.get(handle.__ray_ready__.remote(), timeout=1)  # type: ignore[attr-defined]
+            except RayActorError:
+                break
+            except ray.exceptions.GetTimeoutError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"actor {handle} still alive {timeout}s after ray.kill")
+            time.sleep(0.05)
+
+
 def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 0.02, what: str = "condition") -> object:
     deadline = time.monotonic() + timeout
     while True:

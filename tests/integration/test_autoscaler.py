@@ -12,7 +12,7 @@ from farm.models import JobSpec, JobState
 from farm.settings import RAY_NAMESPACE
 from farm.store.executors import ExecutorState
 from farm.store.policies import PolicyStore
-from tests.conftest import wait_for
+from tests.conftest import end_actors, wait_for
 from tests.integration.test_executor_local import wait_done
 
 pytestmark = pytest.mark.ray
@@ -28,13 +28,15 @@ def autoscaler(ray_session, make_settings):
         return a
 
     yield make
+    left = []
     for a in made:  # whatever a failed test left behind
         for pool in a.settings.pools:
             for e in a.registry.list(pool):
                 try:
-                    ray.kill(ray.get_actor(executor_name(e.id), namespace=RAY_NAMESPACE))
+                    left.append(ray.get_actor(executor_name(e.id), namespace=RAY_NAMESPACE))
                 except ValueError:
                     pass
+    end_actors(left)
 
 
 def states(registry, pool="default"):

@@ -11,7 +11,7 @@ from agents.executor import executor_actor
 from farm.models import JobSpec, JobState
 from farm.ray_seam import actor_settings
 from farm.reaper import Reaper
-from tests.conftest import wait_for
+from tests.conftest import end_actors, wait_for
 from tests.integration.test_executor_local import full_log, wait_done
 
 pytestmark = pytest.mark.ray
@@ -29,8 +29,7 @@ def actors(ray_session, make_settings):
         return handles, settings
 
     yield start
-    for h in started:
-        ray.kill(h)
+    end_actors(started)
 
 
 def test_actors_run_jobs_and_drain_after_the_current_one(store, actors, tmp_path):
