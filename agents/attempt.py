@@ -24,10 +24,13 @@ Invariants:
 - A checkout connects only to public addresses it resolved and checked itself (pinned:
   agents/workspace.py `pin`), unless the API admitted the job's source under the exemption
   (`Claim.source_exempt`); a refused host fails the job with `source_failed` before git runs.
+- A job with `id_token` gets a request token for this attempt alone (farm.store.identity),
+  masked in the log like a secret, and revoked when the attempt ends.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import threading
@@ -45,7 +48,9 @@ from agents.workspace import Workspace, give, step_env
 from farm.artifacts import ArtifactStore, DirectoryStore
 from farm.errors import FarmError, RuntimeFailure, SourceRefused
 from farm.models import ArtifactInfo, ErrorCode, ImageBuild, ImageResult, JobState, StepResult, rfc3339, unsupported
+from farm.secrets import JWT
 from farm.settings import Settings
+from farm.store.identity import IdentityStore, new_request_token
 from farm.store.jobs import Claim, JobStore
 
 
@@ -87,10 +92,14 @@ class Attempt:
         self.server_says: str | None = None
         self.steps: list[StepResult] = []
         self.warnings: list[str] = []  # what could not be honoured, for the log and the result
+        # Job identity: the attempt's request token, masked like a secret, and the tokens a
+        # step fetches with it by their shape (farm/identity.py).
+        self.id_request = new_request_token() if claim.spec.id_token and settings.identity.enabled else None
         self.log = LogSink(
             store, claim.job_id, claim.attempt, cap=settings.retention.log_max_bytes,
             on_stale=lambda: self._halt(StopReason.ABORTED), on_full=watch.poke,
-            secrets=list(claim.secrets.values()),
+            secrets=[*claim.secrets.values(), *([self.id_request] if self.id_request else [])],
+            shapes=[JWT] if self.id_request else [],
         )  # fmt: skip
         now = time.monotonic()
         self.deadline = now + claim.spec.timeout_s
@@ -152,6 +161,23 @@ class Attempt:
         c = self.claim
         return StepContext(c.job_id, self.workspace.path, env, self.log.write, self.stop, network, c.attempt, self.unit,
                            tenant=c.tenant, tier=c.tier)  # fmt: skip
+
+    def _identity_env(self) -> dict[str, str]:
+        """FARM_ID_TOKEN_REQUEST_URL and _TOKEN for a job that asked for identity, its token
+        granted in the store for this attempt's longest life (the reaper's timeout + grace);
+        the attempt's end revokes it, and the API honours it only while the attempt runs."""
+        if self.id_request is None:
+            if self.claim.spec.id_token:  # the API takes the field whatever this executor's settings say
+                why = "id_token: job identity is off on this farm (identity.enabled); the steps get no request token"
+                self.warnings.append(why)
+                self.log.note(f"warning: {why}")
+            return {}
+        ttl_s = self.claim.spec.timeout_s + self.settings.lease.timeout_grace_s
+        try:
+            IdentityStore(self.store.client, self.store.keys).grant(self.id_request, self.claim.job_id, self.claim.attempt, ttl_s=ttl_s)
+        except FarmError as e:
+            raise RuntimeFailure(f"the attempt's ID token request could not be stored: {e}") from e
+        return {"FARM_ID_TOKEN_REQUEST_URL": self.settings.id_request_url, "FARM_ID_TOKEN_REQUEST_TOKEN": self.id_request}
 
     def _cause(self, code: ErrorCode) -> ErrorCode:
         """Why what just failed failed: `code`, or `disk_quota` when the workspace was full."""
@@ -243,7 +269,7 @@ class Attempt:
                 caches.restore()
             if owner is not None and path.exists():
                 give(path, owner)  # the steps' user writes its workspace, never as root
-            env = {**step_env(spec, c.job_id, c.attempt), **c.secrets}
+            env = {**step_env(spec, c.job_id, c.attempt), **c.secrets, **self._identity_env()}
             for step in spec.steps:
                 if state is not JobState.SUCCEEDED or self.stop.is_set():
                     break
@@ -308,6 +334,9 @@ class Attempt:
             )  # fmt: skip
         finally:
             self.runtime.end_job(c.job_id)
+            if self.id_request is not None:
+                with contextlib.suppress(FarmError):  # else it expires, and the API refuses an ended attempt's anyway
+                    IdentityStore(self.store.client, self.store.keys).revoke(self.id_request)
             if self.unit is not None:
                 self.unit.end()
             if caches is not None:

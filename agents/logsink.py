@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import codecs
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from farm.errors import FarmError, StaleAttempt
-from farm.secrets import Masker
+from farm.secrets import Masker, Shape
 from farm.store.jobs import JobStore
 
 
@@ -35,11 +35,12 @@ class LogSink:
         on_full: Callable[[], None] = lambda: None,
         max_bytes: int = 64 * 1024,
         secrets: list[str] | None = None,
+        shapes: Sequence[Shape] = (),
     ) -> None:
         self.store, self.job_id, self.attempt, self.cap = store, job_id, attempt, cap
         self.on_stale, self.on_full = on_stale, on_full
         self.max_bytes = max_bytes
-        self.mask = Masker(secrets or [])
+        self.mask = Masker(secrets or [], shapes)
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._buf: list[list[str]] = []  # segments: ["o", output] or ["n", farm's line]
         self._size = 0
@@ -85,13 +86,13 @@ class LogSink:
                 tail = self._decoder.decode(b"", final=True)
                 if tail:
                     self._buf.append(["o", tail])
-            segments = [(kind, self.mask(text)) for kind, text in self._buf]
+            last = self._buf[-1][1] if not final and self._buf and self._buf[-1][0] == "o" else None
+            segments = [(kind, self.mask(text)) for kind, text in (self._buf[:-1] if last is not None else self._buf)]
             rest: list[list[str]] = []
-            if not final and self.mask.values and segments and segments[-1][0] == "o":
-                kind, text = segments[-1]  # hold back what may be the start of a secret
-                keep = min(self.mask.hold, len(text))
-                segments[-1] = (kind, text[: len(text) - keep])
-                rest = [["o", text[len(text) - keep :]]] if keep else []
+            if last is not None:  # hold back what may be the start of a secret
+                sent, held = self.mask.split(last)
+                segments.append(("o", sent))
+                rest = [["o", held]] if held else []
             self._buf, self._size = rest, sum(len(t) for _, t in rest)
         return [s for s in segments if s[1]]
 
