@@ -211,9 +211,40 @@ local function unqueue(id, pool, tenant, group)
   end
 end
 
+-- A job's or a run's end, for its tenant's notifications (farm.notify): nothing but one
+-- EXISTS unless the tenant subscribes to some. The thing's last outcome (a run: by its name;
+-- a job: by labels.branch and its name) is read and replaced in the step that ends it, so
+-- "fixed" follows the order ends happened in; the end is queued (notify_prev on its hash),
+-- never sent here (farm.notifier sends).
+local function notify_end(tenant, kind, id, state, now)
+  if not tenant or redis.call('EXISTS', K.notify .. tenant) == 0 then return end
+  local hk, thing = K[kind] .. id, nil
+  if kind == 'run' then
+    thing = 'run|' .. (redis.call('HGET', hk, 'name') or '')
+  else
+    local ok, spec = pcall(cjson.decode, redis.call('HGET', hk, 'spec') or '{}')
+    local branch = ok and type(spec.labels) == 'table' and spec.labels.branch
+    if type(branch) == 'string' and branch ~= '' then
+      thing = 'job|' .. branch .. '|' .. (type(spec.name) == 'string' and spec.name or '')
+    end
+  end
+  local prev = ''
+  if thing then
+    local last = K.outcomes .. tenant
+    prev = redis.call('HGET', last, thing) or ''
+    if state == 'succeeded' then
+      redis.call('HSET', last, thing, 'ok')
+    elseif state == 'failed' or state == 'timed_out' or state == 'expired' then
+      redis.call('HSET', last, thing, 'failed')
+    end  -- a cancel (or a supersede) neither breaks nor fixes anything
+  end
+  redis.call('HSET', hk, 'notify_prev', prev)
+  redis.call('ZADD', K.notifyq, now, kind .. ':' .. id)
+end
+
 -- A job of a run ended: count it; when it was the run's last, the run ends with an outcome
 -- (farm.models.RunState: succeeded if all did, failed if one failed, timed out or expired,
--- else cancelled), its metrics and its webhook.
+-- else cancelled), its metrics, its webhook and its notifications.
 local function run_job_ended(run, state, now)
   local rk = K.run .. run
   redis.call('HINCRBY', rk, 'n:' .. state, 1)
@@ -245,6 +276,7 @@ local function run_job_ended(run, state, now)
     redis.call('HSET', rk, 'webhook', 'pending')
     redis.call('ZADD', K.webhooks, now, 'run:' .. run)
   end
+  notify_end(f[3], 'run', run, outcome, now)
 end
 
 -- What a job's end means for the jobs of its run that need it (below terminate, which it calls).
@@ -279,6 +311,8 @@ local function terminate(id, state, err, now)
   if f[8] and f[8] ~= '' then
     release(id, state, err, now)
     run_job_ended(f[8], state, now)
+  else
+    notify_end(f[5], 'job', id, state, now)  -- a job of a run is told of by its run
   end
 end
 
