@@ -12,13 +12,19 @@ noop` to leave process start-up out).
     latency: with idle executors, --samples jobs submitted one at a time; started_at -
              queued_at of each (server clock, ms) -> submit_to_start_p50_ms / _p99_ms
 
+    submit-only (--submit-only): the submit figure, and the same jobs in runs of 20 (`POST
+             /v1/runs`) -> farm_run_submit_jobs_per_s, as a tenant's token (resolved in
+             Redis per request, audited) rather than the admin's; no executors, no drain
+
 Usage: python bench/dispatch.py [--json] [--jobs N] [--concurrency C] [--executors E] [--samples S]
+       python bench/dispatch.py --submit-only [--json] [--jobs N] [--concurrency C]
        python bench/dispatch.py --peers [--json] [--jobs N] [--concurrency C]   (see bench/peers.py)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -30,11 +36,11 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import NOOP, TOKEN, farm_api, progress, report, submit_load  # noqa: E402
+from harness import NOOP, TOKEN, farm_api, progress, report, submit_load, submit_runs  # noqa: E402
 
 from farm.embedded import EmbeddedFarm  # noqa: E402
 from farm.models import parse_rfc3339  # noqa: E402
-from farm.settings import Settings  # noqa: E402
+from farm.settings import Settings, hash_token  # noqa: E402
 
 
 def ms(ts: str) -> float:
@@ -64,6 +70,29 @@ def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
+TENANT_TOKEN = "bench-tenant-token"
+RUN_SIZE = 20
+
+
+def submit_only(jobs: int, conns: int, workers: int) -> dict[str, object]:
+    """Jobs one per request, then the same number in runs of RUN_SIZE, as a tenant of farm.yaml."""
+    tenants = json.dumps([{"name": "bench", "token_sha256": hash_token(TENANT_TOKEN), "max_queued": 10 * jobs}])
+    with tempfile.TemporaryDirectory(prefix="farm-bench-") as tmp:
+        farm = EmbeddedFarm(Settings.load(data_dir=Path(tmp), admin_token=TOKEN, executors={"count": 0}))
+        resolved = farm.start()
+        try:
+            with farm_api(resolved.redis_url or "", Path(tmp), workers, {"FARM_TENANTS": tenants}) as port:
+                submit_load(port, 200, conns, token=TENANT_TOKEN)  # warm-up: the workers' first requests
+                progress(f"submit: {jobs} jobs over HTTP as a tenant, {conns} connections, {workers} API workers")
+                _, took = submit_load(port, jobs, conns, token=TENANT_TOKEN)
+                progress(f"runs: {jobs // RUN_SIZE} runs of {RUN_SIZE}")
+                _, took_runs = submit_runs(port, jobs // RUN_SIZE, RUN_SIZE, conns, token=TENANT_TOKEN)
+        finally:
+            farm.stop()
+    return {"farm_submit_jobs_per_s": round(jobs / took, 1), "farm_run_submit_jobs_per_s": round(jobs // RUN_SIZE * RUN_SIZE / took_runs, 1),
+            "jobs": jobs, "concurrency": conns, "run_size": RUN_SIZE}  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--json", action="store_true", help="print the figures as one JSON object")
@@ -73,6 +102,7 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=200)
     ap.add_argument("--runtime", default="local", choices=["local", "noop"], help="executors' runtime (local: a real process per job)")
     ap.add_argument("--no-disk-quota", action="store_true", help="plain workspaces (executors.disk_quota_bytes: null), not a filesystem each")
+    ap.add_argument("--submit-only", action="store_true", help="HTTP submit of jobs and of runs of 20, as a tenant; no executors")
     ap.add_argument("--peers", action="store_true", help="farm against Celery and RQ on the same Redis (bench/peers.py)")
     args = ap.parse_args()
     if args.peers:
@@ -82,6 +112,9 @@ def main() -> None:
         return
 
     workers = os.cpu_count() or 1
+    if args.submit_only:
+        report(submit_only(args.jobs, args.concurrency, workers), args.json)
+        return
     with tempfile.TemporaryDirectory(prefix="farm-bench-") as tmp:
         settings = Settings.load(data_dir=Path(tmp), admin_token=TOKEN, executors={"count": 0, "runtime": args.runtime,
                                  **({"disk_quota_bytes": None} if args.no_disk_quota else {})})  # fmt: skip

@@ -65,11 +65,11 @@ def wait_until_answers(url: str, timeout_s: float, what: str) -> None:
 
 
 @contextmanager
-def farm_api(redis_url: str, data_dir: Path, workers: int) -> Iterator[int]:
+def farm_api(redis_url: str, data_dir: Path, workers: int, env_extra: dict[str, str] | None = None) -> Iterator[int]:
     """`farm api --workers N` on a free port; yields the port once /healthz answers."""
     port = free_port()
     env = {**os.environ, "FARM_REDIS_URL": redis_url, "FARM_ADMIN_TOKEN": TOKEN, "FARM_API__PORT": str(port),
-           "FARM_DATA_DIR": str(data_dir)}  # fmt: skip
+           "FARM_DATA_DIR": str(data_dir), **(env_extra or {})}  # fmt: skip
     api = subprocess.Popen([sys.executable, "-m", "farm.cli", "api", "--workers", str(workers)], env=env,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
@@ -80,12 +80,13 @@ def farm_api(redis_url: str, data_dir: Path, workers: int) -> Iterator[int]:
         api.wait(30)
 
 
-async def _load(port: int, n: int, conns: int, path: str, body: dict[str, Any], per_request: int) -> tuple[list[str], float]:
+async def _load(port: int, n: int, conns: int, path: str, body: dict[str, Any], per_request: int,
+                token: str = TOKEN) -> tuple[list[str], float]:  # fmt: skip
     """POST `body` to `path` n times over `conns` keep-alive connections; each 201 answer's
     id (a run's: its jobs' ids, `per_request` of them)."""
     raw = json.dumps(body).encode()
     request = (
-        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(raw)}\r\n\r\n"
     ).encode() + raw
     per = [n // conns + (1 if i < n % conns else 0) for i in range(conns)]
@@ -112,12 +113,12 @@ async def _load(port: int, n: int, conns: int, path: str, body: dict[str, Any], 
     return [i for chunk in chunks for i in chunk], time.perf_counter() - t0
 
 
-def submit_load(port: int, n: int, conns: int, spec: dict[str, Any] = NOOP) -> tuple[list[str], float]:
+def submit_load(port: int, n: int, conns: int, spec: dict[str, Any] = NOOP, token: str = TOKEN) -> tuple[list[str], float]:
     """POST n jobs over `conns` keep-alive connections; (job ids, seconds taken)."""
-    return asyncio.run(_load(port, n, conns, "/v1/jobs", spec, 1))
+    return asyncio.run(_load(port, n, conns, "/v1/jobs", spec, 1, token))
 
 
-def submit_runs(port: int, runs: int, size: int, conns: int, spec: dict[str, Any] = NOOP) -> tuple[list[str], float]:
+def submit_runs(port: int, runs: int, size: int, conns: int, spec: dict[str, Any] = NOOP, token: str = TOKEN) -> tuple[list[str], float]:
     """POST `runs` runs of `size` jobs each over `conns` keep-alive connections; (job ids,
     seconds taken)."""
-    return asyncio.run(_load(port, runs, conns, "/v1/runs", {"name": "bench", "jobs": [spec] * size}, size))
+    return asyncio.run(_load(port, runs, conns, "/v1/runs", {"name": "bench", "jobs": [spec] * size}, size, token))
