@@ -157,5 +157,62 @@ class FarmClient:
     def cancel_run(self, run_id: str) -> dict[str, Any]:
         return self._request("POST", f"/v1/runs/{run_id}/cancel").json()
 
+    def audit(self, **filters: Any) -> dict[str, Any]:
+        """One page of the audit trail, newest first: filters actor, action, since, tenant (admin), limit, cursor."""
+        return self._request("GET", "/v1/audit", params={k: v for k, v in filters.items() if v is not None}).json()
+
+    def audit_export(self, **filters: Any) -> Iterator[str]:
+        """The audit trail as JSON lines (one record a line, oldest first): filters as `audit`'s, without limit and cursor."""
+        params = {**{k: v for k, v in filters.items() if v is not None}, "format": "jsonl"}
+        try:
+            with self.http.stream("GET", "/v1/audit", params=params) as r:
+                if r.status_code >= 400:
+                    r.read()
+                    self._check(r)
+                yield from (line for line in r.iter_lines() if line)
+        except httpx.TransportError as e:
+            raise Unreachable(self.url, str(e) or type(e).__name__) from e
+
+    # Notifications (farm.notify): `tenant` is for the admin token; a tenant's reaches its own.
+    def notifications(self, tenant: str | None = None) -> dict[str, Any]:
+        return self._request("GET", "/v1/notifications", params={"tenant": tenant} if tenant else None).json()
+
+    def add_notification(self, spec: dict[str, Any], tenant: str | None = None) -> dict[str, Any]:
+        return self._request("POST", "/v1/notifications", json=spec, params={"tenant": tenant} if tenant else None).json()
+
+    def remove_notification(self, sub_id: str, tenant: str | None = None) -> dict[str, Any]:
+        return self._request("DELETE", f"/v1/notifications/{sub_id}", params={"tenant": tenant} if tenant else None).json()
+
+    def dead_letters(self, tenant: str | None = None, limit: int = 100) -> dict[str, Any]:
+        params: dict[str, Any] = {"limit": limit, **({"tenant": tenant} if tenant else {})}
+        return self._request("GET", "/v1/notifications/dead-letters", params=params).json()
+
+    def whoami(self) -> dict[str, Any]:
+        return self._request("GET", "/v1/whoami").json()
+
+    def login(self) -> dict[str, Any]:
+        return self._request("POST", "/v1/login").json()
+
+    def create_tenant(self, name: str, weight: float = 1.0) -> dict[str, Any]:
+        return self._request("POST", "/v1/tenants", json={"name": name, "weight": weight}).json()
+
+    def tenants(self) -> dict[str, Any]:
+        return self._request("GET", "/v1/tenants").json()
+
+    def set_tenant_disabled(self, name: str, disabled: bool) -> dict[str, Any]:
+        return self._request("POST", f"/v1/tenants/{name}/{'disable' if disabled else 'enable'}").json()
+
+    def create_token(self, **body: Any) -> dict[str, Any]:
+        return self._request("POST", "/v1/tokens", json={k: v for k, v in body.items() if v is not None}).json()
+
+    def tokens(self, tenant: str | None = None) -> dict[str, Any]:
+        return self._request("GET", "/v1/tokens", params={"tenant": tenant} if tenant else None).json()
+
+    def revoke_token(self, token_id: str) -> dict[str, Any]:
+        return self._request("POST", f"/v1/tokens/{token_id}/revoke").json()
+
+    def rotate_token(self, token_id: str) -> dict[str, Any]:
+        return self._request("POST", f"/v1/tokens/{token_id}/rotate").json()
+
     def close(self) -> None:
         self.http.close()

@@ -323,6 +323,13 @@ class JobSpec(_Strict):
     name: Annotated[str, Field(pattern=_NAME.pattern, description="the job's name in its run (unique there)")] | None = None
     needs: Annotated[list[Annotated[str, Field(pattern=_NAME.pattern)]], Field(max_length=100, description=(
         "names of jobs of the same run that must succeed before this one starts"))] = Field(default_factory=list)  # fmt: skip
+    # Job identity (farm/identity.py), as GitHub's `permissions: id-token: write`: only a job
+    # that asks gets FARM_ID_TOKEN_REQUEST_URL and _TOKEN, to fetch a signed OIDC token with.
+    id_token: Annotated[bool, Field(description="the steps may ask farm for an OIDC ID token of this attempt")] = False
+    # A CI system's tags, as a run's: `branch` is what notifications follow (farm.notify).
+    labels: Annotated[dict[Annotated[str, Field(pattern=_NAME.pattern)], Annotated[Name, Field(max_length=200)]], Field(max_length=32)] = (
+        Field(default_factory=dict)
+    )
 
     @field_validator("needs")
     @classmethod

@@ -24,6 +24,7 @@ from pydantic_settings import (
 )
 
 from farm.autoscale.kinds import DEFAULT_LEAD_S, LivePolicy
+from farm.identity import AUDIENCE
 from farm.models import RUN_JOBS_MAX
 
 _config_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar("farm_config", default=None)
@@ -93,6 +94,9 @@ class ApiSettings(BaseModel):
     max_connections: Annotated[int, Field(ge=16, le=100_000)] = 4096
     # Seconds in-flight requests (and followers) get when the server stops; then they are cut.
     graceful_shutdown_s: Annotated[float, Field(ge=0, le=60)] = 2.0
+    # Refused requests (401/403) the audit trail records per client a minute; past it they are
+    # counted, and one entry says how many: a flood of bad tokens cannot flood the trail.
+    audit_refusals_per_minute: Annotated[int, Field(ge=1, le=10_000)] = 20
 
 
 class ExecutorSettings(BaseModel):
@@ -174,6 +178,7 @@ class RetentionSettings(BaseModel):
     jobs_s: Annotated[int, Field(ge=60)] = 7 * 24 * 3600
     log_max_bytes: Annotated[int, Field(ge=1024)] = 10 * MiB
     keep_workspaces: bool = False  # keep a finished job's workspace until the job is purged
+    audit_s: Annotated[int, Field(ge=3600)] = 90 * 24 * 3600  # the audit trail's entries (farm.store.audit)
 
 
 class WebhookSettings(BaseModel):
@@ -183,6 +188,66 @@ class WebhookSettings(BaseModel):
     backoff_s: Annotated[float, Field(gt=0)] = 2.0  # doubles per attempt
     max_backoff_s: Annotated[float, Field(gt=0)] = 600.0
     interval_s: Annotated[float, Field(gt=0)] = 0.5
+
+
+class NotifySettings(BaseModel):
+    """Notifications (farm.notify, farm.notifier): mail, chat and signed webhooks when jobs
+    and runs fail or are fixed. Each API replica sends; deliveries are leased, so none is
+    sent twice at once."""
+
+    enabled: bool = True
+    # Mail: no `email` subscription is taken without an SMTP server. STARTTLS: used when the
+    # server offers it ("when_offered"), demanded ("required"), or not tried ("never");
+    # credentials are never sent over a connection without TLS.
+    smtp_host: Annotated[str | None, Field(pattern=r"^[A-Za-z0-9._:\[\]-]{1,253}$")] = None
+    smtp_port: Annotated[int, Field(ge=1, le=65535)] = 25
+    smtp_from: Annotated[str, Field(max_length=254, pattern=r"^[^\s@<>,\"]{1,64}@[^\s@<>,\"]{1,189}$")] = "farm@localhost"
+    smtp_starttls: Literal["when_offered", "required", "never"] = "when_offered"
+    smtp_username: Annotated[str | None, Field(min_length=1, max_length=256)] = None
+    smtp_password: SecretStr | None = None
+    smtp_ca_file: Path | None = None  # the CA a STARTTLS server's certificate is checked against (default: the system's)
+    # Links in messages: <portal_url>/ui/jobs/<id>; unset, messages name the command instead.
+    portal_url: Annotated[str | None, Field(max_length=500, pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$")] = None
+    timeout_s: Annotated[float, Field(gt=0, le=120)] = 10.0  # one send (a connect, a read)
+    max_attempts: Annotated[int, Field(ge=1, le=50)] = 8  # then the delivery is a dead letter
+    backoff_s: Annotated[float, Field(gt=0, le=3600)] = 5.0  # doubles per attempt
+    max_backoff_s: Annotated[float, Field(gt=0, le=86_400)] = 900.0
+    interval_s: Annotated[float, Field(gt=0, le=600)] = 1.0
+    max_subscriptions: Annotated[int, Field(ge=1, le=1000)] = 50  # per tenant (409 past it)
+    dead_letters_max: Annotated[int, Field(ge=1, le=100_000)] = 1000  # per tenant, the newest kept
+
+    @model_validator(mode="after")
+    def _credentials_together(self) -> "NotifySettings":
+        if (self.smtp_username is None) != (self.smtp_password is None):
+            raise ValueError("notify.smtp_username and notify.smtp_password go together")
+        return self
+
+
+_URL = r"^https?://[^\s/?#]+(/[^\s?#]*)?$"
+
+
+class IdentitySettings(BaseModel):
+    """Job identity (farm/identity.py): the OIDC ID tokens steps of `id_token: true` jobs ask for."""
+
+    enabled: bool = True  # off: the discovery document, JWKS and token endpoint answer 404
+    # Every token's `iss`, where relying parties fetch /.well-known/openid-configuration: on a
+    # real farm an https URL they reach. Unset: http://<api.host>:<api.port>.
+    issuer: Annotated[str | None, Field(max_length=500, pattern=_URL)] = None
+    # What steps ask at (FARM_ID_TOKEN_REQUEST_URL): the API as the executors' steps reach it.
+    # Unset: http://<api.host>:<api.port>/id-token.
+    request_url: Annotated[str | None, Field(max_length=500, pattern=_URL)] = None
+    token_ttl_s: Annotated[int, Field(ge=1, le=3600)] = 300  # a token's lifetime (exp - iat)
+    rotate_s: Annotated[float, Field(ge=1, le=366 * 86400)] = 7 * 86400.0  # a signing key signs this long
+    # A replaced key stays in the JWKS this long (at least token_ttl_s: its last tokens verify).
+    overlap_s: Annotated[float, Field(ge=1, le=30 * 86400)] = 3600.0
+    # Audiences steps may ask for; empty: any well-formed one.
+    audiences: Annotated[list[Annotated[str, Field(pattern=AUDIENCE)]], Field(max_length=100)] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _overlap_covers_a_token(self) -> "IdentitySettings":
+        if self.overlap_s < self.token_ttl_s:
+            raise ValueError("overlap_s must be at least token_ttl_s: a retired key must outlive the tokens it signed")
+        return self
 
 
 class CacheSettings(BaseModel):
@@ -296,6 +361,8 @@ class Settings(BaseSettings):
     sandbox: SandboxSettings = SandboxSettings()
     artifacts: ArtifactSettings = ArtifactSettings()
     webhooks: WebhookSettings = WebhookSettings()
+    notify: NotifySettings = NotifySettings()
+    identity: IdentitySettings = IdentitySettings()
     # Capacity policies by pool (the first version of each; later ones come through the API).
     policies: dict[str, LivePolicy] = Field(default_factory=dict)
 
@@ -318,6 +385,19 @@ class Settings(BaseSettings):
     @property
     def artifact_dir(self) -> Path:
         return self.data_dir / "artifacts"
+
+    @property
+    def api_url(self) -> str:
+        host = self.api.host
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.api.port}"
+
+    @property
+    def id_issuer(self) -> str:
+        return (self.identity.issuer or self.api_url).rstrip("/")
+
+    @property
+    def id_request_url(self) -> str:
+        return self.identity.request_url or f"{self.api_url}/id-token"
 
     @field_validator("data_dir")
     @classmethod

@@ -214,12 +214,12 @@ class ServedApp:
     """The API app served by a real uvicorn on 127.0.0.1 in a thread: for what TestClient
     cannot show (clients that hang up, bodies sent in chunks, the server's own limits)."""
 
-    def __init__(self, app: object, *, graceful_s: float = 1.0) -> None:
+    def __init__(self, app: object, *, graceful_s: float = 1.0, port: int | None = None) -> None:
         import uvicorn
 
         from farm.store.server import free_port
 
-        self.port = free_port()
+        self.port = port or free_port()  # a port given: the app's settings name it (an OIDC issuer)
         self.url = f"http://127.0.0.1:{self.port}"
         from farm.api.server import BoundedHttpToolsProtocol
 

@@ -2,8 +2,9 @@
 
     app          `create_app(settings)`: the app, its state, its handlers and the gate
     server       uvicorn on httptools, with the limits a server facing strangers needs
-    gate         what every /v1 request passes first: token, admin-only routes, body limits, per-tenant cap
-    auth         bearer tokens: a token maps to a tenant and a role
+    gate         what every /v1 request passes first: token, the role a route needs, body limits, per-tenant cap
+    recorder     the gate's audit writer: answered requests' records, batched into one round trip
+    auth         bearer tokens: a token maps to a tenant, a role and a tier; cached a second per process
     deps         what a route may ask for, as `Annotated` aliases
     errors       how errors leave the API: one body shape, one mapping from the error tree
     public       the response models of the routes that are not about one job
@@ -14,7 +15,11 @@
     queue        /v1/queue and /v1/executors
     pools        /v1/pools: pools, their capacity policies and the autoscaler's decisions
     caches       /v1/caches
+    audit        /v1/audit: the audit trail, paged and exported as JSON lines
+    notify       /v1/notifications: a tenant's notification subscriptions and dead letters
+    accounts     /v1/whoami, /v1/login, /v1/tenants and /v1/tokens: accounts and their tokens
     health       /healthz and /metrics
+    identity     /.well-known/openid-configuration, its JWKS, and /id-token: a step's OIDC ID token
     ui/          /ui: the portal, web pages on the API's handlers and tokens
 """
 

@@ -8,9 +8,10 @@ from fastapi import APIRouter, Query
 
 from farm.api.auth import Principal
 from farm.api.deps import Caches, Config, Who
-from farm.api.errors import COMMON, NOT_FOUND
+from farm.api.errors import COMMON, FORBIDDEN, NOT_FOUND
 from farm.api.public import CachesDeleted, CachesPublic
 from farm.errors import NotFound
+from farm.roles import Role, needs
 
 router = APIRouter(prefix="/v1/caches", tags=["caches"], responses=COMMON)
 
@@ -20,7 +21,7 @@ def _tenant(who: Principal, tenant: str | None) -> str:
     return tenant if who.admin and tenant else who.tenant
 
 
-@router.get("", response_model=CachesPublic)
+@router.get("", openapi_extra=needs(Role.VIEWER), response_model=CachesPublic)
 def list_caches(who: Who, index: Caches, config: Config, tenant: str | None = None, key_prefix: str = "") -> dict[str, Any]:
     name = _tenant(who, tenant)
     entries = [e.shown() for e in index.entries(name) if e.key.startswith(key_prefix)]
@@ -29,7 +30,7 @@ def list_caches(who: Who, index: Caches, config: Config, tenant: str | None = No
             "protected_reserve_bytes": int(cache.quota_bytes * cache.protected_share)}  # fmt: skip
 
 
-@router.delete("/{key:path}", response_model=CachesDeleted, responses=NOT_FOUND)
+@router.delete("/{key:path}", openapi_extra=needs(Role.MAINTAINER, "cache.delete"), response_model=CachesDeleted, responses={**NOT_FOUND, **FORBIDDEN})
 def delete_cache(
     key: str, who: Who, index: Caches, tenant: str | None = None,
     ref: Annotated[str | None, Query(description="only this ref's entry")] = None, repo: str | None = None,

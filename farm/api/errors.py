@@ -99,7 +99,7 @@ COMMON: dict[int | str, dict[str, Any]] = {
     **UNAVAILABLE,
 }
 NOT_FOUND = {404: _doc("No such job (or one of another tenant), pool or entry")}
-FORBIDDEN = {403: _doc("A tenant may not do this: it needs the admin token or a tenant permission")}
+FORBIDDEN = {403: _doc("The token's role does not allow this (the route's x-farm-role says which it needs), or a tenant permission is missing")}
 CONFLICT = {409: _doc("The resource's state or version does not allow this")}
 _PREFIX = "The id given is a prefix of more than one of the caller's ids: `matches` lists them"
 AMBIGUOUS = {409: _doc(_PREFIX, AmbiguousBody)}

@@ -25,6 +25,7 @@ from farm.artifacts import safe_name
 from farm.errors import Forbidden, InvalidInput, NotFound
 from farm.logtext import LogView
 from farm.models import ArtifactInfo, Job, JobSpec, JobState, unsupported
+from farm.roles import Role, needs
 from farm.settings import Settings, TenantConfig
 from farm.store.jobs import JobStore, Submitted
 from farm.webhooks import check_callback
@@ -38,7 +39,7 @@ class JobsPage(BaseModel):
 
 
 @router.post(
-    "",
+    "", openapi_extra=needs(Role.SUBMITTER, "job.submit"),
     status_code=status.HTTP_201_CREATED,
     response_model=Job,
     responses={200: {"model": Job, "description": "An earlier submit with this Idempotency-Key made the job"},
@@ -78,7 +79,7 @@ async def _submit(
                               max_queued=queue_quota(config, tenant, who), source_exempt=exempt, **kw)  # fmt: skip
 
 
-@router.post("/{job_id}/rerun", status_code=status.HTTP_201_CREATED, response_model=Job,
+@router.post("/{job_id}/rerun", openapi_extra=needs(Role.SUBMITTER, "job.rerun"), status_code=status.HTTP_201_CREATED, response_model=Job,
              responses={**NOT_FOUND, **FORBIDDEN, **AMBIGUOUS})  # fmt: skip
 async def rerun_job(job_id: JobId, who: Who, jobs: Jobs, config: Config, tenant: Tenant, resolve: Lookup) -> Job:
     """Submit the same spec again as a new job linked to this one (rerun_of): checked as a
@@ -92,7 +93,7 @@ def _spec_to_rerun(jobs: JobStore, who: Principal, job_id: str) -> JobSpec:
     return jobs.raw_spec(job_id)
 
 
-@router.get("", response_model=JobsPage, responses=FORBIDDEN)
+@router.get("", openapi_extra=needs(Role.VIEWER), response_model=JobsPage, responses=FORBIDDEN)
 def list_jobs(
     who: Who,
     jobs: Jobs,
@@ -109,21 +110,21 @@ def list_jobs(
     return JobsPage(jobs=page, next_cursor=None if nxt is None else str(nxt))
 
 
-@router.get("/{job_id}", response_model=Job, responses={**NOT_FOUND, **AMBIGUOUS})
+@router.get("/{job_id}", openapi_extra=needs(Role.VIEWER), response_model=Job, responses={**NOT_FOUND, **AMBIGUOUS})
 def get_job(job_id: JobId, who: Who, jobs: Jobs) -> Job:
     job = jobs.get(job_id)
     who.check_can_see(job)
     return job
 
 
-@router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=Job,
-             responses={**NOT_FOUND, **AMBIGUOUS_OR_CONFLICT})  # fmt: skip
+@router.post("/{job_id}/cancel", openapi_extra=needs(Role.SUBMITTER, "job.cancel"), status_code=status.HTTP_202_ACCEPTED, response_model=Job,
+             responses={**NOT_FOUND, **FORBIDDEN, **AMBIGUOUS_OR_CONFLICT})  # fmt: skip
 def cancel_job(job_id: JobId, who: Who, jobs: Jobs) -> Job:
     who.check_can_see(jobs.get(job_id))
     return jobs.cancel(job_id)
 
 
-@router.get("/{job_id}/artifacts", response_model=list[ArtifactInfo], responses={**NOT_FOUND, **AMBIGUOUS})
+@router.get("/{job_id}/artifacts", openapi_extra=needs(Role.VIEWER), response_model=list[ArtifactInfo], responses={**NOT_FOUND, **AMBIGUOUS})
 def list_artifacts(job_id: JobId, who: Who, jobs: Jobs) -> list[ArtifactInfo]:
     job = jobs.get(job_id)
     who.check_can_see(job)
@@ -140,7 +141,7 @@ _ARTIFACT = {
 }
 
 
-@router.get("/{job_id}/artifacts/{name:path}", response_class=StreamingResponse,
+@router.get("/{job_id}/artifacts/{name:path}", openapi_extra=needs(Role.VIEWER), response_class=StreamingResponse,
             responses={200: _ARTIFACT, **NOT_FOUND, **AMBIGUOUS})  # fmt: skip
 def get_artifact(job_id: JobId, name: str, who: Who, jobs: Jobs, artifacts: Artifacts) -> StreamingResponse:
     job = jobs.get(job_id)
@@ -231,7 +232,7 @@ def _skip(data: str, skip: int) -> tuple[str, int]:
     return raw[skip:].decode(errors="replace"), 0
 
 
-@router.get("/{job_id}/log", response_class=PlainTextResponse, responses={**NOT_FOUND, **AMBIGUOUS})
+@router.get("/{job_id}/log", openapi_extra=needs(Role.VIEWER), response_class=PlainTextResponse, responses={**NOT_FOUND, **AMBIGUOUS})
 async def get_log(
     job_id: JobId,
     who: Who,

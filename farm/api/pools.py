@@ -13,12 +13,12 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
 from farm.api.deps import Config, History, Jobs, Policies, Registry, Who
 from farm.api.errors import COMMON, CONFLICT, FORBIDDEN, NOT_FOUND
-from farm.api.gate import ADMIN_ONLY
 from farm.api.public import DecisionsPublic, HistoryPublic, PolicyHistoryPublic, PolicyPublic, PoolPublic, PoolsPublic, SeedPublic
 from farm.autoscale.demand import HOUR_S, MAX_BIN, MAX_HOUR, MAX_PER_BIN, MAX_PER_SECOND, WEEK_HOURS, Hour, jobs, shift_into
 from farm.autoscale.kinds import LivePolicy
 from farm.errors import Conflict, Forbidden, InvalidInput, NotFound
 from farm.models import rfc3339
+from farm.roles import Role, needs
 from farm.settings import Settings
 from farm.store.summary import summarize
 
@@ -108,23 +108,22 @@ def _expected(policies: Any, pool: str, if_match: str | None) -> int | None:
     return current if versions is None or current in versions else versions[0]
 
 
-@router.get("", response_model=PoolsPublic)
+@router.get("", openapi_extra=needs(Role.VIEWER), response_model=PoolsPublic)
 def list_pools(who: Who, config: Config, jobs: Jobs, registry: Registry, policies: Policies) -> PoolsPublic:
     summaries = summarize(jobs, registry, config.pools)
     return PoolsPublic(pools=[PoolPublic(**asdict(s), policy=_shown(policies.get(s.name))) for s in summaries])
 
 
-@router.get("/{name}/policy", response_model=PolicyPublic, responses={200: {"headers": _ETAG}, **NOT_FOUND})
+@router.get("/{name}/policy", openapi_extra=needs(Role.VIEWER), response_model=PolicyPublic, responses={200: {"headers": _ETAG}, **NOT_FOUND})
 def get_policy(name: str, who: Who, config: Config, policies: Policies, response: Response) -> PolicyPublic:
     """The pool's policy; its ETag is its version, for If-Match."""
     return _shown(policies.get(_pool(config, name)), response)
 
 
 @router.put(
-    "/{name}/policy",
+    "/{name}/policy", openapi_extra=needs(Role.ADMIN, "policy.put"),
     response_model=PolicyPublic,
     responses={200: {"headers": _ETAG}, **NOT_FOUND, **FORBIDDEN, **CONFLICT},
-    openapi_extra={ADMIN_ONLY: True},
 )
 def put_policy(
     name: str,
@@ -146,21 +145,20 @@ def put_policy(
     return _shown(policies.put(pool, policy, by=who.tenant, expected_version=_expected(policies, pool, if_match)), response, body)
 
 
-@router.get("/{name}/policy/history", response_model=PolicyHistoryPublic, responses=NOT_FOUND)
+@router.get("/{name}/policy/history", openapi_extra=needs(Role.VIEWER), response_model=PolicyHistoryPublic, responses=NOT_FOUND)
 def policy_history(name: str, who: Who, config: Config, policies: Policies, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> PolicyHistoryPublic:
     return PolicyHistoryPublic(changes=policies.audit_trail(_pool(config, name), limit))
 
 
-@router.get("/{name}/decisions", response_model=DecisionsPublic, responses=NOT_FOUND)
+@router.get("/{name}/decisions", openapi_extra=needs(Role.VIEWER), response_model=DecisionsPublic, responses=NOT_FOUND)
 def decisions(name: str, who: Who, config: Config, policies: Policies, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> DecisionsPublic:
     return DecisionsPublic(decisions=policies.decisions(_pool(config, name), limit))
 
 
 @router.post(
-    "/{name}/policy/seed",
+    "/{name}/policy/seed", openapi_extra=needs(Role.ADMIN, "policy.seed"),
     response_model=SeedPublic,
     responses={**NOT_FOUND, **FORBIDDEN},
-    openapi_extra={ADMIN_ONLY: True},
 )
 def seed_policy(name: str, body: SeedBody, who: Who, config: Config, history: History) -> SeedPublic:
     """Seed the pool's demand history with a trace's hours (admin token only): a farm moving
@@ -188,7 +186,7 @@ def seed_policy(name: str, body: SeedBody, who: Who, config: Config, history: Hi
     return SeedPublic(pool=pool, seeded=seeded, **summary)
 
 
-@router.get("/{name}/history", response_model=HistoryPublic, responses=NOT_FOUND)
+@router.get("/{name}/history", openapi_extra=needs(Role.VIEWER), response_model=HistoryPublic, responses=NOT_FOUND)
 def demand_history(name: str, who: Who, config: Config, history: History, policies: Policies) -> HistoryPublic:
     """What the pool's demand history holds (hours kept, jobs in them): what a predictive
     policy learns from when it is switched on or seeded."""

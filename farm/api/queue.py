@@ -12,10 +12,10 @@ from fastapi import APIRouter, Depends, Query
 from farm.api.auth import principal
 from farm.api.deps import Config, Jobs, Registry
 from farm.api.errors import COMMON, FORBIDDEN, NOT_FOUND
-from farm.api.gate import ADMIN_ONLY
 from farm.api.public import ExecutorsPublic, QueuePublic
 from farm.errors import NotFound
 from farm.models import rfc3339
+from farm.roles import Role, needs
 from farm.store.health import degraded
 from farm.store.nodes import NodeBook
 from farm.store.summary import summarize
@@ -23,7 +23,7 @@ from farm.store.summary import summarize
 router = APIRouter(prefix="/v1", tags=["queue"], dependencies=[Depends(principal)], responses=COMMON)
 
 
-@router.get("/executors", response_model=ExecutorsPublic, responses={**FORBIDDEN, **NOT_FOUND}, openapi_extra={ADMIN_ONLY: True})
+@router.get("/executors", openapi_extra=needs(Role.ADMIN), response_model=ExecutorsPublic, responses={**FORBIDDEN, **NOT_FOUND})
 def executors(config: Config, registry: Registry, pool: Annotated[str | None, Query(max_length=63)] = None) -> dict[str, Any]:
     if pool is not None and pool not in config.pools:
         raise NotFound(f"no pool {pool}")
@@ -35,7 +35,7 @@ def executors(config: Config, registry: Registry, pool: Annotated[str | None, Qu
     return {"executors": found}
 
 
-@router.get("/queue", response_model=QueuePublic)
+@router.get("/queue", openapi_extra=needs(Role.VIEWER), response_model=QueuePublic)
 def queue(config: Config, jobs: Jobs, registry: Registry) -> dict[str, Any]:
     pools = [asdict(p) for p in summarize(jobs, registry, config.pools)]
     return {"pools": pools, "restarts": NodeBook(jobs.client, jobs.keys).restarts(), "degraded": degraded(jobs.client)}

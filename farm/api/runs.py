@@ -16,6 +16,7 @@ from farm.api.errors import AMBIGUOUS, COMMON, CONFLICT, FORBIDDEN, NOT_FOUND
 from farm.api.resolver import budgeted
 from farm.errors import Forbidden, InvalidInput, NotFound
 from farm.models import Run, RunSpec, RunState, unsupported
+from farm.roles import Role, needs
 from farm.settings import Settings, TenantConfig
 from farm.store.jobs import JobStore
 from farm.store.runs import RunStore
@@ -59,7 +60,7 @@ def _check(settings: Settings, tenant: TenantConfig | None, who: Principal, spec
 
 
 @router.post(
-    "",
+    "", openapi_extra=needs(Role.SUBMITTER, "run.submit"),
     status_code=status.HTTP_201_CREATED,
     response_model=Run,
     responses={200: {"model": Run, "description": "An earlier submit with this Idempotency-Key made the run"},
@@ -91,7 +92,7 @@ def _visible(runs: RunStore, who: Principal, run_id: str) -> None:
         raise NotFound(f"no run {run_id}")
 
 
-@router.get("", response_model=RunsPage, responses=FORBIDDEN)
+@router.get("", openapi_extra=needs(Role.VIEWER), response_model=RunsPage, responses=FORBIDDEN)
 def list_runs(
     who: Who,
     runs: Runs,
@@ -109,7 +110,7 @@ def list_runs(
     return RunsPage(runs=page, next_cursor=None if nxt is None else str(nxt))
 
 
-@router.get("/{run_id}", response_model=Run, responses={**NOT_FOUND, **AMBIGUOUS})
+@router.get("/{run_id}", openapi_extra=needs(Role.VIEWER), response_model=Run, responses={**NOT_FOUND, **AMBIGUOUS})
 def get_run(run_id: RunId, who: Who, runs: Runs) -> Run:
     """The run, its state derived from its jobs'."""
     run = runs.get(run_id)
@@ -118,7 +119,8 @@ def get_run(run_id: RunId, who: Who, runs: Runs) -> Run:
     return run
 
 
-@router.post("/{run_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=Run, responses={**NOT_FOUND, **AMBIGUOUS})
+@router.post("/{run_id}/cancel", openapi_extra=needs(Role.SUBMITTER, "run.cancel"), status_code=status.HTTP_202_ACCEPTED, response_model=Run,
+             responses={**NOT_FOUND, **FORBIDDEN, **AMBIGUOUS})
 async def cancel_run(run_id: RunId, who: Who, runs: Runs) -> Run:
     """Cancel every job of the run that has not ended: queued ones at once, running ones
     killed by their executors as a job cancel does."""

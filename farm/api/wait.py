@@ -10,6 +10,7 @@ from fastapi import APIRouter
 from farm.api.auth import Principal
 from farm.api.deps import Config, JobId, Jobs, Policies, Registry, Who
 from farm.api.errors import AMBIGUOUS, COMMON, NOT_FOUND
+from farm.roles import Role, needs
 from farm.settings import Settings
 from farm.store.executors import ExecutorRegistry
 from farm.store.jobs import JobStore
@@ -20,7 +21,7 @@ from farm.wait import JobWait, explain
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=COMMON)
 
 
-@router.get("/{job_id}/wait", response_model=JobWait, responses={**NOT_FOUND, **AMBIGUOUS})
+@router.get("/{job_id}/wait", openapi_extra=needs(Role.VIEWER), response_model=JobWait, responses={**NOT_FOUND, **AMBIGUOUS})
 def get_wait(job_id: JobId, who: Who, jobs: Jobs, registry: Registry, policies: Policies, config: Config) -> JobWait:
     """For a queued job: its place in its pool and among its tenant's jobs, what holds it
     (each reason with a code and a sentence) and an estimated start with how it was reached.

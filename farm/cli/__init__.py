@@ -10,6 +10,9 @@ One module per area; errors and exit codes are rendered in one place (`farm.cli.
     runs         runs: `farm run submit/get/ls/cancel`
     pools        pools: the queue, executors, capacity policies, the policy's changes, decisions
     caches       your tenant's dependency cache entries
+    accounts     `farm whoami`, `farm tenant` and `farm token`: tenants, tokens and roles
+    audit        `farm audit`: the audit trail as a table, or JSON lines for a SIEM
+    notify       `farm notify add/ls/rm/dead-letters`: notifications of jobs' and runs' ends
     contexts     which farm the CLI talks to: `farm login`, `farm context`
     simulate     `farm simulate`: replay a trace through capacity policies
     root         the `farm` command itself, which each of the above adds its commands to
@@ -17,7 +20,7 @@ One module per area; errors and exit codes are rendered in one place (`farm.cli.
 
 from __future__ import annotations
 
-from farm.cli import caches, contexts, jobs, pools, runs, serve, simulate  # noqa: F401 - each adds its commands
+from farm.cli import accounts, audit, caches, contexts, jobs, notify, pools, runs, serve, simulate  # noqa: F401 - each adds its commands
 from farm.cli.output import job_exit_code
 from farm.cli.root import app
 

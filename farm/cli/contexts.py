@@ -41,14 +41,14 @@ def login(
         raise typer.BadParameter(f"{url!r} is not an http(s) URL", param_hint="URL")
     client = FarmClient(url, token)
     try:
-        client.queue()  # the token works there, or the user hears it now
+        me = client.login()  # the token works there (or the user hears it now), and the farm's audit trail says so
     except ApiError as e:
         if e.status == 401:
             raise FarmError(f"farm at {url} refused that token ({e.detail})") from None
         raise
     name = name or parts.hostname
     Contexts().put(Context(name, url.rstrip("/"), token=token))
-    out.print(f"context {name!r} is current: farm commands talk to {url}", highlight=False)
+    out.print(f"context {name!r} is current: farm commands talk to {url} as {me['role']} of {me['tenant']}", highlight=False)
 
 
 @context_app.command("ls", cls=Command)

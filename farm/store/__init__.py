@@ -18,10 +18,14 @@ Import from the submodules: this package imports nothing, so the pure ones (`key
     stats        per-pool counters and histograms the scripts keep, read by /metrics (pure)
     scrape       what a /metrics scrape reads, in one round trip
     webhooks     the webhook book: which result webhooks are due, leased, and what became of each
+    notify       the notification book: subscriptions, the queue of ends and deliveries, dead letters
     cache_index  the dependency cache index: lookup, commit, listing, eviction
     policies     capacity policies per pool, versioned, with their audit trail
     demand       a pool's demand stream since the autoscaler's last turn
     history      each pool's demand history by hour (farm.autoscale.demand's form)
     learned      what each pool's capacity policy learned, kept for a restarted autoscaler
+    audit        the audit trail: a stream of changing and refused requests, refusals rate-limited
+    accounts     tenants and their API tokens (hashed), resolved per request in one round trip
     sessions     the portal's sessions: a cookie's digest -> the token's digest and a CSRF token, with a TTL
+    identity     job identity: signing keys rotated in one step across replicas, attempts' request tokens
 """

@@ -62,6 +62,26 @@ only place a key is named.
     {p}tqueued              hash    tenant -> jobs it has queued (the submit quota)
     {p}session:{id}         hash    a portal session (farm.api.ui), {id} the sha256 of its cookie: token (the
                                     token's sha256), csrf, created (ms); it expires (farm.store.sessions)
+    {p}account:{tenant}     hash    a tenant managed while farm runs: weight, max_queued, disabled, created, by
+                                    (farm.store.accounts); farm.yaml's tenants seed theirs
+    {p}accounts             zset    tenant names, score 0 (listing)
+    {p}token:{id}           hash    one API token: tenant, role, name, tier, sha256 of the secret, created,
+                                    expires, last_used, revoked (ms); the secret itself is never stored
+    {p}tokenhash            hash    sha256 of a live token's secret -> its id (resolve_token.lua)
+    {p}accountsbus          channel a token revoked or rotated, a tenant disabled: API replicas drop the tokens they cached
+    {p}tenant_tokens:{tenant} zset  a tenant's token ids by creation (ms)
+    {p}audit                stream  the audit trail: one entry per changing or refused request (farm.store.audit),
+                                    trimmed to retention.audit_s
+    {p}auditrefused         hash    the audit trail's refusal rate limit: field "" the minute counted, and one count
+                                    per JSON [client, tenant, status] (scripts/audit_refused.lua)
+    {p}notify:{tenant}      hash    a tenant's notification subscriptions: id -> JSON (farm.store.notify)
+    {p}notifyq              zset    notifications due, by due time (ms): ends to fan out ("job:<id>", "run:<id>")
+                                    and deliveries ("<end>/<subscription id>")
+    {p}notifymsg:{id}       hash    one delivery: tenant, subscription, event (JSON), attempts, last error
+    {p}deadletters:{tenant} list    deliveries given up, newest first, capped (JSON, farm.notify.DeadLetter)
+    {p}outcomes:{tenant}    hash    "job|<branch>|<name>" or "run|<name>" -> the last outcome seen (failed/ok): "fixed"
+    {p}signingkeys          hash    job identity signing keys: kid -> JSON (private JWK, created, retired) (farm.store.identity)
+    {p}idreq:{sha256}       hash    a one-attempt request token for an ID token: job, attempt; expires with the attempt
 """
 
 from __future__ import annotations
@@ -75,9 +95,11 @@ _PER_ID = (
     "job", "log", "queue", "tenants", "pass", "waiting", "wake", "running", "tenant_jobs", "stats",
     "executors", "executor", "group", "parked", "gq", "idem", "policy", "policy_audit", "decisions", "demand", "history", "learned",
     "cachekeys", "cacheentry", "cachelru", "cachebytes", "fences", "logcut", "run", "tenant_runs", "rungroup", "session",
+    "account", "token", "tenant_tokens", "notify", "notifymsg", "deadletters", "outcomes", "idreq",
 )  # fmt: skip
 _SINGLE = ("leases", "deadlines", "qdeadlines", "finished", "webhooks", "jobs", "seq", "cacherefs", "fencing", "nodes", "instance",
-           "restarts", "runs", "runs_finished", "runstats", "tqueued", "jobids", "runids")  # fmt: skip
+           "restarts", "runs", "runs_finished", "runstats", "tqueued", "jobids", "runids",
+           "accounts", "accountsbus", "tokenhash", "audit", "auditrefused", "notifyq", "signingkeys")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -182,6 +204,58 @@ class Keys:
 
     def session(self, session_digest: str) -> str:
         return self._k("session", session_digest)
+
+    def account(self, tenant: str) -> str:
+        return self._k("account", tenant)
+
+    @property
+    def accounts(self) -> str:
+        return self._k("accounts")
+
+    def token(self, token_id: str) -> str:
+        return self._k("token", token_id)
+
+    @property
+    def accounts_bus(self) -> str:
+        return self._k("accountsbus")
+
+    @property
+    def token_hash(self) -> str:
+        return self._k("tokenhash")
+
+    def tenant_tokens(self, tenant: str) -> str:
+        return self._k("tenant_tokens", tenant)
+
+    @property
+    def audit(self) -> str:
+        return self._k("audit")
+
+    @property
+    def audit_refused(self) -> str:
+        return self._k("auditrefused")
+
+    def notify(self, tenant: str) -> str:
+        return self._k("notify", tenant)
+
+    @property
+    def notify_queue(self) -> str:
+        return self._k("notifyq")
+
+    def notify_message(self, delivery_id: str) -> str:
+        return self._k("notifymsg", delivery_id)
+
+    def dead_letters(self, tenant: str) -> str:
+        return self._k("deadletters", tenant)
+
+    def outcomes(self, tenant: str) -> str:
+        return self._k("outcomes", tenant)
+
+    @property
+    def signing_keys(self) -> str:
+        return self._k("signingkeys")
+
+    def id_request(self, token_sha256: str) -> str:
+        return self._k("idreq", token_sha256)
 
     def waiting(self, pool: str) -> str:
         return self._k("waiting", pool)

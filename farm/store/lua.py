@@ -21,7 +21,8 @@ from farm.store.keys import EXECUTOR_TTL_MS, Keys
 from farm.store.stats import DURATION_BUCKETS_S, WAIT_BUCKETS_S, bound_field
 
 NAMES = ("enqueue", "claim", "heartbeat", "append_log", "finish", "cancel", "reap", "fenced", "purge", "webhook_claim", "policy_put",
-         "cache_lookup", "cache_commit", "cache_drop", "run_submit", "run_cancel")  # fmt: skip
+         "cache_lookup", "cache_commit", "cache_drop", "run_submit", "run_cancel", "resolve_token",
+         "audit_refused", "notify_claim", "notify_expand")  # fmt: skip
 
 _EDGES = re.compile(r"^-- edges: (.*)$", re.MULTILINE)
 

@@ -58,7 +58,7 @@ EXTRA_ERRORS: dict[tuple[str, str], set[str]] = {
     ("POST", "/v1/jobs/{job_id}/rerun"): {"403", "404", "409"},
     ("GET", "/v1/jobs/{job_id}"): {"404", "409"},
     ("GET", "/v1/jobs/{job_id}/wait"): {"404", "409"},
-    ("POST", "/v1/jobs/{job_id}/cancel"): {"404", "409"},
+    ("POST", "/v1/jobs/{job_id}/cancel"): {"403", "404", "409"},
     ("GET", "/v1/jobs/{job_id}/artifacts"): {"404", "409"},
     ("GET", "/v1/jobs/{job_id}/artifacts/{name}"): {"404", "409"},
     ("GET", "/v1/jobs/{job_id}/log"): {"404", "409"},
@@ -71,11 +71,26 @@ EXTRA_ERRORS: dict[tuple[str, str], set[str]] = {
     ("POST", "/v1/pools/{name}/policy/seed"): {"403", "404"},
     ("GET", "/v1/pools/{name}/history"): {"404"},
     ("GET", "/v1/caches"): set(),
-    ("DELETE", "/v1/caches/{key}"): {"404"},
+    ("DELETE", "/v1/caches/{key}"): {"403", "404"},
     ("POST", "/v1/runs"): {"403", "409"},
     ("GET", "/v1/runs"): {"403"},
     ("GET", "/v1/runs/{run_id}"): {"404", "409"},
-    ("POST", "/v1/runs/{run_id}/cancel"): {"404", "409"},
+    ("POST", "/v1/runs/{run_id}/cancel"): {"403", "404", "409"},
+    ("GET", "/v1/whoami"): set(),
+    ("POST", "/v1/login"): set(),
+    ("POST", "/v1/tenants"): {"403", "409"},
+    ("GET", "/v1/tenants"): {"403"},
+    ("POST", "/v1/tenants/{name}/disable"): {"403", "404"},
+    ("POST", "/v1/tenants/{name}/enable"): {"403", "404"},
+    ("POST", "/v1/tokens"): {"403", "404", "409"},
+    ("GET", "/v1/tokens"): {"403", "404"},
+    ("POST", "/v1/tokens/{id}/revoke"): {"403", "404"},
+    ("POST", "/v1/tokens/{id}/rotate"): {"403", "404", "409"},
+    ("GET", "/v1/audit"): {"403"},
+    ("POST", "/v1/notifications"): {"403", "409"},
+    ("GET", "/v1/notifications"): {"403"},
+    ("DELETE", "/v1/notifications/{sub_id}"): {"403", "404"},
+    ("GET", "/v1/notifications/dead-letters"): {"403"},
 }
 COMMON_ERRORS = {"401", "408", "413", "422", "429", "503"}
 
@@ -201,7 +216,7 @@ def test_the_document_lists_every_error_status_with_its_body(app):
 def test_a_tenant_gets_403_on_an_admin_route_before_its_body_is_validated(app):
     with TestClient(app) as c:
         r = c.put("/v1/pools/default/policy", json={"kind": "no-such-kind", "junk": 1}, headers=auth(ALICE))
-        assert r.status_code == 403 and r.json() == {"detail": "this needs the admin token"}
+        assert r.status_code == 403 and r.json() == {"detail": "this needs the admin role (this token's is maintainer)"}
         r = c.put("/v1/pools/default/policy", content=b"\xff{", headers=auth(ALICE) | {"Content-Type": "application/json"})
         assert r.status_code == 403
 

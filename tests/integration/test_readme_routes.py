@@ -13,6 +13,8 @@ from farm.api import create_app
 from farm.cache import archive
 from farm.cache.scope import Scope, Tier
 from farm.models import JobState, StepResult
+from farm.notify import SubscriptionSpec
+from farm.roles import Role
 from tests.unit.policy_tables import README
 
 ADMIN = "readme-admin"
@@ -73,12 +75,17 @@ def existing(api, tmp_path) -> dict[str, str]:
     (tmp_path / "deps").mkdir()
     (tmp_path / "deps" / "f").write_bytes(b"x" * 10)
     state.caches.commit(Scope("admin", "-", Tier.PROTECTED, "-"), "deps-1", archive.save(tmp_path, ["deps"], state.caches.blobs))
+    sub = state.notify.add("admin", SubscriptionSpec(on=["failed"], email=["ci@example.com"]), by="readme", most=50)
+    state.accounts.create_tenant("readme-team", by="readme")
+    token, _ = state.accounts.create_token("readme-team", Role.VIEWER, "readme", by="readme")
     time.sleep(0.005)
-    return {"job": job["id"], "run": run["id"], "pool": "default", "artifact": "dist/app.bin", "key": "deps-1"}
+    return {"tenant": "readme-team", "token": token["id"], "job": job["id"], "run": run["id"], "pool": "default", "artifact": "dist/app.bin", "key": "deps-1", "sub": sub.id}
 
 
 def concrete(path: str, values: dict[str, str]) -> str:
-    path = path.replace("/v1/runs/{id}", "/v1/runs/" + values["run"]).replace("{id}", values["job"])
+    path = path.replace("/v1/runs/{id}", "/v1/runs/" + values["run"]).replace("/v1/notifications/{id}", "/v1/notifications/" + values["sub"])
+    path = path.replace("/v1/tokens/{id}", "/v1/tokens/" + values["token"]).replace("/v1/tenants/{name}", "/v1/tenants/" + values["tenant"])
+    path = path.replace("{id}", values["job"])
     return path.replace("{name}", values["artifact"] if "/artifacts/" in path else values["pool"]).replace("{key}", values["key"])
 
 

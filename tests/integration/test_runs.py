@@ -148,7 +148,8 @@ def test_a_filtered_list_reads_its_runs_a_batch_per_round_trip(settings, store):
         finally:
             pool.get_connection = taken
         batches = math.ceil(len(ids) / 200)
-        assert len(trips) <= 2 * batches + 1, len(trips)  # per batch: the index's ids, then their hashes
+        # per batch: the index's ids, then their hashes; and the token's lookup (this store has no asyncio client)
+        assert len(trips) <= 2 * batches + 2, len(trips)
         assert [r["id"] for r in page["runs"]] == [ids[300], ids[3]] and page["next_cursor"] is None
         assert page["runs"] == [api.get(f"/v1/runs/{i}").json() for i in (ids[300], ids[3])]
 

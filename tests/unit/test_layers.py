@@ -10,7 +10,7 @@ PURE = [
     "farm.models", "farm.errors", "farm.fieldnames", "farm.settings", "farm.store.keys", "farm.store.stats", "farm.secrets",
     "farm.autoscale.policy", "farm.autoscale.forecast", "farm.sim.trace", "farm.sim.simulator", "farm.autoscale.peers", "farm.sim.tune",
     "farm.autoscale.registry", "farm.autoscale.own", "farm.autoscale.kinds", "farm.autoscale.document", "farm.autoscale.demand",
-    "farm.sim.history",
+    "farm.sim.history", "farm.notify",
 ]
 IO = ["redis", "docker", "ray", "fastapi", "httpx"]
 

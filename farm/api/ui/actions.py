@@ -18,11 +18,14 @@ from starlette.concurrency import run_in_threadpool
 
 from farm.api import jobs as jobs_api
 from farm.api import runs as runs_api
+from farm.api.auth import Principal
 from farm.api.ui.pages import job_id, run_id
 from farm.api.ui.parts import parts
 from farm.api.ui.portal import PortalRoute, render
 from farm.api.ui.session import Visitor, checked_form, clear_cookie, next_page, read_form, same_site, set_cookie, visitor
+from farm.audit import AuditRecord
 from farm.errors import Unauthorized
+from farm.roles import Role
 from farm.settings import hash_token
 
 router = APIRouter(prefix="/ui", route_class=PortalRoute)
@@ -31,6 +34,16 @@ Seen = Annotated[Visitor, Depends(visitor)]
 
 def _back(path: str) -> RedirectResponse:
     return RedirectResponse(path, status_code=303)
+
+
+async def _audited(request: Request, who: Principal | None, action: str, targets: list[str], status: int) -> None:
+    """A portal action into the audit trail, as the gate writes the API's (the portal's
+    forms do not pass the gate)."""
+    record = AuditRecord(actor=who.token_id if who else "", name=who.token_name if who else "", tenant=who.tenant if who else "",
+                         role=who.role.value if who else "", client=request.client.host if request.client else "", action=action,
+                         targets=targets, status=status, method=request.method, path=request.url.path)  # fmt: skip
+    trail = parts(request).audit
+    await (trail.refused(record) if status in (401, 403) else trail.append(record))
 
 
 @router.get("/login", response_class=HTMLResponse)
@@ -49,10 +62,12 @@ async def login(request: Request) -> Response:
     try:
         if not token:
             raise Unauthorized("no token")
-        p.tokens.resolve_digest(hash_token(token))
+        who = await p.tokens.aresolve_digest(hash_token(token))
     except Unauthorized:
+        await _audited(request, None, "portal.login", [], 401)
         return render(request, "login.html", None, status=401, next=goto, error="farm does not know this token")
     session = await run_in_threadpool(p.sessions.create, hash_token(token))
+    await _audited(request, who, "portal.login", [], 303)
     response = _back(goto)
     set_cookie(response, request, session, p.sessions.ttl_s)
     return response
@@ -70,24 +85,30 @@ async def logout(request: Request, seen: Seen) -> Response:
 @router.post("/jobs/{typed}/cancel")
 async def cancel_job(request: Request, seen: Seen, typed: str) -> Response:
     await checked_form(request, seen)
+    seen.may(Role.SUBMITTER)
     p = parts(request)
     job = await run_in_threadpool(lambda: jobs_api.cancel_job(job_id(p, seen.who, typed), seen.who, p.jobs))
+    await _audited(request, seen.who, "job.cancel", [job.id], 303)
     return _back(f"/ui/jobs/{job.id}")
 
 
 @router.post("/jobs/{typed}/rerun")
 async def rerun_job(request: Request, seen: Seen, typed: str) -> Response:
     await checked_form(request, seen)
+    seen.may(Role.SUBMITTER)
     p = parts(request)
     found = await run_in_threadpool(job_id, p, seen.who, typed)
     job = await jobs_api.rerun_job(found, seen.who, p.jobs, p.config, p.tenants.get(seen.who.tenant), p.resolve)
+    await _audited(request, seen.who, "job.rerun", [found, job.id], 303)
     return _back(f"/ui/jobs/{job.id}")
 
 
 @router.post("/runs/{typed}/cancel")
 async def cancel_run(request: Request, seen: Seen, typed: str) -> Response:
     await checked_form(request, seen)
+    seen.may(Role.SUBMITTER)
     p = parts(request)
     found = await run_in_threadpool(run_id, p, seen.who, typed)
     run = await runs_api.cancel_run(found, seen.who, p.runs)
+    await _audited(request, seen.who, "run.cancel", [run.id], 303)
     return _back(f"/ui/runs/{run.id}")

@@ -15,6 +15,7 @@ from farm.api.auth import TokenBook
 from farm.api.gate import Followers
 from farm.artifacts import DirectoryStore
 from farm.settings import Settings, TenantConfig
+from farm.store.audit import AuditTrail
 from farm.store.executors import ExecutorRegistry
 from farm.store.jobs import JobStore
 from farm.store.policies import PolicyStore
@@ -36,6 +37,7 @@ class Parts:
     stopping: threading.Event
     tokens: TokenBook
     sessions: SessionStore
+    audit: AuditTrail
 
 
 def parts(request: Request) -> Parts:
@@ -44,4 +46,4 @@ def parts(request: Request) -> Parts:
     if sessions is None:  # made once per app, on first use: create_app need not know the portal's stores
         sessions = state.ui_sessions = SessionStore(state.store.client, state.store.keys)
     return Parts(state.settings, state.store, state.runs, state.registry, state.policies, state.artifacts, state.tenants,
-                 state.resolve, state.followers, state.stopping, state.tokens, sessions)  # fmt: skip
+                 state.resolve, state.followers, state.stopping, state.tokens, sessions, state.audit)  # fmt: skip

@@ -4,7 +4,7 @@
   holds only the session's random id, `HttpOnly` (no script reads it), `SameSite=Strict`
   (no other site's page sends it), `Path=/ui`, and `Secure` over https.
 - **Every request** finds the principal again from the token's digest the session keeps
-  (TokenBook.resolve_digest): a token taken out of the settings ends its sessions, and the
+  (TokenBook.resolve_digest): a revoked or expired token ends its sessions, and the
   portal's tenant scoping is the API's, with the same Principal.
 - **Every form that acts** (cancel, rerun, log out) carries the session's CSRF token in a
   hidden field, compared in constant time; and a POST whose Origin (or Sec-Fetch-Site) says
@@ -23,6 +23,7 @@ from starlette.responses import Response
 from farm.api.auth import Principal
 from farm.api.ui.parts import parts
 from farm.errors import Forbidden, InvalidInput, Unauthorized
+from farm.roles import Role
 from farm.store.sessions import Session
 
 COOKIE = "farm_session"
@@ -37,6 +38,11 @@ class Visitor:
     @property
     def csrf(self) -> str:
         return self.session.csrf
+
+    def may(self, role: Role) -> None:
+        """The portal's buttons need the role the API's routes do (farm.roles)."""
+        if not self.who.role.allows(role):
+            raise Forbidden(f"this needs the {role} role (this token's is {self.who.role})")
 
 
 def visitor(request: Request) -> Visitor:
