@@ -38,13 +38,20 @@ REFUSED_SUMMARY = "auth.refused.suppressed"
 ID_PATTERN = r"^[0-9]{1,15}-[0-9]{1,10}$"  # a stream id: the cursor of a page
 
 
+def printable(text: str) -> str:
+    """`text` with every character that is not printable (escape sequences, newlines, bidi
+    overrides) written as an escape: what a caller put in a path must not drive the terminal
+    of whoever reads the trail, nor forge a line of it."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _cut(limit: int) -> BeforeValidator:
-    return BeforeValidator(lambda v: v[:limit] if isinstance(v, str) else v)
+    return BeforeValidator(lambda v: printable(v[:limit]) if isinstance(v, str) else v)
 
 
 def _targets(value: Any) -> Any:
     if isinstance(value, list | tuple):
-        return [str(t)[:MAX_TEXT] for t in value[:MAX_TARGETS]]
+        return [printable(str(t)[:MAX_TEXT]) for t in value[:MAX_TARGETS]]
     return value
 
 

@@ -33,7 +33,8 @@ async def _accounts(request: Request) -> Accounts:
 
 
 Book = Annotated[Accounts, Depends(_accounts)]
-TokenId = Annotated[str, Path(alias="id", max_length=40, description="the token's id (`farm token ls`)")]
+TokenId = Annotated[str, Path(alias="id", pattern=r"^[A-Za-z0-9-]{1,40}$", description="the token's id (`farm token ls`)")]
+TenantName = Annotated[str, Path(pattern=NAME, description="the tenant's name")]
 
 
 class WhoAmI(BaseModel):
@@ -101,14 +102,14 @@ def list_tenants(book: Book) -> dict[str, Any]:
 
 @router.post("/tenants/{name}/disable", openapi_extra=needs(Role.ADMIN, "tenant.disable"), response_model=TenantOut,
              responses={**FORBIDDEN, **NOT_FOUND})  # fmt: skip
-def disable_tenant(name: str, book: Book) -> dict[str, Any]:
+def disable_tenant(name: TenantName, book: Book) -> dict[str, Any]:
     """Its tokens are refused from their next request; its jobs are left as they are."""
     return book.set_disabled(name, True)
 
 
 @router.post("/tenants/{name}/enable", openapi_extra=needs(Role.ADMIN, "tenant.enable"), response_model=TenantOut,
              responses={**FORBIDDEN, **NOT_FOUND})  # fmt: skip
-def enable_tenant(name: str, book: Book) -> dict[str, Any]:
+def enable_tenant(name: TenantName, book: Book) -> dict[str, Any]:
     return book.set_disabled(name, False)
 
 
@@ -154,10 +155,12 @@ def _may_manage(who: Principal, tenant: str) -> None:
              response_model=NewToken, responses={**FORBIDDEN, **NOT_FOUND, **CONFLICT})  # fmt: skip
 def create_token(body: TokenIn, who: Who, book: Book) -> dict[str, Any]:
     """A new token. The answer holds its secret, the only time farm shows it."""
+    if body.tenant is None and who.admin and body.role is not Role.ADMIN:
+        raise InvalidInput(f"name the tenant the {body.role} token is for", ("body", "tenant"))
     tenant = body.tenant or (ADMIN_TENANT if body.role is Role.ADMIN and who.admin else who.tenant)
     _may_manage(who, tenant)
     if not who.role.allows(body.role):
-        raise Forbidden(f"a {who.role} token cannot make a {body.role} token")
+        raise Forbidden(f"{_a(who.role)} token cannot make {_a(body.role)} token")
     if body.protected and who.tier != "protected":
         raise Forbidden("only a protected-tier token can make a protected-tier token")
     try:
@@ -177,11 +180,16 @@ def list_tokens(who: Who, book: Book, tenant: Annotated[str | None, Query(patter
     return {"tokens": book.tokens(tenant if who.admin else who.tenant)}
 
 
+def _a(role: Role) -> str:
+    return f"{'an' if role is Role.ADMIN else 'a'} {role}"
+
+
 def _own_token(who: Principal, book: Accounts, token_id: str) -> dict[str, Any]:
     doc = book.token(token_id)
-    _may_manage(who, doc["tenant"])
+    if not who.admin and doc["tenant"] != who.tenant:
+        raise NotFound(f"no token {token_id}")  # another tenant's is not there for a maintainer, as an unknown one
     if not who.role.allows(Role(doc["role"])):
-        raise Forbidden(f"a {who.role} token cannot change a {doc['role']} token")
+        raise Forbidden(f"{_a(who.role)} token cannot change {_a(Role(doc['role']))} token")
     return doc
 
 

@@ -63,7 +63,8 @@ def create_app(settings: Settings, *, store: JobStore | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.policies.seed(settings.policies)
         app.state.accounts.seed(settings)  # farm.yaml's tenants and tokens, as accounts (once each)
-        bus = asyncio.get_running_loop().create_task(app.state.tokens.listen())  # other replicas' revocations
+        bus_stop = asyncio.Event()
+        bus = asyncio.get_running_loop().create_task(app.state.tokens.listen(bus_stop))  # other replicas' revocations
         loops = []
         if settings.api.run_reaper:
             loops.append(Reaper(store, registry, settings, artifacts).start())
@@ -83,8 +84,9 @@ def create_app(settings: Settings, *, store: JobStore | None = None) -> FastAPI:
         if notifier is not None:
             notifier.close()
         await app.state.recorder.close()
+        bus_stop.set()
         bus.cancel()
-        await asyncio.gather(bus, return_exceptions=True)
+        await asyncio.wait({bus}, timeout=3)
         await store.aclose()
 
     app = FastAPI(title="farm", version=__version__, lifespan=lifespan)

@@ -13,6 +13,7 @@ acts on its own jobs only; the admin sees all. What each role may do: farm.roles
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
 from dataclasses import dataclass
@@ -106,9 +107,9 @@ class TokenBook:
     def forget(self) -> None:
         self._cache = {}
 
-    async def listen(self) -> None:
-        """Empty the cache whenever a replica announces a change (until cancelled)."""
-        await self.accounts.listen(self.forget)
+    async def listen(self, stop: asyncio.Event) -> None:
+        """Empty the cache whenever a replica announces a change, until `stop` is set."""
+        await self.accounts.listen(self.forget, stop)
 
     async def aresolve_digest(self, sha256_hex: str) -> Principal:
         if (root := self._root(sha256_hex)) is not None:

@@ -4,11 +4,12 @@ once, when it is made or rotated: farm keeps only its hash."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
 from farm.cli.jobs import Json
@@ -75,9 +76,12 @@ def tenant_enable(name: str, as_json: Json = False) -> None:
 
 
 def _tokens(rows: list[dict[str, Any]]) -> None:
-    table = Table("id", "tenant", "role", "name", "tier", "created", "expires", "last used", "state")
+    # the id whole, at any width: it is what revoke and rotate take
+    table = Table(Column("id", no_wrap=True, min_width=16), "tenant", "role", "name", "tier", "created", "expires", "last used", "state")
+    now_ms = time.time() * 1000
     for t in rows:
-        state = "revoked" if t["revoked_at_ms"] else "active"
+        expired = t["expires_at_ms"] is not None and t["expires_at_ms"] <= now_ms
+        state = "revoked" if t["revoked_at_ms"] else "expired" if expired else "active"
         table.add_row(t["id"], Text(t["tenant"]), t["role"], Text(t["name"]), t["tier"], _when(t["created_at_ms"]),
                       _when(t["expires_at_ms"]), _when(t["last_used_at_ms"]), state)  # fmt: skip
     out.print(table)

@@ -28,7 +28,7 @@ def _row(r: dict[str, Any]) -> list[str]:
         who,
         r["tenant"] or "-",
         r["action"],
-        what[:24],
+        what,
         str(r["status"] or "-"),
         r["client"],
     ]

@@ -84,24 +84,26 @@ class Accounts:
         with translated():
             self.client.publish(self.keys.accounts_bus, "changed")
 
-    async def listen(self, forget: Callable[[], None]) -> None:
+    async def listen(self, forget: Callable[[], None], stop: asyncio.Event) -> None:
         """Call `forget` for each change another replica (or this one) announces, until
-        cancelled; on a lost connection, forget everything and subscribe again."""
+        `stop` is set; on a lost connection, forget everything and subscribe again. (A stop
+        flag, not cancellation alone: redis-py may turn a cancelled read into a
+        ConnectionError, which must not start another round.)"""
         if self.jobs.aclient is None:
             return  # a store without an asyncio client: caches expire on their own
-        while True:
+        while not stop.is_set():
             try:
                 async with self.jobs.aclient.pubsub() as bus:
                     await bus.subscribe(self.keys.accounts_bus)
                     forget()  # what was cached while not listening
-                    async for message in bus.listen():
-                        if message.get("type") == "message":
+                    while not stop.is_set():
+                        message = await bus.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                        if message is not None:
                             forget()
-            except asyncio.CancelledError:
-                raise
             except Exception:  # noqa: BLE001 - the store away: caches expire on their own meanwhile
                 forget()
-                await asyncio.sleep(1.0)
+                if not stop.is_set():
+                    await asyncio.sleep(1.0)
 
     # -- resolving ------------------------------------------------------------------------
 
@@ -172,6 +174,7 @@ class Accounts:
         with translated():
             if self.client.zcard(self.keys.tenant_tokens(tenant)) >= MAX_TOKENS_PER_TENANT:
                 raise Conflict(f"tenant {tenant!r} has {MAX_TOKENS_PER_TENANT} tokens: revoke some first")
+        tier = "protected" if role is Role.ADMIN else tier  # the admin's tokens are of the protected tier (farm.api.auth)
         token_id = uuid.uuid4().hex[:16]
         secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
         now = self._now()

@@ -140,6 +140,12 @@ def test_a_maintainer_manages_its_own_tenant_only_and_never_above_itself(api):
     assert mine["tenant"] == "team" and mine["created_by"] == "cfg-" + hash_token(TEAM)[:12]
     assert {t["tenant"] for t in api.get("/v1/tokens", headers=auth(lead)).json()["tokens"]} == {"team"}
     assert api.post("/v1/tenants", json={"name": "mine"}, headers=auth(lead)).status_code == 403
+    r = api.post("/v1/tokens", json={"role": "submitter", "name": "ci"}, headers=auth(ADMIN))  # the admin names the tenant
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "tenant"]
+    ops = make_token(api, Role.ADMIN, tenant="admin")
+    assert ops["tier"] == "protected"  # as its principal is: an admin token listed as it acts
+    assert api.post("/v1/tokens/..%2F..%2Fx/revoke", headers=auth(ADMIN)).status_code in (404, 422)
+    assert api.post("/v1/tenants/%1b%5b31m/disable", headers=auth(ADMIN)).status_code == 422
 
 
 def test_a_disabled_tenant_is_refused_and_enabled_again(api):

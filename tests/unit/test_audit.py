@@ -88,3 +88,9 @@ def test_a_since_that_is_neither_names_its_field(text):
         parse_since(text, now_ms=NOW)
     assert e.value.args[1] == ("query", "since")
     assert "30m" in e.value.args[0]
+
+
+def test_what_a_caller_put_in_a_path_cannot_drive_a_terminal_or_forge_a_line():
+    record = AuditRecord(action="token.revoke", status=403, targets=["\x1b]0;PWNED\x07\x1b[2J", "a\r\nX: y"], name="\u202eevil")
+    assert record.targets == ["\\x1b]0;PWNED\\x07\\x1b[2J", "a\\r\\nX: y"]
+    assert record.name == "\\u202eevil" and all(t.isprintable() for t in record.targets)
