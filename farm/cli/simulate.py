@@ -2,13 +2,16 @@
 
 Progress goes to stderr, one task per policy (per sweep, per single run): a rich bar on a
 terminal that advances within each replay, and elsewhere (CI logs, a pipe) one line as a
-task starts and one as it ends. The table fits 80 columns; `--wide` adds the rest.
+task starts, one per week a past-tuned peer's knob is chosen for, and one as it ends. The
+table fits 80 columns; `--wide` adds the rest (a past-tuned knob's value week by week);
+`--weekly` adds each policy's executor-hours and p95 by week, which sum to the table's.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import time
 from collections.abc import Callable
@@ -28,6 +31,7 @@ from farm.cli.root import app
 if TYPE_CHECKING:
     from farm.sim.simulator import Result
     from farm.sim.trace import Trace
+    from farm.sim.weekly import Observed, Week
 
 MISS = "✗"  # marks a p95 over the target, in color or not
 
@@ -42,6 +46,21 @@ def _parse_value(text: str) -> Any:
 def _usage(text: str) -> typer.Exit:
     err.print(text, style="red", markup=False, highlight=False, soft_wrap=True)
     return typer.Exit(2)
+
+
+def _slice(since: str | None, until: str | None) -> tuple[float | None, float | None]:
+    """--since/--until as epoch seconds, refused unless ISO dates with since before until."""
+    from farm.sim.trace import instant
+
+    cut: list[float | None] = []
+    for option, text in (("--since", since), ("--until", until)):
+        try:
+            cut.append(None if text is None else instant(text))
+        except ValueError:
+            raise _usage(f"{option} takes an ISO 8601 date (2025-09-01 or 2025-09-01T12:00), not {text!r}") from None
+    if cut[0] is not None and cut[1] is not None and cut[0] >= cut[1]:
+        raise _usage(f"--since ({since}) must be before --until ({until})")
+    return cut[0], cut[1]
 
 
 def _parse_sweep(text: str) -> tuple[str, list[float | int]]:
@@ -63,17 +82,18 @@ def _int_if_whole(v: float) -> float | int:
     return int(v) if float(v).is_integer() else round(v, 6)
 
 
-def _brief(value: Any, key: str = "") -> str:
+def _brief(value: Any, key: str = "", *, full: bool = False) -> str:
     """Parameters in a few words: {"idle_count": 19, "periods": [{"hours_of_week": [..40..]}]}
-    -> "idle_count=19 periods=[hours_of_week=40h idle_count=0]"."""
+    -> "idle_count=19 periods=[hours_of_week=40h idle_count=0]". A long list of numbers (a
+    past-tuned knob, a value a week) is counted, or with `full` given as "[0 4 5 5 6]"."""
     if isinstance(value, dict):
-        return " ".join(f"{k}={_brief(v, k)}" for k, v in value.items() if v is not None)
+        return " ".join(f"{k}={_brief(v, k, full=full)}" for k, v in value.items() if v is not None)
     if isinstance(value, list):
         if key == "hours_of_week":
             return f"{len(value)}h"
         if len(value) > 4 and all(isinstance(x, (int, float)) for x in value):
-            return f"[{len(value)} values]"
-        return "[" + ", ".join(_brief(x) for x in value) + "]"
+            return "[" + " ".join(map(_brief, value)) + "]" if full else f"[{len(value)} values]"
+        return "[" + ", ".join(_brief(x, full=full) for x in value) + "]"
     return value if isinstance(value, str) else json.dumps(value)
 
 
@@ -108,8 +128,13 @@ class _Task:
             self.tracker.bars.update(self.id, completed=min(self.total - 1, completed))
 
     def note(self, msg: str) -> None:
+        """A bar's description; where no bar is drawn, a line for a milestone (a week tuned) only."""
+        from farm.sim.tune import Milestone
+
         if self.tracker.bars is not None:
             self.tracker.bars.update(self.id, description=msg)
+        elif isinstance(msg, Milestone):
+            self.tracker.line(f"{self.label}: {msg}")
 
     def finish(self, summary: str) -> None:
         if self.tracker.bars is not None:
@@ -171,7 +196,8 @@ class _Tracker:
 def simulate(
     trace: Annotated[Path, typer.Option("--trace", metavar="PATH", show_default=False,
                                         help="The trace: a CSV with the columns submitted_ts, duration_s, pool "
-                                        "and tenant, one job a row.")],
+                                        "and tenant, one job a row (and observed_queue_s, the wait the CI system saw, "
+                                        "if it has it).")],
     policy: Annotated[str, typer.Option(metavar="NAME", help="reactive, scheduled, predictive, jenkins, gitlab, arc, "
                                         "keda, or all: farm's predictive and every peer, tuned to the target (--tune)."
                                         )] = "predictive",
@@ -194,6 +220,13 @@ def simulate(
                                         "to it taking a job.")] = DEFAULT_LEAD_S,
     target_p95: Annotated[float, typer.Option(metavar="SECONDS", help="The p95 queue-wait target: the peers are tuned "
                                               "to it, and a row over it is marked ✗.")] = 15.0,
+    since: Annotated[Optional[str], typer.Option(metavar="DATE", show_default=False, help="Replay only the jobs submitted "
+                                                 "from DATE on (ISO 8601: 2025-09-01 or 2025-09-01T12:00; UTC unless "
+                                                 "it names its zone).")] = None,
+    until: Annotated[Optional[str], typer.Option(metavar="DATE", show_default=False, help="Replay only the jobs submitted "
+                                                 "before DATE (ISO 8601, as --since).")] = None,
+    weekly: Annotated[bool, flag("--weekly", help="Also show each policy's executor-hours and p95 wait week by week "
+                                 "(one more replay a week per result); with --json, a \"weeks\" list per row.")] = False,
     split_pools: Annotated[bool, flag("--split-pools", help="Replay each pool of the trace on its own, instead of all "
                                       "rows as one pool.")] = False,
     as_json: Annotated[bool, flag("--json", help="Print a JSON array of the results instead of a table.")] = False,
@@ -205,14 +238,17 @@ def simulate(
 ) -> None:  # fmt: skip
     """Replay a recorded trace through a capacity policy (or all of them, the peers tuned to the target)."""
     from farm.sim import tune
+    from farm.sim import weekly as by_week
     from farm.sim.trace import TraceError, parse
 
+    cut = _slice(since, until)
     try:
         with trace.open() as f:
-            traces = parse(f, split_pools=split_pools)
+            traces = parse(f, split_pools=split_pools, since=cut[0], until=cut[1])
     except (OSError, TraceError) as e:
         err.print(f"[red]cannot read trace:[/red] {e}")
         raise typer.Exit(2) from e
+    as_read = {tr.pool: tr for tr in traces}  # the observed waits, even once --warm-as-kept rebuilds the warm-up
     if tune_by not in ("past", "hindsight"):
         raise _usage(f"--tune is past or hindsight, not {tune_by!r}")
     if policy != "all" and policy not in tune.POLICIES:
@@ -230,6 +266,7 @@ def simulate(
         scored = {tr.pool: tune.scored_from(tr, warm_weeks) for tr in traces}
     except ValueError as e:
         raise _usage(f"--warm-weeks {warm_weeks}: {e}") from e
+    seen = {pool: by_week.observed(tr, -math.inf if scored[pool] is None else scored[pool]) for pool, tr in as_read.items()}
     if warm_as_kept:
         from farm.sim.history import as_kept
 
@@ -289,12 +326,29 @@ def simulate(
             task.note("drawing…")
             week_plot(rerun, plot)
             task.finish(f"written to {plot}")
+        weeks: list[list[by_week.Week]] = []
+        for r in results if weekly else ():
+            by_pool = {t.pool: t for t in traces}
+            n = len(by_week.starts(by_pool[r.pool], warm_weeks))
+            label = (f"{r.pool} " if len(traces) > 1 else "") + r.policy + (f" {swept[0]}={r.params.get(swept[0])}" if swept else "")
+            task = tracker.task(f"{label} by week", n, f"replaying {n} week(s) one by one…")
+            weeks.append(by_week.weeks(by_pool[r.pool], r, warm_weeks=warm_weeks, replay=task.replay, seen=as_read[r.pool]))
+            task.finish(f"{n} week(s): {', '.join(f'{w.executor_hours:,.0f}' for w in weeks[-1])} executor-h")
 
     results = [dataclasses.replace(r, warm_weeks=warm_weeks) for r in results]
     if as_json:
-        print(json.dumps([r.row() for r in results]))
+        rows = [r.row() | (seen[r.pool].row() if seen[r.pool] else {}) for r in results]
+        for row, ws in zip(rows, weeks, strict=False):
+            row["weeks"] = [w.row() for w in ws]
+        print(json.dumps(rows))
     else:
         _print_table(results, target_p95, wide=wide, multi_pool=len(traces) > 1, swept=swept[0] if swept else None)
+        for pool, o in seen.items():
+            if o is not None:
+                out.print(f"{pool + ': ' if len(traces) > 1 else ''}observed by the CI system (observed_queue_s, {o.jobs:,} jobs): "
+                          f"wait p50 {o.wait_p50_s:.0f}s, p95 {o.wait_p95_s:.0f}s", markup=False, highlight=False, soft_wrap=True)  # fmt: skip
+        if weeks:
+            _print_weekly(results, weeks, seen, target_p95, swept=swept[0] if swept else None)
         for note in notes:
             out.print(note, markup=False, highlight=False)
         for tr in traces if swept is not None else ():
@@ -327,7 +381,7 @@ def _print_table(results: list[Result], target_p95: float, *, wide: bool, multi_
         ("pool", lambda r: Text(r.pool), multi_pool, False),
         ("policy", lambda r: Text(r.policy), True, False),
         ("tuning", lambda r: Text(_TUNING.get(r.tuning, "")), any(r.tuning for r in results), False),
-        ("params", lambda r: Text(_brief(r.params)), False, False),
+        ("params", lambda r: Text(_brief(r.params, full=True)), False, False),
         *([(swept, lambda r: Text(str(r.params.get(swept, ""))), True, True)] if swept and not wide else []),
         ("executor-h", lambda r: f"{r.executor_hours:,.0f}", True, True),
         ("busy-h", lambda r: f"{r.busy_hours:,.0f}", False, True),
@@ -345,6 +399,16 @@ def _print_table(results: list[Result], target_p95: float, *, wide: bool, multi_
         table.add_column(header, justify="right" if figure else "left", no_wrap=figure)
     for r in results:
         table.add_row(*(cell(r) for _, cell, _ in shown))
+    _show(table, wide=wide)
+    if any(r.wait_p95_s > target_p95 for r in results):
+        out.print(f"{MISS} misses the p95 target of {target_p95:g}s", markup=False, highlight=False)
+    if any(r.tuning == "past" for r in results):
+        out.print("past weeks: knob re-chosen weekly from the weeks before (week 1: the default)", markup=False, highlight=False)
+    if any(r.tuning == "hindsight" for r in results):
+        out.print("oracle: tuned with hindsight (oracle) on this very trace, which no operator can", markup=False, highlight=False)
+
+
+def _show(table: Table, *, wide: bool) -> None:
     if wide and not out.is_terminal:
         # a file or a pipe has no width of its own (rich assumes 80): give the wide table what it needs
         from rich.measure import Measurement
@@ -353,9 +417,50 @@ def _print_table(results: list[Result], target_p95: float, *, wide: bool, multi_
         Console(file=out.file, width=max(out.width, need), no_color=out.no_color, highlight=False).print(table)
     else:
         out.print(table)
-    if any(r.wait_p95_s > target_p95 for r in results):
-        out.print(f"{MISS} misses the p95 target of {target_p95:g}s", markup=False, highlight=False)
-    if any(r.tuning == "past" for r in results):
-        out.print("past weeks: knob re-chosen weekly from the weeks before (week 1: the default)", markup=False, highlight=False)
-    if any(r.tuning == "hindsight" for r in results):
-        out.print("oracle: tuned with hindsight (oracle) on this very trace, which no operator can", markup=False, highlight=False)
+
+
+def _print_weekly(results: list[Result], weeks: list[list[Week]], seen: dict[str, Observed | None], target_p95: float, *,
+                  swept: str | None) -> None:  # fmt: skip
+    """Per pool, two tables with a row a week and a column a result: executor-hours (the
+    week's cheapest that met the target marked *) and p95 wait (✗ over the target; the
+    observed waits beside them when the trace has them). The last row is the whole run's."""
+    from datetime import UTC, datetime
+
+    for pool in dict.fromkeys(r.pool for r in results):
+        mine = [(r, ws) for r, ws in zip(results, weeks, strict=True) if r.pool == pool]
+        heads = [r.policy + (f" {swept}={r.params.get(swept)}" if swept else "") for r, _ in mine]
+        spine = mine[0][1]
+        days = [datetime.fromtimestamp(w.start, UTC).strftime("%Y-%m-%d") for w in spine]
+        where = f" ({pool})" if pool != "all" else ""
+        cost, waits = Table(), Table()
+        for table in (cost, waits):
+            table.add_column("week from", no_wrap=True)
+            table.add_column("jobs", justify="right", no_wrap=True)
+            for head in heads:
+                table.add_column(head, justify="right", no_wrap=True)
+        observed = any(w.observed for w in spine)
+        if observed:
+            waits.add_column("observed p50", justify="right", no_wrap=True)
+            waits.add_column("observed p95", justify="right", no_wrap=True)
+        for k, day in enumerate(days):
+            meeting = [ws[k].executor_hours for _, ws in mine if ws[k].wait_p95_s <= target_p95]
+            best = min(meeting, default=None)
+            cost.add_row(day, f"{spine[k].jobs:,}", *(f"{ws[k].executor_hours:,.0f}" + (" *" if ws[k].executor_hours == best else "")
+                                                      for _, ws in mine))  # fmt: skip
+            o = spine[k].observed
+            waits.add_row(day, f"{spine[k].jobs:,}", *(_wait(ws[k].wait_p95_s, target_p95) for _, ws in mine),
+                          *((f"{o.wait_p50_s:.0f}s", f"{o.wait_p95_s:.0f}s") if o else ("", "")) if observed else ())  # fmt: skip
+        o = seen.get(pool)
+        cost.add_section()
+        cost.add_row("total", f"{mine[0][0].jobs:,}", *(f"{r.executor_hours:,.0f}" for r, _ in mine))
+        waits.add_section()
+        waits.add_row("all weeks", f"{mine[0][0].jobs:,}", *(_wait(r.wait_p95_s, target_p95) for r, _ in mine),
+                      *((f"{o.wait_p50_s:.0f}s", f"{o.wait_p95_s:.0f}s") if o else ("", "")) if observed else ())  # fmt: skip
+        out.print(f"executor-hours by week{where}; * the week's cheapest meeting p95 ≤ {target_p95:g}s", markup=False, highlight=False)
+        _show(cost, wide=True)
+        out.print(f"wait p95 by week{where}; ✗ over {target_p95:g}s", markup=False, highlight=False)
+        _show(waits, wide=True)
+
+
+def _wait(p95: float, target: float) -> Text:
+    return Text(f"{p95:.0f}s {MISS}", style="red") if p95 > target else Text(f"{p95:.0f}s")

@@ -39,6 +39,11 @@ UNCAPPED: dict[str, Any] = {"max": NO_CAP}
 Progress = Callable[[str], None]
 
 
+class Milestone(str):
+    """A progress message worth a line of its own where no bar is drawn (a pipe, a CI log):
+    a week tuned. The others only redraw a bar's description."""
+
+
 def build(name: str, params: dict[str, Any]):  # type: ignore[no-untyped-def]
     return POLICIES[name].model_validate(params)
 
@@ -160,9 +165,10 @@ def past_tuned(
         return percentile(sorted(waits[v][:n]), 95)
 
     chosen = [lo]
-    for boundary in starts:
+    for week, boundary in enumerate(starts, start=2):
         a, b = lo, hi
-        if p95_before(b, boundary) > target_p95_s:
+        met = p95_before(b, boundary) <= target_p95_s
+        if not met:
             a = b  # nothing met it: the most this sweep allows
         while a < b:
             mid = (a + b) // 2
@@ -171,6 +177,8 @@ def past_tuned(
             else:
                 a = mid + 1
         chosen.append(a)
+        why = f"the cheapest meeting p95 ≤ {target_p95_s:g}s over weeks 1-{week - 1}" if met else f"none up to {hi} met p95 ≤ {target_p95_s:g}s"
+        progress(Milestone(f"tuning week {week}/{len(starts) + 1}: {knob}={a} ({why})"))
     progress(f"{name} {knob} by week: {', '.join(map(str, chosen))}")
     schedule = [(t, build(name, {knob: v, **base})) for t, v in zip([trace.submitted[0], *starts], chosen, strict=True)]
     r = simulate(trace, schedule[0][1], lead_s=lead_s, name=name, params={knob: chosen, **base}, progress=replay, schedule=schedule,
