@@ -116,8 +116,13 @@ class FarmClient:
         headers = {"If-Match": str(if_match)} if if_match is not None else None
         return self._request("PUT", f"/v1/pools/{pool}/policy", json=policy, headers=headers).json()
 
-    def seed_policy(self, pool: str, hours: list[dict[str, Any]], last_hour: int | None = None) -> dict[str, Any]:
-        body = {"hours": hours} if last_hour is None else {"hours": hours, "last_hour": last_hour}
+    def seed_policy(
+        self, pool: str, hours: list[dict[str, Any]], last_hour: int | None = None, *, more: bool = False
+    ) -> dict[str, Any]:
+        """One seed, or one part of it: `more` (with the seed's `last_hour`) when parts follow."""
+        body: dict[str, Any] = {"hours": hours} if last_hour is None else {"hours": hours, "last_hour": last_hour}
+        if more:
+            body["more"] = True
         return self._request("POST", f"/v1/pools/{pool}/policy/seed", json=body).json()
 
     def demand_history(self, pool: str) -> dict[str, Any]:

@@ -152,6 +152,10 @@ class AutoscalerSettings(BaseModel):
     # Each pool's demand by hour kept this long (farm.autoscale.demand): what a pool switched to the
     # predictive policy (or seeded) learns from before its first turn.
     history_weeks: Annotated[int, Field(ge=1, le=52)] = 8
+    # How long the turn that starts such a learning waits for it, so the next decision already
+    # uses it (a few weeks of a busy pool replay in seconds); a longer one goes on beside the
+    # turns, and the decisions say that it does.
+    learn_wait_s: Annotated[float, Field(ge=0, le=600)] = 20.0
     # The p95 queue wait of a pool whose capacity policy has no target_p95_s (or that has no
     # policy): exported as farm_pool_wait_target_seconds, which FarmQueueWaitHigh compares with.
     wait_target_s: Annotated[float, Field(gt=0)] = DEFAULT_WAIT_TARGET_S

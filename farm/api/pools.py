@@ -65,6 +65,8 @@ class SeedBody(BaseModel):
     hours: list[SeedHour] = Field(min_length=1, max_length=52 * WEEK_HOURS)
     last_hour: int | None = Field(None, strict=True, ge=0, le=MAX_HOUR, description="the last hour of a seed sent in parts"
                                   " (each part moves as the whole does); by default this body's last")  # fmt: skip
+    more: bool = Field(False, strict=True, description="more parts of this seed follow (each naming its `last_hour`): it is"
+                       " counted and audited once, with its last part")  # fmt: skip
 
 
 def _shown(stored: Any, response: Response | None = None, policy: Any = None) -> PolicyPublic:
@@ -167,10 +169,14 @@ def seed_policy(name: str, body: SeedBody, who: Who, config: Config, history: Hi
     then older than autoscaler.history_weeks are left out; each one written replaces the
     pool's history for that hour. Audited in the policy's history; the autoscaler learns again
     from the history on its next turn if the pool's policy is predictive (or when it becomes
-    so). Bodies over api.max_body_bytes: send the hours in parts (the CLI does)."""
+    so). Bodies over api.max_body_bytes: send the hours in parts (the CLI does), each with
+    the seed's `last_hour` and all but the last with `more`: the seed is one entry in the
+    history, counted once. The summary answered is this part's."""
     if not who.admin:
         raise Forbidden("seeding a pool's demand history needs the admin token")
     pool = _pool(config, name)
+    if body.more and body.last_hour is None:
+        raise InvalidInput("a part with more to come names the seed's last hour", ("body", "last_hour"))
     hours: dict[int, Hour] = {}
     for i, h in enumerate(body.hours):
         if h.hour in hours:
@@ -182,7 +188,9 @@ def seed_policy(name: str, body: SeedBody, who: Who, config: Config, history: Hi
         "jobs": jobs(kept.values()), "hours": len(kept), "first": _hour_at(min(kept)) if kept else None,
         "last": _hour_at(max(kept)) if kept else None, "weeks_moved": weeks, "hours_left_out": left_out,
     }  # fmt: skip
-    seeded = history.seed(pool, kept, by=who.tenant, at_ms=int(now * 1000), summary=summary)
+    seeded = history.seed(
+        pool, kept, by=who.tenant, at_ms=int(now * 1000), summary=summary, part_of=body.last_hour, more=body.more
+    )
     return SeedPublic(pool=pool, seeded=seeded, **summary)
 
 

@@ -131,12 +131,13 @@ class PolicyHistoryPublic(BaseModel):
 class DecisionInputs(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    queued: int
+    queued: int = Field(description="queued jobs counted as demand")
+    held: int = Field(0, description="queued jobs not counted: their concurrency group is at its limit")
     running: int
     starting: int
     idle: int
     arrivals: int
-    lead_s: float
+    lead_s: float = Field(description="the provisioning lead time decided with: measured, kept across restarts")
 
 
 class DecisionPublic(BaseModel):

@@ -33,7 +33,7 @@ DEFAULT_LEAD_S = 60.0
 class Snapshot:
     """What a pool looks like at one moment (times in seconds)."""
 
-    queued: int
+    queued: int  # jobs that could start if the pool had room (those a full concurrency group holds are `held`)
     running: int  # busy executors
     starting: int  # requested, not ready yet
     idle: int
@@ -42,6 +42,7 @@ class Snapshot:
     waits: tuple[float, ...] = ()  # how long each job started since the previous decision waited
     lead_s: float = DEFAULT_LEAD_S  # measured provisioning lead time
     memory: Any = None  # what the policy learned so far (opaque to the caller)
+    held: int = 0  # queued jobs no executor could start: their concurrency group is at its limit (not demand)
 
     @property
     def current(self) -> int:

@@ -20,13 +20,16 @@ The policy comes from Redis (set through `PUT /v1/pools/{name}/policy`); a pool 
 stored is seeded from `farm.yaml` once, a write of its own before the policy is loaded. A
 new version takes effect on the next turn; what a policy learned is kept while its kind
 stays the same. The provisioning lead time is measured: from asking for an executor to its
-first report as ready.
+first report as ready; it is kept with what the policy learned, so a restart decides with it.
+Demand is what executors could start: queued jobs of a concurrency group beyond its free
+slots are left out (`held`, farm.store.summary), and the reason says how many.
 
 Every pool's demand, with a policy or not, is kept by hour for `history_weeks`
 (farm.store.history). A pool switched to the predictive policy (or given a new wait target,
 or seeded from a trace with `farm policy seed`) learns from that history before it scales
-on its own: the replay runs on a thread beside the turns, and until it is done the policy
-starts cold, as it would have.
+on its own: the replay runs on a thread, and the turn that starts it waits for it up to
+`learn_wait_s`, so the next decision uses it; a longer replay goes on beside the turns, the
+policy deciding as before meanwhile, and the decisions' reasons say so.
 
 `Autoscaler.run_once()` is one turn (tests step it); `autoscaler_actor()` is the Ray actor
 that loops it. I/O goes through the store classes and a `Fleet` (farm.ray_seam: `RayFleet`,
@@ -39,7 +42,7 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -61,12 +64,13 @@ from farm.store.jobs import JobStore
 from farm.store.learned import LearnedBook
 from farm.store.nodes import count_restart
 from farm.store.policies import PolicyStore, StoredPolicy
-from farm.store.summary import summarize
+from farm.store.summary import held, summarize
 
 log = logging.getLogger("farm.autoscaler")
 
 _POLICY: TypeAdapter = TypeAdapter(LivePolicy)
 RECORD_EVERY_S = 60.0  # a decision that changes nothing is still recorded this often
+LEAD_FIELD = "lead_s"  # the measured lead time, in the pool's learned document beside the policy's memory
 
 
 @dataclass
@@ -79,6 +83,7 @@ class _Pool:
     launched: dict[str, float] = field(default_factory=dict)  # asked for, not yet ready: id -> when
     idle_since: dict[str, float] = field(default_factory=dict)
     lead_s: float | None = None  # measured provisioning lead time (EWMA)
+    kept_lead: float | None = None  # the lead time as last kept in Redis
     recorded: tuple[Any, ...] = ()
     recorded_at: float = 0.0
     kept_at: float = 0.0  # when the policy's memory was last written to Redis
@@ -90,6 +95,7 @@ class _Pool:
     wants_history: bool = False  # the policy should learn from the demand history
     learning: Future | None = None  # that replay, running
     learning_seeded: int = -1  # the seed count it started with
+    learning_since: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -150,7 +156,7 @@ class Autoscaler:
             log.error("pool %s: policy version %d is invalid, keeping the previous one: %s", p.name, stored.version, e)
             return p.policy is not None
         if p.policy is None and policy is not None:
-            p.memory = self._learned(p.name, policy.kind)  # a restarted autoscaler resumes
+            p.memory = self._learned(p, policy.kind)  # a restarted autoscaler resumes
             fresh = p.memory is None
         elif policy is None or policy.kind != p.policy.kind or policy.kind != "predictive":
             # What one kind learned means nothing to another; and a new version of a kind
@@ -168,30 +174,43 @@ class Autoscaler:
         log.info("pool %s: policy version %d (%s)", p.name, p.version, policy.kind if policy else "none")
         return policy is not None
 
-    def _learned(self, pool: str, kind: str) -> Any:
-        """What this pool's policy had learned when it was last kept, if of this kind. It is
-        kept as a JSON document (Memory.to_doc), never a pickle: reading it runs no code. A
-        document this farm cannot take (another schema version, malformed, a pickle an older
-        farm kept) is dropped, and the policy starts learning afresh."""
+    def _learned(self, p: _Pool, kind: str) -> Any:
+        """What this pool's policy had learned when it was last kept, if of this kind; and the
+        lead time measured then (whatever the kind: it is the pool's, not the policy's),
+        unless one was measured since. It is kept as a JSON document (Memory.to_doc, with
+        `lead_s` beside it), never a pickle: reading it runs no code. A document this farm
+        cannot take (another schema version, malformed, a pickle an older farm kept) is
+        dropped, and the policy starts learning afresh."""
         try:
-            doc = self.learned.get(pool)
-            if doc is None or doc.get("kind", kind) != kind:
-                return None  # nothing kept, or what another kind learned
+            doc = self.learned.get(p.name)
+            if doc is None:
+                return None
+            lead = doc.pop(LEAD_FIELD, None)
+            if p.lead_s is None and type(lead) in (int, float) and 0 <= lead < float("inf"):
+                p.lead_s = p.kept_lead = float(lead)
+            if doc.get("kind", kind) != kind:
+                return None  # what another kind learned
             return Memory.from_doc(doc, kind)
         except (MemoryDocError, ValueError) as e:  # ValueError: a bug in reading one, dropped all the same
-            log.warning("pool %s: kept policy memory unreadable, starting afresh: %s", pool, e)
+            log.warning("pool %s: kept policy memory unreadable, starting afresh: %s", p.name, e)
             return None
 
     def _keep(self, p: _Pool, now: float) -> None:
-        if p.memory is None or now - p.kept_at < self.settings.autoscaler.keep_learned_s:
+        """Keep what the policy learned, with the measured lead time, every keep_learned_s;
+        at once when the lead was first measured or moved by a fifth since it was kept (so a
+        restart decides with the lead measured before it, not the assumed one)."""
+        lead_moved = p.lead_s is not None and (p.kept_lead is None or abs(p.lead_s - p.kept_lead) > 0.2 * max(p.kept_lead, 1.0))
+        if p.memory is None or (now - p.kept_at < self.settings.autoscaler.keep_learned_s and not lead_moved):
             return
         try:
             doc = p.memory.to_doc(p.policy.kind)
         except (UnkeepableMemory, TypeError, ValueError):  # a bug: the pool scales on, its restart starts afresh
             log.exception("pool %s: policy memory not kept", p.name)
         else:
+            if p.lead_s is not None:
+                doc[LEAD_FIELD] = round(p.lead_s, 3)
             self.learned.put(p.name, doc)
-        p.kept_at = now
+        p.kept_at, p.kept_lead = now, p.lead_s
 
     # -- observe -----------------------------------------------------------------------------
 
@@ -201,6 +220,7 @@ class Autoscaler:
         Redis, in Ray or in `p` (`take_in` does, with what it returns)."""
         got = self.demand.since(p.name, p.cursor)
         summary = summarize(self.store, self.registry, [p.name])[0]
+        stuck = held(self.store, p.name) if summary.queued else 0  # a full group's jobs: no executor starts them
         executors = self.registry.list(p.name)
         seen = {e.id: e.state for e in executors}
         failure = summary.last_start_failure
@@ -224,9 +244,9 @@ class Autoscaler:
         busy = sum(1 for e in executors if e.state is ExecutorState.BUSY)
         ages = sorted((now - since for since in idle_since.values()), reverse=True)
         snapshot = Snapshot(
-            queued=summary.queued, running=max(busy, summary.running), starting=starting, idle=len(idle),
+            queued=summary.queued - stuck, running=max(busy, summary.running), starting=starting, idle=len(idle),
             idle_ages_s=tuple(ages), arrivals=got.arrivals, waits=got.waits,
-            lead_s=lead_s if lead_s is not None else self.settings.autoscaler.lead_s, memory=p.memory,
+            lead_s=lead_s if lead_s is not None else self.settings.autoscaler.lead_s, memory=p.memory, held=stuck,
         )  # fmt: skip
         return Observation(snapshot, got, tuple(launches), lead_s, idle_since)
 
@@ -272,36 +292,38 @@ class Autoscaler:
             self.history.trim(p.name, hour_of(now) - self.settings.autoscaler.history_weeks * WEEK_HOURS)
             p.trimmed_at = now
 
-    def _learn(self, p: _Pool, lead_s: float) -> None:
+    def _learn(self, p: _Pool, lead_s: float) -> str:
         """Learn the predictive policy's forecaster from the pool's demand history when it is
         wanted (a switch to the policy, a new target, a seed): the replay runs on the
-        learner's thread; its outcome replaces the memory on the first turn after it is done,
-        if it still follows the policy and no seed came meanwhile (else it is learned again)."""
-        if p.learning is not None:
-            if not p.learning.done():
-                return
-            done, p.learning = p.learning, None
-            try:
-                own = done.result()
-            except Exception:  # noqa: BLE001 - a bug: the policy goes on learning live
-                log.exception("pool %s: learning from the demand history failed", p.name)
-                return
-            if own is None:
-                return  # no history yet: it learns live
-            if p.policy.kind == "predictive" and own is not None and own.follows(p.policy) and p.learning_seeded == p.seeded:
-                p.memory = Memory(own=own.resume(self.clock()))
-                p.kept_at = 0.0  # keep it at once: a restart resumes from it
-                log.info("pool %s: the predictive policy learned %d jobs of demand history", p.name, own.jobs_seen)
-            else:
-                p.wants_history = p.wants_history or p.policy.kind == "predictive"
-            return
-        if not p.wants_history:
-            return
-        p.wants_history = False
-        if p.policy.kind != "predictive":
-            return
-        p.learning_seeded = p.seeded
-        p.learning = self._learner.submit(self._learn_history, p.name, p.policy, lead_s)
+        learner's thread, and the turn that starts it waits for it up to learn_wait_s, so a
+        seed takes effect on the next decision. Its outcome replaces the memory once done, if
+        it still follows the policy and no seed came meanwhile (else it is learned again).
+        What a decision's reason must add while it is under way (else "")."""
+        if p.learning is None and p.wants_history:
+            p.wants_history = False
+            if p.policy.kind == "predictive":
+                p.learning_seeded, p.learning_since = p.seeded, self.clock()
+                p.learning = self._learner.submit(self._learn_history, p.name, p.policy, lead_s)
+                wait([p.learning], timeout=self.settings.autoscaler.learn_wait_s)
+        if p.learning is None:
+            return ""
+        if not p.learning.done():
+            return f"; learning from the demand history ({self.clock() - p.learning_since:.0f} s so far): until then as before"
+        done, p.learning = p.learning, None
+        try:
+            own = done.result()
+        except Exception:  # noqa: BLE001 - a bug: the policy goes on learning live
+            log.exception("pool %s: learning from the demand history failed", p.name)
+            return ""
+        if own is None:
+            return ""  # no history yet: it learns live
+        if p.policy.kind == "predictive" and own.follows(p.policy) and p.learning_seeded == p.seeded:
+            p.memory = Memory(own=own.resume(self.clock()))
+            p.kept_at = 0.0  # keep it at once: a restart resumes from it
+            log.info("pool %s: the predictive policy learned %d jobs of demand history", p.name, own.jobs_seen)
+        else:
+            p.wants_history = p.wants_history or p.policy.kind == "predictive"
+        return ""
 
     def _learn_history(self, pool: str, policy: Any, lead_s: float) -> Any:
         """On the learner's thread: read the pool's demand history (eight weeks of a busy pool
@@ -363,12 +385,12 @@ class Autoscaler:
         seen = self.observe(p, now)
         self.take_in(p, seen, now)
         snap = seen.snapshot
-        self._learn(p, snap.lead_s)
+        learning = self._learn(p, snap.lead_s)
         snap = replace(snap, memory=p.memory)
         d = decide(snap, p.policy, now=now)
         p.memory = d.memory
         self._keep(p, now)
-        reason = d.reason
+        reason = d.reason + learning
         if d.to_start and now < p.hold_starts_until:
             reason += f"; starts held {p.hold_starts_until - now:.0f} s more: {p.failed_starts} executor(s) in a row could not start"
             started = []
@@ -385,8 +407,8 @@ class Autoscaler:
                 p.idle_since.pop(executor_id, None)
         record = {
             "at": rfc3339(int(now * 1000)), "policy": p.policy.kind, "version": p.version,
-            "inputs": {"queued": snap.queued, "running": snap.running, "starting": snap.starting, "idle": snap.idle,
-                       "arrivals": len(snap.arrivals), "lead_s": round(snap.lead_s, 2)},
+            "inputs": {"queued": snap.queued, "held": snap.held, "running": snap.running, "starting": snap.starting,
+                       "idle": snap.idle, "arrivals": len(snap.arrivals), "lead_s": round(snap.lead_s, 2)},
             "current": snap.current, "desired": d.desired, "reason": reason, "started": started, "drained": drained,
         }  # fmt: skip
         action = "scale_up" if started else ("scale_down" if drained else "hold")

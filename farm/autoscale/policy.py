@@ -11,8 +11,9 @@ time.
 Every policy computes a raw desired count; the shared steps then apply, in this order:
 `_enforce_bounds` (min/max), `_limit_scale_up` (at most scale_up_per_min starts a minute)
 and `_delay_scale_down` (desired may only fall after it has wanted to for
-scale_down_delay_s). Scale-down only ever drains idle executors: a decision never names a
-busy one, so no running job is killed.
+scale_down_delay_s). Each step that moves desired says so in the reason (`held to max 5:
+9 → 5`), so a decision names every bound that shaped it. Scale-down only ever drains idle
+executors: a decision never names a busy one, so no running job is killed.
 
 The top of the capacity core, in layers with no cycle (pyproject.toml holds them):
 
@@ -132,6 +133,21 @@ def _enforce_bounds(desired: int, policy: _Policy) -> int:
     return max(policy.min, min(policy.max, desired))
 
 
+def _bounds(snap: Snapshot, policy: _Policy, steps: tuple[int, int, int, int]) -> str:
+    """What a reason adds for each shared step that moved desired (`raw, bounded, limited,
+    desired`), and for the queued jobs not counted as demand."""
+    raw, bounded, limited, desired = steps
+    why = [
+        (raw, bounded, f"raised to min {policy.min}" if bounded > raw else f"held to max {policy.max}"),
+        (bounded, limited, f"the scale-up budget ({policy.scale_up_per_min} a minute) allows {limited - snap.current} more now"),
+        (limited, desired, f"held for the scale-down delay ({policy.hold_s(snap.lead_s):.0f} s)"),
+    ]
+    out = "".join(f"; {what}: {was} → {now}" for was, now, what in why if was != now)
+    if snap.held:
+        out += f"; {snap.held} queued not counted: their concurrency group is at its limit"
+    return out
+
+
 def _limit_scale_up(snap: Snapshot, desired: int, policy: _Policy, lim: _Limits, now: float) -> tuple[int, _Limits]:
     want = desired - snap.current
     if want <= 0 or policy.scale_up_per_min is None:
@@ -172,10 +188,12 @@ def still_until(snap: Snapshot, policy: _Policy, memory: Any, now: float) -> flo
 
 def decide(snap: Snapshot, policy: _Policy, *, now: float) -> Decision:
     memory: Memory = snap.memory if isinstance(snap.memory, Memory) else Memory()
-    desired, reason, own = rules()[policy.kind](snap, policy, now, memory.own)  # type: ignore[attr-defined]
-    desired = _enforce_bounds(desired, policy)
-    desired, lim = _limit_scale_up(snap, desired, policy, memory.limits, now)
-    desired, lim = _delay_scale_down(snap, desired, policy, lim, now)
+    raw, reason, own = rules()[policy.kind](snap, policy, now, memory.own)  # type: ignore[attr-defined]
+    bounded = _enforce_bounds(raw, policy)
+    limited, lim = _limit_scale_up(snap, bounded, policy, memory.limits, now)
+    desired, lim = _delay_scale_down(snap, limited, policy, lim, now)
+    if desired != raw or snap.held:  # (formatted only then: `farm simulate` decides millions of times)
+        reason += _bounds(snap, policy, (raw, bounded, limited, desired))
     start = max(0, desired - snap.current)
     drain = min(snap.idle, max(0, snap.current - desired))
     return Decision(desired, reason, Memory(lim, own), start, drain)

@@ -209,7 +209,7 @@ def _seed(client: FarmClient, pool: str, trace: Path, trace_pool: str | None, qu
     for i, part in enumerate(parts, start=1):
         if len(parts) > 1 and not quiet:
             err.print(f"part {i}/{len(parts)}: {len(part)} hours", highlight=False)
-        results.append(client.seed_policy(pool, part, hours[-1]["hour"]))
+        results.append(client.seed_policy(pool, part, hours[-1]["hour"], more=i < len(parts)))  # one seed, however many parts
     if not quiet:
         written = sum(r["hours"] for r in results)
         left_out = sum(r["hours_left_out"] for r in results)

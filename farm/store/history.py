@@ -2,7 +2,8 @@
 field an hour, its JSON. The autoscaler writes the hours it sees and trims those older than
 `autoscaler.history_weeks`; a seed (`POST /v1/pools/{name}/policy/seed`) writes a trace's
 hours in one step with its audit entry and a bump of the policy's `seeded` count, which the
-autoscaler takes as its cue to learn again.
+autoscaler takes as its cue to learn again. A seed sent in parts is one seed: one entry, one
+bump, with the last part.
 
 `jobs_by_hour` (what GET /v1/pools/{name}/history shows) parses only the hours whose text
 changed since it last read them: a digest of each hour's text is kept with its count, for
@@ -84,20 +85,47 @@ class DemandHistory:
                 self.client.hdel(key, *old)
         return len(old)
 
-    def seed(self, pool: str, hours: Mapping[int, Hour], *, by: str, at_ms: int, summary: dict[str, Any]) -> int:
+    def seed(self, pool: str, hours: Mapping[int, Hour], *, by: str, at_ms: int, summary: dict[str, Any],
+             part_of: int | None = None, more: bool = False) -> int:  # fmt: skip
         """Write a seed's hours (replacing those hours), bump the pool's `seeded` count and
-        audit it, in one transaction; the new count."""
-        with translated():
-            version, policy = self.client.hmget(self.keys.policy(pool), ["version", "policy"])
-            entry = {"version": int(version or 0), "by": by, "at": at_ms, "before": json.loads(policy or "null"),
-                     "after": json.loads(policy or "null"), "seed": summary}  # fmt: skip
-            pipe = self.client.pipeline(transaction=True)
+        audit it, in one transaction; the count after it. A seed sent in parts (each naming
+        the seed's last hour, `part_of`) is one seed: a part with `more` to come writes its
+        hours and adds its summary to the seed's so far (the policy hash's `seeding`), and
+        the last part counts and audits the whole once. Parts of another seed left
+        unfinished are dropped from the summary (their hours stay written)."""
+        key = self.keys.policy(pool)
+
+        def step(pipe: Any) -> None:
+            version, policy, pending = pipe.hmget(key, ["version", "policy", SEEDING])
+            so_far = json.loads(pending) if pending else None
+            total = _add(so_far["summary"], summary) if so_far and part_of is not None and so_far["of"] == part_of else summary
+            pipe.multi()
             if hours:
                 pipe.hset(self.keys.demand_history(pool), mapping=_docs(hours))
-            pipe.hincrby(self.keys.policy(pool), "seeded", 1)
+            if more:
+                pipe.hset(key, SEEDING, json.dumps({"of": part_of, "summary": total}))
+                pipe.hget(key, "seeded")
+                return
+            entry = {"version": int(version or 0), "by": by, "at": at_ms, "before": json.loads(policy or "null"),
+                     "after": json.loads(policy or "null"), "seed": total}  # fmt: skip
+            pipe.hdel(key, SEEDING)
+            pipe.hincrby(key, "seeded", 1)
             pipe.lpush(self.keys.policy_audit(pool), json.dumps(entry))
             pipe.ltrim(self.keys.policy_audit(pool), 0, 999)
-            return int(pipe.execute()[-3])
+
+        with translated():
+            done = self.client.transaction(step, key)
+        return int((done[-1] if more else done[-3]) or 0)
+
+
+SEEDING = "seeding"  # the policy hash's field: a seed's summary so far, while parts of it are still to come
+
+
+def _add(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Two parts' summaries as the seed's (the same weeks moved: they share the seed's last hour)."""
+    firsts, lasts = [x for x in (a["first"], b["first"]) if x], [x for x in (a["last"], b["last"]) if x]
+    return {"jobs": a["jobs"] + b["jobs"], "hours": a["hours"] + b["hours"], "first": min(firsts, default=None),
+            "last": max(lasts, default=None), "weeks_moved": b["weeks_moved"], "hours_left_out": a["hours_left_out"] + b["hours_left_out"]}  # fmt: skip
 
 
 def _read(pool: str, field: str, text: str) -> Hour | None:

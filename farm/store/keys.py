@@ -36,7 +36,8 @@ only place a key is named.
                                     the runs whose first job is in the pool's too
     {p}executors:{pool}     zset    executor ids by last-seen time (ms)
     {p}executor:{id}        hash    one executor: pool, state, job, pid
-    {p}policy:{pool}        hash    the pool's capacity policy: version, policy (JSON), by, at; seeded (seeds so far)
+    {p}policy:{pool}        hash    the pool's capacity policy: version, policy (JSON), by, at; seeded (seeds so far);
+                                    seeding (a seed's summary so far while parts of it are to come)
     {p}policy_audit:{pool}  list    every policy change, newest first: version, by, at, before, after (or seed)
     {p}decisions:{pool}     list    the autoscaler's recent decisions, newest first
     {p}cachekeys:{tenant}|{repo} zset  cache entries of a repository, lex-ordered members
@@ -46,7 +47,8 @@ only place a key is named.
     {p}cachebytes:{tenant}  hash    a tenant's cache bytes by tier
     {p}cacherefs            hash    blob digest -> entries referring to it
     {p}learned:{pool}       string  what the pool's policy learned, so a restarted autoscaler resumes: JSON
-                                    {schema, kind, limits, own} (farm.autoscale.policy.Memory.to_doc), no pickle
+                                    {schema, kind, limits, own} (farm.autoscale.policy.Memory.to_doc), no pickle;
+                                    and lead_s, the provisioning lead time measured (farm.autoscale.live)
     {p}demand:{pool}        stream  arrivals (field a: queued_at ms), starts (field w: wait ms) and attempts'
                                     ends (field d: ran ms), capped, read by the autoscaler
     {p}history:{pool}       hash    hour since the epoch -> that hour's demand, JSON {a: arrivals by second,

@@ -1,9 +1,11 @@
 """What each pool's capacity policy learned, kept so that a restarted autoscaler resumes.
 
 One JSON document per pool at `{p}learned:{pool}`, written by the autoscaler every
-`autoscaler.keep_learned_s` and read when it first loads the pool's policy. Plain JSON,
-never pickle: reading it runs no code. Its layout is farm.autoscale.policy's (a `schema`
-number and the policy's `kind` at the top); this book only stores and fetches it. A
+`autoscaler.keep_learned_s` (and as soon as the measured lead time moves) and read when it
+first loads the pool's policy. Plain JSON, never pickle: reading it runs no code. Its layout
+is farm.autoscale.policy's (a `schema` number and the policy's `kind` at the top), with the
+autoscaler's measured provisioning lead time beside it (`lead_s`: the pool's, whatever the
+policy's kind); this book only stores and fetches it. A
 document does not grow with the history learned (the predictive one is ~200 KB, most of it
 its fixed-size deficit histogram, plus ~20 bytes per arrival of the last `active_s`), so it
 is stored uncompressed.

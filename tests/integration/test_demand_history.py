@@ -27,7 +27,8 @@ ADMIN, TEAM = "history-admin", "history-team"
 
 @pytest.fixture
 def farm(store, make_settings):
-    settings = make_settings(admin_token=ADMIN, executors={"count": 0}, tenants=[{"name": "team", "token_sha256": hash_token(TEAM)}])
+    settings = make_settings(admin_token=ADMIN, executors={"count": 0}, tenants=[{"name": "team", "token_sha256": hash_token(TEAM)}],
+                             autoscaler={"learn_wait_s": 0})  # the learning beside the turns (test_autoscaler_truth.py: within one)
     clock = {"now": time.time()}
     registry = ExecutorRegistry(store.client, store.keys)
     policies = PolicyStore(store.client, store.keys)
