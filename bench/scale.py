@@ -23,9 +23,15 @@ thousands of executors on one Redis, and the simulator at a million jobs a day.
             second, kept whole with the probability that gives --all-jobs), written under
             --workdir, then `farm simulate --trace FILE --policy all` (farm's predictive
             and every peer re-tuned weekly from the weeks before) -> all_wall_s
+    long    a sparse pool of long builds (issue 28): --long-years of --long-per-week builds
+            of hours on a weekly rhythm (long_builds), written under --workdir, then parsed
+            and replayed as `farm simulate --policy predictive` -> predictive_long_wall_s,
+            and as `farm simulate --policy all --tune past` -> all_long_wall_s (each parse +
+            replays)
 
-Usage: python bench/scale.py [--json] [--parts decide,claim,sim,all] [--pools 100] [--executors 10000]
-           [--claimers 2000] [--jobs-per-day 1000000] [--days 7] [--all-years 3] [--all-jobs 15000] [--profile]
+Usage: python bench/scale.py [--json] [--parts decide,claim,sim,all,long] [--pools 100] [--executors 10000]
+           [--claimers 2000] [--jobs-per-day 1000000] [--days 7] [--all-years 3] [--all-jobs 15000]
+           [--long-years 3] [--long-per-week 90] [--profile]
 """
 
 from __future__ import annotations
@@ -63,7 +69,8 @@ from farm.sim.trace import Trace, parse  # noqa: E402
 WEEK = 7 * 86400
 INTERVAL_S = 2.0  # the live autoscaler's default turn (settings.autoscaler.interval_s)
 BUSY_SHARE = 0.6  # of the decide part's executors busy on average over the turns measured (the buffer is the rest)
-TARGETS = {"decide_p99_ms": 100.0, "claim_p99_ms": 20.0, "sim_wall_s": 60.0, "all_wall_s": 300.0}
+TARGETS = {"decide_p99_ms": 100.0, "claim_p99_ms": 20.0, "sim_wall_s": 60.0, "all_wall_s": 300.0, "all_long_wall_s": 300.0,
+           "predictive_long_wall_s": 30.0}  # fmt: skip
 
 
 @contextmanager
@@ -192,6 +199,33 @@ def write_thinned(source_path: Path, dest: Path, years: float, jobs: int, seed: 
         f.write("".join(f"{a},{durations[i]},{pools[i]},{tenants[i]}\n" for a, i in rows_out))
     dest.with_suffix(".part").rename(dest)
     return len(rows_out)
+
+
+def long_builds(years: float, per_week: float, seed: int = 28, start: int = 1_699_833_600) -> Trace:
+    """A sparse pool of long builds, like a Jenkins controller's history: ~per_week builds a
+    week, one at a time, on a weekly rhythm (weekdays' working hours carry most, nights some,
+    weekends little; UTC), each lasting hours (log-normal, median 2.5 h, mean ~3.4 h, at most
+    a day). Whole seconds, in time order; `start` is a Monday 00:00 UTC."""
+    rng = np.random.default_rng(seed)
+    hours = np.arange(168)
+    weekday, hour = hours // 24, hours % 24
+    weight = np.where(weekday >= 5, 0.15, np.where((hour >= 8) & (hour < 19), 1.0, 0.25))
+    rate = per_week * weight / weight.sum()  # builds in each hour of the week
+    weeks = math.ceil(years * 52.18)
+    counts = rng.poisson(np.tile(rate, weeks))
+    hour_at = np.repeat(np.arange(weeks * 168), counts)
+    at = np.sort(start + hour_at * 3600 + rng.integers(0, 3600, size=len(hour_at)))
+    durations = np.minimum(np.round(rng.lognormal(math.log(2.5 * 3600), 0.8, size=len(at))), 86400.0)
+    return Trace("all", at.astype(float).tolist(), durations.tolist())
+
+
+def write_long(dest: Path, years: float, per_week: float) -> int:
+    trace = long_builds(years, per_week)
+    with dest.with_suffix(".part").open("w") as f:
+        f.write("submitted_ts,duration_s,pool,tenant\n")
+        f.write("".join(f"{int(a)},{int(d)},all,ci\n" for a, d in zip(trace.submitted, trace.durations, strict=True)))
+    dest.with_suffix(".part").rename(dest)
+    return len(trace)
 
 
 # -- (a) decide() for every pool, per autoscaler turn --------------------------------------------
@@ -579,13 +613,47 @@ def all_part(args: argparse.Namespace) -> dict[str, Any]:
     }  # fmt: skip
 
 
-PARTS = {"decide": decide_part, "claim": claim_part, "sim": sim_part, "all": all_part}
+def long_part(args: argparse.Namespace) -> dict[str, Any]:
+    from farm.sim import tune
+
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    path = args.workdir / f"long-builds-{args.long_per_week:g}-a-week-{args.long_years:g}y.csv"
+    if not path.exists():
+        n = write_long(path, args.long_years, args.long_per_week)
+        progress(f"long: wrote {n:,} builds over {args.long_years:g} years to {path} (not timed)")
+
+    def parsed() -> Trace:
+        with path.open() as f:
+            (trace,) = parse(f)
+        return trace
+
+    def one() -> tuple[float, Any]:
+        t0 = time.perf_counter()
+        r = tune.run(parsed(), "predictive", {"target_p95_s": args.target_p95}, args.lead)
+        return time.perf_counter() - t0, r
+
+    def every() -> tuple[float, list[Any]]:
+        t0 = time.perf_counter()
+        results = tune.everything(parsed(), args.target_p95, args.lead, progress=lambda m: progress(f"long: {m}"), tuning="past")
+        return time.perf_counter() - t0, results
+
+    one_s, r = profiled(args.profile, "long predictive", one)
+    progress(f"long: predictive in {one_s:.1f} s: p95 {r.wait_p95_s:.0f}s, {r.executor_hours:,.0f} h")
+    all_s, results = profiled(args.profile, "long all", every)
+    return {
+        "predictive_long_wall_s": round(one_s, 1), "all_long_wall_s": round(all_s, 1), "long_jobs": r.jobs,
+        "long_years": args.long_years, "long_mean_duration_h": round(r.busy_hours / r.jobs, 2),
+        "long_rows": {x.policy: {"executor_hours": round(x.executor_hours), "wait_p95_s": x.wait_p95_s} for x in results},
+    }  # fmt: skip
+
+
+PARTS = {"decide": decide_part, "claim": claim_part, "sim": sim_part, "all": all_part, "long": long_part}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--json", action="store_true", help="print the figures as one JSON object")
-    ap.add_argument("--parts", default="decide,claim,sim", help="which parts to run, comma-separated: decide, claim, sim, all")
+    ap.add_argument("--parts", default="decide,claim,sim", help="which parts to run, comma-separated: decide, claim, sim, all, long")
     ap.add_argument("--trace", type=Path, default=SHARED_TRACE, help="the trace to tile (read only)")
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "farm-scale", help="where the tiled trace and Valkey's files go")
     ap.add_argument("--lead", type=float, default=60.0)
@@ -617,6 +685,9 @@ def main() -> None:
     g = ap.add_argument_group("all")
     g.add_argument("--all-years", type=float, default=3.0)
     g.add_argument("--all-jobs", type=int, default=15_000)
+    g = ap.add_argument_group("long")
+    g.add_argument("--long-years", type=float, default=3.0)
+    g.add_argument("--long-per-week", type=float, default=90.0, help="builds a week (each of hours: see long_builds)")
     args = ap.parse_args()
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     unknown = [p for p in parts if p not in PARTS]

@@ -77,6 +77,7 @@ PRIOR_S = 36000.0  # how much a parent's rate weighs in a cell, in seconds of th
 WARMUP_S = 86400.0  # history before plans by the hour are used (and checked against the waits)
 CALIBRATION_PRIOR = 50.0  # late jobs: how much the forecast is trusted before it is checked
 _ARRIVED, _SEEN = itemgetter(0), itemgetter(1)  # of a pending arrival
+_LATE, _EXPECTED = itemgetter(0), itemgetter(1)  # of an outcome
 
 
 # -- the forecaster as a document: its fields by kind (see Forecaster.to_doc) ------------------
@@ -305,16 +306,25 @@ class Forecaster:
         return cls(samples=samples, pending=pending, history=history, outcomes=outcomes, **arrays, **kw)
 
     def still_until(self, now: float) -> float:
-        """While the pool is still (nothing in it, nothing arriving), the next time an
-        observation would do more than add time to the cell it is in: a new hour (for now or
-        for now + L, the buffer's look-ahead), the pool turning active or quiet (an arrival
-        entering or leaving (t - active_s, t - L], for t = now or now + L), a replan, or a
-        pending deficit to count."""
+        """While no event comes (nothing arrives, the jobs in the pool stay, the pool may be
+        still or busy), the next time an observation would do more than add time to the
+        cell it is in and a sample like the last: a new hour (for now or for now + L, the
+        buffer's look-ahead), the pool turning active or quiet (an arrival entering or
+        leaving (t - active_s, t - L], for t = now or now + L), a replan, or a pending
+        deficit to count."""
         lead, hour = self.lead_s, 3600.0
         times = [(math.floor(now / hour) + 1) * hour, (math.floor((now + lead) / hour) + 1) * hour - lead,
                  self.planned_at + self.replan_s]  # fmt: skip
-        for a in self.history:
-            times += (a + lead, a + self.active_s, a + self.active_s - lead)
+        history, n = self.history, len(self.history)
+        for off in (lead, self.active_s, self.active_s - lead):
+            # the earliest a + off after now (history is in time order; a + off rises with a)
+            i = bisect.bisect_right(history, now - off)
+            while i > 0 and history[i - 1] + off > now:
+                i -= 1
+            while i < n and history[i] + off <= now:
+                i += 1
+            if i < n:
+                times.append(history[i] + off)
         if self.pending:
             times.append(self.pending[0][0] + self.target_s)
         return min((t for t in times if t > now), default=math.inf)
@@ -568,26 +578,36 @@ class Forecaster:
             # started once its capacity is booted arrived under it.
             self.calibrating_from = now + self.lead_s
         budget = self.budget_share * total
-        pooled_hist = self.hist.sum(axis=0)
+        # The deficits above the largest counted are none: every array below keeps only the
+        # columns up to it, the same numbers in fewer (a sparse pool of long builds replans
+        # every hour of years, and its deficits stay small). Only the float sums of the
+        # week run on its full width, so that they add in the same order.
+        width = max(self._largest_k(), 0) + 2
+        hist = self.hist[:, :width] if width < self.hist.shape[1] else self.hist
+        pooled_hist = hist.sum(axis=0)
         # The pooled buffer: the smallest b with the pooled late share within budget.
         late = _late(pooled_hist[None, :])[0]
         self.pooled = int(np.argmax(late <= budget))
         # Plan a coming week. The budget is corrected by how the plans so far fared: jobs that
         # waited longer than the target against the late jobs those plans expected (a plan
         # picks the cells that looked quiet, and some of them were only lucky).
-        week = expected_week(self.hist, self.exposure, PRIOR_S)
+        week = expected_week(hist, self.exposure, PRIOR_S)
+        full = week
+        if week.shape[1] < self.hist.shape[1]:
+            full = np.zeros(self.hist.shape)
+            full[:, : week.shape[1]] = week
         # ... or by how the recent jobs' plans fared, when that is worse: a week busier than
         # the weeks before (a release) is met within the week, not diluted by them.
-        recent_late, recent_expected = sum(o for o, _ in self.outcomes), sum(e for _, e in self.outcomes)
+        recent_late, recent_expected = sum(map(_LATE, self.outcomes)), sum(map(_EXPECTED, self.outcomes))
         ratio = max((self.late + CALIBRATION_PRIOR) / (self.forecast + CALIBRATION_PRIOR),
                     (recent_late + CALIBRATION_PRIOR) / (recent_expected + CALIBRATION_PRIOR))  # fmt: skip
         ratio = min(max(ratio, 0.5), 4.0)
-        self.buffers = plan(week, week_exposure(self.exposure, PRIOR_S), self.budget_share * week.sum() / ratio)
-        counts = week.sum(axis=1)
+        self.buffers = plan(week, week_exposure(self.exposure, PRIOR_S), self.budget_share * full.sum() / ratio)
+        counts = full.sum(axis=1)
         late_cells = _late(week)[np.arange(CELLS), self.buffers]
         self.expected = np.divide(late_cells, counts, out=np.zeros(CELLS), where=counts > 0)
         # Forecast error: recent jobs the plan made late against what it expected for them.
-        seen, wanted = sum(o for o, _ in self.outcomes), sum(e for _, e in self.outcomes)
+        seen, wanted = recent_late, recent_expected
         self.fallback = len(self.outcomes) >= RECENT and seen > 3 * wanted + self.budget_share * RECENT
 
     def buffer(self, now: float) -> tuple[int, str]:

@@ -5,9 +5,9 @@ Each rule is raw: `rule(snapshot, policy, now, own) -> (desired, reason, own)`, 
 memory in and out; farm.autoscale.policy.decide() applies the shared steps (bounds, the
 scale-up rate, the scale-down delay) to whatever a rule wants. The peers' rules are in
 farm.autoscale.peers; farm.autoscale.registry finds both by kind. A `*_still` says, for a
-still pool, until when the rule would do nothing (see policy.still_until); a `*_to_doc` /
-`*_from_doc` pair writes and reads the kind's own memory, inside the document described in
-farm.autoscale.document.
+pool whose counts stand, until when the rule would do nothing (see policy.still_until); a
+`*_to_doc` / `*_from_doc` pair writes and reads the kind's own memory, inside the document
+described in farm.autoscale.document.
 """
 
 from __future__ import annotations

@@ -69,9 +69,13 @@ def _ages_cross(snap: Snapshot, now: float, limit: float) -> float:
 
 
 def jenkins_still(snap: Snapshot, p: JenkinsPolicy, now: float, own: Any) -> float:
-    """Still, nothing is provisioned (the queue is empty): the load statistics' moving
-    averages catch up over the clock ticks missed with the same still counts, so only an
-    idle agent outliving its retention changes anything."""
+    """Between events the counts stand, so the load statistics' moving averages catch up
+    over the clock ticks missed with the same counts, and no-delay provisions what it did
+    now (nothing). The standard strategy with jobs queued is the exception: its averages
+    drift toward the queue and may provision at any clock tick (`now`: no skipping). Else
+    only an idle agent outliving its retention changes anything."""
+    if snap.queued and not p.no_delay:
+        return now
     return math.inf if p.one_shot else _ages_cross(snap, now, p.idle_minutes * 60)
 
 
@@ -135,16 +139,24 @@ def keda(snap: Snapshot, p: KedaPolicy, now: float, own: Any) -> tuple[int, str,
     """
     if own is not None and math.floor(now / p.polling_interval_s) == math.floor(own / p.polling_interval_s):
         return snap.current, "between polls", own
+    new = _keda_new(snap, p)
+    return snap.current + new, f"accurate: queue {snap.queued}, pending {snap.starting}, min {p.min_replicas}", now
+
+
+def _keda_new(snap: Snapshot, p: KedaPolicy) -> int:
+    """The jobs a poll creates."""
     max_scale = min(p.max, math.ceil(snap.queued / p.target_queue_length))
     if max_scale + snap.running > p.max:
         new = p.max - snap.running
     else:
         new = max_scale - snap.starting
-    new = max(new, p.min_replicas - snap.idle - snap.starting, 0)
-    return snap.current + new, f"accurate: queue {snap.queued}, pending {snap.starting}, min {p.min_replicas}", now
+    return max(new, p.min_replicas - snap.idle - snap.starting, 0)
 
 
 def keda_still(snap: Snapshot, p: KedaPolicy, now: float, own: Any) -> float:
-    """A poll finds nothing to do while the idle jobs cover minReplicaCount; else the next
-    interval's poll starts some."""
-    return math.inf if snap.idle >= p.min_replicas else (math.floor(now / p.polling_interval_s) + 1) * p.polling_interval_s
+    """Between events the counts stand: a poll finds nothing to do if one on them now
+    would, or if the pool is at its max (whatever it wants is bounded to that); else the
+    next interval's poll creates some."""
+    if _keda_new(snap, p) == 0 or snap.current >= p.max:
+        return math.inf
+    return (math.floor(now / p.polling_interval_s) + 1) * p.polling_interval_s

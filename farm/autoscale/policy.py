@@ -170,16 +170,21 @@ def _delay_scale_down(snap: Snapshot, desired: int, policy: _Policy, lim: _Limit
 
 
 def still_until(snap: Snapshot, policy: _Policy, memory: Any, now: float) -> float:
-    """For a still pool whose decision at `now` did nothing: the time before which every
-    decision would do nothing too, while nothing arrives, and would leave the memory as the
-    next decision after it will find it anyway. `farm simulate` skips those ticks (a quiet
-    night is thousands of them); the figures are the same as deciding at each one (a test
-    holds every kind to that). `now` when nothing can be said."""
-    if snap.queued or snap.running or snap.starting or not isinstance(memory, Memory):
+    """For a pool whose decision at `now` did nothing: the time before which every decision
+    would do nothing too, while no event comes (no arrival, no end, no executor ready), and
+    would leave the memory as the next decision after it will find it anyway. The pool may
+    be still or busy: between events its counts do not change, so only the policy's own
+    clocks can (a drain's hold, a window's edge, a forecast cell's boundary, a poll).
+    `farm simulate` skips those ticks (a quiet night, or a build of hours, is thousands of
+    them); the figures are the same as deciding at each one (a test holds every kind to
+    that). `now` when nothing can be said."""
+    if not isinstance(memory, Memory):
         return now
     lim, until = memory.limits, math.inf
-    if lim.below_since is not None:  # fewer wanted: the drain comes after the hold
-        until = lim.below_since + policy.hold_s(snap.lead_s)
+    hold_end = None if lim.below_since is None else lim.below_since + policy.hold_s(snap.lead_s)
+    if hold_end is not None and hold_end > now:  # fewer wanted: the drain comes after the hold
+        # (past the hold, nothing was drained: no executor is idle, and one becoming so is an event)
+        until = hold_end
     rate = policy.scale_up_per_min
     if rate is not None and lim.started_in_window >= rate and lim.window_start + 60 > now:  # more wanted, held by the rate
         until = min(until, lim.window_start + 60)

@@ -1,7 +1,7 @@
 """The one registry of capacity policy kinds. Pure.
 
 For each kind name: its configuration class (KINDS), its raw sizing rule (rules()), its
-still part (stills(): until when a still pool's decisions would do nothing) and, for the
+still part (stills(): until when its decisions would do nothing while no event comes) and, for the
 kinds a pool runs live, how its own memory is written and read (OWN_DOCS). decide(), the
 API (LivePolicy), `farm simulate` (CapacityPolicy, farm.sim.tune.POLICIES) all follow it;
 tests/unit/test_policy.py holds it to the unions.
@@ -44,9 +44,9 @@ KINDS: dict[str, type[_Policy]] = {
 
 RawDecide = Callable[[Snapshot, Any, float, Any], tuple[int, str, Any]]
 
-# When a still pool (nothing queued, running or starting) will next see a decision that does
-# something, or a memory that the ticks between would have changed otherwise than the next
-# decision will: each kind's own part (see policy.still_until).
+# When a pool, still or busy, will next see a decision that does something while no event
+# comes (its counts stand), or a memory that the ticks between would have changed otherwise
+# than the next decision will: each kind's own part (see policy.still_until).
 RawStill = Callable[[Snapshot, Any, float, Any], float]
 
 

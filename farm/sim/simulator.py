@@ -6,9 +6,11 @@ waiting job at once. The policy decides on every tick (its `tick_s`) and, when i
 to events (`on_arrival`), once at every instant where jobs arrived or finished, after all
 of that instant's events (a push's fan-out arrives in one second: one decision sees the
 whole burst, as a live autoscaler's turn does); the decision's starts are asked for at once
-and its drains stop the longest-idle executors. While the pool is still (nothing queued,
-running or starting) the ticks at which the policy would do nothing are skipped
-(farm.autoscale.policy.still_until): the figures are those of deciding at every one.
+and its drains stop the longest-idle executors. Between events (an arrival, an end, an
+executor ready), still pool or busy, the ticks at which the policy would do nothing are
+skipped (farm.autoscale.policy.still_until: its own clocks, a hold, a window, a forecast
+cell's boundary, a poll): the replay's cost follows the events, not the span the pool is
+busy, and the figures are those of deciding at every tick.
 Scale-down is idle-only, so no job is ever killed (`killed_jobs` counts busy executors
 stopped, and is 0 by construction); one-shot executors (ARC, KEDA, Jenkins' kubernetes
 agents) stop after their one job.
@@ -111,8 +113,8 @@ def simulate(  # type: ignore[no-untyped-def]
     operator changing a knob as the replay goes (farm.sim.tune's past tuning).
     `score_from`: the figures count only from then on (the jobs submitted since, the
     executor and busy time since, the reversals since): the time before it is the policy's
-    warm-up on known demand (`farm simulate --warm-weeks`). `skip_still`: skip the ticks of
-    a still pool at which nothing would happen (False decides at each: the same figures,
+    warm-up on known demand (`farm simulate --warm-weeks`). `skip_still`: skip the ticks
+    between events at which nothing would happen (False decides at each: the same figures,
     slower; the tests compare the two)."""
     if not trace.submitted:
         raise ValueError("empty trace")
@@ -182,9 +184,9 @@ def simulate(  # type: ignore[no-untyped-def]
         else:
             idle.append((executor, now))
 
-    def act(now: float) -> float | None:
-        """Decide; for a still pool whose decision did nothing, until when the ticks may be
-        skipped (None: they may not)."""
+    def act(now: float, look: bool = False) -> float | None:
+        """Decide; if `look` and the decision did nothing, until when the ticks may be skipped
+        while no event comes (None: they may not)."""
         nonlocal memory, arrivals, started, starting, next_id, seq, last_direction, reversals, in_force
         while changes and now >= changes[0][0]:
             in_force = changes.pop(0)[1]
@@ -213,9 +215,7 @@ def simulate(  # type: ignore[no-untyped-def]
         if direction:
             last_direction = direction
             return None
-        if not skip_still or queue or busy or starting:
-            return None
-        return still_until(snap, in_force, memory, now)
+        return still_until(snap, in_force, memory, now) if look else None
 
     now = submitted[0]
     next_job = 0
@@ -256,14 +256,17 @@ def simulate(  # type: ignore[no-untyped-def]
                 take(x, now)
             dirty = react
         else:  # TICK
-            until = act(now)
+            # The next event (an arrival, an end, an executor ready) or change of policy: a
+            # decision before it sees the counts of now.
+            bound = min(submitted[next_job] if next_job < jobs else inf, events[0][0] if events else inf,
+                        changes[0][0] if changes else inf)  # fmt: skip
+            until = act(now, skip_still and bound > now + 2 * tick)
             dirty = False
             nxt = now + tick
             if until is not None:
-                # Nothing happens before `until` or the next arrival (a still pool has no
-                # other event coming) or the next change of policy: the next tick is the
-                # last one before the first of them, on the same grid.
-                until = min(until, submitted[next_job] if next_job < jobs else inf, changes[0][0] if changes else inf)
+                # Nothing happens before `until` or `bound`: the next tick is the last one
+                # before the first of them, on the same grid (the one after is decided).
+                until = min(until, bound)
                 if until < inf:
                     k = math.ceil((until - now) / tick) - 1
                     if k > 1:
