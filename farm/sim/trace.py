@@ -53,7 +53,8 @@ def parse(lines: Iterable[str], *, split_pools: bool = False, since: float | Non
     at, took, in_pool = header.index("submitted_ts"), header.index("duration_s"), header.index("pool")
     seen = header.index(OBSERVED) if OBSERVED in header else None
     lo, hi = -math.inf if since is None else since, math.inf if until is None else until
-    rows: dict[str, list[tuple[float, float, float]]] = {}
+    sliced = since is not None or until is not None
+    rows: dict[str, list[tuple[float, ...]]] = {}
     one = rows.setdefault("all", []) if not split_pools else None
     for n, row in enumerate(reader, start=2):
         if not row:
@@ -64,19 +65,22 @@ def parse(lines: Iterable[str], *, split_pools: bool = False, since: float | Non
             raise TraceError(f"line {n}: submitted_ts and duration_s must be numbers") from e
         if d < 0:
             raise TraceError(f"line {n}: negative duration")
-        if not lo <= t < hi:
+        if sliced and not lo <= t < hi:
             continue
-        o = math.nan
-        if seen is not None and seen < len(row) and row[seen].strip():
-            try:
-                o = float(row[seen])
-            except ValueError as e:
-                raise TraceError(f"line {n}: {OBSERVED} must be a number or blank") from e
+        job: tuple[float, ...] = (t, d)  # (a trace of millions of jobs: the common case pays nothing for the options)
+        if seen is not None:
+            o = math.nan
+            if seen < len(row) and row[seen].strip():
+                try:
+                    o = float(row[seen])
+                except ValueError as e:
+                    raise TraceError(f"line {n}: {OBSERVED} must be a number or blank") from e
+            job = (t, d, o)
         if one is not None:
-            one.append((t, d, o))
+            one.append(job)
         else:
             try:
-                rows.setdefault(row[in_pool], []).append((t, d, o))
+                rows.setdefault(row[in_pool], []).append(job)
             except IndexError as e:
                 raise TraceError(f"line {n}: no pool") from e
     rows = {pool: jobs for pool, jobs in rows.items() if jobs}
@@ -84,6 +88,10 @@ def parse(lines: Iterable[str], *, split_pools: bool = False, since: float | Non
         raise TraceError("trace has no jobs" + ("" if since is None and until is None else " in the slice asked for"))
     out = []
     for pool, jobs in sorted(rows.items()):
+        if seen is None:
+            jobs.sort()
+            out.append(Trace(pool, [job[0] for job in jobs], [job[1] for job in jobs]))
+            continue
         jobs.sort(key=lambda job: job[:2])  # nan never compares: leave the observed wait out of the order
-        out.append(Trace(pool, [t for t, _, _ in jobs], [d for _, d, _ in jobs], [o for _, _, o in jobs] if seen is not None else None))
+        out.append(Trace(pool, [job[0] for job in jobs], [job[1] for job in jobs], [job[2] for job in jobs]))
     return out
