@@ -46,7 +46,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from farm.api.auth import Principal, TokenBook
 from farm.api.recorder import Recorder
 from farm.audit import REFUSED, AuditRecord
-from farm.errors import FarmError, TooManyRequests, Unauthorized
+from farm.errors import FarmError, StoreUnavailable, TooManyRequests, Unauthorized
 from farm.roles import ROLE_KEY, Role, declared
 
 log = logging.getLogger("farm.api")
@@ -157,6 +157,9 @@ class Gate:
             who = await self.tokens.aresolve(headers.get("authorization"))
         except Unauthorized as e:
             await _refuse(scope, receive, send, 401, str(e), {"WWW-Authenticate": "Bearer"})
+            return
+        except StoreUnavailable as e:  # Redis away or refusing: the token cannot be looked up (a 503, as any handler's)
+            await _refuse(scope, receive, send, 503, str(e), {"Retry-After": "5"})
             return
         seen.who = who
         needed, seen.action, seen.params = self._declared(scope)

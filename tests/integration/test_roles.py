@@ -169,3 +169,11 @@ def test_farm_yaml_tokens_are_seeded_once_and_a_revocation_holds_across_restarts
     with TestClient(create_app(settings)) as again:  # a restart: farm.yaml still names the token
         assert again.get("/v1/whoami", headers=auth(TEAM)).status_code == 401
         assert again.get("/v1/whoami", headers=auth(ADMIN)).json()["role"] == "admin"
+
+
+def test_a_token_that_cannot_be_looked_up_is_a_503_not_a_500(make_settings):
+    """Redis away: a tenant's token (not the settings' admin token, resolved in memory) is
+    answered 503 with Retry-After, as a handler's store failure is."""
+    settings = make_settings(redis_url="redis://127.0.0.1:1", admin_token=ADMIN)
+    r = TestClient(create_app(settings)).get("/v1/jobs", headers=auth(TEAM))
+    assert r.status_code == 503 and r.headers["Retry-After"] == "5"
