@@ -2,6 +2,11 @@
 
 Usage: farm simulate ... --policy all --json > run.json; python bench/capacity_tables.py run.json [...]
 Each file becomes one table (its lead and target taken from the predictive row).
+
+       python bench/capacity_tables.py --against PAST.json:HINDSIGHT.json [...]
+One row a pair (the same setting, both --warm-weeks 1; --tune past and --tune hindsight): the
+predictive policy beside the GitLab calendar the oracle draws and the one drawn from the weeks
+before (gitlab-calendar), with the predictive policy's cost as a ratio of the oracle's.
 """
 
 from __future__ import annotations
@@ -41,9 +46,32 @@ def table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def figures(r: dict, target: float) -> str:
+    return f"{r['executor_hours']:,.0f} h, p95 {r['wait_p95_s']:.0f} s{' ✗' if r['wait_p95_s'] > target else ''}"
+
+
+def against(pairs: list[tuple[list[dict], list[dict]]]) -> str:
+    out = ["| lead, target | predictive (warm) | GitLab calendar, oracle | predictive ÷ oracle calendar | "
+           "GitLab calendar drawn from the weeks before |", "|---|---|---|---|---|"]  # fmt: skip
+    for past, hindsight in pairs:
+        mine = next(r for r in past if r["policy"] == "predictive")
+        drawn = next(r for r in past if r["policy"] == "gitlab-calendar")
+        oracle = next((r for r in hindsight if r["policy"] == "gitlab"), None)
+        target = mine["params"]["target_p95_s"]
+        ratio = "" if oracle is None else f"{mine['executor_hours'] / oracle['executor_hours']:.2f}"
+        out.append(f"| {mine['lead_s']:.0f} s, {target:.0f} s | {figures(mine, target)} | "
+                   f"{'none meets the target' if oracle is None else setting(oracle) + ': ' + figures(oracle, target)} | {ratio} | "
+                   f"{figures(drawn, target)} |")  # fmt: skip
+    return "\n".join(out)
+
+
 def main() -> None:
     if len(sys.argv) < 2:
         raise SystemExit(__doc__)
+    if sys.argv[1] == "--against":
+        pairs = [tuple(json.loads(Path(f).read_text()) for f in arg.split(":")) for arg in sys.argv[2:]]
+        print(against(pairs))  # type: ignore[arg-type]
+        return
     for name in sys.argv[1:]:
         print(table(json.loads(Path(name).read_text())))
 

@@ -289,7 +289,8 @@ def simulate(
                     for stage in tune.stages(tr, target_p95, lead, tune_by, warm_weeks):
                         knob = tune.KNOBS.get(stage.policy)
                         task = tracker.task(prefix + stage.policy, stage.max_runs,
-                                            f"tuning {knob}…" if knob else _replaying(tr))  # fmt: skip
+                                            f"tuning {knob}…" if knob else "drawing its weeks…" if stage.policy == tune.CALENDAR
+                                            else _replaying(tr))  # fmt: skip
                         r = stage.go(task.note, task.replay)
                         if r is None:
                             task.finish(f"no {knob} up to 128 meets p95 ≤ {target_p95:g}s")

@@ -94,28 +94,10 @@ def gitlab_calendar(
     flat = cheapest(trace, "gitlab", "idle_count", target_p95_s, lead_s, progress=progress, replay=replay, score_from=score_from)
     if flat is None:
         return None
-    counts = [0] * 168
-    for t in trace.submitted:
-        counts[hour_of_week(t)] += 1
-    quiet = sorted(range(168), key=lambda h: (counts[h], h))
+    quiet = quiet_hours(trace, -math.inf, math.inf)
     best = flat
-    n0 = flat.params["idle_count"]
-    def with_off(n: int, k: int) -> dict[str, Any]:
-        off = [GitLabPeriod(hours_of_week=quiet[:k], idle_count=0).model_dump()] if k else []
-        return {"idle_count": n, "periods": off}
-
-    for n in (n0, n0 + 1, n0 + 2):
-        lo, hi = 0, 168
-        results: dict[int, Result] = {}
-        while lo < hi:  # the most hours off that still meets the target
-            mid = (lo + hi + 1) // 2
-            results[mid] = run(trace, "gitlab", with_off(n, mid), lead_s, replay=replay, score_from=score_from)
-            progress(f"gitlab idle_count={n}, {mid} quiet hours off: p95 {results[mid].wait_p95_s:.0f}s")
-            if results[mid].wait_p95_s <= target_p95_s:
-                lo = mid
-            else:
-                hi = mid - 1
-        r = results.get(lo) or run(trace, "gitlab", with_off(n, lo), lead_s, replay=replay, score_from=score_from)
+    for n in (flat.params["idle_count"] + i for i in range(3)):
+        _, r = most_off(trace, n, quiet, target_p95_s, lead_s, progress=progress, replay=replay, score_from=score_from)
         if r.wait_p95_s <= target_p95_s and r.executor_hours < best.executor_hours:
             best = r
     return best
@@ -186,6 +168,147 @@ def past_tuned(
     return replace(r, tuning="past")
 
 
+# The weeks a past-drawn calendar looks back on (farm.sim.tune.calendar_past), and the
+# replayed time before them that fills the pool as it stood when they began.
+LOOKBACK_WEEKS = 2
+WINDOW_WARMUP_S = 86400.0
+
+
+def window(trace: Trace, since: float, until: float) -> Trace:
+    """The jobs of `trace` submitted in [since, until)."""
+    a, b = bisect.bisect_left(trace.submitted, since), bisect.bisect_left(trace.submitted, until)
+    return Trace(trace.pool, trace.submitted[a:b], trace.durations[a:b])
+
+
+def quiet_hours(trace: Trace, since: float, until: float, *, like_days: bool = False) -> list[int]:
+    """The hours of the week, quietest first: fewest jobs submitted in [since, until), the
+    earlier hour first on a tie. `like_days`: by those jobs plus the mean of the same hour on
+    the days like it (weekdays, or the weekend), as a heat map of hour by day shows them to an
+    operator; one push fans out into ~19 jobs, so a week's own counts by hour are mostly noise
+    (the 42 quietest hours of one week of the shared trace hold 19-29 % of the next week's
+    jobs; ranked so, over the weeks before, 6-13 %)."""
+    counts = [0] * 168
+    a, b = bisect.bisect_left(trace.submitted, since), bisect.bisect_left(trace.submitted, until)
+    for t in trace.submitted[a:b]:
+        counts[hour_of_week(t)] += 1
+    if not like_days:
+        return sorted(range(168), key=lambda h: (counts[h], h))
+    weekdays, weekend = range(5), range(5, 7)
+
+    def like(h: int) -> float:
+        days = weekdays if h // 24 < 5 else weekend
+        return sum(counts[d * 24 + h % 24] for d in days) / len(days)
+
+    return sorted(range(168), key=lambda h: (counts[h] + like(h), h))
+
+
+def calendar(idle_count: int, off: list[int]) -> dict[str, Any]:
+    """GitLab's params for `idle_count` with the hours `off` at none."""
+    return {"idle_count": idle_count, "periods": [GitLabPeriod(hours_of_week=off, idle_count=0).model_dump()] if off else []}
+
+
+def calendar_past(
+    trace: Trace, target_p95_s: float, lead_s: float, idle_by_week: list[int], *, lookback_weeks: int = LOOKBACK_WEEKS,
+    progress: Progress = lambda _: None, replay: Replay | None = None, score_from: float | None = None,
+) -> Result:  # fmt: skip
+    """GitLab's `periods` as an operator could draw them, re-drawn every week from the weeks
+    before it: the idle_count the weekly-tuned flat peer chose for that week (`idle_by_week`)
+    or one more, with the hours of the week that were quietest in all the weeks before
+    (quiet_hours, like_days) turned off, as many as still met the target when the last
+    `lookback_weeks` weeks are replayed with them; of the two, the cheaper on those weeks. The first week, with no past,
+    runs the flat peer's default with nothing off. The result is one replay of the whole
+    trace with the calendar changing at the week boundaries.
+
+    Each candidate is judged on a replay of the lookback weeks alone (after a day that fills
+    the pool as it stood), never of the week it will run in: the hours that were quiet are
+    not always the hours that will be, which is what a calendar tuned with hindsight knows
+    (gitlab_calendar)."""
+    starts = week_starts(trace)
+    idle: list[int] = [idle_by_week[0]]
+    offs: list[list[int]] = [[]]
+    for week, boundary in enumerate(starts, start=2):
+        since = max(trace.submitted[0], boundary - lookback_weeks * WEEK_S)
+        past = window(trace, since - WINDOW_WARMUP_S, boundary)
+        quiet = quiet_hours(trace, trace.submitted[0], boundary, like_days=True)
+        n0 = idle_by_week[week - 1]
+        best: tuple[float, int, int] | None = None  # (executor-hours over the lookback, idle_count, hours off)
+        for n in (n0, n0 + 1):
+            k, r = most_off(past, n, quiet, target_p95_s, lead_s, near=len(offs[-1]), replay=replay, score_from=since)
+            if r.wait_p95_s <= target_p95_s and (best is None or r.executor_hours < best[0]):
+                best = (r.executor_hours, n, k)
+        n, k = (n0, 0) if best is None else best[1:]
+        idle.append(n)
+        offs.append(quiet[:k])
+        why = f"the cheapest meeting p95 ≤ {target_p95_s:g}s over weeks {max(1, week - lookback_weeks)}-{week - 1}" if best else \
+            f"no calendar met p95 ≤ {target_p95_s:g}s over weeks {max(1, week - lookback_weeks)}-{week - 1}: the flat peer's knob"
+        progress(Milestone(f"drawing week {week}/{len(starts) + 1}: idle_count={n}, {k} quiet hours off ({why})"))
+    schedule = [(t, build("gitlab", calendar(n, off))) for t, n, off in zip([trace.submitted[0], *starts], idle, offs, strict=True)]
+    r = simulate(trace, schedule[0][1], lead_s=lead_s, name=CALENDAR, params={"idle_count": idle, "quiet_hours_off": [len(o) for o in offs]},
+                 progress=replay, schedule=schedule, score_from=score_from)  # fmt: skip
+    return replace(r, tuning="past")
+
+
+def most_off(trace: Trace, idle_count: int, quiet: list[int], target_p95_s: float, lead_s: float, *, near: int | None = None,
+             progress: Progress = lambda _: None, replay: Replay | None, score_from: float | None) -> tuple[int, Result]:  # fmt: skip
+    """GitLab at `idle_count` with the most of the `quiet` hours (in that order) off that still
+    meets the target on `trace`, and how many (none off when even that misses). A bisection
+    over them all, or from `near` (last week's count) outward in doubling steps, then a
+    bisection between the last that met and the first that missed: a week like the one
+    before costs two replays instead of eight."""
+    tried: dict[int, Result] = {}
+
+    def at(k: int) -> Result:
+        if k not in tried:
+            tried[k] = run(trace, "gitlab", calendar(idle_count, quiet[:k]), lead_s, replay=replay, score_from=score_from)
+            progress(f"gitlab idle_count={idle_count}, {k} quiet hours off: p95 {tried[k].wait_p95_s:.0f}s")
+        return tried[k]
+
+    k = last_met(len(quiet), lambda k: at(k).wait_p95_s <= target_p95_s, near=near)
+    return k, at(k)
+
+
+def last_met(hi: int, meets: Callable[[int], bool], *, near: int | None = None) -> int:
+    """The largest k in 0..hi for which `meets(k)` holds, where it holds up to some k and not
+    after (0 when it holds nowhere). A bisection over 0..hi, or from `near` outward in
+    doubling steps and then a bisection between the last that met and the first that
+    missed: about two calls when the answer is `near`, instead of log2(hi)."""
+    lo = 0  # the answer is in lo..hi
+    if near is not None:
+        k, step = min(max(near, 0), hi), 1
+        if meets(k):
+            lo = k
+            while lo < hi:
+                if meets(nxt := min(hi, lo + step)):
+                    lo, step = nxt, 2 * step
+                else:
+                    hi = nxt - 1
+                    break
+        else:
+            hi = k - 1
+            while lo < hi:
+                if meets(nxt := max(lo, hi - step + 1)):
+                    lo = nxt
+                    break
+                hi, step = nxt - 1, 2 * step
+            hi = max(hi, lo)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if meets(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def calendar_runs(trace: Trace) -> int:
+    """The most replays calendar_past() takes: two searches over the hours a week (a doubling
+    walk, then a bisection), and the final one."""
+    return 2 * 2 * (1 + bisection_runs(0, 168)) * len(week_starts(trace)) + 1
+
+
+CALENDAR = "gitlab-calendar"  # the row of the past-drawn calendar (a GitLab policy with periods)
+
+
 def run_recorded(trace: Trace, name: str, params: dict[str, Any], lead_s: float, replay: Replay | None) -> Result:
     return simulate(trace, build(name, params), lead_s=lead_s, name=name, params=params, progress=replay, record=True)
 
@@ -216,6 +339,7 @@ def stages(trace: Trace, target_p95_s: float, lead_s: float, tuning: str = "past
     policy's warm-up on known demand (a pool switched over from another system, with its
     history as the seed) and only the weeks after are scored; hindsight tunes on those."""
     score_from = scored_from(trace, warm_weeks)
+    flat: dict[str, Result] = {}  # the weekly-tuned peers' results, by name (the calendar starts from GitLab's)
 
     def predictive(progress: Progress, replay: Replay | None) -> Result:
         r = run(trace, "predictive", {"target_p95_s": target_p95_s, **UNCAPPED}, lead_s, replay=replay, score_from=score_from)
@@ -225,8 +349,13 @@ def stages(trace: Trace, target_p95_s: float, lead_s: float, tuning: str = "past
     def peer(name: str) -> Callable[[Progress, Replay | None], Result | None]:
         base = UNCAPPED if name in LIVE_KINDS else None
         if tuning == "past":
-            return lambda progress, replay: replace(past_tuned(trace, name, KNOBS[name], target_p95_s, lead_s, base=base, progress=progress,
-                                                               replay=replay, score_from=score_from), warm_weeks=warm_weeks)  # fmt: skip
+            def weekly(progress: Progress, replay: Replay | None) -> Result:
+                r = past_tuned(trace, name, KNOBS[name], target_p95_s, lead_s, base=base, progress=progress, replay=replay,
+                               score_from=score_from)  # fmt: skip
+                flat[name] = r
+                return replace(r, warm_weeks=warm_weeks)
+
+            return weekly
 
         def hindsight(progress: Progress, replay: Replay | None) -> Result | None:
             r = cheapest(trace, name, KNOBS[name], target_p95_s, lead_s, base=base, progress=progress, replay=replay,
@@ -239,9 +368,17 @@ def stages(trace: Trace, target_p95_s: float, lead_s: float, tuning: str = "past
         r = gitlab_calendar(trace, target_p95_s, lead_s, progress, replay=replay, score_from=score_from)
         return None if r is None else replace(r, tuning="hindsight", warm_weeks=warm_weeks)
 
+    def drawn(progress: Progress, replay: Replay | None) -> Result:
+        if "gitlab" not in flat:
+            peer("gitlab")(progress, replay)
+        idle = flat["gitlab"].params["idle_count"]
+        r = calendar_past(trace, target_p95_s, lead_s, idle, progress=progress, replay=replay, score_from=score_from)
+        return replace(r, warm_weeks=warm_weeks)
+
     if tuning == "past":
         runs = past_runs(trace)
-        return [Stage("predictive", 1, predictive), *(Stage(name, runs, peer(name)) for name in ("reactive", "arc", "jenkins", "keda", "gitlab"))]
+        return [Stage("predictive", 1, predictive), *(Stage(name, runs, peer(name)) for name in ("reactive", "arc", "jenkins", "keda", "gitlab")),
+                Stage(CALENDAR, calendar_runs(trace), drawn)]  # fmt: skip
     if tuning != "hindsight":
         raise ValueError(f"tuning is past or hindsight, not {tuning!r}")
     return [

@@ -20,7 +20,7 @@ from typing import Any
 
 from farm.sim.simulator import Replay, Result, percentile, simulate
 from farm.sim.trace import Trace
-from farm.sim.tune import KNOBS, WEEK_S, build
+from farm.sim.tune import WEEK_S, build
 
 
 @dataclass(frozen=True)
@@ -86,8 +86,8 @@ def weeks(trace: Trace, r: Result, *, warm_weeks: int = 0, replay: Replay | None
                      score_from=s if k or warm_weeks else None, record=k == 0)
             for k, s in enumerate(bounds)]  # fmt: skip
     waits = runs[0].job_waits
-    knob = KNOBS.get(r.policy)
-    by_week = r.params.get(knob) if knob else None
+    # a past-tuned result's knobs, a value a week (the calendar's idle_count and quiet hours off)
+    by_week = {k: v for k, v in r.params.items() if isinstance(v, list)} if r.tuning == "past" else {}
     out = []
     for k, s in enumerate(bounds):
         until = bounds[k + 1] if k + 1 < len(bounds) else math.inf
@@ -100,7 +100,7 @@ def weeks(trace: Trace, r: Result, *, warm_weeks: int = 0, replay: Replay | None
             executor_hours=runs[k].executor_hours - (later.executor_hours if later else 0.0),
             busy_hours=runs[k].busy_hours - (later.busy_hours if later else 0.0),
             wait_p50_s=percentile(mine, 50), wait_p95_s=percentile(mine, 95),
-            knob={knob: by_week[week]} if isinstance(by_week, list) and week < len(by_week) else None,
+            knob={k: v[week] for k, v in by_week.items() if week < len(v)} or None,
             observed=observed(seen or trace, s, until),
         ))  # fmt: skip
     return out

@@ -15,7 +15,7 @@ from farm.cli import app
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "traces" / "bitcoin-core-ci-2025.csv"
 NARROW = {"COLUMNS": "80", "LINES": "40"}
-POLICIES = ("predictive", "reactive", "arc", "jenkins", "keda", "gitlab")
+POLICIES = ("predictive", "reactive", "arc", "jenkins", "keda", "gitlab", "gitlab-calendar")  # the rows of --policy all (--tune past)
 
 
 @pytest.fixture
@@ -173,7 +173,7 @@ def test_wide_shows_every_column(small_trace):
     assert header[1:-1] == ["pool", "policy", "tuning", "params", "executor-h", "busy-h", "efficiency", "wait p50", "wait p95",
                             "wait p99", "killed", "reversals/h", "clairvoyant-h"]  # fmt: skip
     rows = [line for line in r.stdout.splitlines() if line.startswith("│ ")]
-    assert len(rows) == 12 and all(re.search(r"│ (linux|mac) +│ \w+ +│ [\w ]* +│ \w+=", row) for row in rows), r.stdout
+    assert len(rows) == 2 * len(POLICIES) and all(re.search(r"│ (linux|mac) +│ [\w-]+ +│ [\w ]* +│ \w+=", row) for row in rows), r.stdout
     assert "linux arc" in r.stderr and "mac gitlab" in r.stderr  # a task per pool and policy
     # parameters are shown as they are, not taken for rich markup
     periods = '[{"hours_of_week": [0, 1, 2], "idle_count": 0}]'

@@ -5,7 +5,7 @@ import io
 import numpy as np
 import pytest
 
-from farm.autoscale.policy import ArcPolicy, PredictivePolicy, ReactivePolicy
+from farm.autoscale.policy import ArcPolicy, GitLabPolicy, PredictivePolicy, ReactivePolicy
 from farm.sim.simulator import clairvoyant_hours, simulate
 from farm.sim.trace import Trace, TraceError, parse
 from farm.sim.tune import cheapest
@@ -188,3 +188,99 @@ def test_skipping_a_still_pools_idle_ticks_changes_no_figure(name, params, lead)
         assert skipped.row() == every.row()
         assert skipped.job_waits == every.job_waits
         assert len(skipped.series) < 0.9 * len(every.series)  # the quiet hours were skipped
+
+
+def _office_hours(weeks, *, nights_from=None, t0=1_757_289_600.0):
+    """Weekdays 08-19 UTC: 3 jobs of 10 min every 20 min; nights and weekends none, but from
+    week `nights_from`'s first office hour on (where the trace's weeks begin), a job of 10 min
+    every night hour too. t0 is a Monday 00:00 UTC."""
+    jobs = []
+    for w in range(weeks):
+        for h in range(7 * 24):
+            day, hour = divmod(h, 24)
+            at = t0 + w * 7 * 86400 + h * 3600
+            if day < 5 and 8 <= hour < 20:
+                jobs += [(at + m * 60, 600) for m in (0, 20, 40) for _ in range(3)]
+            elif nights_from is not None and (w, h) >= (nights_from, 8):
+                jobs.append((at + 1800, 600))
+    return trace(jobs)
+
+
+def test_a_past_drawn_calendar_turns_off_the_hours_the_weeks_before_were_quiet():
+    """Week 1 runs the flat peer's knob with nothing off; each later week turns off the
+    hours that were quietest over the lookback, as many as met the target replayed there,
+    and the whole trace is one replay with the calendar changing at the week boundaries."""
+    from farm.autoscale.forecast import hour_of_week
+    from farm.sim.tune import CALENDAR, calendar_past, quiet_hours, week_starts
+
+    tr = _office_hours(4)
+    idle = [3, 3, 3, 3]  # the flat peer's knob by week, as given
+    r = calendar_past(tr, 15, 60, idle)
+    assert (r.policy, r.tuning, r.jobs) == (CALENDAR, "past", len(tr))
+    off = r.params["quiet_hours_off"]
+    assert off[0] == 0 and all(k > 0 for k in off[1:]), off
+    assert r.params["idle_count"][0] == 3 and all(n in (3, 4) for n in r.params["idle_count"][1:])
+    starts = week_starts(tr)
+    assert [t for t, _ in r.schedule] == [tr.submitted[0], *starts]
+    busy = {hour_of_week(t) for t in tr.submitted}
+    for k, (boundary, (_, policy)) in enumerate(zip(starts, r.schedule[1:], strict=True), start=1):
+        hours = policy.periods[0].hours_of_week
+        assert len(hours) == off[k] and hours == quiet_hours(tr, tr.submitted[0], boundary, like_days=True)[: off[k]]
+        assert set(hours) >= set(range(168)) - busy  # every hour without a job, and office hours only while p95 holds
+        assert len(set(hours) & busy) <= 5
+    flat = simulate(tr, GitLabPolicy(idle_count=3), lead_s=60)
+    assert r.wait_p95_s <= 15 and r.executor_hours < flat.executor_hours  # the quiet hours' idle executors are saved
+
+
+def test_a_past_drawn_calendar_is_drawn_from_the_weeks_before_only():
+    """Night jobs that start in week 3 change nothing drawn before week 3 ended: the
+    calendars of weeks 1-3 are those of the trace without them, and week 4's keeps the
+    nights that now have jobs on."""
+    from farm.sim.tune import calendar_past
+
+    quiet, changed = _office_hours(4), _office_hours(4, nights_from=2)
+    idle = [3, 3, 3, 3]
+    a, b = calendar_past(quiet, 15, 60, idle), calendar_past(changed, 15, 60, idle)
+    assert [p for _, p in a.schedule[:3]] == [p for _, p in b.schedule[:3]]
+    assert a.schedule[3][1] != b.schedule[3][1]
+    assert b.params["quiet_hours_off"][3] < a.params["quiet_hours_off"][3]
+
+
+def test_the_walk_from_last_weeks_count_finds_what_a_bisection_finds():
+    """For every answer and every starting point, the same k as a bisection over all of
+    0..hi, and about two calls when the answer is where the walk starts."""
+    from farm.sim.tune import last_met
+
+    hi = 168
+    for answer in range(-1, hi + 1):  # -1: it holds nowhere
+        def meets(k, answer=answer):
+            return k <= answer
+
+        assert last_met(hi, meets) == max(answer, 0)
+        for near in (0, 1, answer - 3, answer, answer + 1, answer + 40, hi, hi + 5):
+            calls: list[int] = []
+
+            def counted(k, calls=calls, meets=meets):
+                calls.append(k)
+                return meets(k)
+
+            assert last_met(hi, counted, near=near) == max(answer, 0), (answer, near)
+            if near == answer and 0 < answer < hi:
+                assert len(calls) == 2, calls
+
+
+def test_quiet_hours_read_like_days_as_an_operators_heat_map_does():
+    """Alone, an hour that happened to have no job (Tuesday 03:00 of a busy weekday night)
+    ranks before a weekend hour with one; read with the days like it, the weekend goes first."""
+    from farm.sim.tune import quiet_hours
+
+    t0 = 1_757_289_600.0  # a Monday 00:00 UTC
+    jobs = [(t0 + (d * 24 + 3) * 3600, 60) for d in (0, 2, 3, 4) for _ in range(5)]  # weekday 03:00, but Tuesday
+    jobs += [(t0 + (d * 24 + 9) * 3600, 60) for d in range(7)]  # 09:00 every day
+    jobs.append((t0 + (5 * 24 + 3) * 3600, 60))  # one on Saturday 03:00
+    tr = trace(jobs)
+    alone, like = quiet_hours(tr, t0, t0 + 7 * 86400), quiet_hours(tr, t0, t0 + 7 * 86400, like_days=True)
+    tuesday_3, saturday_3 = 24 + 3, 5 * 24 + 3
+    assert alone.index(tuesday_3) < alone.index(saturday_3)
+    assert like.index(saturday_3) < like.index(tuesday_3)
+    assert sorted(alone) == sorted(like) == list(range(168))
