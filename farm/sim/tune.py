@@ -209,7 +209,7 @@ def calendar(idle_count: int, off: list[int]) -> dict[str, Any]:
 
 def calendar_past(
     trace: Trace, target_p95_s: float, lead_s: float, idle_by_week: list[int], *, lookback_weeks: int = LOOKBACK_WEEKS,
-    progress: Progress = lambda _: None, replay: Replay | None = None, score_from: float | None = None,
+    progress: Progress = lambda _: None, replay: Replay | None = None, score_from: float | None = None, quantile: float = 95.0,
 ) -> Result:  # fmt: skip
     """GitLab's `periods` as an operator could draw them, re-drawn every week from the weeks
     before it: the idle_count the weekly-tuned flat peer chose for that week (`idle_by_week`)
@@ -217,7 +217,8 @@ def calendar_past(
     (quiet_hours, like_days) turned off, as many as still met the target when the last
     `lookback_weeks` weeks are replayed with them; of the two, the cheaper on those weeks. The first week, with no past,
     runs the flat peer's default with nothing off. The result is one replay of the whole
-    trace with the calendar changing at the week boundaries.
+    trace with the calendar changing at the week boundaries. `quantile` above 95 draws with
+    a margin: the lookback's waits at that quantile must meet the target.
 
     Each candidate is judged on a replay of the lookback weeks alone (after a day that fills
     the pool as it stood), never of the week it will run in: the hours that were quiet are
@@ -233,7 +234,8 @@ def calendar_past(
         n0 = idle_by_week[week - 1]
         best: tuple[float, int, int] | None = None  # (executor-hours over the lookback, idle_count, hours off)
         for n in (n0, n0 + 1):
-            k, r = most_off(past, n, quiet, target_p95_s, lead_s, near=len(offs[-1]), replay=replay, score_from=since)
+            k, r = most_off(past, n, quiet, target_p95_s, lead_s, near=len(offs[-1]), replay=replay, score_from=since,
+                            quantile=quantile)  # fmt: skip
             if r.wait_p95_s <= target_p95_s and (best is None or r.executor_hours < best[0]):
                 best = (r.executor_hours, n, k)
         n, k = (n0, 0) if best is None else best[1:]
@@ -249,22 +251,31 @@ def calendar_past(
 
 
 def most_off(trace: Trace, idle_count: int, quiet: list[int], target_p95_s: float, lead_s: float, *, near: int | None = None,
-             progress: Progress = lambda _: None, replay: Replay | None, score_from: float | None) -> tuple[int, Result]:  # fmt: skip
+             progress: Progress = lambda _: None, replay: Replay | None, score_from: float | None,
+             quantile: float = 95.0) -> tuple[int, Result]:  # fmt: skip
     """GitLab at `idle_count` with the most of the `quiet` hours (in that order) off that still
     meets the target on `trace`, and how many (none off when even that misses). A bisection
     over them all, or from `near` (last week's count) outward in doubling steps, then a
     bisection between the last that met and the first that missed: a week like the one
-    before costs two replays instead of eight."""
-    tried: dict[int, Result] = {}
+    before costs two replays instead of eight. `quantile`: the wait that must meet the target
+    (95, or higher to keep a margin of the late budget: 97.5 keeps half of it)."""
+    tried: dict[int, float] = {}
+    results: dict[int, Result] = {}
+    first = 0 if score_from is None else bisect.bisect_left(trace.submitted, score_from)
 
-    def at(k: int) -> Result:
+    def wait(k: int) -> float:
         if k not in tried:
-            tried[k] = run(trace, "gitlab", calendar(idle_count, quiet[:k]), lead_s, replay=replay, score_from=score_from)
-            progress(f"gitlab idle_count={idle_count}, {k} quiet hours off: p95 {tried[k].wait_p95_s:.0f}s")
+            params = calendar(idle_count, quiet[:k])
+            r = simulate(trace, build("gitlab", params), lead_s=lead_s, name="gitlab", params=params, progress=replay,
+                         score_from=score_from, record=quantile != 95.0)  # fmt: skip
+            results[k] = r
+            tried[k] = r.wait_p95_s if quantile == 95.0 else percentile(sorted(r.job_waits[first:]), quantile)
+            progress(f"gitlab idle_count={idle_count}, {k} quiet hours off: p{quantile:g} {tried[k]:.0f}s")
         return tried[k]
 
-    k = last_met(len(quiet), lambda k: at(k).wait_p95_s <= target_p95_s, near=near)
-    return k, at(k)
+    k = last_met(len(quiet), lambda k: wait(k) <= target_p95_s, near=near)
+    wait(k)
+    return k, results[k]
 
 
 def last_met(hi: int, meets: Callable[[int], bool], *, near: int | None = None) -> int:
