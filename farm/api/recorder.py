@@ -5,7 +5,9 @@ handed within `delay_s` of each other (or `batch` of them) go to Redis in one pi
 round trip (AuditTrail.append_many), so under load the trail costs a fraction of a round
 trip per request instead of one. What was handed and not yet written is written when the
 API stops (`close`); a process killed outright loses at most the last `delay_s` of records.
-Refusals are not batched: their rate limit is decided in Redis, per refusal.
+Refusals are not batched: their rate limit is decided in Redis, per refusal. The trail keeps
+the order requests were answered in: a refusal first writes what was handed before it, and
+writes never overlap (a lock), so a batch still in flight cannot land after a later refusal.
 """
 
 from __future__ import annotations
@@ -24,9 +26,12 @@ class Recorder:
         self.trail, self.delay_s, self.batch = trail, delay_s, batch
         self.pending: list[AuditRecord] = []
         self._flushing: asyncio.Task[None] | None = None
+        self._writing = asyncio.Lock()
 
     async def refused(self, record: AuditRecord) -> None:
-        await self.trail.refused(record)
+        async with self._writing:
+            await self._write_pending()
+            await self.trail.refused(record)
 
     async def append(self, record: AuditRecord) -> None:
         """Hand a record over; it is written within `delay_s` (on the event loop: no lock)."""
@@ -41,6 +46,10 @@ class Recorder:
         await self._write()
 
     async def _write(self) -> None:
+        async with self._writing:
+            await self._write_pending()
+
+    async def _write_pending(self) -> None:
         records, self.pending = self.pending, []
         if not records:
             return

@@ -97,6 +97,26 @@ def test_append_on_the_event_loop_is_one_entry(redis_url):
     assert r.id == entry and r.action == "run.submit" and r.targets == ["r1", "j1", "j2"]
 
 
+def test_the_writer_keeps_the_order_requests_were_answered_in(redis_url):
+    """A refusal is written at once and a change's record in a batch a moment later; the
+    change answered first still comes first in the trail (a viewer's 403 on a job once
+    showed before the submit that made the job, in CI)."""
+    from farm.api.recorder import Recorder
+
+    _clear_of_a_minute_turn(redis_url)
+
+    async def answered(t):
+        recorder = Recorder(t, delay_s=0.5)  # a batch that would land after the refusal
+        await recorder.append(record("job.submit"))
+        await recorder.refused(record("job.cancel", role="viewer", status=403))
+        await recorder.append(record("job.cancel"))
+        await recorder.close()
+
+    on_loop(redis_url, answered)
+    got = [(r.action, r.status) for r in reversed(trail(redis_url).page(limit=10)[0])]
+    assert got == [("job.submit", 201), ("job.cancel", 403), ("job.cancel", 201)]
+
+
 def test_records_older_than_the_retention_are_trimmed_and_never_shown(redis_url):
     t = trail(redis_url, retention_s=0.5)
     t.append_sync(record(targets=["old"]))
