@@ -14,16 +14,27 @@ import pytest
 from farm.autoscale.live import Autoscaler
 from farm.models import JobSpec
 from farm.ray_seam import StubFleet
+from farm.store.client import connect
 from farm.store.executors import ExecutorRegistry, ExecutorState
 from farm.store.history import DemandHistory
+from farm.store.jobs import JobStore
+from farm.store.keys import Keys
 from farm.store.policies import PolicyStore
 
 T0 = 1_800_000_000.0
 
 
+PREFIX = "observe:"  # this test's keys: a warden of the session's Ray cluster beats the default prefix's node key
+
+
+@pytest.fixture
+def store(redis_url) -> JobStore:
+    return JobStore(connect(redis_url), Keys(prefix=PREFIX))
+
+
 def redis_contents(client) -> dict:
-    """Every key with its serialized value: any write shows as a difference."""
-    return {key: client.dump(key) for key in client.scan_iter(count=1000)}
+    """Every key of this test's farm with its serialized value: any write shows as a difference."""
+    return {key: client.dump(key) for key in client.scan_iter(match=PREFIX + "*", count=1000)}
 
 
 def pool_state(p) -> dict:
