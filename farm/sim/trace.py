@@ -73,8 +73,10 @@ def parse(lines: Iterable[str], *, split_pools: bool = False, since: float | Non
             if seen < len(row) and row[seen].strip():
                 try:
                     o = float(row[seen])
-                except ValueError as e:
-                    raise TraceError(f"line {n}: {OBSERVED} must be a number or blank") from e
+                except ValueError:
+                    o = -1.0
+                if not 0 <= o < math.inf:
+                    raise TraceError(f"line {n}: {OBSERVED} must be a number of seconds (0 or more) or blank")
             job = (t, d, o)
         if one is not None:
             one.append(job)

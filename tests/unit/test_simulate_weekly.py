@@ -152,3 +152,12 @@ def test_trace_keeps_the_observed_column_and_a_slice():
         parse(io.StringIO(text), since=100)
     with pytest.raises(ValueError):
         instant("next tuesday")
+
+
+@pytest.mark.parametrize("value", ["soon", "-3", "inf", "nan"])
+def test_an_observed_wait_that_is_no_number_of_seconds_names_its_line(value):
+    from farm.sim.trace import TraceError, parse
+
+    rows = ["submitted_ts,duration_s,pool,tenant,observed_queue_s", "1757000000,60,linux,t,4", f"1757000060,60,linux,t,{value}"]
+    with pytest.raises(TraceError, match="line 3: observed_queue_s must be a number of seconds"):
+        parse(rows)
