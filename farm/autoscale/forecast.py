@@ -233,6 +233,7 @@ class Forecaster:
     # farm kept still loads, and rebuilt when missing.
     _steps = None  # the samples by time: [times, the most jobs in the pool at each, the last]
     _k_seen = None  # the largest deficit counted so far (-1: none)
+    _least = None  # _sure_steps' sliding least, for the steps it was made on
 
     @classmethod
     def new(cls, policy: Any, lead_s: float) -> "Forecaster":
@@ -430,26 +431,68 @@ class Forecaster:
             most.append(n)
             last.append(n)
 
-    def _sure_steps(self, t: float) -> int:
-        """`_sure` on the steps: the same least over u in [t - W, t + T] of the most jobs in
-        the pool over (u - hold, u], for all the moves at once."""
+    def _over(self, u: float) -> float:
+        """On the steps: the most jobs in the pool over (u - hold, u] (0 before any step)."""
         at, most, last = self._steps
+        upto = bisect.bisect_right(at, u) - 1  # the last step at or before u
+        if upto < 0:
+            return 0.0
+        since = bisect.bisect_right(at, u - self.hold_s) - 1  # ... at or before u - hold
+        top = max(most[since + 1 : upto + 1], default=-math.inf)
+        return max(last[since], top) if since >= 0 else top
+
+    def _moves(self, after: float, upto: float) -> Any:
+        """The times in (after, upto] where `_over` can change, ascending: a step's time and a
+        step's time + hold."""
+        at, hold = self._steps[0], self.hold_s
+        n = len(at)
+        i = bisect.bisect_right(at, after)
+        j = bisect.bisect_right(at, after - hold)
+        while j > 0 and at[j - 1] + hold > after:  # (as the sums compare, not the differences)
+            j -= 1
+        while j < n and at[j] + hold <= after:
+            j += 1
+        while True:
+            a = at[i] if i < n and at[i] <= upto else math.inf
+            b = at[j] + hold if j < n and at[j] + hold <= upto else math.inf
+            if a == b == math.inf:
+                return
+            if a <= b:
+                i += 1
+                j += a == b
+                yield a
+            else:
+                j += 1
+                yield b
+
+    def _sure_steps(self, t: float) -> int:
+        """`_sure` on the steps: the least, over u in [t - W, t + T], of `_over(u)`, which
+        changes only at the `_moves`. A sliding least: each move is valued once, as the
+        window reaches it, and kept while it can still be the least (t grows from one call
+        to the next while the steps stay in order; only the last step can still change)."""
+        steps = self._steps
         lo, hi = t - self.window_s, t + self.target_s
-        # the steps that can matter: from one at or before lo - hold (the rest are older) to hi
-        first = max(0, bisect.bisect_right(at, lo - self.hold_s - 1.0) - 1)
-        end = bisect.bisect_right(at, hi)
-        times = np.array(at[first:end])
-        moves = np.concatenate([times, times + self.hold_s])
-        u = np.concatenate([[lo], moves[(moves > lo) & (moves <= hi)]])
-        upto = np.searchsorted(times, u, side="right") - 1  # the last step at or before u
-        since = np.searchsorted(times, u - self.hold_s, side="right") - 1  # ... at or before u - hold
-        peaks = np.array(most[first:end])
-        ix = np.arange(len(times))
-        inside = (ix[None, :] > since[:, None]) & (ix[None, :] <= upto[:, None])
-        top = np.where(inside, peaks[None, :], -np.inf).max(axis=1, initial=-np.inf)
-        then = np.array(last[first:end])[np.maximum(since, 0)] if len(times) else np.zeros(len(u))
-        most_over = np.where(since >= 0, np.maximum(then, top), top)
-        return int(np.where(upto >= 0, most_over, 0.0).min())
+        w = self._least
+        if w is None or w[0] is not steps or lo < w[1]:
+            w = self._least = [steps, lo, -math.inf, deque()]  # the steps, lo, valued up to, (move, value) kept
+        w[1] = lo
+        kept, final = w[3], steps[0][-1]
+        for u in self._moves(w[2], hi):
+            if u >= final:
+                break
+            v = self._over(u)
+            while kept and kept[-1][1] >= v:
+                kept.pop()
+            kept.append((u, v))
+            w[2] = u
+        while kept and kept[0][0] <= lo:
+            kept.popleft()
+        least = self._over(lo)
+        if kept and kept[0][1] < least:
+            least = kept[0][1]
+        for u in self._moves(max(w[2], lo), hi):  # at or after the last step: valued afresh
+            least = min(least, self._over(u))
+        return int(least)
 
     def _settle_in_order(self, now: float) -> None:
         """`_settle` for samples and arrivals in time order (the same deficits, in the same

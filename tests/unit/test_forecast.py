@@ -442,3 +442,30 @@ def test_a_new_target_starts_learning_afresh_and_new_bounds_do_not():
     assert bounds.memory.own.jobs_seen == 50
     target = decide(Snapshot(queued=0, running=0, starting=0, idle=0, memory=memory), PredictivePolicy(target_p95_s=60), now=t + 60)
     assert target.memory.own.jobs_seen == 0 and target.memory.own.target_s == 60
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_the_sliding_least_is_the_least_over_the_window(seed):
+    """`_sure_steps` keeps the values of its window from one call to the next: through ties
+    (the last step still changing, a window ending on it) and quiet gaps, it answers what
+    the reference `_sure` computes afresh from every sample."""
+    rng = random.Random(seed)
+    policy, lead = _random_policy(rng)
+    fc = Forecaster.new(policy, lead)
+    fc._steps = [[], [], []]
+    samples: list[tuple[float, int]] = []
+    now = 1_757_006_747.0 if seed % 2 else 1_757_006_747.25
+    t = now - fc.target_s
+    checked = 0
+    for _ in range(1500):
+        now += rng.choice([0.0, 0.0, 1.0, 1.0, 2.0, 0.5, 7.0]) if rng.random() > 0.01 else rng.randint(100, 1000)
+        n = rng.randint(0, 12) if rng.random() < 0.8 else rng.randint(0, 60)
+        samples.append((now, n))
+        fc._step(fc._steps, now, n)
+        while t + fc.target_s < now and rng.random() < 0.7:
+            t = min(now - fc.target_s, t + rng.choice([0.0, 0.5, 1.0, 3.0, 30.0]))
+            times = np.array([s for s, _ in samples])
+            pools = np.array([float(k) for _, k in samples])
+            assert fc._sure_steps(t) == fc._sure(t, times, pools), (t, now)
+            checked += 1
+    assert checked > 500
