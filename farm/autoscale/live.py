@@ -27,9 +27,10 @@ slots are left out (`held`, farm.store.summary), and the reason says how many.
 Every pool's demand, with a policy or not, is kept by hour for `history_weeks`
 (farm.store.history). A pool switched to the predictive policy (or given a new wait target,
 or seeded from a trace with `farm policy seed`) learns from that history before it scales
-on its own: the replay runs on a thread, and the turn that starts it waits for it up to
-`learn_wait_s`, so the next decision uses it; a longer replay goes on beside the turns, the
-policy deciding as before meanwhile, and the decisions' reasons say so.
+on its own: the replay runs on a thread, and the pool's decision in the turn that starts it
+waits for it up to `learn_wait_s` (after the other pools have decided), so the next decision
+uses it; a longer replay goes on beside the turns, the policy deciding as before meanwhile,
+and the decisions' reasons say so.
 
 `Autoscaler.run_once()` is one turn (tests step it); `autoscaler_actor()` is the Ray actor
 that loops it. I/O goes through the store classes and a `Fleet` (farm.ray_seam: `RayFleet`,
@@ -41,8 +42,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -292,19 +294,24 @@ class Autoscaler:
             self.history.trim(p.name, hour_of(now) - self.settings.autoscaler.history_weeks * WEEK_HOURS)
             p.trimmed_at = now
 
-    def _learn(self, p: _Pool, lead_s: float) -> str:
-        """Learn the predictive policy's forecaster from the pool's demand history when it is
-        wanted (a switch to the policy, a new target, a seed): the replay runs on the
-        learner's thread, and the turn that starts it waits for it up to learn_wait_s, so a
-        seed takes effect on the next decision. Its outcome replaces the memory once done, if
-        it still follows the policy and no seed came meanwhile (else it is learned again).
-        What a decision's reason must add while it is under way (else "")."""
-        if p.learning is None and p.wants_history:
-            p.wants_history = False
-            if p.policy.kind == "predictive":
-                p.learning_seeded, p.learning_since = p.seeded, self.clock()
-                p.learning = self._learner.submit(self._learn_history, p.name, p.policy, lead_s)
-                wait([p.learning], timeout=self.settings.autoscaler.learn_wait_s)
+    def _start_learning(self, p: _Pool, lead_s: float) -> bool:
+        """Start learning the predictive policy's forecaster from the pool's demand history
+        when it is wanted (a switch to the policy, a new target, a seed), on the learner's
+        thread; whether it started (the turn then waits for it up to learn_wait_s, so a seed
+        takes effect on the pool's next decision)."""
+        if p.learning is not None or not p.wants_history:
+            return False
+        p.wants_history = False
+        if p.policy.kind != "predictive":
+            return False
+        p.learning_seeded, p.learning_since = p.seeded, self.clock()
+        p.learning = self._learner.submit(self._learn_history, p.name, p.policy, lead_s)
+        return True
+
+    def _learning(self, p: _Pool) -> str:
+        """A replay learned: its outcome replaces the memory, if it still follows the policy
+        and no seed came meanwhile (else it is learned again). What a decision's reason must
+        add while it is under way (else "")."""
         if p.learning is None:
             return ""
         if not p.learning.done():
@@ -347,24 +354,43 @@ class Autoscaler:
     # -- one turn ----------------------------------------------------------------------------
 
     def run_once(self) -> dict[str, dict[str, Any]]:
-        """One observe → decide → act turn over every pool; returns what each pool decided."""
+        """One observe → decide → act turn over every pool; returns what each pool decided.
+        A pool that starts learning from its history this turn decides last, after waiting
+        for the replay up to learn_wait_s: the other pools' decisions do not wait for it."""
         self.fleet.reap()
-        out = {}
+        out: dict[str, dict[str, Any]] = {}
+        learning: list[tuple[_Pool, float, Observation]] = []
         for p in self.pools.values():
-            try:
+            with self._guarded(p):
                 if not self._load_policy(p, self._stored_policy(p)):
                     now = self.clock()
                     self._keep_demand(p, self.demand.since(p.name, p.cursor), now)  # its history is kept all the same
                     continue
-                out[p.name] = self._turn(p)
-            except FarmError as e:
-                log.warning("pool %s: autoscaler turn skipped: %s", p.name, e)
-            except Exception as e:  # noqa: BLE001 - one pool's failure must not stop the others
-                log.exception("pool %s: autoscaler turn failed", p.name)
-                self._failed(p, e)
+                now, seen = self._observed(p)
+                if self._start_learning(p, seen.snapshot.lead_s):
+                    learning.append((p, now, seen))
+                    continue
+                out[p.name] = self._turn(p, now, seen)
+        if learning:
+            wait([p.learning for p, _, _ in learning], timeout=self.settings.autoscaler.learn_wait_s)
+            for p, now, seen in learning:
+                with self._guarded(p):
+                    out[p.name] = self._turn(p, now, seen)
         if out:
             self.fleet.request({pool: d["desired"] for pool, d in out.items()})
         return out
+
+    @contextmanager
+    def _guarded(self, p: _Pool) -> Iterator[None]:
+        """One pool's part of a turn: its failure is logged and recorded, and the other pools
+        go on."""
+        try:
+            yield
+        except FarmError as e:
+            log.warning("pool %s: autoscaler turn skipped: %s", p.name, e)
+        except Exception as e:  # noqa: BLE001 - one pool's failure must not stop the others
+            log.exception("pool %s: autoscaler turn failed", p.name)
+            self._failed(p, e)
 
     def _failed(self, p: _Pool, e: Exception) -> None:
         """A pool whose turn raised: counted (farm_autoscaler_errors_total) and recorded as
@@ -380,12 +406,15 @@ class Autoscaler:
         except FarmError:
             log.warning("pool %s: could not record the failed turn", p.name)
 
-    def _turn(self, p: _Pool) -> dict[str, Any]:
+    def _observed(self, p: _Pool) -> tuple[float, Observation]:
         now = self.clock()
         seen = self.observe(p, now)
         self.take_in(p, seen, now)
+        return now, seen
+
+    def _turn(self, p: _Pool, now: float, seen: Observation) -> dict[str, Any]:
         snap = seen.snapshot
-        learning = self._learn(p, snap.lead_s)
+        learning = self._learning(p)
         snap = replace(snap, memory=p.memory)
         d = decide(snap, p.policy, now=now)
         p.memory = d.memory

@@ -1,9 +1,13 @@
 """A live side that tells the truth (issue 28, item 4), on a real Redis with a fake clock and
 a stub fleet: a job its concurrency group holds is not demand; a seed takes effect on the
 next decision and is one entry in the policy's history, however many parts it is sent in;
-the lead time measured before a restart is the one decided with after it."""
+the lead time measured before a restart is the one decided with after it; a pool learning
+its history holds up no other pool's decision."""
 
 from __future__ import annotations
+
+import threading
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -18,6 +22,7 @@ from farm.ray_seam import StubFleet
 from farm.sim.history import HOUR_S, WEEK_HOURS, from_trace
 from farm.store.executors import ExecutorRegistry, ExecutorState
 from farm.store.policies import PolicyStore
+from tests.conftest import wait_for
 from tests.unit.test_history import bursty
 
 T0 = 1_800_000_000.0
@@ -131,3 +136,38 @@ def test_the_lead_measured_before_a_restart_is_decided_with_after_it(farm, store
     assert turn(first, clock, 0.0)["inputs"]["lead_s"] == pytest.approx(10.0, abs=0.1)
     second = autoscaler()  # a restart: nothing in memory (keep_learned_s is 300 s: kept as it was measured)
     assert turn(second, clock)["inputs"]["lead_s"] == pytest.approx(10.0, abs=0.1)
+
+
+def test_a_pool_learning_its_history_does_not_hold_up_the_other_pools(store, make_settings):
+    """The turn that starts a pool's replay of its history waits for it (so the pool's next
+    decision uses it), but only that pool's decision waits: the other pools decide and
+    start their executors first."""
+    settings = make_settings(admin_token=ADMIN, executors={"count": 0}, pools=["default", "gpu"],
+                             autoscaler={"learn_wait_s": 120})  # fmt: skip
+    release, replaying = threading.Event(), threading.Event()
+
+    class SlowLearner(Autoscaler):
+        def _learn_history(self, pool: str, policy: Any, lead_s: float) -> Any:
+            replaying.set()
+            assert release.wait(60), "the test never let the replay finish"
+            return super()._learn_history(pool, policy, lead_s)
+
+    fleet = StubFleet()
+    a = SlowLearner(settings, store=store, registry=ExecutorRegistry(store.client, store.keys),
+                    policies=PolicyStore(store.client, store.keys), fleet=fleet, clock=lambda: T0)  # fmt: skip
+    policies = PolicyStore(store.client, store.keys)
+    policies.put("gpu", {"kind": "reactive", "buffer": 2}, by="test")
+    policies.put("default", {"kind": "predictive", "target_p95_s": 15}, by="test")  # a switch: it learns its history first
+    decided: dict = {}
+    turn = threading.Thread(target=lambda: decided.update(a.run_once()), daemon=True)
+    turn.start()
+    try:
+        assert replaying.wait(30), "the default pool's replay never started"
+        wait_for(lambda: fleet.started == ["gpu-0", "gpu-1"], 10, what="the gpu pool to scale while default learns")
+        assert turn.is_alive() and policies.decisions("default") == []  # default's decision still waits for its replay
+    finally:
+        release.set()
+        turn.join(30)
+    assert not turn.is_alive() and set(decided) == {"default", "gpu"}
+    assert "learning" not in decided["default"]["reason"], decided["default"]["reason"]  # its replay had ended when it decided
+    assert fleet.requested == [{"gpu": 2, "default": decided["default"]["desired"]}]
