@@ -1,6 +1,7 @@
 """The shipped dashboards and alerts, proven against a real Prometheus scraping a working
 `farm up`: every panel has data from the first scrapes of a fresh farm, before any job, and
-again after jobs; the pool variable finds the pools, and promtool accepts the alerting rules.
+again after jobs; no panel counts twice what two API replicas both report; the pool variable
+finds the pools, and promtool accepts the alerting rules.
 
 "Data" is a series with a number: NaN is not data (Grafana draws nothing for it). A rate
 over counters that exist at 0 is 0, which is data. A quantile over no observations is NaN,
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -26,6 +28,7 @@ from tests.e2e.conftest import wait_all
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARDS = sorted((REPO / "dashboards").glob("*.json"))
+ONE_REPLICA = re.compile(r"\b(farm_[a-z_]+)\{")  # a selector of farm's, to narrow to one replica
 
 
 # Ratios whose denominator is 0 until jobs ran: (panel, refId).
@@ -73,7 +76,9 @@ def test_every_panel_has_data_on_a_fresh_farm_and_after_jobs(start_farm, tmp_pat
     port = free_port()
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump({
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "scrape_configs": [{"job_name": "farm", "static_configs": [{"targets": [target]}]}],
+        # Scraped twice, as two API replicas are (the chart runs two): each reports the same
+        # farm-wide values, and no panel may count them twice.
+        "scrape_configs": [{"job_name": "farm", "static_configs": [{"targets": [target], "labels": {"pod": f"api-{i}"}} for i in (0, 1)]}],
     }))  # fmt: skip
     proc = subprocess.Popen(
         [prometheus, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
@@ -108,6 +113,32 @@ def test_every_panel_has_data_on_a_fresh_farm_and_after_jobs(start_farm, tmp_pat
                                 missing.append(f"{d['title']} / {panel['title']} [{t['refId']}] pool={pool}: {series or 'no series'}")
             return missing
 
+        def counted_twice(rates: bool) -> list[str]:
+            """The targets (for All pools) whose value differs from the one replica api-0
+            alone gives: gauges exactly, rates (whose two replicas are scraped at different
+            moments) within a fifth."""
+            wrong = []
+            for path in DASHBOARDS:
+                for p in json.loads(path.read_text())["panels"]:
+                    for t in p["targets"]:
+                        if ("rate(" in t["expr"]) != rates:
+                            continue
+                        expr = substitute(t["expr"], ".*")
+                        both, one = (sorted((json.dumps(s["metric"], sort_keys=True), float(s["value"][1])) for s in query(e))
+                                     for e in (expr, ONE_REPLICA.sub(r'\1{pod="api-0", ', expr)))  # fmt: skip
+                        same = [k for k, _ in both] == [k for k, _ in one] and all(
+                            a == b or (rates and math.isfinite(a) and abs(a - b) <= 0.2 * max(abs(a), abs(b))) or (math.isnan(a) and math.isnan(b))
+                            for (_, a), (_, b) in zip(both, one, strict=True))  # fmt: skip
+                        if not same:
+                            wrong.append(f"{p['title']} [{t['refId']}]: {both} against api-0 alone {one}")
+            return wrong
+
+        def counted_once(rates: bool, timeout: float = 15) -> None:
+            deadline = time.monotonic() + timeout
+            while (wrong := counted_twice(rates)) and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert not wrong, "panels that count the replicas more than once:\n" + "\n".join(wrong)
+
         def wait_for_data(fresh: bool, timeout: float) -> None:
             deadline = time.monotonic() + timeout
             while (missing := without_data(fresh)) and time.monotonic() < deadline:
@@ -126,6 +157,8 @@ def test_every_panel_has_data_on_a_fresh_farm_and_after_jobs(start_farm, tmp_pat
 
         # A fresh farm, before any job.
         wait_for_data(fresh=True, timeout=30)
+        counted_once(rates=False)
+        assert values(substitute(next(t["expr"] for t in panel("Executors")["targets"] if t["refId"] == "B"), "default")) == {"": 2}
         assert values("sum(farm_jobs_submitted_total)") == {"": 0}, "the fresh check ran after a job"
         assert values('farm_pool_executors_target{pool="default"}') == {"desired": 2, "min": 2, "max": 2}  # the static executors
         assert values('farm_pool_executors_target{pool="elastic", bound!="desired"}') == {"min": 0, "max": 3}  # the policy's
@@ -165,6 +198,8 @@ def test_every_panel_has_data_on_a_fresh_farm_and_after_jobs(start_farm, tmp_pat
         # Every target has numbers now, the ratios too (within the rate window of the jobs), and
         # the wait panels show the quantile itself, not the fallback.
         wait_for_data(fresh=False, timeout=30)
+        counted_once(rates=True)
+        counted_once(rates=False)
         assert finite(query('histogram_quantile(0.95, sum by (le) (rate(farm_queue_wait_seconds_bucket{pool="default"}[1m])))'))
         # Runs: by pool, and only the pools asked for; the cancelled run shows in elastic only.
         runs = panel("Runs")["targets"]

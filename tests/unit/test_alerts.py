@@ -9,6 +9,6 @@ from tests.conftest import require_tool
 CASES = Path(__file__).with_name("farm.rules.test.yml")
 
 
-def test_the_queue_wait_alert_holds_each_pool_to_its_own_target():
+def test_the_alerting_rules_do_what_their_cases_say():
     run = subprocess.run([require_tool("promtool", "prometheus"), "test", "rules", str(CASES)], capture_output=True, text=True)
     assert run.returncode == 0, run.stdout + run.stderr
