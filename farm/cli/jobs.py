@@ -1,5 +1,6 @@
 """Jobs from the command line: submit, follow, list, inspect, rerun, cancel, and their logs
-and artifacts. Every command takes `--json` for scripts; tables fit 80 columns."""
+and artifacts. Every command that answers with data takes `--json` for scripts (submit and
+rerun: the job, as it ended with --wait); tables fit 80 columns."""
 
 from __future__ import annotations
 
@@ -86,12 +87,27 @@ def _follow(client: FarmClient, job_id: str, *, timestamps: bool = False, offset
         job_id = job["id"]  # a prefix the user typed: follow on by the whole id, which a later job cannot share
 
 
-def _run_or_wait(client: FarmClient, job: dict[str, Any], wait: bool, follow: bool) -> None:
+Submitted = Annotated[bool, flag("--json", help="Print the job as JSON (when it ends, with --wait) instead of its id.")]
+
+
+def _run_or_wait(client: FarmClient, job: dict[str, Any], wait: bool, follow: bool, as_json: bool) -> None:
     if not (wait or follow):
-        out.print(job["id"], highlight=False)
+        if as_json:
+            print_json(job)
+        else:
+            out.print(job["id"], highlight=False)
         return
     err.print(f"submitted {job['id']}", highlight=False)
-    _end(_follow(client, job["id"]) if follow else _wait(client, job))
+    job = _follow(client, job["id"]) if follow else _wait(client, job)
+    if as_json:
+        print_json(job)
+    _end(job)
+
+
+def _json_or_log(as_json: bool, follow: bool) -> None:
+    """Checked before anything is submitted: both would print on stdout."""
+    if as_json and follow:
+        raise typer.BadParameter("--json prints the job and --follow its log, both on stdout: give one (--wait --json waits without the log)")
 
 
 @app.command(cls=Command, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -103,8 +119,10 @@ def submit(
     pool: Annotated[Optional[str], typer.Option(help="Pool (for `-- CMD`).")] = None,
     image: Annotated[Optional[str], typer.Option(help="Step image (for `-- CMD`, docker, dind and sandbox runtimes).")] = None,
     timeout: Annotated[Optional[int], typer.Option(help="timeout_s (for `-- CMD`).")] = None,
+    as_json: Submitted = False,
 ) -> None:
     """Submit a job from a file, or a one-step job from a command: `farm submit -- make test`."""
+    _json_or_log(as_json, follow)
     command = list(ctx.args)
     if file is not None and (command or "--" in sys.argv):
         command = [file, *command]
@@ -123,7 +141,7 @@ def submit(
         if timeout:
             spec["timeout_s"] = timeout
     client = FarmClient()
-    _run_or_wait(client, client.submit(spec), wait, follow)
+    _run_or_wait(client, client.submit(spec), wait, follow, as_json)
 
 
 @app.command(cls=Command)
@@ -131,10 +149,12 @@ def rerun(
     job_id: str,
     wait: Wait = False,
     follow: Follow = False,
+    as_json: Submitted = False,
 ) -> None:
     """Submit a job's spec again as a new job (its `rerun_of` names this one)."""
+    _json_or_log(as_json, follow)
     client = FarmClient()
-    _run_or_wait(client, client.rerun(job_id), wait, follow)
+    _run_or_wait(client, client.rerun(job_id), wait, follow, as_json)
 
 
 @app.command(cls=Command)

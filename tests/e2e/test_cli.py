@@ -113,6 +113,17 @@ def test_the_whole_api_from_the_cli(start_farm, farm_env, tmp_path: Path):
     again = farm(env, "rerun", job_id, "--wait").stderr
     rerun_id = again.split()[1]
     assert json.loads(farm(env, "get", rerun_id, "--json").stdout)["rerun_of"] == job_id
+    # For scripts: the job as JSON, as submitted or (with --wait) as it ended, the exit code as ever.
+    ended = json.loads(farm(env, "rerun", job_id, "--wait", "--json").stdout)
+    assert (ended["rerun_of"], ended["state"], ended["exit_code"]) == (job_id, "succeeded", 0)
+    submitted = json.loads(farm(env, "submit", "--json", "--", "sh", "-c", "exit 4").stdout)
+    assert submitted["spec"]["steps"][0]["run"] == "sh -c 'exit 4'" and len(submitted["id"]) == 32
+    assert json.loads(farm(env, "submit", "--wait", "--json", str(spec), code=0).stdout)["state"] == "succeeded"
+    failed = json.loads(farm(env, "rerun", submitted["id"], "--wait", "--json", code=1).stdout)
+    assert (failed["state"], failed["exit_code"]) == ("failed", 4)
+    before = len(json.loads(farm(env, "jobs", "ls", "--limit", "500", "--json").stdout)["jobs"])
+    r = farm(env, "submit", "--json", "--follow", "--", "true", code=2)
+    assert "give one" in r.stderr and len(json.loads(farm(env, "jobs", "ls", "--limit", "500", "--json").stdout)["jobs"]) == before
 
     r = farm(env, "pools", "ls")
     narrow(r.stdout)
