@@ -276,13 +276,19 @@ class DockerRuntime:
         with docker_errors(f"cannot create a container of {image!r}", missing=missing):
             return self.client.containers.create(image, **self._options(step, ctx))
 
+    WAIT_RETRY_S = 60.0  # how long the daemon may keep failing to say whether a step ended
+
     def _run(self, container, ctx: StepContext) -> int:  # type: ignore[no-untyped-def]
         container.start()
         result: dict[str, int] = {}
+        failed: list[BaseException] = []
         follower = OutputFollower(container, ctx.output, ctx.stop)  # follows again after a break
 
         def wait() -> None:
-            result["code"] = container.wait()["StatusCode"]
+            try:
+                result["code"] = self._exit_code(container, ctx.stop)
+            except BaseException as e:  # noqa: BLE001 - raised on the step's thread below
+                failed.append(e)
 
         reader = threading.Thread(target=follower.run, name="container-output", daemon=True)
         waiter = threading.Thread(target=wait, name="container-wait", daemon=True)
@@ -295,11 +301,34 @@ class DockerRuntime:
                 break
         reader.join(2.0)
         try:
+            if failed and not ctx.stop.is_set():
+                raise failed[0]
             if not ctx.stop.is_set():
                 follower.finish()
         finally:
             follower.close()
         return result.get("code", -9)
+
+    def _exit_code(self, container, stop: threading.Event) -> int:  # type: ignore[no-untyped-def]
+        """The step's exit code, when its container exits. A transport error (the daemon
+        restarting or overloaded a moment) is not the step's end: the container runs on, so
+        it is asked again, backing off, until the daemon has failed for WAIT_RETRY_S in a row
+        (then raised: a runtime failure, not an exit code) or the step is being stopped."""
+        pause, failing_since = 0.2, None
+        while True:
+            try:
+                return container.wait()["StatusCode"]
+            except docker.errors.DockerException:
+                raise  # the daemon answered (no such container...): nothing to wait for
+            except DOCKER_ERRORS as e:
+                now = time.monotonic()
+                failing_since = now if failing_since is None else failing_since
+                if now - failing_since >= self.WAIT_RETRY_S:
+                    raise
+                log.warning("container %s: waiting for its exit failed (%s: %s); asking again", container.id[:12], type(e).__name__, e)
+                if stop.wait(pause):
+                    raise
+                pause = min(pause * 2, 5.0)
 
     @staticmethod
     def _kill(container) -> None:  # type: ignore[no-untyped-def]

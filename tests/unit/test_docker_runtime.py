@@ -1,5 +1,5 @@
 """DockerRuntime's step loop (`_run`) and its output follower, on a fake container: a log
-stream that breaks while the step runs on, and a kill that meets a daemon away. Pure logic
+stream that breaks while the step runs on, a wait and a kill that meet a daemon away. Pure logic
 on threads; the real daemon's side is tests/integration/test_runtime_contract.py."""
 
 from __future__ import annotations
@@ -29,10 +29,12 @@ class FakeContainer:
     id = "c0ffee" * 10
 
     def __init__(self, breaks: list[int | None], kill_errors: list[Exception] | None = None, code: int = 0,
-                 output: list[bytes] = OUTPUT) -> None:  # fmt: skip
+                 output: list[bytes] = OUTPUT, wait_errors: list[Exception] | None = None) -> None:  # fmt: skip
         self.output = output
         self.breaks = list(breaks)
         self.kill_errors = list(kill_errors or [])
+        self.wait_errors = list(wait_errors or [])
+        self.waits = 0
         self.code = code
         self.exited = threading.Event()
         self.follows = 0
@@ -42,6 +44,9 @@ class FakeContainer:
         pass
 
     def wait(self) -> dict[str, int]:
+        self.waits += 1
+        if self.wait_errors:
+            raise self.wait_errors.pop(0)
         self.exited.wait(10)
         return {"StatusCode": self.code}
 
@@ -69,10 +74,13 @@ class FakeContainer:
         self.exited.set()
 
 
-def run(container: FakeContainer, stop: threading.Event | None = None) -> tuple[int, bytes]:
+def run(container: FakeContainer, stop: threading.Event | None = None, wait_retry_s: float | None = None) -> tuple[int, bytes]:
     got = bytearray()
     ctx = StepContext(job_id="j", workspace=Path("."), env={}, output=got.extend, stop=stop or threading.Event())
-    code = DockerRuntime(DockerSettings())._run(container, ctx)
+    runtime = DockerRuntime(DockerSettings())
+    if wait_retry_s is not None:
+        runtime.WAIT_RETRY_S = wait_retry_s
+    code = runtime._run(container, ctx)
     return code, bytes(got)
 
 
@@ -129,3 +137,30 @@ def test_a_stream_ending_after_the_step_is_over_is_no_news(caplog):
     with caplog.at_level(logging.WARNING, logger="farm.docker"):
         follower.run()
     assert got == b"one\ntwo\n" and container.follows == 1 and not caplog.text
+
+
+def test_a_wait_that_meets_the_daemon_away_asks_again_and_the_step_ends_as_it_did(caplog):
+    """A transport error while waiting for the container's exit is the daemon, not the step:
+    it runs on, and its exit code is the step's (it was -9, as if killed)."""
+    away = requests.exceptions.ConnectionError("daemon away")
+    container = FakeContainer(breaks=[None], code=3, wait_errors=[away, away])
+    with caplog.at_level(logging.WARNING, logger="farm.docker"):
+        code, got = run(container)
+    assert (code, got, container.waits) == (3, b"".join(OUTPUT), 3)
+    assert caplog.text.count("waiting for its exit failed (ConnectionError: daemon away); asking again") == 2
+
+
+def test_a_daemon_that_keeps_failing_is_a_runtime_failure_not_an_exit_code():
+    container = FakeContainer(breaks=[None], wait_errors=[requests.exceptions.ReadTimeout("no answer")] * 100)
+    container._stream = lambda upto: iter(())  # type: ignore[method-assign]  # quiet, running on
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        run(container, wait_retry_s=0.5)  # run_step maps it to a RuntimeFailure (docker_errors)
+    assert 3 <= container.waits < 100  # asked again, backing off, for as long as allowed
+
+
+def test_a_container_gone_while_waiting_is_not_waited_for_again():
+    container = FakeContainer(breaks=[None], wait_errors=[docker.errors.NotFound("no such container")])
+    container._stream = lambda upto: iter(())  # type: ignore[method-assign]
+    with pytest.raises(docker.errors.NotFound):
+        run(container)
+    assert container.waits == 1
