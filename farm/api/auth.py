@@ -57,9 +57,21 @@ class Principal:
         return None if self.admin else self.tenant
 
 
+class TokenRefused(Unauthorized):
+    """A token farm knows but refuses (expired, its tenant disabled): `who` it was, for the
+    audit trail only; it grants nothing."""
+
+    def __init__(self, message: str, who: Principal) -> None:
+        super().__init__(message)
+        self.who = who
+
+
 def _principal(r: Resolved | Refused) -> Principal:
     if isinstance(r, Refused):
-        raise Unauthorized(_REFUSED.get(r.reason, "unknown token"))
+        message = _REFUSED.get(r.reason, "unknown token")
+        if r.token_id and r.role in {role.value for role in Role}:
+            raise TokenRefused(message, Principal(r.tenant, Role(r.role), 0.0, "", r.token_id, r.name))
+        raise Unauthorized(message)
     tier = "protected" if r.role is Role.ADMIN else r.tier
     return Principal(r.tenant, r.role, r.weight, tier, r.token_id, r.name)
 

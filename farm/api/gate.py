@@ -156,6 +156,7 @@ class Gate:
         try:
             who = await self.tokens.aresolve(headers.get("authorization"))
         except Unauthorized as e:
+            seen.who = getattr(e, "who", None)  # a token farm knows but refuses: recorded under it
             await _refuse(scope, receive, send, 401, str(e), {"WWW-Authenticate": "Bearer"})
             return
         except StoreUnavailable as e:  # Redis away or refusing: the token cannot be looked up (a 503, as any handler's)

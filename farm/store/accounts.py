@@ -53,11 +53,17 @@ class Resolved:
 @dataclass(frozen=True)
 class Refused:
     reason: str  # unknown, expired, disabled
+    # the token refused, when farm knows it (expired, or of a disabled tenant): its refusal is
+    # recorded under it, so its tenant's maintainer sees it in the trail
+    token_id: str = ""
+    tenant: str = ""
+    role: str = ""
+    name: str = ""
 
 
 def _resolved(got: list[Any]) -> Resolved | Refused:
     if got[0] != "ok":
-        return Refused(got[0])
+        return Refused(*got[:5])
     _, token_id, tenant, role, name, tier, weight, left = got
     return Resolved(token_id, tenant, Role(role), name, tier, float(weight), int(left))
 

@@ -54,7 +54,7 @@ def test_records_page_newest_first_with_a_cursor_and_filters(redis_url):
     t = trail(redis_url)
     ids = [t.append_sync(record("job.submit" if i % 2 else "job.cancel", "alice" if i % 3 else "bob", targets=[f"j{i}"]))
            for i in range(30)]  # fmt: skip
-    assert ids == sorted(ids)
+    assert ids == sorted(ids, key=lambda i: tuple(map(int, i.split("-"))))  # stream ids: (ms, seq), 10 in a ms sort before 2 as text
     page, nxt = t.page(limit=10)
     assert [r.targets[0] for r in page] == [f"j{i}" for i in range(29, 19, -1)] and nxt == page[-1].id
     seen = page

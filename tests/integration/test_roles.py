@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from farm.api import create_app
 from farm.roles import ACTION_KEY, ROLE_KEY, Role
 from farm.settings import hash_token
+from tests.conftest import wait_for
 
 ADMIN, TEAM = "roles-admin", "roles-team-token"
 
@@ -115,12 +116,21 @@ def test_a_revoked_token_is_refused_at_its_next_request_and_a_rotated_one_change
     assert made["token"] not in str(api.app.state.store.client.hgetall(f"farm:token:{made['id']}"))  # only its hash is kept
 
 
+def refusals_of(api, token_id: str, reader: str = ADMIN) -> list[dict]:
+    """The trail's refusals recorded under a token, as `reader` sees them (written just after the answer)."""
+    return wait_for(lambda: [x for x in api.get("/v1/audit", params={"action": "auth.refused"}, headers=auth(reader)).json()["records"]
+                             if x["actor"] == token_id], 10, what=f"the refusal of {token_id} in the trail")  # fmt: skip
+
+
 def test_an_expired_token_is_refused(api):
     made = make_token(api, Role.VIEWER, expires_in="1s")
     assert made["expires_at_ms"] - made["created_at_ms"] == 1000
     time.sleep(1.2)
     r = api.get("/v1/whoami", headers=auth(made["token"]))
     assert r.status_code == 401 and r.json()["detail"] == "this token has expired"
+    # Recorded under the token, so its tenant's maintainer (farm.yaml's TEAM) sees the attempt.
+    (refused,) = refusals_of(api, made["id"], reader=TEAM)
+    assert (refused["tenant"], refused["name"], refused["role"], refused["status"]) == ("team", "viewer-token", "viewer", 401)
     r = api.post("/v1/tokens", json={"role": "viewer", "name": "x", "expires_in": "soon"}, headers=auth(TEAM))
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "expires_in"]
 
@@ -150,11 +160,13 @@ def test_a_maintainer_manages_its_own_tenant_only_and_never_above_itself(api):
 
 def test_a_disabled_tenant_is_refused_and_enabled_again(api):
     api.post("/v1/tenants", json={"name": "acme", "weight": 2}, headers=auth(ADMIN)).raise_for_status()
-    token = make_token(api, Role.SUBMITTER, tenant="acme")["token"]
+    made = make_token(api, Role.SUBMITTER, tenant="acme")
+    token = made["token"]
     assert api.get("/v1/jobs", headers=auth(token)).status_code == 200
     assert api.post("/v1/tenants/acme/disable", headers=auth(ADMIN)).json()["disabled"] is True
     r = api.get("/v1/jobs", headers=auth(token))
     assert r.status_code == 401 and "disabled" in r.json()["detail"]
+    assert [x["tenant"] for x in refusals_of(api, made["id"])] == ["acme"]
     api.post("/v1/tenants/acme/enable", headers=auth(ADMIN)).raise_for_status()
     assert api.get("/v1/jobs", headers=auth(token)).status_code == 200
     assert api.post("/v1/tenants", json={"name": "acme"}, headers=auth(ADMIN)).status_code == 409

@@ -63,8 +63,8 @@ async def login(request: Request) -> Response:
         if not token:
             raise Unauthorized("no token")
         who = await p.tokens.aresolve_digest(hash_token(token))
-    except Unauthorized:
-        await _audited(request, None, "portal.login", [], 401)
+    except Unauthorized as e:
+        await _audited(request, getattr(e, "who", None), "portal.login", [], 401)  # a known token refused: under its name
         return render(request, "login.html", None, status=401, next=goto, error="farm does not know this token")
     session = await run_in_threadpool(p.sessions.create, hash_token(token))
     await _audited(request, who, "portal.login", [], 303)
