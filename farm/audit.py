@@ -69,6 +69,8 @@ class AuditRecord(BaseModel):
     name: Text = Field("", description="the token's name")
     tenant: Text = ""
     role: Text = ""
+    on_tenant: Text = Field("", description="the tenant of what was acted on, when not the actor's (the admin cancelling a tenant's job); "
+                            "that tenant's maintainer reads the record too")  # fmt: skip
     client: Text = Field("", description="the client's address")
     action: Text = Field(description='what was done, "area.verb" (job.submit, job.cancel, auth.refused...)')
     targets: Annotated[list[str], BeforeValidator(_targets)] = Field(default_factory=list, description="the ids acted on")
@@ -121,8 +123,9 @@ def action_matches(pattern: str, action: str) -> bool:
 
 @dataclass(frozen=True)
 class AuditFilter:
-    """Which records a reader gets: `tenant` is who may see them (None: the admin, all),
-    the rest what was asked for. `actor` is a token's id or name."""
+    """Which records a reader gets: `tenant` is who may see them (None: the admin, all):
+    its own and those of acts on it; the rest is what was asked for. `actor` is a token's
+    id or name."""
 
     tenant: str | None = None
     actor: str | None = None
@@ -131,7 +134,7 @@ class AuditFilter:
 
     def keep(self, record: AuditRecord) -> bool:
         return (
-            (self.tenant is None or record.tenant == self.tenant)
+            (self.tenant is None or record.tenant == self.tenant or (record.on_tenant != "" and record.on_tenant == self.tenant))
             and (self.actor is None or self.actor in (record.actor, record.name))
             and (self.action is None or action_matches(self.action, record.action))
             and (self.since_ms is None or record.at >= self.since_ms)

@@ -93,25 +93,30 @@ class _Exchange:
     def record(self, scope: Scope) -> AuditRecord:
         who = self.who
         targets = [str(v) for v in self.params.values()]
-        made = _made(self.answer) if self.action and self.status < 300 else None
+        made, on = _made(self.answer, self.action) if self.action and self.status < 300 else (None, None)
         if made and made not in targets:
             targets.append(made)
         return AuditRecord(
             actor=who.token_id if who else "", name=who.token_name if who else "", tenant=who.tenant if who else "",
-            role=who.role.value if who else "", client=(scope.get("client") or ("",))[0] or "",
-            action=self.action or REFUSED, targets=targets, body_sha256=self.digest.hexdigest() if self.digest else "",
-            status=self.status, method=scope["method"], path=scope["path"],
+            role=who.role.value if who else "", on_tenant=on if on and (who is None or on != who.tenant) else "",
+            client=(scope.get("client") or ("",))[0] or "", action=self.action or REFUSED, targets=targets,
+            body_sha256=self.digest.hexdigest() if self.digest else "", status=self.status, method=scope["method"],
+            path=scope["path"],
         )  # fmt: skip
 
 
-def _made(answer: bytes) -> str | None:
-    """The id (or name) of what a route made, from its JSON answer."""
+def _made(answer: bytes, action: str) -> tuple[str | None, str | None]:
+    """From a route's JSON answer: the id (or name) of what it made or acted on, and the
+    tenant that belongs to (a job's, a run's, a token's; a tenant route's own)."""
     try:
         doc = json.loads(answer)
     except ValueError:
-        return None
-    found = doc.get("id") or doc.get("name") if isinstance(doc, dict) else None
-    return found if isinstance(found, str) else None
+        return None, None
+    if not isinstance(doc, dict):
+        return None, None
+    found = doc.get("id") or doc.get("name")
+    tenant = doc.get("name") if action.startswith("tenant.") else doc.get("tenant")
+    return (found if isinstance(found, str) else None), (tenant if isinstance(tenant, str) else None)
 
 
 class Gate:

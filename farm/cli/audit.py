@@ -26,7 +26,7 @@ def _row(r: dict[str, Any]) -> list[str]:
     return [
         r["time"][5:19].replace("T", " "),
         who,
-        r["tenant"] or "-",
+        (r["tenant"] or "-") + (f" → {r['on_tenant']}" if r.get("on_tenant") else ""),  # the admin acting on a tenant's job
         r["action"],
         what,
         str(r["status"] or "-"),

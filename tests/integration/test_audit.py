@@ -20,6 +20,7 @@ from farm.store import audit as audit_store
 from farm.store.audit import AuditTrail
 from farm.store.client import connect, connect_async
 from farm.store.keys import Keys
+from tests.conftest import wait_for
 
 ADMIN, ALICE, BOB = "audit-admin", "audit-alice", "audit-bob"
 DAY = 86400
@@ -237,6 +238,23 @@ def test_the_admin_reads_every_record_and_a_maintainer_its_tenants(api):
     assert api.get("/v1/audit?tenant=bob", headers=auth(ALICE)).status_code == 403
     assert api.get("/v1/audit?format=jsonl&tenant=bob", headers=auth(ALICE)).status_code == 403
     assert api.get("/v1/audit?format=csv", headers=auth(ADMIN)).status_code == 422
+
+
+def test_the_admin_acting_on_a_tenants_job_or_token_shows_in_that_tenants_trail(api):
+    job = api.post("/v1/jobs", json={"steps": [{"name": "s", "run": "true"}]}, headers=auth(ALICE)).json()
+    assert api.post(f"/v1/jobs/{job['id']}/cancel", headers=auth(ADMIN)).status_code == 202
+    token = api.post("/v1/tokens", json={"tenant": "alice", "role": "viewer", "name": "given"}, headers=auth(ADMIN)).json()
+
+    def alices(action: str) -> list[dict]:
+        return [x for x in api.get("/v1/audit", params={"action": action}, headers=auth(ALICE)).json()["records"] if x["tenant"] == "admin"]
+
+    (cancel,) = wait_for(lambda: alices("job.cancel"), 10, what="the admin's cancel in alice's trail")
+    assert (cancel["on_tenant"], cancel["targets"], cancel["status"]) == ("alice", [job["id"]], 202)
+    (made,) = wait_for(lambda: alices("token.create"), 10, what="the admin's token for alice in alice's trail")
+    assert made["on_tenant"] == "alice" and made["targets"] == [token["id"]]
+    assert api.get("/v1/audit", params={"action": "job.cancel"}, headers=auth(BOB)).json()["records"] == []  # not bob's
+    own = wait_for(lambda: api.get("/v1/audit", params={"action": "job.submit"}, headers=auth(ALICE)).json()["records"], 10)
+    assert own[0]["on_tenant"] == "" and own[0]["tenant"] == "alice"  # its own act: no on_tenant
 
 
 def test_the_api_has_no_route_that_changes_the_trail(api):

@@ -70,6 +70,10 @@ def test_the_filter_keeps_the_tenant_actor_by_id_or_name_action_and_time():
     assert not AuditFilter(action="run.").keep(r)
     assert not AuditFilter(since_ms=5001).keep(r)
     assert AuditFilter(tenant="alice").narrows and not AuditFilter(since_ms=1).narrows
+    # The admin acting on alice's job: alice's maintainer reads it too; nobody else, and never a reader of tenant "".
+    on = AuditRecord(actor="admin", tenant="admin", on_tenant="alice", action="job.cancel", status=202)
+    assert AuditFilter(tenant="alice").keep(on) and AuditFilter(tenant="admin").keep(on)
+    assert not AuditFilter(tenant="bob").keep(on) and not AuditFilter(tenant="").keep(r.model_copy(update={"tenant": "x"}))
 
 
 @pytest.mark.parametrize(("text", "ms"), [

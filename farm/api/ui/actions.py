@@ -36,12 +36,13 @@ def _back(path: str) -> RedirectResponse:
     return RedirectResponse(path, status_code=303)
 
 
-async def _audited(request: Request, who: Principal | None, action: str, targets: list[str], status: int) -> None:
+async def _audited(request: Request, who: Principal | None, action: str, targets: list[str], status: int, on_tenant: str = "") -> None:
     """A portal action into the audit trail, as the gate writes the API's (the portal's
-    forms do not pass the gate)."""
+    forms do not pass the gate); `on_tenant`: whose job or run it acted on."""
     record = AuditRecord(actor=who.token_id if who else "", name=who.token_name if who else "", tenant=who.tenant if who else "",
-                         role=who.role.value if who else "", client=request.client.host if request.client else "", action=action,
-                         targets=targets, status=status, method=request.method, path=request.url.path)  # fmt: skip
+                         role=who.role.value if who else "", on_tenant=on_tenant if who and on_tenant != who.tenant else "",
+                         client=request.client.host if request.client else "", action=action, targets=targets, status=status,
+                         method=request.method, path=request.url.path)  # fmt: skip
     trail = parts(request).audit
     await (trail.refused(record) if status in (401, 403) else trail.append(record))
 
@@ -88,7 +89,7 @@ async def cancel_job(request: Request, seen: Seen, typed: str) -> Response:
     seen.may(Role.SUBMITTER)
     p = parts(request)
     job = await run_in_threadpool(lambda: jobs_api.cancel_job(job_id(p, seen.who, typed), seen.who, p.jobs))
-    await _audited(request, seen.who, "job.cancel", [job.id], 303)
+    await _audited(request, seen.who, "job.cancel", [job.id], 303, job.tenant)
     return _back(f"/ui/jobs/{job.id}")
 
 
@@ -99,7 +100,7 @@ async def rerun_job(request: Request, seen: Seen, typed: str) -> Response:
     p = parts(request)
     found = await run_in_threadpool(job_id, p, seen.who, typed)
     job = await jobs_api.rerun_job(found, seen.who, p.jobs, p.config, p.tenants.get(seen.who.tenant), p.resolve)
-    await _audited(request, seen.who, "job.rerun", [found, job.id], 303)
+    await _audited(request, seen.who, "job.rerun", [found, job.id], 303, job.tenant)
     return _back(f"/ui/jobs/{job.id}")
 
 
@@ -110,5 +111,5 @@ async def cancel_run(request: Request, seen: Seen, typed: str) -> Response:
     p = parts(request)
     found = await run_in_threadpool(run_id, p, seen.who, typed)
     run = await runs_api.cancel_run(found, seen.who, p.runs)
-    await _audited(request, seen.who, "run.cancel", [run.id], 303)
+    await _audited(request, seen.who, "run.cancel", [run.id], 303, run.tenant)
     return _back(f"/ui/runs/{run.id}")
