@@ -241,6 +241,9 @@ class IdentitySettings(BaseModel):
     # Unset: http://<api.host>:<api.port>/id-token.
     request_url: Annotated[str | None, Field(max_length=500, pattern=_URL)] = None
     token_ttl_s: Annotated[int, Field(ge=1, le=3600)] = 300  # a token's lifetime (exp - iat)
+    # ID tokens one attempt may ask for in a minute (more: 429): each is a signature on the
+    # API's CPU, and /id-token is outside the gate's per-tenant caps
+    requests_per_minute: Annotated[int, Field(ge=1, le=100_000)] = 60
     rotate_s: Annotated[float, Field(ge=1, le=366 * 86400)] = 7 * 86400.0  # a signing key signs this long
     # A replaced key stays in the JWKS this long (at least token_ttl_s: its last tokens verify).
     overlap_s: Annotated[float, Field(ge=1, le=30 * 86400)] = 3600.0

@@ -32,7 +32,9 @@ router = APIRouter(tags=["identity"])
 _OFF = {404: {**NOT_FOUND[404], "description": "Job identity is off here (identity.enabled)"}}
 _PUBLIC = {**_OFF, **UNAVAILABLE}
 _REFUSED = "No request token, or one of an attempt that is not running (or that did not ask for identity)"
-_TOKEN_ERRORS = {401: {**COMMON[401], "description": _REFUSED}, 422: COMMON[422], **_PUBLIC}
+_TOKEN_ERRORS = {401: {**COMMON[401], "description": _REFUSED}, 422: COMMON[422],
+                 429: {**COMMON[429], "description": "The attempt asked for more than identity.requests_per_minute ID tokens in a minute"},
+                 **_PUBLIC}  # fmt: skip
 _AUDIENCE = Query(
     min_length=1, max_length=255, pattern=identity.AUDIENCE, description="the token's `aud`: the relying party it is for"
 )
@@ -117,7 +119,7 @@ def id_token(
     _on(config)
     if credentials is None:
         raise Unauthorized("expected 'Authorization: Bearer <the step's FARM_ID_TOKEN_REQUEST_TOKEN>'")
-    subject = store.subject(credentials.credentials)
+    subject = store.subject(credentials.credentials, per_minute=config.identity.requests_per_minute)
     if subject is None:
         raise Unauthorized("unknown request token, or its attempt is not running")
     if not identity.audience_ok(audience, config.identity.audiences):

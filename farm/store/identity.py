@@ -21,7 +21,7 @@ import secrets
 import redis
 
 from farm import identity
-from farm.errors import StoreUnavailable
+from farm.errors import StoreUnavailable, TooManyRequests
 from farm.identity import SigningKey, Subject
 from farm.models import JobSpec
 from farm.store.client import translated
@@ -95,18 +95,30 @@ class IdentityStore:
         with translated():
             self.client.delete(self.keys.id_request(_digest(token)))
 
-    def subject(self, token: str) -> Subject | None:
+    def subject(self, token: str, *, per_minute: int | None = None) -> Subject | None:
         """What `token` may ask an ID token for: its attempt, while that attempt is its job's
         current one and running and the job asked for identity; None otherwise. The token is
-        found by its sha256, so no comparison of secrets runs here."""
+        found by its sha256, so no comparison of secrets runs here. `per_minute`: the most asks
+        of one request token in a minute (counted in the same round trip as the job's read,
+        and only for a token farm granted); past it TooManyRequests."""
         if len(token) != TOKEN_CHARS:
             return None
+        digest = _digest(token)
         with translated():
-            grant = self.client.hgetall(self.keys.id_request(_digest(token)))
+            grant = self.client.hgetall(self.keys.id_request(digest))
             if not grant.get("job"):
                 return None
             fields = ("tenant", "state", "attempt", "spec", "tier", "run")
-            tenant, state, attempt, spec, tier, run = self.client.hmget(self.keys.job(grant["job"]), fields)
+            pipe = self.client.pipeline(transaction=True)
+            pipe.hmget(self.keys.job(grant["job"]), fields)
+            if per_minute is not None:
+                rate = self.keys.id_rate(digest)
+                pipe.set(rate, 0, ex=60, nx=True)  # a window of a minute from the first ask in it
+                pipe.incr(rate)
+            got = pipe.execute()
+        tenant, state, attempt, spec, tier, run = got[0]
+        if per_minute is not None and got[2] > per_minute:
+            raise TooManyRequests(f"this attempt asked for more than {per_minute} ID tokens in a minute (identity.requests_per_minute); retry later")
         if state != "running" or attempt is None or attempt != grant.get("attempt") or spec is None or tenant is None:
             return None
         job_spec = JobSpec.model_validate_json(spec)

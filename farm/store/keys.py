@@ -84,6 +84,7 @@ only place a key is named.
     {p}outcomes:{tenant}    hash    "job|<branch>|<name>" or "run|<name>" -> the last outcome seen (failed/ok): "fixed"
     {p}signingkeys          hash    job identity signing keys: kid -> JSON (private JWK, created, retired) (farm.store.identity)
     {p}idreq:{sha256}       hash    a one-attempt request token for an ID token: job, attempt; expires with the attempt
+    {p}idrate:{sha256}      string  ID tokens that request token asked for in its current minute (expires with the minute)
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ _PER_ID = (
     "job", "log", "queue", "tenants", "pass", "waiting", "wake", "running", "tenant_jobs", "stats",
     "executors", "executor", "group", "parked", "gq", "idem", "policy", "policy_audit", "decisions", "demand", "history", "learned",
     "cachekeys", "cacheentry", "cachelru", "cachebytes", "fences", "logcut", "run", "tenant_runs", "rungroup", "session",
-    "account", "token", "tenant_tokens", "notify", "notifymsg", "deadletters", "outcomes", "idreq",
+    "account", "token", "tenant_tokens", "notify", "notifymsg", "deadletters", "outcomes", "idreq", "idrate",
 )  # fmt: skip
 _SINGLE = ("leases", "deadlines", "qdeadlines", "finished", "webhooks", "jobs", "seq", "cacherefs", "fencing", "nodes", "instance",
            "restarts", "runs", "runs_finished", "runstats", "tqueued", "jobids", "runids",
@@ -258,6 +259,9 @@ class Keys:
 
     def id_request(self, token_sha256: str) -> str:
         return self._k("idreq", token_sha256)
+
+    def id_rate(self, token_sha256: str) -> str:
+        return self._k("idrate", token_sha256)
 
     def waiting(self, pool: str) -> str:
         return self._k("waiting", pool)

@@ -8,6 +8,7 @@ retired key published for the overlap and no longer; two replicas rotating at on
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 import threading
@@ -197,6 +198,30 @@ def test_a_request_token_is_refused_for_anything_but_its_running_attempt(make_se
         identity.grant(stray, other, claimed.attempt, ttl_s=60)
         r = get_token(api, stray)
         assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+
+
+def test_an_attempt_asking_too_often_is_told_to_wait_and_no_other_is(make_settings, store):
+    """/id-token is outside the gate's per-tenant caps and each answer is a signature: one
+    attempt gets identity.requests_per_minute a minute, then 429s; another attempt is
+    counted apart, and a token farm never granted leaves no count behind."""
+    settings = make_settings(admin_token=ADMIN, identity={"requests_per_minute": 3})
+    identity = IdentityStore(store.client, store.keys)
+    with TestClient(create_app(settings)) as api:
+        first, second = (submit_local(api, {"id_token": True, "steps": [{"name": "s", "run": "true"}]}) for _ in range(2))
+        tokens = {}
+        for executor in ("ex-rate-1", "ex-rate-2"):
+            claim = store.claim("default", executor, lease_s=60, grace_s=5)
+            tokens[claim.job_id] = new_request_token()
+            identity.grant(tokens[claim.job_id], claim.job_id, claim.attempt, ttl_s=60)
+        assert [get_token(api, tokens[first]).status_code for _ in range(4)] == [200, 200, 200, 429]
+        r = get_token(api, tokens[first])
+        assert r.status_code == 429 and r.headers["retry-after"] and "requests_per_minute" in r.json()["detail"]
+        assert get_token(api, tokens[second]).status_code == 200  # counted apart
+        for _ in range(5):
+            assert get_token(api, new_request_token()).status_code == 401
+        counts = sorted(k for k in store.client.scan_iter(store.keys.id_rate("*")))
+        assert counts == sorted(store.keys.id_rate(hashlib.sha256(t.encode()).hexdigest()) for t in tokens.values())
+        assert all(0 < store.client.ttl(k) <= 60 for k in counts)  # each count ends with its minute
 
 
 def test_audiences_can_be_limited_and_identity_turned_off(make_settings, store):
