@@ -277,6 +277,7 @@ class DockerRuntime:
             return self.client.containers.create(image, **self._options(step, ctx))
 
     WAIT_RETRY_S = 60.0  # how long the daemon may keep failing to say whether a step ended
+    WAIT_HELD_S = 1.0  # a wait that held this long was answered: its failure starts a new row
 
     def _run(self, container, ctx: StepContext) -> int:  # type: ignore[no-untyped-def]
         container.start()
@@ -310,19 +311,24 @@ class DockerRuntime:
         return result.get("code", -9)
 
     def _exit_code(self, container, stop: threading.Event) -> int:  # type: ignore[no-untyped-def]
-        """The step's exit code, when its container exits. A transport error (the daemon
-        restarting or overloaded a moment) is not the step's end: the container runs on, so
-        it is asked again, backing off, until the daemon has failed for WAIT_RETRY_S in a row
-        (then raised: a runtime failure, not an exit code) or the step is being stopped."""
+        """The step's exit code, when its container exits. A transport error or a 5xx (the
+        daemon restarting or overloaded a moment) is not the step's end: the container runs
+        on, so it is asked again, backing off, until the daemon has failed for WAIT_RETRY_S in
+        a row (then raised: a runtime failure, not an exit code) or the step is being
+        stopped. A wait that held for WAIT_HELD_S was answered: its break starts a new row."""
         pause, failing_since = 0.2, None
         while True:
+            asked = time.monotonic()
             try:
                 return container.wait()["StatusCode"]
-            except docker.errors.DockerException:
-                raise  # the daemon answered (no such container...): nothing to wait for
             except DOCKER_ERRORS as e:
+                if isinstance(e, docker.errors.DockerException) and not (
+                    isinstance(e, docker.errors.APIError) and e.is_server_error()
+                ):
+                    raise  # the daemon answered (no such container...): nothing to wait for
                 now = time.monotonic()
-                failing_since = now if failing_since is None else failing_since
+                if failing_since is None or now - asked >= self.WAIT_HELD_S:
+                    failing_since, pause = now, 0.2
                 if now - failing_since >= self.WAIT_RETRY_S:
                     raise
                 log.warning("container %s: waiting for its exit failed (%s: %s); asking again", container.id[:12], type(e).__name__, e)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from pathlib import Path
 
 import docker.errors
@@ -46,7 +47,11 @@ class FakeContainer:
     def wait(self) -> dict[str, int]:
         self.waits += 1
         if self.wait_errors:
-            raise self.wait_errors.pop(0)
+            error = self.wait_errors.pop(0)
+            if isinstance(error, tuple):  # (held for seconds, then raised)
+                time.sleep(error[0])
+                error = error[1]
+            raise error
         self.exited.wait(10)
         return {"StatusCode": self.code}
 
@@ -74,12 +79,15 @@ class FakeContainer:
         self.exited.set()
 
 
-def run(container: FakeContainer, stop: threading.Event | None = None, wait_retry_s: float | None = None) -> tuple[int, bytes]:
+def run(container: FakeContainer, stop: threading.Event | None = None, wait_retry_s: float | None = None,
+        wait_held_s: float | None = None) -> tuple[int, bytes]:  # fmt: skip
     got = bytearray()
     ctx = StepContext(job_id="j", workspace=Path("."), env={}, output=got.extend, stop=stop or threading.Event())
     runtime = DockerRuntime(DockerSettings())
     if wait_retry_s is not None:
         runtime.WAIT_RETRY_S = wait_retry_s
+    if wait_held_s is not None:
+        runtime.WAIT_HELD_S = wait_held_s
     code = runtime._run(container, ctx)
     return code, bytes(got)
 
@@ -164,3 +172,15 @@ def test_a_container_gone_while_waiting_is_not_waited_for_again():
     with pytest.raises(docker.errors.NotFound):
         run(container)
     assert container.waits == 1
+
+
+def test_breaks_apart_in_time_each_start_a_new_row_and_a_5xx_is_asked_again():
+    """Waits that held (the daemon answered) and then broke are not a daemon failing in a
+    row: the step is waited for however long it runs. A 5xx is the daemon away too."""
+    held = (0.15, requests.exceptions.ConnectionError("daemon restarted"))
+    answer = requests.Response()
+    answer.status_code, answer.url, answer.reason = 503, "http+docker://localhost/containers/c/wait", "Service Unavailable"
+    unavailable = docker.errors.APIError("503 Server Error", response=answer)
+    container = FakeContainer(breaks=[None], code=5, wait_errors=[held, held, unavailable, held, held])
+    code, _ = run(container, wait_retry_s=0.3, wait_held_s=0.1)  # 0.75 s of breaks in all, each row shorter than 0.3 s
+    assert (code, container.waits) == (5, 6)
