@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
 from farm.api.auth import Principal
 from farm.api.deps import Caches, Config, Who
 from farm.api.errors import COMMON, FORBIDDEN, NOT_FOUND
+from farm.api.gate import acted_on
 from farm.api.public import CachesDeleted, CachesPublic
 from farm.errors import NotFound
 from farm.roles import Role, needs
@@ -32,11 +33,13 @@ def list_caches(who: Who, index: Caches, config: Config, tenant: str | None = No
 
 @router.delete("/{key:path}", openapi_extra=needs(Role.MAINTAINER, "cache.delete"), response_model=CachesDeleted, responses={**NOT_FOUND, **FORBIDDEN})
 def delete_cache(
-    key: str, who: Who, index: Caches, tenant: str | None = None,
+    request: Request, key: str, who: Who, index: Caches, tenant: str | None = None,
     ref: Annotated[str | None, Query(description="only this ref's entry")] = None, repo: str | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Delete the tenant's entries with this key (every repository, tier and ref unless narrowed)."""
-    ids = [e.id for e in index.entries(_tenant(who, tenant))
+    name = _tenant(who, tenant)
+    acted_on(request.scope, name)
+    ids = [e.id for e in index.entries(name)
            if e.key == key and (ref is None or e.scope.ref == ref) and (repo is None or e.scope.repo == repo)]  # fmt: skip
     if not ids:
         raise NotFound(f"no cache entry with key {key}")

@@ -94,6 +94,7 @@ class _Exchange:
         who = self.who
         targets = [str(v) for v in self.params.values()]
         made, on = _made(self.answer, self.action) if self.action and self.status < 300 else (None, None)
+        on = (scope.get("state") or {}).get(ACTED_ON) or on
         if made and made not in targets:
             targets.append(made)
         return AuditRecord(
@@ -103,6 +104,15 @@ class _Exchange:
             body_sha256=self.digest.hexdigest() if self.digest else "", status=self.status, method=scope["method"],
             path=scope["path"],
         )  # fmt: skip
+
+
+ACTED_ON = "audit_on_tenant"  # in a request's scope state: the tenant a route acted on, when its answer does not say
+
+
+def acted_on(scope: Scope, tenant: str) -> None:
+    """For a route whose answer does not name the tenant it acted on (a rerun answers the
+    new job, the caller's; a cache delete, a count): that tenant, for its audit record."""
+    scope.setdefault("state", {})[ACTED_ON] = tenant
 
 
 def _made(answer: bytes, action: str) -> tuple[str | None, str | None]:

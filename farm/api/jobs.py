@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Header, Query, Response, status
+from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
@@ -20,7 +20,7 @@ from farm.addresses import Resolver
 from farm.api.auth import Principal
 from farm.api.deps import Artifacts, Config, Following, JobId, Jobs, Lookup, Stopping, Submitter, Tenant, Who, queue_quota
 from farm.api.errors import AMBIGUOUS, AMBIGUOUS_OR_CONFLICT, COMMON, CONFLICT, FORBIDDEN, NOT_FOUND
-from farm.api.gate import FollowerStream
+from farm.api.gate import FollowerStream, acted_on
 from farm.artifacts import safe_name
 from farm.errors import Forbidden, InvalidInput, NotFound
 from farm.logtext import LogView
@@ -81,16 +81,19 @@ async def _submit(
 
 @router.post("/{job_id}/rerun", openapi_extra=needs(Role.SUBMITTER, "job.rerun"), status_code=status.HTTP_201_CREATED, response_model=Job,
              responses={**NOT_FOUND, **FORBIDDEN, **AMBIGUOUS})  # fmt: skip
-async def rerun_job(job_id: JobId, who: Who, jobs: Jobs, config: Config, tenant: Tenant, resolve: Lookup) -> Job:
+async def rerun_job(request: Request, job_id: JobId, who: Who, jobs: Jobs, config: Config, tenant: Tenant, resolve: Lookup) -> Job:
     """Submit the same spec again as a new job linked to this one (rerun_of): checked as a
     submit is, by the caller's permissions now (the exemption is derived again, not copied)."""
-    spec = await run_in_threadpool(_spec_to_rerun, jobs, who, job_id)
+    spec, owner = await run_in_threadpool(_spec_to_rerun, jobs, who, job_id)
+    acted_on(request.scope, owner)  # the new job is the caller's; the one rerun, its tenant's
     return (await _submit(config, tenant, who, jobs, spec, resolve, rerun_of=job_id)).job
 
 
-def _spec_to_rerun(jobs: JobStore, who: Principal, job_id: str) -> JobSpec:
-    who.check_can_see(jobs.get(job_id))
-    return jobs.raw_spec(job_id)
+def _spec_to_rerun(jobs: JobStore, who: Principal, job_id: str) -> tuple[JobSpec, str]:
+    """The spec to submit again, and whose job it was."""
+    job = jobs.get(job_id)
+    who.check_can_see(job)
+    return jobs.raw_spec(job_id), job.tenant
 
 
 @router.get("", openapi_extra=needs(Role.VIEWER), response_model=JobsPage, responses=FORBIDDEN)

@@ -252,6 +252,12 @@ def test_the_admin_acting_on_a_tenants_job_or_token_shows_in_that_tenants_trail(
     assert (cancel["on_tenant"], cancel["targets"], cancel["status"]) == ("alice", [job["id"]], 202)
     (made,) = wait_for(lambda: alices("token.create"), 10, what="the admin's token for alice in alice's trail")
     assert made["on_tenant"] == "alice" and made["targets"] == [token["id"]]
+    again = api.post(f"/v1/jobs/{job['id']}/rerun", headers=auth(ADMIN)).json()  # the new job is the admin's own
+    (rerun,) = wait_for(lambda: alices("job.rerun"), 10, what="the admin's rerun of alice's job in alice's trail")
+    assert rerun["on_tenant"] == "alice" and rerun["targets"] == [job["id"], again["id"]] and again["tenant"] == "admin"
+    assert api.delete("/v1/caches/deps", params={"tenant": "alice"}, headers=auth(ADMIN)).status_code == 404  # none: tried all the same
+    (tried,) = wait_for(lambda: alices("cache.delete"), 10, what="the admin's cache delete for alice in alice's trail")
+    assert (tried["on_tenant"], tried["status"]) == ("alice", 404)
     assert api.get("/v1/audit", params={"action": "job.cancel"}, headers=auth(BOB)).json()["records"] == []  # not bob's
     own = wait_for(lambda: api.get("/v1/audit", params={"action": "job.submit"}, headers=auth(ALICE)).json()["records"], 10)
     assert own[0]["on_tenant"] == "" and own[0]["tenant"] == "alice"  # its own act: no on_tenant

@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from farm.api import jobs as jobs_api
 from farm.api import runs as runs_api
 from farm.api.auth import Principal
+from farm.api.gate import ACTED_ON
 from farm.api.ui.pages import job_id, run_id
 from farm.api.ui.parts import parts
 from farm.api.ui.portal import PortalRoute, render
@@ -99,8 +100,8 @@ async def rerun_job(request: Request, seen: Seen, typed: str) -> Response:
     seen.may(Role.SUBMITTER)
     p = parts(request)
     found = await run_in_threadpool(job_id, p, seen.who, typed)
-    job = await jobs_api.rerun_job(found, seen.who, p.jobs, p.config, p.tenants.get(seen.who.tenant), p.resolve)
-    await _audited(request, seen.who, "job.rerun", [found, job.id], 303, job.tenant)
+    job = await jobs_api.rerun_job(request, found, seen.who, p.jobs, p.config, p.tenants.get(seen.who.tenant), p.resolve)
+    await _audited(request, seen.who, "job.rerun", [found, job.id], 303, request.scope["state"][ACTED_ON])  # the rerun job's tenant
     return _back(f"/ui/jobs/{job.id}")
 
 
