@@ -372,6 +372,10 @@ class Autoscaler:
                     continue
                 out[p.name] = self._turn(p, now, seen)
         if learning:
+            # The cluster hears now what the decided pools want, the learning ones at their
+            # last desired (each request replaces the last), not after the wait.
+            self.fleet.request({**{p.name: p.recorded[0] if p.recorded else seen.snapshot.current for p, _, seen in learning},
+                                **{pool: d["desired"] for pool, d in out.items()}})  # fmt: skip
             wait([p.learning for p, _, _ in learning], timeout=self.settings.autoscaler.learn_wait_s)
             for p, now, seen in learning:
                 with self._guarded(p):
@@ -425,8 +429,9 @@ class Autoscaler:
             started = []
         else:
             started = self.fleet.start(p.name, d.to_start) if d.to_start else []
+        asked = self.clock()  # (a learning pool decides on what it saw before the wait: its lead counts from the ask)
         for executor_id in started:
-            p.launched[executor_id] = now
+            p.launched[executor_id] = asked
         drained: list[str] = []
         if d.to_drain:
             longest_idle = sorted(p.idle_since, key=p.idle_since.__getitem__)

@@ -165,9 +165,10 @@ def test_a_pool_learning_its_history_does_not_hold_up_the_other_pools(store, mak
         assert replaying.wait(30), "the default pool's replay never started"
         wait_for(lambda: fleet.started == ["gpu-0", "gpu-1"], 10, what="the gpu pool to scale while default learns")
         assert turn.is_alive() and policies.decisions("default") == []  # default's decision still waits for its replay
+        assert fleet.requested == [{"gpu": 2, "default": 0}]  # the cluster heard at once (default at what it has)
     finally:
         release.set()
         turn.join(30)
     assert not turn.is_alive() and set(decided) == {"default", "gpu"}
     assert "learning" not in decided["default"]["reason"], decided["default"]["reason"]  # its replay had ended when it decided
-    assert fleet.requested == [{"gpu": 2, "default": decided["default"]["desired"]}]
+    assert fleet.requested[1:] == [{"gpu": 2, "default": decided["default"]["desired"]}]
