@@ -5,12 +5,13 @@
     │   └── UnsafeEntry          a path, link or file type that would leave the workspace (farm.paths)
     ├── NotFound                 no such job (or not visible to the caller)
     ├── Unauthorized             no token, or a token nobody issued
+    │   └── TokenRefused         a token farm knows but refuses (expired, tenant disabled): who, for the trail (farm.api.auth)
     ├── Forbidden                a valid token that may not do this
     │   └── SourceRefused        a checkout's git host is not a public address (the executor's check)
     ├── Conflict                 the job's state does not allow the operation
     │   ├── IllegalTransition    a state change the transition table refuses
     │   └── Ambiguous            an id prefix names more than one job (or run): `matches` shows some
-    ├── TooManyRequests          a tenant is over a per-tenant cap (open log followers...)
+    ├── TooManyRequests          over a per-tenant cap (open log followers...) or a rate: `retry_after_s`
     │   └── QueueFull            the tenant has as many jobs queued as it may (farm.store.jobs)
     ├── StaleAttempt             an executor wrote for an attempt that is no longer current
     ├── StoreUnavailable         Redis cannot be reached
@@ -84,7 +85,11 @@ class Ambiguous(Conflict):
 
 
 class TooManyRequests(FarmError):
-    pass
+    """Over a cap or a rate; `retry_after_s`: when to ask again (the Retry-After header)."""
+
+    def __init__(self, message: str, retry_after_s: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class StaleAttempt(FarmError):

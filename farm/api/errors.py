@@ -194,7 +194,8 @@ async def farm_error(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, InvalidInput):
         loc = list(exc.args[1]) if len(exc.args) > 1 else []
         return JSONResponse({"detail": [{"loc": loc, "msg": message, "type": "value_error"}]}, status_code=422)
-    headers = {"WWW-Authenticate": "Bearer"} if code == 401 else {"Retry-After": "5"} if code == 429 else None
+    retry = str(getattr(exc, "retry_after_s", 5))
+    headers = {"WWW-Authenticate": "Bearer"} if code == 401 else {"Retry-After": retry} if code == 429 else None
     body: dict[str, Any] = {"detail": message}
     if isinstance(exc, Ambiguous):
         body["matches"] = [{"id": i, "state": state} for i, state in exc.matches]

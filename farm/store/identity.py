@@ -16,6 +16,7 @@ Invariants:
 from __future__ import annotations
 
 import hashlib
+import math
 import secrets
 
 import redis
@@ -115,10 +116,12 @@ class IdentityStore:
                 rate = self.keys.id_rate(digest)
                 pipe.set(rate, 0, ex=60, nx=True)  # a window of a minute from the first ask in it
                 pipe.incr(rate)
+                pipe.pttl(rate)
             got = pipe.execute()
         tenant, state, attempt, spec, tier, run = got[0]
         if per_minute is not None and got[2] > per_minute:
-            raise TooManyRequests(f"this attempt asked for more than {per_minute} ID tokens in a minute (identity.requests_per_minute); retry later")
+            raise TooManyRequests(f"this attempt asked for more than {per_minute} ID tokens in a minute (identity.requests_per_minute); "
+                                  "retry when the minute ends", retry_after_s=max(1, math.ceil(got[3] / 1000)))  # fmt: skip
         if state != "running" or attempt is None or attempt != grant.get("attempt") or spec is None or tenant is None:
             return None
         job_spec = JobSpec.model_validate_json(spec)
