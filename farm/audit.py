@@ -22,7 +22,7 @@ import json
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, computed_field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, computed_field, model_validator
 
 from farm.durations import parse_duration
 from farm.errors import InvalidInput
@@ -80,6 +80,14 @@ class AuditRecord(BaseModel):
     path: Annotated[str, _cut(MAX_PATH)] = ""
     count: int = Field(1, description=f"the requests this entry stands for: more than 1 for {REFUSED_SUMMARY}")
     window_ms: int = Field(0, description=f"{REFUSED_SUMMARY}: the start of the minute its refusals were counted in")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _acted_on_another(cls, data: Any) -> Any:
+        """`on_tenant` only when it is not the actor's own tenant (every writer may pass it)."""
+        if isinstance(data, dict) and data.get("on_tenant") and data.get("on_tenant") == data.get("tenant", ""):
+            return {**data, "on_tenant": ""}
+        return data
 
     @computed_field(description="`at` in RFC 3339 UTC")  # type: ignore[prop-decorator]
     @property

@@ -99,7 +99,7 @@ class _Exchange:
             targets.append(made)
         return AuditRecord(
             actor=who.token_id if who else "", name=who.token_name if who else "", tenant=who.tenant if who else "",
-            role=who.role.value if who else "", on_tenant=on if on and (who is None or on != who.tenant) else "",
+            role=who.role.value if who else "", on_tenant=on or "",
             client=(scope.get("client") or ("",))[0] or "", action=self.action or REFUSED, targets=targets,
             body_sha256=self.digest.hexdigest() if self.digest else "", status=self.status, method=scope["method"],
             path=scope["path"],

@@ -41,7 +41,7 @@ async def _audited(request: Request, who: Principal | None, action: str, targets
     """A portal action into the audit trail, as the gate writes the API's (the portal's
     forms do not pass the gate); `on_tenant`: whose job or run it acted on."""
     record = AuditRecord(actor=who.token_id if who else "", name=who.token_name if who else "", tenant=who.tenant if who else "",
-                         role=who.role.value if who else "", on_tenant=on_tenant if who and on_tenant != who.tenant else "",
+                         role=who.role.value if who else "", on_tenant=on_tenant,
                          client=request.client.host if request.client else "", action=action, targets=targets, status=status,
                          method=request.method, path=request.url.path)  # fmt: skip
     trail = parts(request).audit
